@@ -1,0 +1,131 @@
+// The calling side: send requests and events to a service.
+#pragma once
+
+#include "tern/pattern.hpp"
+#include "tern/rpc_error.hpp"
+#include "tern/stream.hpp"
+#include "tern/transport/codec.hpp"
+
+#include <asio/awaitable.hpp>
+#include <msgpack.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace asio {
+class io_context;
+}
+
+namespace tern {
+
+struct client_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 3000;
+  /// Deadline of a call unless the call says otherwise.
+  std::chrono::milliseconds timeout{5000};
+  std::chrono::milliseconds connect_timeout{3000};
+  /// After a failed connect, calls fail at once (errc::connection_refused)
+  /// for this long before the next attempt; doubles per failure up to
+  /// backoff_max, and resets on success.
+  std::chrono::milliseconds backoff_initial{100};
+  std::chrono::milliseconds backoff_max{5000};
+  std::uint32_t max_frame = 16u * 1024 * 1024;
+  /// Queued request bytes above which send() waits for the writer.
+  std::size_t write_high_water = 4u * 1024 * 1024;
+  std::chrono::milliseconds incomplete_frame_timeout{30000};
+};
+
+struct call_options {
+  /// This call's deadline; zero means client_options::timeout.
+  std::chrono::milliseconds timeout{0};
+};
+
+/// A client of one service (host:port), NestJS's ClientProxy:
+///
+/// ```
+/// tern::client_proxy users({.host = "users", .port = 3001});
+/// auto list = co_await users.send<std::vector<user>>({{"cmd", "get_users"}}, query);
+/// co_await users.emit("user_created", u);
+/// ```
+///
+/// One TCP connection carries every call, many at once, correlated by id.
+/// It is made on first use (or by connect()); when it is lost, every
+/// pending call fails at once with errc::connection_closed and the next
+/// call connects again, with backoff after failed attempts.
+///
+/// Errors: every failure is an rpc_error; see errc for the kinds.
+/// Cancellation: a send() whose awaiting coroutine is cancelled (for
+/// example the losing side of `||`) ends with errc::cancelled.
+/// Thread safety: use it from the io_context's thread only. Copies share
+/// the connection.
+class client_proxy {
+ public:
+  /// On default_io_context().
+  explicit client_proxy(client_options options = {});
+  client_proxy(asio::io_context& io, client_options options);
+  ~client_proxy();
+  client_proxy(const client_proxy&) = default;
+  client_proxy& operator=(const client_proxy&) = default;
+  client_proxy(client_proxy&&) noexcept = default;
+  client_proxy& operator=(client_proxy&&) noexcept = default;
+
+  /// Connects now instead of on the first call. Throws rpc_error.
+  asio::awaitable<void> connect();
+  /// Closes the connection; pending calls fail with errc::connection_closed.
+  /// A later call connects again.
+  void close();
+
+  /// Sends `data` to the handler of `p` and returns its reply decoded as T
+  /// (for a stream, the last value). T may be void, msgpack::object_handle
+  /// (the raw value) or any msgpack-adaptable type.
+  template <class T = msgpack::object_handle, class D = msgpack::type::nil_t>
+  asio::awaitable<T> send(const pattern& p, const D& data = {}, call_options o = {}) {
+    msgpack::object_handle r =
+        co_await send_packed(p, [&](transport::packer& pk) { pk.pack(data); }, o);
+    if constexpr (std::is_void_v<T>) {
+      co_return;
+    } else if constexpr (std::is_same_v<T, msgpack::object_handle>) {
+      co_return r;
+    } else {
+      try {
+        co_return r.get().as<T>();
+      } catch (const std::exception& e) {
+        throw rpc_error(errc::decode_error, "reply to " + p.canonical() +
+                                                " does not decode as the expected type: " +
+                                                e.what());
+      }
+    }
+  }
+
+  /// Sends a request whose handler streams values; take them with next().
+  template <class T, class D = msgpack::type::nil_t>
+  asio::awaitable<reply_stream<T>> stream(const pattern& p, const D& data = {},
+                                          call_options o = {}) {
+    co_return reply_stream<T>(
+        co_await stream_packed(p, [&](transport::packer& pk) { pk.pack(data); }, o));
+  }
+
+  /// Sends an event (no reply); completes once it is queued for sending.
+  template <class D = msgpack::type::nil_t>
+  asio::awaitable<void> emit(const pattern& p, const D& data = {}) {
+    co_await emit_packed(p, [&](transport::packer& pk) { pk.pack(data); });
+  }
+
+  /// Calls waiting for replies right now.
+  [[nodiscard]] std::size_t pending() const noexcept;
+
+  struct impl;
+
+ private:
+  asio::awaitable<msgpack::object_handle> send_packed(const pattern& p,
+                                                      transport::value_writer data,
+                                                      call_options o);
+  asio::awaitable<detail::raw_stream> stream_packed(const pattern& p, transport::value_writer data,
+                                                    call_options o);
+  asio::awaitable<void> emit_packed(const pattern& p, transport::value_writer data);
+  std::shared_ptr<impl> impl_;
+};
+
+}  // namespace tern

@@ -1,0 +1,55 @@
+// The way back from a handler to its caller: one request's reply channel.
+#pragma once
+
+#include "tern/rpc_error.hpp"
+#include "tern/transport/codec.hpp"
+
+#include <asio/awaitable.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace tern::transport {
+class server_session;
+}
+
+namespace tern::detail {
+
+class service_core;
+
+/// Sends the replies of one request. Move-only; exactly one final reply
+/// (reply, reply_void or a fail_*) goes out, and a responder destroyed
+/// without one answers with an internal error, so a caller never hangs.
+class responder {
+ public:
+  responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
+            service_core* core, const std::string* pattern);
+  responder(responder&& o) noexcept;
+  responder& operator=(responder&&) = delete;
+  ~responder();
+
+  void reply(transport::value_writer value);  ///< the final value
+  void reply_void();                          ///< completion without a value
+  void next(transport::value_writer value);   ///< one stream value, more to come
+  void fail(const rpc_error& e);              ///< the handler's error, as sent
+  void fail_internal(std::string_view detail);  ///< logged; the caller gets a generic error
+  void fail_decode(std::string_view detail);    ///< the request data does not fit the handler
+
+  /// Completes once the connection can take more (stream backpressure).
+  asio::awaitable<void> wait_writable();
+  [[nodiscard]] bool open() const noexcept;
+  [[nodiscard]] const std::string& peer() const noexcept;
+  [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
+  [[nodiscard]] service_core* core() const noexcept { return core_; }
+
+ private:
+  void finished() noexcept;
+  std::shared_ptr<transport::server_session> session_;
+  std::uint64_t id_;
+  service_core* core_;
+  const std::string* pattern_;
+  bool done_ = false;
+};
+
+}  // namespace tern::detail

@@ -1,0 +1,105 @@
+// A service: pattern handlers served over TCP.
+#pragma once
+
+#include "tern/detail/handler.hpp"
+#include "tern/pattern.hpp"
+
+#include <asio/awaitable.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace asio {
+class io_context;
+}
+
+namespace tern {
+
+/// The process-wide event loop that microservice and client_proxy use
+/// unless given another; microservice::listen() runs it.
+asio::io_context& default_io_context();
+
+struct microservice_options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 3000;  ///< 0 picks a free port (see start())
+  /// Largest frame accepted or sent; a bigger one closes the connection.
+  std::uint32_t max_frame = 16u * 1024 * 1024;
+  /// Queued reply bytes per connection above which the connection stops
+  /// reading new requests until its client catches up.
+  std::size_t write_high_water = 4u * 1024 * 1024;
+  /// A client quiet in the middle of a frame this long is disconnected.
+  std::chrono::milliseconds incomplete_frame_timeout{30000};
+  /// On shutdown, how long in-flight handlers may take to finish.
+  std::chrono::milliseconds drain_timeout{10000};
+};
+
+/// A microservice: register handlers for message patterns (request/reply)
+/// and event patterns (fire-and-forget), then listen().
+///
+/// ```
+/// tern::microservice app({.port = 3001});
+/// app.message_pattern({{"cmd", "get_user"}}, [&](std::uint64_t id) { return store.get(id); });
+/// app.event_pattern("user_created", [&](const user& u) { audit.log(u); });
+/// return app.listen();
+/// ```
+///
+/// Handlers are any callable (not generic lambdas) taking at most one data
+/// argument (any msgpack-adaptable type, msgpack::object_handle for the
+/// raw value, or nothing), optionally a `const message_context&`, and for
+/// streams a `stream_writer<T>&`. They return a value (or void), or are
+/// coroutines returning `asio::awaitable<T>`. Plain handlers run on the
+/// event loop and must not block: hand blocking work to tern::offload().
+/// A handler throws rpc_error to answer with an error; any other exception
+/// becomes a generic "Internal server error" for the caller and is logged
+/// here with its detail. Registering a pattern again replaces its message
+/// handler; several event handlers on one pattern all run.
+///
+/// Thread safety: register handlers before start(); everything else runs
+/// on the io_context, which must be run by one thread.
+class microservice {
+ public:
+  /// On default_io_context().
+  explicit microservice(microservice_options options = {});
+  microservice(asio::io_context& io, microservice_options options);
+  ~microservice();
+  microservice(const microservice&) = delete;
+  microservice& operator=(const microservice&) = delete;
+
+  template <class F>
+  microservice& message_pattern(const pattern& p, F handler) {
+    add_message_handler(p, std::make_unique<detail::typed_message_handler<F>>(std::move(handler)));
+    return *this;
+  }
+
+  template <class F>
+  microservice& event_pattern(const pattern& p, F handler) {
+    add_event_handler(p, std::make_unique<detail::typed_event_handler<F>>(std::move(handler)));
+    return *this;
+  }
+
+  /// Starts serving and runs the io_context until SIGINT or SIGTERM; then
+  /// stops accepting, stops reading, lets in-flight handlers finish (up to
+  /// drain_timeout), sends their replies, closes, and returns 0. Throws
+  /// std::system_error when the address cannot be bound.
+  int listen();
+
+  /// Binds and starts accepting on the io_context without running it;
+  /// returns the bound port. For embedding and tests.
+  std::uint16_t start();
+  /// The graceful stop of listen(), as a coroutine on the io_context.
+  asio::awaitable<void> shutdown();
+
+  /// Requests being handled now.
+  [[nodiscard]] std::size_t in_flight() const noexcept;
+  /// Open client connections.
+  [[nodiscard]] std::size_t connections() const noexcept;
+
+ private:
+  void add_message_handler(const pattern& p, std::unique_ptr<detail::message_handler> h);
+  void add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h);
+  std::unique_ptr<detail::service_core> core_;
+};
+
+}  // namespace tern

@@ -1,0 +1,152 @@
+#include "tern/client_proxy.hpp"
+
+#include "tern/microservice.hpp"
+#include "tern/transport/client_connection.hpp"
+#include "tern/transport/msgpack_codec.hpp"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace tern {
+
+namespace {
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+struct client_proxy::impl {
+  impl(asio::io_context& io, client_options o)
+      : options(std::move(o)),
+        wire(options.max_frame),
+        where(options.host + ":" + std::to_string(options.port)),
+        connected(io.get_executor(), std::chrono::steady_clock::time_point::max()) {}
+
+  ~impl() {
+    if (conn) conn->close("client destroyed");
+  }
+
+  // The open connection, connecting first if needed. Concurrent callers
+  // share one attempt; during backoff after failures they fail at once.
+  asio::awaitable<std::shared_ptr<transport::client_connection>> get() {
+    for (;;) {
+      if (conn && conn->is_open()) co_return conn;
+      if (connecting) {
+        ++waiters;
+        co_await connected.async_wait(nothrow);
+        --waiters;
+        if (conn && conn->is_open()) co_return conn;
+        if (last_error) throw *last_error;
+        continue;
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (now < retry_at && last_error) {
+        auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(retry_at - now);
+        throw rpc_error(errc::connection_refused, std::string(last_error->message()) +
+                                                      " (next attempt in " +
+                                                      std::to_string(wait.count()) + " ms)");
+      }
+      connecting = true;
+      try {
+        conn = co_await transport::client_connection::connect(
+            options.host, options.port, wire,
+            transport::connection_options{options.write_high_water,
+                                          options.incomplete_frame_timeout},
+            options.connect_timeout);
+        failures = 0;
+        last_error.reset();
+      } catch (const rpc_error& e) {
+        ++failures;
+        auto backoff = options.backoff_initial * (1LL << std::min(failures - 1, 16));
+        retry_at = std::chrono::steady_clock::now() +
+                   std::min<std::chrono::milliseconds>(backoff, options.backoff_max);
+        last_error = e;
+        spdlog::warn("{}", e.what());
+      }
+      connecting = false;
+      if (waiters > 0) connected.cancel();
+      if (last_error) throw *last_error;
+    }
+  }
+
+  client_options options;
+  transport::msgpack_codec wire;
+  std::string where;
+  std::shared_ptr<transport::client_connection> conn;
+  bool connecting = false;
+  int waiters = 0;
+  asio::steady_timer connected;
+  int failures = 0;
+  std::chrono::steady_clock::time_point retry_at{};
+  std::optional<rpc_error> last_error;
+};
+
+client_proxy::client_proxy(client_options options)
+    : client_proxy(default_io_context(), std::move(options)) {}
+
+client_proxy::client_proxy(asio::io_context& io, client_options options)
+    : impl_(std::make_shared<impl>(io, std::move(options))) {}
+
+client_proxy::~client_proxy() = default;
+
+asio::awaitable<void> client_proxy::connect() {
+  auto self = impl_;
+  co_await self->get();
+}
+
+void client_proxy::close() {
+  if (impl_->conn) impl_->conn->close("client closed");
+  impl_->conn.reset();
+}
+
+std::size_t client_proxy::pending() const noexcept {
+  return impl_->conn ? impl_->conn->pending() : 0;
+}
+
+asio::awaitable<msgpack::object_handle> client_proxy::send_packed(const pattern& p,
+                                                                  transport::value_writer data,
+                                                                  call_options o) {
+  auto self = impl_;
+  auto conn = co_await self->get();
+  co_return co_await conn->call(p.canonical(), p.packed(), {}, data,
+                                o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+}
+
+asio::awaitable<void> client_proxy::emit_packed(const pattern& p, transport::value_writer data) {
+  auto self = impl_;
+  auto conn = co_await self->get();
+  co_await conn->emit(p.canonical(), p.packed(), {}, data);
+}
+
+// ---- streams ----
+
+struct detail::raw_stream::impl {
+  std::shared_ptr<transport::client_connection> conn;
+  transport::call_state state;
+  ~impl() {
+    if (conn) conn->abandon(state);
+  }
+};
+
+detail::raw_stream::raw_stream(std::unique_ptr<impl> p) : p_(std::move(p)) {}
+detail::raw_stream::raw_stream(raw_stream&&) noexcept = default;
+detail::raw_stream& detail::raw_stream::operator=(raw_stream&&) noexcept = default;
+detail::raw_stream::~raw_stream() = default;
+
+asio::awaitable<std::optional<msgpack::object_handle>> detail::raw_stream::next() {
+  return p_->conn->next(p_->state);
+}
+
+asio::awaitable<detail::raw_stream> client_proxy::stream_packed(const pattern& p,
+                                                                transport::value_writer data,
+                                                                call_options o) {
+  auto self = impl_;
+  auto s = std::make_unique<detail::raw_stream::impl>();
+  s->conn = co_await self->get();
+  co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), {}, data,
+                                o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+  co_return detail::raw_stream(std::move(s));
+}
+
+}  // namespace tern

@@ -1,0 +1,274 @@
+#include "tern/microservice.hpp"
+
+#include "tern/transport/msgpack_codec.hpp"
+#include "tern/transport/server.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <unordered_map>
+#include <vector>
+
+namespace tern {
+
+asio::io_context& default_io_context() {
+  static asio::io_context io(1);
+  return io;
+}
+
+namespace detail {
+
+namespace {
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+class service_core final : public transport::request_sink {
+ public:
+  service_core(asio::io_context& io, microservice_options o)
+      : io_(io),
+        options_(std::move(o)),
+        wire_(options_.max_frame),
+        server_(io.get_executor(), *this, wire_,
+                transport::connection_options{options_.write_high_water,
+                                              options_.incomplete_frame_timeout}) {}
+
+  void on_request(const std::shared_ptr<transport::server_session>& s,
+                  transport::packet& p) override {
+    canonical_pattern(p.pattern, key_);
+    auto it = handlers_.find(key_);
+    if (it == handlers_.end()) {
+      spdlog::debug("[{}] no handler for {}", s->peer(), key_);
+      s->wire().encode_no_handler(s->out(), p.id);
+      s->flush();
+      return;
+    }
+    it->second->invoke(p.data, p.meta, responder(s, p.id, this, &it->first));
+  }
+
+  void on_event(const std::shared_ptr<transport::server_session>& s,
+                transport::packet& p) override {
+    canonical_pattern(p.pattern, key_);
+    auto it = events_.find(key_);
+    if (it == events_.end()) {
+      spdlog::warn("[{}] no event handler for {}", s->peer(), key_);
+      return;
+    }
+    for (auto& h : it->second) h->invoke(p.data, p.meta, s->peer(), it->first, this);
+  }
+
+  asio::awaitable<void> shutdown() {
+    if (stopping_) co_return;
+    stopping_ = true;
+    auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    server_.stop_accepting();
+    server_.stop_reading();
+    if (in_flight_ > 0) {
+      spdlog::info("draining {} in-flight request(s)", in_flight_);
+    }
+    asio::steady_timer tick(io_);
+    while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
+      tick.expires_after(std::chrono::milliseconds(5));
+      co_await tick.async_wait(nothrow);
+    }
+    if (in_flight_ > 0) {
+      spdlog::warn("drain timeout: {} request(s) still running are abandoned", in_flight_);
+    }
+    co_await server_.flush(deadline);
+    server_.close_all();
+    spdlog::info("stopped");
+  }
+
+  asio::io_context& io_;
+  microservice_options options_;
+  transport::msgpack_codec wire_;
+  transport::server server_;
+  std::unordered_map<std::string, std::unique_ptr<message_handler>> handlers_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
+  std::string key_;  // reused for every lookup
+  std::size_t in_flight_ = 0;
+  bool stopping_ = false;
+};
+
+// ---- responder ----
+
+responder::responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
+                     service_core* core, const std::string* pattern)
+    : session_(std::move(session)), id_(id), core_(core), pattern_(pattern) {
+  ++core_->in_flight_;
+}
+
+responder::responder(responder&& o) noexcept
+    : session_(std::move(o.session_)),
+      id_(o.id_),
+      core_(o.core_),
+      pattern_(o.pattern_),
+      done_(o.done_) {
+  o.done_ = true;
+}
+
+responder::~responder() {
+  if (!done_) fail_internal("the handler ended without replying");
+}
+
+void responder::finished() noexcept {
+  done_ = true;
+  --core_->in_flight_;
+}
+
+bool responder::open() const noexcept { return session_->is_open(); }
+const std::string& responder::peer() const noexcept { return session_->peer(); }
+
+asio::awaitable<void> responder::wait_writable() { return session_->wait_writable(); }
+
+void responder::reply(transport::value_writer value) {
+  if (done_) return;
+  try {
+    session_->wire().encode_response(session_->out(), id_, &value, true);
+  } catch (const std::exception& e) {
+    fail_internal(std::string("reply not sent: ") + e.what());
+    return;
+  }
+  session_->flush();
+  finished();
+}
+
+void responder::reply_void() {
+  if (done_) return;
+  session_->wire().encode_response(session_->out(), id_, nullptr, true);
+  session_->flush();
+  finished();
+}
+
+void responder::next(transport::value_writer value) {
+  if (done_) return;
+  session_->wire().encode_response(session_->out(), id_, &value, false);
+  session_->flush();
+}
+
+void responder::fail(const rpc_error& e) {
+  if (done_) return;
+  auto write_err = [&](transport::packer& pk) {
+    pk.pack_map(e.has_details() ? 3 : 2);
+    pk.pack("status");
+    if (e.status() != 0) {
+      pk.pack(e.status());
+    } else {
+      pk.pack("error");
+    }
+    pk.pack("message");
+    pk.pack(std::string_view(e.message()));
+    if (e.has_details()) {
+      pk.pack("details");
+      session_->out().write(e.packed_details().data(), e.packed_details().size());
+    }
+  };
+  try {
+    session_->wire().encode_error(session_->out(), id_, write_err);
+  } catch (const std::exception& ex) {
+    fail_internal(std::string("error reply not sent: ") + ex.what());
+    return;
+  }
+  session_->flush();
+  finished();
+}
+
+void responder::fail_internal(std::string_view detail) {
+  if (done_) return;
+  spdlog::error("[{}] handler for {} failed: {}", session_->peer(), *pattern_, detail);
+  session_->wire().encode_error(session_->out(), id_, [](transport::packer& pk) {
+    pk.pack_map(2);
+    pk.pack("status");
+    pk.pack("error");
+    pk.pack("message");
+    pk.pack("Internal server error");
+  });
+  session_->flush();
+  finished();
+}
+
+void responder::fail_decode(std::string_view detail) {
+  fail(rpc_error(400, "invalid data for " + *pattern_ + ": " + std::string(detail)));
+}
+
+// ---- helpers for the handler templates ----
+
+std::string describe_decode_failure(const std::exception& e) {
+  if (dynamic_cast<const msgpack::type_error*>(&e)) return "it does not have the expected type";
+  return e.what();
+}
+
+msgpack::object_handle clone_meta(const msgpack::object& meta) {
+  if (meta.type == msgpack::type::NIL) return msgpack::object_handle();
+  return msgpack::clone(meta);
+}
+
+void spawn(asio::awaitable<void> task, service_core* core) {
+  asio::co_spawn(core->io_, std::move(task), [](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("handler task failed: {}", ex.what());
+    }
+  });
+}
+
+void log_event_failure(const std::string& pattern, const std::string& peer, const char* what) {
+  spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
+}
+
+void event_started(service_core* core) noexcept { ++core->in_flight_; }
+void event_finished(service_core* core) noexcept { --core->in_flight_; }
+
+}  // namespace detail
+
+// ---- microservice ----
+
+microservice::microservice(microservice_options options)
+    : microservice(default_io_context(), std::move(options)) {}
+
+microservice::microservice(asio::io_context& io, microservice_options options)
+    : core_(std::make_unique<detail::service_core>(io, std::move(options))) {}
+
+microservice::~microservice() = default;
+
+void microservice::add_message_handler(const pattern& p,
+                                       std::unique_ptr<detail::message_handler> h) {
+  core_->handlers_[p.canonical()] = std::move(h);
+}
+
+void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h) {
+  core_->events_[p.canonical()].push_back(std::move(h));
+}
+
+std::uint16_t microservice::start() {
+  auto port = core_->server_.listen(core_->options_.host, core_->options_.port);
+  spdlog::info("listening on {}", core_->server_.address());
+  return port;
+}
+
+asio::awaitable<void> microservice::shutdown() { return core_->shutdown(); }
+
+int microservice::listen() {
+  start();
+  auto& io = core_->io_;
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  signals.async_wait([this, &io](std::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}, shutting down", sig);
+    asio::co_spawn(io, core_->shutdown(), [&io](std::exception_ptr) { io.stop(); });
+  });
+  io.run();
+  return 0;
+}
+
+std::size_t microservice::in_flight() const noexcept { return core_->in_flight_; }
+std::size_t microservice::connections() const noexcept { return core_->server_.connections(); }
+
+}  // namespace tern

@@ -1,0 +1,191 @@
+#include "tern/pattern.hpp"
+
+#include <msgpack.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <span>
+#include <vector>
+
+namespace tern {
+
+namespace {
+
+constexpr int max_depth = 16;
+
+void quote(std::string_view s, std::string& out) {
+  out += '"';
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+}
+
+std::string pack_str(std::string_view s) {
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_str(static_cast<std::uint32_t>(s.size()));
+  pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+  return {buf.data(), buf.size()};
+}
+
+// Builds the canonical text and the msgpack map of an object pattern.
+void build_object(std::initializer_list<std::pair<std::string, pattern_value>> fields,
+                  std::string& canonical, std::string& packed) {
+  std::vector<const std::pair<std::string, pattern_value>*> sorted;
+  for (const auto& f : fields) sorted.push_back(&f);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
+  msgpack::sbuffer buf;
+  msgpack::packer<msgpack::sbuffer> pk(buf);
+  pk.pack_map(static_cast<std::uint32_t>(sorted.size()));
+  canonical = "{";
+  for (auto* f : sorted) {
+    if (canonical.size() > 1) canonical += ',';
+    quote(f->first, canonical);
+    canonical += ':';
+    canonical += f->second.canonical();
+    pk.pack_str(static_cast<std::uint32_t>(f->first.size()));
+    pk.pack_str_body(f->first.data(), static_cast<std::uint32_t>(f->first.size()));
+    buf.write(f->second.packed().data(), f->second.packed().size());
+  }
+  canonical += '}';
+  packed.assign(buf.data(), buf.size());
+}
+
+void canonical_json(const nlohmann::json& j, std::string& out, int depth);
+
+void canonical_value(const msgpack::object& o, std::string& out, int depth) {
+  if (depth > max_depth) {
+    out += "[MAX_DEPTH_REACHED]";
+    return;
+  }
+  switch (o.type) {
+    case msgpack::type::STR: quote({o.via.str.ptr, o.via.str.size}, out); break;
+    case msgpack::type::POSITIVE_INTEGER: out += std::to_string(o.via.u64); break;
+    case msgpack::type::NEGATIVE_INTEGER: out += std::to_string(o.via.i64); break;
+    case msgpack::type::BOOLEAN: out += o.via.boolean ? "true" : "false"; break;
+    case msgpack::type::NIL: out += "null"; break;
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: out += nlohmann::json(o.via.f64).dump(); break;
+    case msgpack::type::MAP: {
+      std::vector<std::pair<std::string_view, const msgpack::object*>> fields;
+      std::vector<std::string> owned_keys;  // non-string keys, as text
+      owned_keys.reserve(o.via.map.size);
+      for (const auto& kv : std::span(o.via.map.ptr, o.via.map.size)) {
+        if (kv.key.type == msgpack::type::STR) {
+          fields.emplace_back(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size), &kv.val);
+        } else {
+          std::string k;
+          canonical_value(kv.key, k, depth + 1);
+          owned_keys.push_back(std::move(k));
+          fields.emplace_back(owned_keys.back(), &kv.val);
+        }
+      }
+      std::sort(fields.begin(), fields.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      out += '{';
+      bool first = true;
+      for (const auto& [k, v] : fields) {
+        if (!first) out += ',';
+        first = false;
+        quote(k, out);
+        out += ':';
+        canonical_value(*v, out, depth + 1);
+      }
+      out += '}';
+      break;
+    }
+    case msgpack::type::ARRAY: {
+      // As NestJS does: an array is an object keyed "0", "1", ...
+      std::vector<std::pair<std::string, const msgpack::object*>> fields;
+      for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
+        fields.emplace_back(std::to_string(i), &o.via.array.ptr[i]);
+      }
+      std::sort(fields.begin(), fields.end(),
+                [](const auto& a, const auto& b) { return a.first < b.first; });
+      out += '{';
+      for (std::size_t i = 0; i < fields.size(); ++i) {
+        if (i) out += ',';
+        quote(fields[i].first, out);
+        out += ':';
+        canonical_value(*fields[i].second, out, depth + 1);
+      }
+      out += '}';
+      break;
+    }
+    default: out += "[UNSERIALIZABLE_PATTERN]"; break;
+  }
+}
+
+void canonical_json(const nlohmann::json& j, std::string& out, int depth) {
+  if (depth > max_depth) {
+    out += "[MAX_DEPTH_REACHED]";
+    return;
+  }
+  if (j.is_object()) {
+    out += '{';  // nlohmann's object is a std::map: keys already sorted bytewise
+    bool first = true;
+    for (const auto& [k, v] : j.items()) {
+      if (!first) out += ',';
+      first = false;
+      quote(k, out);
+      out += ':';
+      canonical_json(v, out, depth + 1);
+    }
+    out += '}';
+  } else if (j.is_string()) {
+    quote(j.get_ref<const std::string&>(), out);
+  } else if (j.is_array()) {
+    nlohmann::json obj = nlohmann::json::object();
+    for (std::size_t i = 0; i < j.size(); ++i) obj[std::to_string(i)] = j[i];
+    canonical_json(obj, out, depth);
+  } else {
+    out += j.dump();
+  }
+}
+
+}  // namespace
+
+pattern_value::pattern_value(std::string_view s) : packed_(pack_str(s)) { quote(s, canonical_); }
+
+pattern_value::pattern_value(bool b)
+    : canonical_(b ? "true" : "false"), packed_(1, b ? '\xc3' : '\xc2') {}
+
+pattern_value::pattern_value(std::nullptr_t) : canonical_("null"), packed_(1, '\xc0') {}
+
+pattern_value::pattern_value(std::int64_t i, int) : canonical_(std::to_string(i)) {
+  msgpack::sbuffer buf;
+  msgpack::pack(buf, i);
+  packed_.assign(buf.data(), buf.size());
+}
+
+pattern_value::pattern_value(std::initializer_list<std::pair<std::string, pattern_value>> fields) {
+  build_object(fields, canonical_, packed_);
+}
+
+pattern::pattern(std::string_view s) : canonical_(s), packed_(pack_str(s)) {}
+
+pattern::pattern(std::initializer_list<std::pair<std::string, pattern_value>> fields) {
+  build_object(fields, canonical_, packed_);
+}
+
+void canonical_pattern(const msgpack::object& o, std::string& out) {
+  out.clear();
+  if (o.type == msgpack::type::STR) {
+    std::string_view s(o.via.str.ptr, o.via.str.size);
+    if (!s.empty() && s.front() == '{') {
+      // NestJS parses a string pattern as JSON first: '{"cmd":"x"}' matches {cmd: "x"}.
+      auto j = nlohmann::json::parse(s, nullptr, false);
+      if (!j.is_discarded() && j.is_object()) {
+        canonical_json(j, out, 0);
+        return;
+      }
+    }
+    out.assign(s);
+    return;
+  }
+  canonical_value(o, out, 0);
+}
+
+}  // namespace tern

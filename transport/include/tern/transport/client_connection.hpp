@@ -1,0 +1,117 @@
+// The calling side of a connection: request ids, reply correlation,
+// deadlines, streams.
+#pragma once
+
+#include "tern/rpc_error.hpp"
+#include "tern/transport/connection.hpp"
+#include "tern/transport/unique_function.hpp"
+
+#include <asio/cancellation_signal.hpp>
+
+#include <deque>
+#include <map>
+#include <optional>
+#include <unordered_map>
+
+namespace tern::transport {
+
+class client_connection;
+
+/// One outstanding request. Lives in the frame of the coroutine that waits
+/// for it (or in a reply stream); the connection only points to it.
+struct call_state {
+  call_state() = default;
+  call_state(const call_state&) = delete;
+  call_state& operator=(const call_state&) = delete;
+
+  std::uint64_t id = 0;
+  std::string_view label;  // the pattern, for error messages
+  bool stream = false;     // keep every value (stream) or only the last
+  bool done = false;       // the final reply (or an error) has arrived
+  std::optional<rpc_error> error;
+  std::optional<msgpack::object_handle> last;    // call: the latest value
+  std::deque<msgpack::object_handle> values;     // stream: values not yet taken
+  unique_function<void()> waiter;                // the suspended caller, if any
+  asio::cancellation_slot slot;
+  std::chrono::milliseconds timeout{};
+  std::chrono::steady_clock::time_point deadline{};
+  call_state* prev = nullptr;  // links in the connection's deadline list
+  call_state* next = nullptr;
+  client_connection* owner = nullptr;  // set while registered
+};
+
+/// A connection that sends requests and events and correlates replies by
+/// id; many requests are in flight at once and replies may come in any
+/// order. Every call ends exactly once: with its final reply, its handler's
+/// error, its deadline (errc::timeout), cancellation (errc::cancelled), or
+/// the connection's loss (errc::connection_closed / errc::protocol_error),
+/// which fails every pending call at once. Replies to calls that already
+/// ended are dropped.
+///
+/// Thread safety: none; use it from its executor's (single) thread.
+class client_connection final : public connection {
+ public:
+  client_connection(asio::ip::tcp::socket socket, const codec& wire,
+                    const connection_options& options);
+  ~client_connection() override;
+
+  /// Resolves and connects within `timeout`, then starts the connection.
+  /// Throws rpc_error(errc::connection_refused) on failure.
+  static asio::awaitable<std::shared_ptr<client_connection>> connect(
+      std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
+      std::chrono::milliseconds timeout);
+
+  /// Sends a request and waits for its final reply. Returns the last value
+  /// (a nil object when the stream had none). Throws rpc_error.
+  /// `pattern`/`meta` are packed msgpack; `label` names the call in errors.
+  /// All must stay valid until the call completes.
+  asio::awaitable<msgpack::object_handle> call(std::string_view label, std::string_view pattern,
+                                               std::string_view meta, value_writer data,
+                                               std::chrono::milliseconds timeout);
+
+  /// Sends a request whose values are taken one by one with next(). The
+  /// state must stay at one address until the stream ends or is dropped.
+  asio::awaitable<void> open_stream(call_state& state, std::string_view label,
+                                    std::string_view pattern, std::string_view meta,
+                                    value_writer data, std::chrono::milliseconds timeout);
+  /// The next value of a stream, or nullopt after the last. Throws rpc_error.
+  asio::awaitable<std::optional<msgpack::object_handle>> next(call_state& state);
+  /// Forgets a call (its later replies are dropped). Safe on ended calls.
+  void abandon(call_state& state) noexcept;
+
+  /// Sends an event; completes once it is queued. Throws rpc_error.
+  asio::awaitable<void> emit(std::string_view label, std::string_view pattern,
+                             std::string_view meta, value_writer data);
+
+  /// Calls waiting for replies.
+  [[nodiscard]] std::size_t pending() const noexcept { return calls_.size(); }
+
+ protected:
+  void on_packet_(packet& p) override;
+  void on_closed_(std::string_view reason, bool protocol_error) override;
+
+ private:
+  struct deadline_list {
+    call_state* head = nullptr;
+    call_state* tail = nullptr;
+  };
+  void send_request(call_state& s, std::string_view pattern, std::string_view meta,
+                    value_writer data, std::chrono::milliseconds timeout);
+  asio::awaitable<void> wait(call_state& s);
+  void finish(call_state& s, std::optional<rpc_error> error);
+  void wake(call_state& s);
+  void unlink(call_state& s) noexcept;
+  asio::awaitable<void> expirer();
+
+  std::uint64_t next_id_ = 0;
+  std::unordered_map<std::uint64_t, call_state*> calls_;
+  std::map<std::chrono::milliseconds, deadline_list> deadlines_;  // one FIFO per timeout value
+  asio::steady_timer expiry_;
+  std::chrono::steady_clock::time_point armed_for_ = std::chrono::steady_clock::time_point::max();
+  std::string closed_reason_;
+};
+
+/// The rpc_error a reply's `err` stands for (errc::remote, internal or no_handler).
+rpc_error to_rpc_error(const packet& reply);
+
+}  // namespace tern::transport

@@ -1,0 +1,64 @@
+// The seam between connections and the bytes on the wire.
+#pragma once
+
+#include "tern/transport/byte_buffer.hpp"
+#include "tern/transport/frame_decoder.hpp"
+#include "tern/transport/function_ref.hpp"
+#include "tern/transport/packet.hpp"
+
+#include <msgpack.hpp>
+
+#include <cstdint>
+#include <string_view>
+
+namespace tern::transport {
+
+using packer = msgpack::packer<byte_buffer>;
+/// Writes one msgpack value (data, response or err) with the given packer.
+using value_writer = function_ref<void(packer&)>;
+
+/// Framing plus packet encoding for one wire format.
+///
+/// Values (data, response, err, pattern, meta) are msgpack inside the
+/// framework whatever the wire says; a codec for another format (NestJS's
+/// JSON `length#` frames) transcodes them. Codecs are stateless and shared:
+/// every method is const and thread-safe.
+///
+/// Encoders append one whole frame to `out`. A frame whose body would exceed
+/// max_frame() is not appended and protocol_violation is thrown.
+class codec {
+ public:
+  virtual ~codec() = default;
+
+  /// Whether the front of [data, data + size) holds a whole frame.
+  [[nodiscard]] virtual frame_result next_frame(const char* data, std::size_t size) const = 0;
+
+  /// Decodes a frame body. With `reference`, strings and binaries may point
+  /// into [body, body + size) instead of being copied into `zone`.
+  /// Throws protocol_violation for an undecodable or wrongly shaped packet.
+  virtual void decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
+                      packet& out) const = 0;
+
+  /// {id, pattern, data[, meta]}; `packed_pattern`/`packed_meta` are msgpack
+  /// bytes (meta empty = none).
+  virtual void encode_request(byte_buffer& out, std::uint64_t id, std::string_view packed_pattern,
+                              std::string_view packed_meta, value_writer data) const = 0;
+  /// {pattern, data[, meta]}
+  virtual void encode_event(byte_buffer& out, std::string_view packed_pattern,
+                            std::string_view packed_meta, value_writer data) const = 0;
+  /// {id, response, isDisposed} or, with a null response writer, {id, isDisposed: true}.
+  virtual void encode_response(byte_buffer& out, std::uint64_t id, const value_writer* response,
+                               bool disposed) const = 0;
+  /// {id, err, isDisposed: true}
+  virtual void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const = 0;
+  /// {id, status: "error", err: "There is no matching message handler ..."}
+  virtual void encode_no_handler(byte_buffer& out, std::uint64_t id) const = 0;
+
+  [[nodiscard]] virtual std::uint32_t max_frame() const noexcept = 0;
+};
+
+/// The text NestJS sends, and we send, when no handler matches a request.
+inline constexpr std::string_view no_handler_message =
+    "There is no matching message handler defined in the remote service.";
+
+}  // namespace tern::transport

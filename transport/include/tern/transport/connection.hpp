@@ -1,0 +1,117 @@
+// One TCP connection carrying frames both ways: a reader, a writer and a
+// stall watchdog around a codec.
+#pragma once
+
+#include "tern/transport/byte_buffer.hpp"
+#include "tern/transport/codec.hpp"
+
+#include <asio/awaitable.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace tern::transport {
+
+struct connection_options {
+  /// Queued outgoing bytes above which producers wait (and a server stops
+  /// reading new requests) until the writer catches up.
+  std::size_t write_high_water = 4u * 1024 * 1024;
+  /// A peer that goes quiet in the middle of a frame for this long is
+  /// disconnected (0 disables). Idle connections between frames stay open.
+  std::chrono::milliseconds incomplete_frame_timeout{30000};
+};
+
+/// A connection: the reader decodes frames and hands each packet to
+/// on_packet_; one writer coroutine sends everything queued in out() in one
+/// write per wake-up; a watchdog drops a peer stalled mid-frame.
+///
+/// Thread safety: none; every member runs on the connection's executor,
+/// which must be single-threaded (an io_context run by one thread).
+/// Lifetime: start() keeps the object alive (shared_from_this) until the
+/// socket is closed and its coroutines have finished.
+/// Errors: I/O errors and protocol violations close the connection, are
+/// logged with the peer address, and reach the subclass once through
+/// on_closed_.
+class connection : public std::enable_shared_from_this<connection> {
+ public:
+  connection(asio::ip::tcp::socket socket, const codec& wire, const connection_options& options);
+  virtual ~connection();
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+
+  /// Starts the reader, writer and watchdog. Call once.
+  void start();
+  /// Closes the socket at once (queued bytes are dropped); idempotent.
+  void close(std::string_view reason, bool protocol_error = false);
+  /// Stops reading new frames; queued and later writes still go out.
+  void stop_reading();
+
+  [[nodiscard]] bool is_open() const noexcept { return open_; }
+  [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
+  [[nodiscard]] const codec& wire() const noexcept { return wire_; }
+  [[nodiscard]] asio::any_io_executor executor() const { return executor_; }
+
+  /// The write queue: encode frames into it with wire(), then flush().
+  [[nodiscard]] byte_buffer& out() noexcept { return out_; }
+  /// Wakes the writer if it is idle.
+  void flush();
+  /// More than write_high_water bytes are waiting to be written.
+  [[nodiscard]] bool congested() const noexcept {
+    return out_.size() + writing_bytes_ > options_.write_high_water;
+  }
+  /// Completes once the queue is below the high-water mark or the connection closed.
+  asio::awaitable<void> wait_writable();
+  /// Completes once everything queued is written, the connection closed, or the deadline passed.
+  asio::awaitable<void> wait_flushed(std::chrono::steady_clock::time_point deadline);
+
+ protected:
+  /// Called for each packet received. The packet's objects are valid during
+  /// the call only, unless the subclass takes zone() (moves it out).
+  virtual void on_packet_(packet& p) = 0;
+  /// Called once when the connection closes.
+  virtual void on_closed_(std::string_view reason, bool protocol_error) = 0;
+  /// Whether decoded strings may point into the receive buffer (fast) or
+  /// must be copied into zone() (for packets that outlive on_packet_).
+  void set_reference_input(bool on) noexcept { reference_input_ = on; }
+  /// The zone the current packet was decoded into; a subclass may move it
+  /// out in on_packet_ to keep the packet's objects, a fresh one is made.
+  std::unique_ptr<msgpack::zone>& zone() noexcept { return zone_; }
+
+ private:
+  asio::awaitable<void> reader();
+  asio::awaitable<void> writer();
+  asio::awaitable<void> watchdog();
+  void notify_state();
+
+  asio::ip::tcp::socket socket_;
+  asio::any_io_executor executor_;
+  const codec& wire_;
+  connection_options options_;
+  std::string peer_;
+  bool open_ = true;
+  bool reading_ = true;
+  bool reference_input_ = true;
+  bool partial_ = false;  // the receive buffer holds part of a frame
+  std::chrono::steady_clock::time_point last_read_{};
+  byte_buffer out_;
+  byte_buffer writing_;
+  std::size_t writing_bytes_ = 0;
+  bool writer_idle_ = false;
+  asio::steady_timer writer_wake_;
+  asio::steady_timer state_changed_;  // fires (cancel) when the queue drains or the socket closes
+  int state_waiters_ = 0;
+  asio::steady_timer watchdog_timer_;
+  asio::cancellation_signal stop_read_;
+  std::unique_ptr<msgpack::zone> zone_;
+};
+
+/// "host:port" of an endpoint, for logs.
+std::string to_string(const asio::ip::tcp::endpoint& ep);
+
+}  // namespace tern::transport

@@ -1,0 +1,87 @@
+// The serving side: a listener that accepts connections and hands their
+// requests and events to a sink.
+#pragma once
+
+#include "tern/transport/connection.hpp"
+
+#include <asio/ip/tcp.hpp>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+
+namespace tern::transport {
+
+class server;
+class server_session;
+
+/// Receives what clients send. Called on the server's executor, one packet
+/// at a time per connection; the packet's objects are valid during the call.
+class request_sink {
+ public:
+  virtual ~request_sink() = default;
+  virtual void on_request(const std::shared_ptr<server_session>& session, packet& p) = 0;
+  virtual void on_event(const std::shared_ptr<server_session>& session, packet& p) = 0;
+};
+
+/// An accepted connection. Replies are encoded into out() with wire() and
+/// sent with flush(); see connection.
+class server_session final : public connection {
+ public:
+  server_session(asio::ip::tcp::socket socket, const codec& wire, const connection_options& o,
+                 server& owner);
+  ~server_session() override;
+
+ protected:
+  void on_packet_(packet& p) override;
+  void on_closed_(std::string_view reason, bool protocol_error) override;
+
+ private:
+  friend class server;
+  server* owner_;
+};
+
+/// Accepts connections on one address and keeps track of them, so shutdown
+/// can stop accepting, stop reading, flush and close in stages.
+///
+/// Thread safety: none; use it from its executor's (single) thread.
+/// Errors: listen() throws std::system_error when the address cannot be
+/// bound; accept errors are logged and retried after a short pause.
+class server {
+ public:
+  server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
+         const connection_options& options);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds host:port (port 0 picks a free one) and starts accepting.
+  /// Returns the bound port.
+  std::uint16_t listen(const std::string& host, std::uint16_t port);
+  /// Closes the listening socket; open connections are untouched.
+  void stop_accepting();
+  /// Stops reading from every connection (in-flight work still replies).
+  void stop_reading();
+  /// Waits until every connection has written what is queued, or the deadline.
+  asio::awaitable<void> flush(std::chrono::steady_clock::time_point deadline);
+  /// Closes every connection at once.
+  void close_all();
+
+  [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
+  [[nodiscard]] std::string address() const;
+
+ private:
+  friend class server_session;
+  asio::awaitable<void> accept_loop();
+
+  asio::any_io_executor executor_;
+  request_sink& sink_;
+  const codec& wire_;
+  connection_options options_;
+  asio::ip::tcp::acceptor acceptor_;
+  bool accepting_ = false;
+  std::unordered_set<server_session*> sessions_;
+};
+
+}  // namespace tern::transport

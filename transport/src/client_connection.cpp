@@ -1,0 +1,295 @@
+#include "tern/transport/client_connection.hpp"
+
+#include <asio/connect.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+namespace tern::transport {
+
+namespace {
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+constexpr auto never = std::chrono::steady_clock::time_point::max();
+
+std::string str_of(const msgpack::object& o) {
+  return o.type == msgpack::type::STR ? std::string(o.via.str.ptr, o.via.str.size) : std::string();
+}
+
+asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock,
+                                                     const std::string& host, std::uint16_t port) {
+  asio::ip::tcp::resolver resolver(sock.get_executor());
+  auto [rec, endpoints] = co_await resolver.async_resolve(host, std::to_string(port), nothrow);
+  if (rec) co_return rec;
+  auto [cec, ep] = co_await asio::async_connect(sock, endpoints, nothrow);
+  co_return cec;
+}
+}  // namespace
+
+rpc_error to_rpc_error(const packet& reply) {
+  const msgpack::object& err = reply.err;
+  if (err.type == msgpack::type::STR) {
+    auto text = str_of(err);
+    if (reply.status_error && text == no_handler_message) return {errc::no_handler, text};
+    return {errc::remote, text};
+  }
+  if (err.type != msgpack::type::MAP) return {errc::remote, "remote error"};
+  int status = 0;
+  bool generic = false;
+  std::string message = "remote error";
+  std::string details;
+  for (const auto& kv : std::span(err.via.map.ptr, err.via.map.size)) {
+    auto k = str_of(kv.key);
+    if (k == "status") {
+      if (kv.val.type == msgpack::type::POSITIVE_INTEGER && kv.val.via.u64 < 1000) {
+        status = static_cast<int>(kv.val.via.u64);
+      } else if (kv.val.type == msgpack::type::STR) {
+        generic = str_of(kv.val) == "error";
+      }
+    } else if (k == "message") {
+      message = str_of(kv.val);
+    } else if (k == "details") {
+      msgpack::sbuffer buf;
+      msgpack::pack(buf, kv.val);
+      details.assign(buf.data(), buf.size());
+    }
+  }
+  if (generic && message == "Internal server error") return {errc::internal, message, 500};
+  rpc_error e(errc::remote, message, status);
+  if (!details.empty()) e.set_packed_details(std::move(details));
+  return e;
+}
+
+client_connection::client_connection(asio::ip::tcp::socket socket, const codec& wire,
+                                     const connection_options& options)
+    : connection(std::move(socket), wire, options), expiry_(executor(), never) {
+  // Replies outlive on_packet_ (they travel to the waiting coroutine).
+  set_reference_input(false);
+}
+
+client_connection::~client_connection() = default;
+
+asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
+    std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
+    std::chrono::milliseconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  auto ex = co_await asio::this_coro::executor;
+  asio::ip::tcp::socket sock(ex);
+  asio::steady_timer timer(ex, timeout);
+  auto where = host + ":" + std::to_string(port);
+  auto result =
+      co_await (resolve_and_connect(sock, host, port) || timer.async_wait(asio::use_awaitable));
+  if (result.index() == 1) {
+    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": timed out after " +
+                                                  std::to_string(timeout.count()) + " ms");
+  }
+  if (auto ec = std::get<0>(result)) {
+    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": " + ec.message());
+  }
+  auto conn = std::make_shared<client_connection>(std::move(sock), wire, options);
+  conn->start();
+  asio::co_spawn(ex, [conn]() { return conn->expirer(); }, [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  co_return conn;
+}
+
+void client_connection::send_request(call_state& s, std::string_view pattern,
+                                     std::string_view meta, value_writer data,
+                                     std::chrono::milliseconds timeout) {
+  if (!is_open()) {
+    throw rpc_error(errc::connection_closed, "connection to " + peer() + " lost: " + closed_reason_);
+  }
+  s.id = ++next_id_;
+  try {
+    wire().encode_request(out(), s.id, pattern, meta, data);
+  } catch (const protocol_violation& e) {
+    throw rpc_error(errc::protocol_error, "request " + std::string(s.label) + " not sent: " + e.what());
+  }
+  calls_.emplace(s.id, &s);
+  s.owner = this;
+  s.timeout = timeout;
+  s.deadline = std::chrono::steady_clock::now() + timeout;
+  auto& list = deadlines_[timeout];
+  s.prev = list.tail;
+  s.next = nullptr;
+  (list.tail ? list.tail->next : list.head) = &s;
+  list.tail = &s;
+  if (s.deadline < armed_for_) expiry_.cancel();
+  flush();
+}
+
+void client_connection::unlink(call_state& s) noexcept {
+  if (!s.owner) return;
+  calls_.erase(s.id);
+  auto it = deadlines_.find(s.timeout);
+  if (it != deadlines_.end()) {
+    auto& list = it->second;
+    (s.prev ? s.prev->next : list.head) = s.next;
+    (s.next ? s.next->prev : list.tail) = s.prev;
+    if (!list.head) deadlines_.erase(it);
+  }
+  s.prev = s.next = nullptr;
+  s.owner = nullptr;
+}
+
+void client_connection::abandon(call_state& s) noexcept {
+  unlink(s);
+  s.done = true;
+  if (s.slot.is_connected()) s.slot.clear();
+  s.waiter = {};
+}
+
+void client_connection::wake(call_state& s) {
+  if (!s.waiter) return;
+  if (s.slot.is_connected()) s.slot.clear();
+  asio::post(executor(), std::move(s.waiter));
+  s.waiter = {};
+}
+
+void client_connection::finish(call_state& s, std::optional<rpc_error> error) {
+  unlink(s);
+  s.done = true;
+  s.error = std::move(error);
+  wake(s);
+}
+
+asio::awaitable<void> client_connection::wait(call_state& s) {
+  co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+      [this, &s](auto handler) {
+        s.slot = asio::get_associated_cancellation_slot(handler);
+        if (s.slot.is_connected()) {
+          s.slot.assign([this, &s](asio::cancellation_type) {
+            if (!s.done) finish(s, rpc_error(errc::cancelled, std::string(s.label) + " cancelled"));
+          });
+        }
+        s.waiter = [h = std::move(handler)]() mutable { std::move(h)(); };
+      },
+      asio::use_awaitable);
+}
+
+asio::awaitable<msgpack::object_handle> client_connection::call(std::string_view label,
+                                                                std::string_view pattern,
+                                                                std::string_view meta,
+                                                                value_writer data,
+                                                                std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  if (congested()) co_await wait_writable();
+  call_state s;
+  s.label = label;
+  struct guard {
+    client_connection* c;
+    call_state* s;
+    ~guard() { c->abandon(*s); }
+  } g{this, &s};
+  send_request(s, pattern, meta, data, timeout);
+  while (!s.done) co_await wait(s);
+  if (s.error) throw *s.error;
+  if (!s.last) co_return msgpack::object_handle();
+  co_return std::move(*s.last);
+}
+
+asio::awaitable<void> client_connection::open_stream(call_state& s, std::string_view label,
+                                                     std::string_view pattern,
+                                                     std::string_view meta, value_writer data,
+                                                     std::chrono::milliseconds timeout) {
+  auto self = shared_from_this();
+  if (congested()) co_await wait_writable();
+  s.label = label;
+  s.stream = true;
+  send_request(s, pattern, meta, data, timeout);
+}
+
+asio::awaitable<std::optional<msgpack::object_handle>> client_connection::next(call_state& s) {
+  auto self = shared_from_this();
+  while (s.values.empty() && !s.done) co_await wait(s);
+  if (!s.values.empty()) {
+    auto v = std::move(s.values.front());
+    s.values.pop_front();
+    co_return v;
+  }
+  if (s.error) throw *s.error;
+  co_return std::nullopt;
+}
+
+asio::awaitable<void> client_connection::emit(std::string_view label, std::string_view pattern,
+                                              std::string_view meta, value_writer data) {
+  auto self = shared_from_this();
+  if (congested()) co_await wait_writable();
+  if (!is_open()) {
+    throw rpc_error(errc::connection_closed, "connection to " + peer() + " lost: " + closed_reason_);
+  }
+  try {
+    wire().encode_event(out(), pattern, meta, data);
+  } catch (const protocol_violation& e) {
+    throw rpc_error(errc::protocol_error, "event " + std::string(label) + " not sent: " + e.what());
+  }
+  flush();
+}
+
+void client_connection::on_packet_(packet& p) {
+  if (p.kind != packet_kind::reply) {
+    throw protocol_violation("a server sent a request or event packet");
+  }
+  auto it = calls_.find(p.id);
+  if (it == calls_.end()) {
+    spdlog::debug("[{}] dropped a reply to call {} which already ended", peer(), p.id);
+    return;
+  }
+  call_state& s = *it->second;
+  if (p.has_err) {
+    finish(s, to_rpc_error(p));
+    return;
+  }
+  if (p.has_response) {
+    msgpack::object_handle v(p.response, std::move(zone()));
+    if (s.stream) {
+      s.values.push_back(std::move(v));
+    } else {
+      s.last = std::move(v);
+    }
+  }
+  if (p.disposed) {
+    finish(s, std::nullopt);
+  } else if (s.stream) {
+    wake(s);
+  }
+}
+
+void client_connection::on_closed_(std::string_view reason, bool protocol_error) {
+  closed_reason_ = reason;
+  expiry_.cancel();
+  std::vector<call_state*> all;
+  all.reserve(calls_.size());
+  for (auto& [id, s] : calls_) all.push_back(s);
+  for (auto* s : all) {
+    finish(*s, rpc_error(protocol_error ? errc::protocol_error : errc::connection_closed,
+                         std::string(s->label) + ": connection to " + peer() + " lost: " +
+                             std::string(reason)));
+  }
+}
+
+asio::awaitable<void> client_connection::expirer() {
+  auto self = shared_from_this();
+  while (is_open()) {
+    auto earliest = never;
+    for (auto& [t, list] : deadlines_) earliest = std::min(earliest, list.head->deadline);
+    armed_for_ = earliest;
+    expiry_.expires_at(earliest);
+    co_await expiry_.async_wait(nothrow);
+    armed_for_ = never;
+    auto now = std::chrono::steady_clock::now();
+    std::vector<call_state*> expired;
+    for (auto& [t, list] : deadlines_) {
+      for (auto* s = list.head; s && s->deadline <= now; s = s->next) expired.push_back(s);
+    }
+    for (auto* s : expired) {
+      finish(*s, rpc_error(errc::timeout, "no reply to " + std::string(s->label) + " within " +
+                                              std::to_string(s->timeout.count()) + " ms"));
+    }
+  }
+}
+
+}  // namespace tern::transport

@@ -1,0 +1,114 @@
+#include "tern/transport/server.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include <vector>
+
+namespace tern::transport {
+
+namespace {
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+}
+
+server_session::server_session(asio::ip::tcp::socket socket, const codec& wire,
+                               const connection_options& o, server& owner)
+    : connection(std::move(socket), wire, o), owner_(&owner) {
+  owner_->sessions_.insert(this);
+}
+
+server_session::~server_session() {
+  if (owner_) owner_->sessions_.erase(this);
+}
+
+void server_session::on_packet_(packet& p) {
+  if (!owner_) return;
+  auto self = std::static_pointer_cast<server_session>(shared_from_this());
+  switch (p.kind) {
+    case packet_kind::request: owner_->sink_.on_request(self, p); break;
+    case packet_kind::event: owner_->sink_.on_event(self, p); break;
+    case packet_kind::reply: throw protocol_violation("a client sent a reply packet");
+  }
+}
+
+void server_session::on_closed_(std::string_view, bool) {
+  if (owner_) owner_->sessions_.erase(this);
+  owner_ = nullptr;
+}
+
+server::server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
+               const connection_options& options)
+    : executor_(ex), sink_(sink), wire_(wire), options_(options), acceptor_(ex) {}
+
+server::~server() {
+  stop_accepting();
+  close_all();
+}
+
+std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
+  asio::ip::tcp::resolver resolver(executor_);
+  auto results = resolver.resolve(host, std::to_string(port), asio::ip::resolver_base::passive);
+  asio::ip::tcp::endpoint ep = *results.begin();
+  acceptor_.open(ep.protocol());
+  acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+  acceptor_.bind(ep);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  accepting_ = true;
+  asio::co_spawn(executor_, accept_loop(), asio::detached);
+  return acceptor_.local_endpoint().port();
+}
+
+std::string server::address() const {
+  std::error_code ec;
+  auto ep = acceptor_.local_endpoint(ec);
+  return ec ? std::string("(not listening)") : to_string(ep);
+}
+
+asio::awaitable<void> server::accept_loop() {
+  asio::steady_timer pause(executor_);
+  while (accepting_) {
+    auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
+    if (!accepting_) co_return;
+    if (ec) {
+      // Out of descriptors and the like: keep serving the connections we
+      // have and try again shortly.
+      spdlog::warn("accept on {} failed: {}", address(), ec.message());
+      pause.expires_after(std::chrono::milliseconds(50));
+      co_await pause.async_wait(nothrow);
+      continue;
+    }
+    auto session = std::make_shared<server_session>(std::move(sock), wire_, options_, *this);
+    spdlog::debug("[{}] connected", session->peer());
+    session->start();
+  }
+}
+
+void server::stop_accepting() {
+  accepting_ = false;
+  std::error_code ec;
+  acceptor_.close(ec);
+}
+
+void server::stop_reading() {
+  for (auto* s : sessions_) s->stop_reading();
+}
+
+asio::awaitable<void> server::flush(std::chrono::steady_clock::time_point deadline) {
+  std::vector<std::shared_ptr<connection>> all;
+  for (auto* s : sessions_) all.push_back(s->shared_from_this());
+  for (auto& s : all) co_await s->wait_flushed(deadline);
+}
+
+void server::close_all() {
+  std::vector<std::shared_ptr<connection>> all;
+  for (auto* s : sessions_) all.push_back(s->shared_from_this());
+  for (auto& s : all) s->close("server shutting down");
+  for (auto* s : sessions_) s->owner_ = nullptr;
+  sessions_.clear();
+}
+
+}  // namespace tern::transport
