@@ -18,8 +18,10 @@
 namespace tern {
 
 asio::io_context& default_io_context() {
-  static asio::io_context io(1);
-  return io;
+  // Never destroyed: handler frames still suspended at exit (past the drain
+  // timeout) must not be torn down after the logger and the service.
+  static auto* io = new asio::io_context(1);
+  return *io;
 }
 
 namespace detail {
@@ -28,7 +30,8 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 }
 
-class service_core final : public transport::request_sink {
+class service_core final : public transport::request_sink,
+                           public std::enable_shared_from_this<service_core> {
  public:
   service_core(asio::io_context& io, microservice_options o)
       : io_(io),
@@ -92,6 +95,7 @@ class service_core final : public transport::request_sink {
   std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
   std::string key_;  // reused for every lookup
   std::size_t in_flight_ = 0;
+  std::uint16_t port_ = 0;  // once listening
   bool stopping_ = false;
 };
 
@@ -209,7 +213,7 @@ msgpack::object_handle clone_meta(const msgpack::object& meta) {
 }
 
 void spawn(asio::awaitable<void> task, service_core* core) {
-  asio::co_spawn(core->io_, std::move(task), [](std::exception_ptr e) {
+  asio::co_spawn(core->io_, std::move(task), [keep = core->shared_from_this()](std::exception_ptr e) {
     if (!e) return;
     try {
       std::rethrow_exception(e);
@@ -234,7 +238,7 @@ microservice::microservice(microservice_options options)
     : microservice(default_io_context(), std::move(options)) {}
 
 microservice::microservice(asio::io_context& io, microservice_options options)
-    : core_(std::make_unique<detail::service_core>(io, std::move(options))) {}
+    : core_(std::make_shared<detail::service_core>(io, std::move(options))) {}
 
 microservice::~microservice() = default;
 
@@ -248,17 +252,20 @@ void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::e
 }
 
 std::uint16_t microservice::start() {
+  if (core_->port_ != 0) return core_->port_;
   auto port = core_->server_.listen(core_->options_.host, core_->options_.port);
   spdlog::info("listening on {}", core_->server_.address());
+  core_->port_ = port;
   return port;
 }
 
 asio::awaitable<void> microservice::shutdown() { return core_->shutdown(); }
 
-int microservice::listen() {
-  start();
+int microservice::listen(const std::function<void(std::uint16_t port)>& ready) {
   auto& io = core_->io_;
   asio::signal_set signals(io, SIGINT, SIGTERM);
+  auto port = start();
+  if (ready) ready(port);
   signals.async_wait([this, &io](std::error_code ec, int sig) {
     if (ec) return;
     spdlog::info("received signal {}, shutting down", sig);

@@ -31,23 +31,22 @@ std::string pack_str(std::string_view s) {
 }
 
 // Builds the canonical text and the msgpack map of an object pattern.
-void build_object(std::initializer_list<std::pair<std::string, pattern_value>> fields,
-                  std::string& canonical, std::string& packed) {
-  std::vector<const std::pair<std::string, pattern_value>*> sorted;
-  for (const auto& f : fields) sorted.push_back(&f);
-  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
+void build_object(std::initializer_list<const pattern_field*> fields, std::string& canonical,
+                  std::string& packed) {
+  std::vector<const pattern_field*> sorted(fields);
+  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->key < b->key; });
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
   pk.pack_map(static_cast<std::uint32_t>(sorted.size()));
   canonical = "{";
   for (auto* f : sorted) {
     if (canonical.size() > 1) canonical += ',';
-    quote(f->first, canonical);
+    quote(f->key, canonical);
     canonical += ':';
-    canonical += f->second.canonical();
-    pk.pack_str(static_cast<std::uint32_t>(f->first.size()));
-    pk.pack_str_body(f->first.data(), static_cast<std::uint32_t>(f->first.size()));
-    buf.write(f->second.packed().data(), f->second.packed().size());
+    canonical += f->value.canonical();
+    pk.pack_str(static_cast<std::uint32_t>(f->key.size()));
+    pk.pack_str_body(f->key.data(), static_cast<std::uint32_t>(f->key.size()));
+    buf.write(f->value.packed().data(), f->value.packed().size());
   }
   canonical += '}';
   packed.assign(buf.data(), buf.size());
@@ -147,9 +146,11 @@ void canonical_json(const nlohmann::json& j, std::string& out, int depth) {
 
 }  // namespace
 
-pattern_value::pattern_value(std::string_view s) : packed_(pack_str(s)) { quote(s, canonical_); }
+pattern_value::pattern_value(string_tag, std::string_view s) : packed_(pack_str(s)) {
+  quote(s, canonical_);
+}
 
-pattern_value::pattern_value(bool b)
+pattern_value::pattern_value(bool_tag, bool b)
     : canonical_(b ? "true" : "false"), packed_(1, b ? '\xc3' : '\xc2') {}
 
 pattern_value::pattern_value(std::nullptr_t) : canonical_("null"), packed_(1, '\xc0') {}
@@ -160,13 +161,13 @@ pattern_value::pattern_value(std::int64_t i, int) : canonical_(std::to_string(i)
   packed_.assign(buf.data(), buf.size());
 }
 
-pattern_value::pattern_value(std::initializer_list<std::pair<std::string, pattern_value>> fields) {
+pattern_value::pattern_value(fields_tag, std::initializer_list<const pattern_field*> fields) {
   build_object(fields, canonical_, packed_);
 }
 
-pattern::pattern(std::string_view s) : canonical_(s), packed_(pack_str(s)) {}
+pattern::pattern(string_tag, std::string_view s) : canonical_(s), packed_(pack_str(s)) {}
 
-pattern::pattern(std::initializer_list<std::pair<std::string, pattern_value>> fields) {
+pattern::pattern(fields_tag, std::initializer_list<const pattern_field*> fields) {
   build_object(fields, canonical_, packed_);
 }
 

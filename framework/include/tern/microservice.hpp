@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -82,8 +83,9 @@ class microservice {
   /// Starts serving and runs the io_context until SIGINT or SIGTERM; then
   /// stops accepting, stops reading, lets in-flight handlers finish (up to
   /// drain_timeout), sends their replies, closes, and returns 0. Throws
-  /// std::system_error when the address cannot be bound.
-  int listen();
+  /// std::system_error when the address cannot be bound. `ready`, if
+  /// given, is called with the bound port once signals are being handled.
+  int listen(const std::function<void(std::uint16_t port)>& ready = {});
 
   /// Binds and starts accepting on the io_context without running it;
   /// returns the bound port. For embedding and tests.
@@ -99,7 +101,7 @@ class microservice {
  private:
   void add_message_handler(const pattern& p, std::unique_ptr<detail::message_handler> h);
   void add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h);
-  std::unique_ptr<detail::service_core> core_;
+  std::shared_ptr<detail::service_core> core_;
 };
 
 }  // namespace tern

@@ -12,29 +12,53 @@
 
 namespace tern {
 
+struct pattern_field;
+
 /// A value inside an object pattern: a string, an integer, a boolean, null,
 /// or a nested object. Built implicitly from literals; see pattern.
 class pattern_value {
  public:
-  pattern_value(const char* s) : pattern_value(std::string_view(s)) {}  // NOLINT
-  pattern_value(const std::string& s) : pattern_value(std::string_view(s)) {}  // NOLINT
-  pattern_value(std::string_view s);  // NOLINT
-  pattern_value(bool b);              // NOLINT
+  template <class S, std::enable_if_t<std::is_convertible_v<const S&, std::string_view> &&
+                                          !std::is_same_v<S, std::nullptr_t>,
+                                      int> = 0>
+  pattern_value(const S& s) : pattern_value(string_tag{}, std::string_view(s)) {}  // NOLINT
+  template <class B, std::enable_if_t<std::is_same_v<B, bool>, int> = 0>
+  pattern_value(B b) : pattern_value(bool_tag{}, b) {}  // NOLINT
   pattern_value(std::nullptr_t);      // NOLINT
   template <class I, std::enable_if_t<std::is_integral_v<I> && !std::is_same_v<I, bool>, int> = 0>
   pattern_value(I i)  // NOLINT
       : pattern_value(static_cast<std::int64_t>(i), 0) {}
-  /// A nested object: {{"name", "get"}, {"v", 2}}
-  pattern_value(std::initializer_list<std::pair<std::string, pattern_value>> fields);  // NOLINT
+  /// A nested object: {{"name", "get"}, {"v", 2}} (up to 8 fields)
+  pattern_value(const pattern_field& f0) : pattern_value(fields_tag{}, {&f0}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1) : pattern_value(fields_tag{}, {&f0, &f1}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2) : pattern_value(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6, const pattern_field& f7) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
 
   [[nodiscard]] const std::string& canonical() const noexcept { return canonical_; }
   [[nodiscard]] const std::string& packed() const noexcept { return packed_; }
 
  private:
+  struct string_tag {};
+  struct bool_tag {};
+  struct fields_tag {};
+  pattern_value(string_tag, std::string_view s);
+  pattern_value(bool_tag, bool b);
   pattern_value(std::int64_t i, int);
+  pattern_value(fields_tag, std::initializer_list<const pattern_field*> fields);
   friend class pattern;
   std::string canonical_;  // canonical text (see pattern)
   std::string packed_;     // msgpack encoding
+};
+
+/// One `{"key", value}` of an object pattern.
+struct pattern_field {
+  pattern_field(std::string_view k, pattern_value v) : key(k), value(std::move(v)) {}
+  std::string key;
+  pattern_value value;
 };
 
 /// A message pattern: a string ("ping") or an object ({{"cmd", "get_users"}}).
@@ -52,10 +76,21 @@ class pattern_value {
 /// Immutable after construction; cheap to send (the encoding is made once).
 class pattern {
  public:
-  pattern(const char* s) : pattern(std::string_view(s)) {}          // NOLINT
-  pattern(const std::string& s) : pattern(std::string_view(s)) {}   // NOLINT
-  pattern(std::string_view s);                                      // NOLINT
-  pattern(std::initializer_list<std::pair<std::string, pattern_value>> fields);  // NOLINT
+  /// A string pattern.
+  template <class S, std::enable_if_t<std::is_convertible_v<const S&, std::string_view>, int> = 0>
+  pattern(const S& s) : pattern(string_tag{}, std::string_view(s)) {}  // NOLINT
+  /// An object pattern, {{"cmd", "get_users"}} (up to 8 fields). Fixed
+  /// arities rather than an initializer_list: GCC 12 cannot keep an
+  /// initializer_list's array alive across co_await ("array used as
+  /// initializer"), and patterns are mostly written inside co_await.
+  pattern(const pattern_field& f0) : pattern(fields_tag{}, {&f0}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1) : pattern(fields_tag{}, {&f0, &f1}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2) : pattern(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6, const pattern_field& f7) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
 
   /// The handler key (see above).
   [[nodiscard]] const std::string& canonical() const noexcept { return canonical_; }
@@ -67,6 +102,10 @@ class pattern {
   }
 
  private:
+  struct string_tag {};
+  struct fields_tag {};
+  pattern(string_tag, std::string_view s);
+  pattern(fields_tag, std::initializer_list<const pattern_field*> fields);
   std::string canonical_;
   std::string packed_;
 };

@@ -118,12 +118,13 @@ msgpack::object_handle clone_meta(const msgpack::object& meta);
 
 /// Everything a handler call needs, kept together (in a coroutine frame
 /// for coroutine handlers).
+/// Not movable: the stream writer points at the responder.
 template <class Data, class Item>
 struct invocation {
-  invocation(Data d, responder r, const msgpack::object& meta)
-      : data(std::move(d)),
-        out(std::move(r)),
-        context(out.peer(), out.pattern(), clone_meta(meta)) {}
+  invocation(Data d, responder r, msgpack::object_handle meta)
+      : data(std::move(d)), out(std::move(r)), context(out.peer(), out.pattern(), std::move(meta)) {}
+  invocation(const invocation&) = delete;
+  invocation& operator=(const invocation&) = delete;
   Data data;
   responder out;
   message_context context;
@@ -155,8 +156,9 @@ class message_handler {
   virtual void invoke(const msgpack::object& data, const msgpack::object& meta, responder r) = 0;
 };
 
-/// Hands a handler coroutine to the service's executor (defined in the .cpp
-/// so Asio's spawning machinery stays out of this header).
+/// Hands a handler coroutine to the service's executor; the task keeps the
+/// service's core alive (defined in the .cpp so Asio's spawning machinery
+/// stays out of this header).
 void spawn(asio::awaitable<void> task, service_core* core);
 
 template <class F>
@@ -191,9 +193,9 @@ class typed_message_handler final : public message_handler {
     }
     if constexpr (result::coroutine) {
       service_core* core = r.core();
-      spawn(run(f_, inv_t(std::move(arg), std::move(r), meta)), core);
+      spawn(run(f_, std::move(arg), std::move(r), clone_meta(meta)), core);
     } else {
-      inv_t inv(std::move(arg), std::move(r), meta);
+      inv_t inv(std::move(arg), std::move(r), clone_meta(meta));
       try {
         if constexpr (std::is_void_v<value>) {
           call_with(f_, inv, static_cast<typename traits::args*>(nullptr));
@@ -211,7 +213,8 @@ class typed_message_handler final : public message_handler {
   }
 
  private:
-  static asio::awaitable<void> run(F& f, inv_t inv) {
+  static asio::awaitable<void> run(F& f, data_type arg, responder r, msgpack::object_handle meta) {
+    inv_t inv(std::move(arg), std::move(r), std::move(meta));
     try {
       if constexpr (std::is_void_v<value>) {
         co_await call_with(f, inv, static_cast<typename traits::args*>(nullptr));

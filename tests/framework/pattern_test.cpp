@@ -1,0 +1,95 @@
+#include "tern/pattern.hpp"
+
+#include <doctest/doctest.h>
+#include <msgpack.hpp>
+
+using tern::pattern;
+
+namespace {
+// The canonical form of a pattern as a server receives it from the wire.
+std::string received(const std::string& packed) {
+  auto oh = msgpack::unpack(packed.data(), packed.size());
+  std::string out;
+  tern::canonical_pattern(oh.get(), out);
+  return out;
+}
+std::string received_value(const auto& v) {
+  msgpack::sbuffer b;
+  msgpack::pack(b, v);
+  return received(std::string(b.data(), b.size()));
+}
+}  // namespace
+
+TEST_CASE("a string pattern is itself") {
+  CHECK(pattern("ping").canonical() == "ping");
+  CHECK(received(pattern("ping").packed()) == "ping");
+}
+
+TEST_CASE("object patterns are canonical whatever the key order") {
+  pattern a{{"cmd", "get_users"}, {"role", "admin"}};
+  pattern b{{"role", "admin"}, {"cmd", "get_users"}};
+  CHECK(a.canonical() == R"({"cmd":"get_users","role":"admin"})");
+  CHECK(a == b);
+  CHECK(a.packed() == b.packed());
+}
+
+TEST_CASE("nested objects, numbers, booleans and null") {
+  pattern a{{"svc", "users"}, {"op", {{"v", 2}, {"name", "get"}}}, {"cmd", "nested"}};
+  CHECK(a.canonical() == R"({"cmd":"nested","op":{"name":"get","v":2},"svc":"users"})");
+  pattern b{{"flag", true}, {"none", nullptr}, {"n", -5}};
+  CHECK(b.canonical() == R"({"flag":true,"n":-5,"none":null})");
+}
+
+TEST_CASE("quotes and backslashes are escaped") {
+  pattern a{{"k\"ey", "va\\lue"}};
+  CHECK(a.canonical() == R"({"k\"ey":"va\\lue"})");
+}
+
+TEST_CASE("a received map gets the same key as the registered pattern") {
+  pattern registered{{"cmd", "sum"}, {"role", "math"}};
+  // A map sent in the other key order, as a NestJS client might.
+  std::map<std::string, std::string> sent{{"role", "math"}, {"cmd", "sum"}};
+  CHECK(received_value(sent) == registered.canonical());
+  CHECK(received(registered.packed()) == registered.canonical());
+}
+
+TEST_CASE("a received map in any key order and with nesting canonicalizes alike") {
+  pattern registered{{"op", {{"name", "get"}, {"v", 2}}}, {"cmd", "x"}};
+  // msgpack map written by hand in a scrambled order.
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(2);
+  pk.pack("op");
+  pk.pack_map(2);
+  pk.pack("v");
+  pk.pack(2);
+  pk.pack("name");
+  pk.pack("get");
+  pk.pack("cmd");
+  pk.pack("x");
+  CHECK(received(std::string(b.data(), b.size())) == registered.canonical());
+}
+
+TEST_CASE("a string holding a JSON object matches the object pattern (NestJS rule)") {
+  pattern registered{{"cmd", "sum"}};
+  CHECK(received_value(std::string(R"({"cmd":"sum"})")) == registered.canonical());
+  CHECK(received_value(std::string(R"({ "cmd" : "sum" })")) == registered.canonical());
+  CHECK(received_value(std::string("{not json")) == "{not json");
+}
+
+TEST_CASE("numbers match their text") {
+  CHECK(received_value(42) == pattern("42").canonical());
+  CHECK(received_value(-3) == "-3");
+}
+
+TEST_CASE("arrays become objects keyed by index, as in NestJS") {
+  CHECK(received_value(std::vector<std::string>{"x", "y"}) == R"({"0":"x","1":"y"})");
+}
+
+TEST_CASE("very deep patterns are cut off instead of recursing without bound") {
+  std::string nested;
+  for (int i = 0; i < 100; ++i) nested += "\x81\xa1k";  // {"k": {"k": ...
+  nested += "\x01";
+  auto out = received(nested);
+  CHECK(out.find("[MAX_DEPTH_REACHED]") != std::string::npos);
+}

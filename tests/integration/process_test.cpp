@@ -1,0 +1,111 @@
+// The real tern_test_service process: killed, restarted, stopped by signal.
+#include "harness.hpp"
+#include "process.hpp"
+#include "tern/tern.hpp"
+
+#include <csignal>
+
+using namespace std::chrono_literals;
+using tern::errc;
+using tern::test::child_process;
+using tern::test::run;
+using tern::test::sleep_for;
+
+namespace {
+const std::string service_binary = tern::test::sibling_binary("tern_test_service");
+}
+
+TEST_CASE("a killed server fails every pending call at once; a restarted one is reached") {
+  auto server = std::make_unique<child_process>(service_binary, std::vector<std::string>{});
+  auto port = server->port();
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = port, .timeout = 10s});
+    CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+    constexpr int n = 20;
+    int closed = 0, other = 0;
+    for (int i = 0; i < n; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            try {
+              co_await c.send<int>({{"cmd", "sleep"}}, 5000);
+              ++other;
+            } catch (const tern::rpc_error& e) {
+              ++(e.kind() == errc::connection_closed ? closed : other);
+            }
+          },
+          asio::detached);
+    }
+    co_await sleep_for(100ms);
+    CHECK(c.pending() == n);
+    auto killed_at = std::chrono::steady_clock::now();
+    server->signal(SIGKILL);
+    while (closed + other < n && std::chrono::steady_clock::now() - killed_at < 5s) {
+      co_await sleep_for(2ms);
+    }
+    CHECK(closed == n);
+    CHECK(other == 0);
+    CHECK(std::chrono::steady_clock::now() - killed_at < 1s);  // far below the 10 s timeout
+    CHECK(server->wait() == 128 + SIGKILL);
+
+    server = std::make_unique<child_process>(service_binary,
+                                             std::vector<std::string>{"--port", std::to_string(port)});
+    CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("SIGTERM drains in-flight requests, then the process exits 0") {
+  child_process server(service_binary, {});
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = server.port()});
+    int reply = 0;
+    std::optional<tern::rpc_error> failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          try {
+            reply = co_await c.send<int>({{"cmd", "sleep"}}, 300);
+          } catch (const tern::rpc_error& e) {
+            failure = e;
+          }
+        },
+        asio::detached);
+    co_await sleep_for(50ms);
+    server.signal(SIGTERM);
+    while (reply == 0 && !failure) co_await sleep_for(5ms);
+    CHECK(reply == 300);
+    CHECK_FALSE(failure.has_value());
+  });
+  CHECK(server.wait(5s) == 0);
+}
+
+TEST_CASE("SIGINT on an idle service exits 0 promptly") {
+  child_process server(service_binary, {});
+  auto start = std::chrono::steady_clock::now();
+  server.signal(SIGINT);
+  CHECK(server.wait(5s) == 0);
+  CHECK(std::chrono::steady_clock::now() - start < 1s);
+}
+
+TEST_CASE("drain time is bounded: a handler slower than drain_timeout does not hold the exit") {
+  child_process server(service_binary, {"--drain-ms", "100"});
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = server.port()});
+    std::optional<tern::rpc_error> failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          try {
+            co_await c.send<int>({{"cmd", "sleep"}}, 3000);
+          } catch (const tern::rpc_error& e) {
+            failure = e;
+          }
+        },
+        asio::detached);
+    co_await sleep_for(50ms);
+    server.signal(SIGTERM);
+    while (!failure) co_await sleep_for(5ms);
+    CHECK(failure->kind() == errc::connection_closed);
+  });
+  CHECK(server.wait(5s) == 0);
+}

@@ -1,0 +1,269 @@
+// A microservice and client_proxy in one process, on loopback sockets.
+#include "harness.hpp"
+#include "test_handlers.hpp"
+#include "tern/tern.hpp"
+
+#include <asio/experimental/awaitable_operators.hpp>
+
+using namespace std::chrono_literals;
+using tern::errc;
+using tern::rpc_error;
+using tern::test::run;
+using tern::test::sleep_for;
+
+namespace {
+
+// A service with the test handlers on an ephemeral port, and a client of it.
+struct fixture {
+  explicit fixture(asio::io_context& io, tern::microservice_options o = {})
+      : app(io, with_port0(o)) {
+    tern::test::register_test_handlers(app);
+    port = app.start();
+    client = std::make_unique<tern::client_proxy>(
+        io, tern::client_options{.host = "127.0.0.1", .port = port, .timeout = 5s});
+  }
+  static tern::microservice_options with_port0(tern::microservice_options o) {
+    o.port = 0;
+    return o;
+  }
+  tern::microservice app;
+  std::uint16_t port = 0;
+  std::unique_ptr<tern::client_proxy> client;
+};
+
+// Awaits `call` and returns the rpc_error it throws (fails the test if none).
+template <class Awaitable>
+asio::awaitable<rpc_error> error_of(Awaitable call) {
+  try {
+    co_await std::move(call);
+  } catch (const rpc_error& e) {
+    co_return e;
+  }
+  FAIL("the call succeeded but was expected to fail");
+  co_return rpc_error(errc::remote, "unreachable");
+}
+
+std::uint16_t unused_port(asio::io_context& io) {
+  asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+}  // namespace
+
+TEST_CASE("send gets the handler's reply") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+    // (GCC 12 cannot hold a braced container initializer across co_await:
+    // values are named first.)
+    const std::vector<long> xs{1, 2, 3};
+    CHECK(co_await f.client->send<long>({{"cmd", "sum"}}, xs) == 6);
+    const std::map<std::string, int> m{{"a", 1}, {"b", 2}};
+    auto echoed = co_await f.client->send({{"cmd", "echo"}}, m);
+    CHECK(echoed.get().as<std::map<std::string, int>>() == m);
+  });
+}
+
+TEST_CASE("10,000 concurrent sends on one connection each get their own reply") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    constexpr int n = 10000;
+    int right = 0, finished = 0;
+    for (int i = 0; i < n; ++i) {
+      asio::co_spawn(
+          io,
+          [&, i]() -> asio::awaitable<void> {
+            const std::vector<long> xs{i, 1};
+            auto r = co_await f.client->send<long>({{"cmd", "sum"}}, xs);
+            if (r == i + 1) ++right;
+          },
+          [&](std::exception_ptr) { ++finished; });
+    }
+    while (finished < n) co_await sleep_for(5ms);
+    CHECK(right == n);
+    CHECK(f.app.connections() == 1);
+    CHECK(f.client->pending() == 0);
+  });
+}
+
+TEST_CASE("a handler's rpc_error reaches the caller as sent") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto e = co_await error_of(f.client->send<int>({{"cmd", "fail"}}));
+    CHECK(e.kind() == errc::remote);
+    CHECK(e.status() == 418);
+    CHECK(e.message() == "I am a teapot");
+    REQUIRE(e.has_details());
+    CHECK(e.details<std::map<std::string, int>>().at("spout") == 1);
+  });
+}
+
+TEST_CASE("any other exception is a generic internal error without its detail") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto e = co_await error_of(f.client->send<int>({{"cmd", "crash"}}));
+    CHECK(e.kind() == errc::internal);
+    CHECK(e.status() == 500);
+    CHECK(e.message() == "Internal server error");
+    CHECK(std::string(e.what()).find("secret") == std::string::npos);
+    // The service goes on serving.
+    CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("an unknown pattern is errc::no_handler") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto e = co_await error_of(f.client->send<int>({{"cmd", "nope"}}));
+    CHECK(e.kind() == errc::no_handler);
+    CHECK(e.message() == "There is no matching message handler defined in the remote service.");
+  });
+}
+
+TEST_CASE("object patterns match whatever the caller's key order") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    f.app.message_pattern({{"role", "math"}, {"cmd", "mul"}}, [](std::vector<int> v) {
+      return v.at(0) * v.at(1);
+    });
+    const std::vector<int> xs{6, 7};
+    CHECK(co_await f.client->send<int>({{"cmd", "mul"}, {"role", "math"}}, xs) == 42);
+  });
+}
+
+TEST_CASE("a reply that does not decode as T is errc::decode_error") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto e = co_await error_of(f.client->send<std::vector<std::string>>("ping"));
+    CHECK(e.kind() == errc::decode_error);
+  });
+}
+
+TEST_CASE("request data that does not fit the handler is a 400 from the service") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto e = co_await error_of(f.client->send<long>({{"cmd", "sum"}}, std::string("not a list")));
+    CHECK(e.kind() == errc::remote);
+    CHECK(e.status() == 400);
+  });
+}
+
+TEST_CASE("a handler slower than the deadline times out; its late reply is dropped") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto start = std::chrono::steady_clock::now();
+    auto e = co_await error_of(f.client->send<int>({{"cmd", "sleep"}}, 300, {.timeout = 50ms}));
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(e.kind() == errc::timeout);
+    CHECK(took >= 50ms);
+    CHECK(took < 250ms);
+    CHECK(f.client->pending() == 0);
+    co_await sleep_for(400ms);  // the late reply arrives now and must be ignored
+    CHECK(co_await f.client->send<int>({{"cmd", "sleep"}}, 1) == 1);
+  });
+}
+
+TEST_CASE("events reach their handler and get no reply") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    for (int i = 0; i < 3; ++i) co_await f.client->emit("note", i);
+    CHECK(co_await f.client->send<int>({{"cmd", "notes"}}) == 3);
+    co_await f.client->emit("no such event", 1);  // logged by the service, nothing else
+    CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("a streaming handler's values arrive one by one; send yields the last") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto s = co_await f.client->stream<int>({{"cmd", "count"}}, 5);
+    std::vector<int> got;
+    while (auto v = co_await s.next()) got.push_back(*v);
+    CHECK(got == std::vector<int>{1, 2, 3, 4, 5});
+    CHECK(co_await f.client->send<int>({{"cmd", "count"}}, 5) == 5);
+    auto empty = co_await f.client->stream<int>({{"cmd", "count"}}, 0);
+    CHECK_FALSE((co_await empty.next()).has_value());
+  });
+}
+
+TEST_CASE("offload runs blocking work off the loop and resumes on it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    CHECK(co_await f.client->send<bool>({{"cmd", "offload"}}));
+  });
+}
+
+TEST_CASE("handlers see the caller's address and their pattern") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto who = co_await f.client->send<std::string>({{"cmd", "whoami"}});
+    CHECK(who.rfind("127.0.0.1:", 0) == 0);
+    CHECK(who.find(R"({"cmd":"whoami"})") != std::string::npos);
+  });
+}
+
+TEST_CASE("nothing listening: connection_refused at once, then backoff") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = unused_port(io), .backoff_initial = 1000ms});
+    auto e = co_await error_of(c.send<int>("ping"));
+    CHECK(e.kind() == errc::connection_refused);
+    auto start = std::chrono::steady_clock::now();
+    auto e2 = co_await error_of(c.send<int>("ping"));
+    CHECK(e2.kind() == errc::connection_refused);
+    CHECK(std::string(e2.what()).find("next attempt") != std::string::npos);
+    CHECK(std::chrono::steady_clock::now() - start < 50ms);
+  });
+}
+
+TEST_CASE("a cancelled send ends with errc::cancelled and leaves nothing pending") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    fixture f(io);
+    auto r = co_await (f.client->send<int>({{"cmd", "sleep"}}, 500) || sleep_for(30ms));
+    CHECK(r.index() == 1);
+    CHECK(f.client->pending() == 0);
+    CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("closing the client fails its pending calls, and the next call reconnects") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    std::optional<rpc_error> failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          try {
+            co_await f.client->send<int>({{"cmd", "sleep"}}, 1000);
+          } catch (const rpc_error& e) {
+            failure = e;
+          }
+        },
+        asio::detached);
+    co_await sleep_for(30ms);
+    f.client->close();
+    co_await sleep_for(10ms);
+    REQUIRE(failure.has_value());
+    CHECK(failure->kind() == errc::connection_closed);
+    CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("shutdown lets in-flight handlers finish and reply") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    int replied = 0;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          replied = co_await f.client->send<int>({{"cmd", "sleep"}}, 200);
+        },
+        asio::detached);
+    co_await sleep_for(50ms);
+    CHECK(f.app.in_flight() == 1);
+    co_await f.app.shutdown();
+    for (int i = 0; i < 100 && replied == 0; ++i) co_await sleep_for(5ms);
+    CHECK(replied == 200);
+    CHECK(f.app.in_flight() == 0);
+  });
+}

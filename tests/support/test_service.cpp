@@ -1,0 +1,39 @@
+// A real service process for the end-to-end tests: prints "READY <port>"
+// once listening, then serves until SIGINT/SIGTERM.
+#include "test_handlers.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+
+int main(int argc, char** argv) {
+  tern::microservice_options o;
+  o.port = 0;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    std::string k = argv[i];
+    long v = std::strtol(argv[i + 1], nullptr, 10);
+    if (k == "--port") {
+      o.port = static_cast<std::uint16_t>(v);
+    } else if (k == "--drain-ms") {
+      o.drain_timeout = std::chrono::milliseconds(v);
+    } else if (k == "--stall-ms") {
+      o.incomplete_frame_timeout = std::chrono::milliseconds(v);
+    } else if (k == "--max-frame") {
+      o.max_frame = static_cast<std::uint32_t>(v);
+    } else {
+      std::cerr << "unknown option " << k << "\n";
+      return 2;
+    }
+  }
+  spdlog::set_level(spdlog::level::warn);
+  tern::microservice app(o);
+  tern::test::register_test_handlers(app);
+  return app.listen([](std::uint16_t port) {
+    std::printf("READY %u\n", static_cast<unsigned>(port));
+    std::fflush(stdout);
+  });
+}
