@@ -113,6 +113,14 @@ asio::awaitable<msgpack::object_handle> client_proxy::send_packed(const pattern&
                                 o.timeout.count() > 0 ? o.timeout : self->options.timeout);
 }
 
+asio::awaitable<msgpack::object_handle> client_proxy::send_raw(const pattern& p,
+                                                              std::string_view packed_data,
+                                                              call_options o) {
+  // A coroutine, so the writer lives until the request is encoded.
+  auto write = [packed_data](transport::packer& pk) { pk.pack_packed(packed_data); };
+  co_return co_await send_packed(p, write, o);
+}
+
 asio::awaitable<void> client_proxy::emit_packed(const pattern& p, transport::value_writer data) {
   auto self = impl_;
   auto conn = co_await self->get();

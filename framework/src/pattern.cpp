@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <stdexcept>
 #include <span>
 #include <vector>
 
@@ -169,6 +170,21 @@ pattern::pattern(string_tag, std::string_view s) : canonical_(s), packed_(pack_s
 
 pattern::pattern(fields_tag, std::initializer_list<const pattern_field*> fields) {
   build_object(fields, canonical_, packed_);
+}
+
+pattern pattern::from_json(std::string_view json_text) {
+  auto j = nlohmann::json::parse(json_text, nullptr, false);
+  if (j.is_string()) return pattern(j.get<std::string>());
+  if (!j.is_object()) {
+    throw std::invalid_argument("a pattern is a JSON object or string, not: " +
+                                std::string(json_text.substr(0, 80)));
+  }
+  pattern p("");
+  p.canonical_.clear();
+  canonical_json(j, p.canonical_, 0);
+  auto bytes = nlohmann::json::to_msgpack(j);  // std::map object: keys sorted
+  p.packed_.assign(bytes.begin(), bytes.end());
+  return p;
 }
 
 void canonical_pattern(const msgpack::object& o, std::string& out) {

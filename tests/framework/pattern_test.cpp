@@ -93,3 +93,13 @@ TEST_CASE("very deep patterns are cut off instead of recursing without bound") {
   auto out = received(nested);
   CHECK(out.find("[MAX_DEPTH_REACHED]") != std::string::npos);
 }
+
+TEST_CASE("patterns from JSON text equal the same patterns written in C++") {
+  auto a = pattern::from_json(R"({"role":"math","cmd":"sum"})");
+  pattern b{{"cmd", "sum"}, {"role", "math"}};
+  CHECK(a.canonical() == b.canonical());
+  CHECK(a.packed() == b.packed());
+  CHECK(pattern::from_json(R"("ping")").canonical() == "ping");
+  CHECK_THROWS_AS(pattern::from_json("[1,2]"), std::invalid_argument);
+  CHECK_THROWS_AS(pattern::from_json("{oops"), std::invalid_argument);
+}

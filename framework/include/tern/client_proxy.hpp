@@ -113,6 +113,12 @@ class client_proxy {
     co_await emit_packed(p, [&](transport::packer& pk) { pk.pack(data); });
   }
 
+  /// send() for data that is already msgpack (exactly one value), returning
+  /// the raw reply: for relays such as the gateway, which never decode
+  /// into C++ types.
+  asio::awaitable<msgpack::object_handle> send_raw(const pattern& p, std::string_view packed_data,
+                                                   call_options o = {});
+
   /// Calls waiting for replies right now.
   [[nodiscard]] std::size_t pending() const noexcept;
 

@@ -92,6 +92,10 @@ class pattern {
   pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
   pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6, const pattern_field& f7) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
 
+  /// A pattern from JSON text: an object (`{"cmd":"get_users"}`) or a
+  /// string (`"ping"`). Throws std::invalid_argument for anything else.
+  static pattern from_json(std::string_view json_text);
+
   /// The handler key (see above).
   [[nodiscard]] const std::string& canonical() const noexcept { return canonical_; }
   /// The msgpack bytes sent as the packet's `pattern`.

@@ -13,7 +13,17 @@
 
 namespace tern::transport {
 
-using packer = msgpack::packer<byte_buffer>;
+/// msgpack's packer over a byte_buffer, able to splice in bytes that are
+/// already packed (a value that came off the wire, or a cached encoding).
+class packer : public msgpack::packer<byte_buffer> {
+ public:
+  explicit packer(byte_buffer& out) : msgpack::packer<byte_buffer>(out), out_(out) {}
+  /// Appends `packed`, which must be exactly one msgpack value.
+  void pack_packed(std::string_view packed) { out_.write(packed.data(), packed.size()); }
+
+ private:
+  byte_buffer& out_;
+};
 /// Writes one msgpack value (data, response or err) with the given packer.
 using value_writer = function_ref<void(packer&)>;
 
