@@ -1,0 +1,189 @@
+#include "config.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace tern::gateway {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+[[noreturn]] void bad(const std::string& where, const std::string& why) {
+  throw config_error(where + ": " + why);
+}
+
+std::uint16_t read_port(const json& v, const std::string& where) {
+  if (!v.is_number_integer() || v.get<long>() < 1 || v.get<long>() > 65535) {
+    bad(where, "must be a port number (1-65535)");
+  }
+  return static_cast<std::uint16_t>(v.get<long>());
+}
+
+std::chrono::milliseconds read_ms(const json& obj, const char* key, std::chrono::milliseconds def,
+                                  const std::string& where) {
+  if (!obj.contains(key)) return def;
+  const auto& v = obj[key];
+  if (!v.is_number_integer() || v.get<long>() <= 0) {
+    bad(where + "." + key, "must be a positive number of milliseconds");
+  }
+  return std::chrono::milliseconds(v.get<long>());
+}
+
+std::size_t read_size(const json& obj, const char* key, std::size_t def, const std::string& where) {
+  if (!obj.contains(key)) return def;
+  const auto& v = obj[key];
+  if (!v.is_number_integer() || v.get<long>() <= 0) bad(where + "." + key, "must be a positive integer");
+  return static_cast<std::size_t>(v.get<long>());
+}
+
+data_source read_source(const json& v, const std::string& where) {
+  if (v == "none") return data_source::none;
+  if (v == "params") return data_source::params;
+  if (v == "query") return data_source::query;
+  if (v == "body") return data_source::body;
+  bad(where, "must be \"none\", \"params\", \"query\" or \"body\", or an array of them");
+}
+
+call_spec read_call(const json& c, const gateway_config& cfg, const std::string& where) {
+  if (!c.is_object()) bad(where, "must be an object");
+  call_spec spec;
+  if (!c.contains("service") || !c["service"].is_string()) bad(where + ".service", "is required");
+  auto name = c["service"].get<std::string>();
+  bool found = false;
+  for (std::size_t i = 0; i < cfg.upstreams.size(); ++i) {
+    if (cfg.upstreams[i].name == name) {
+      spec.upstream = i;
+      found = true;
+    }
+  }
+  if (!found) bad(where + ".service", "unknown upstream '" + name + "'");
+  if (!c.contains("pattern") || !(c["pattern"].is_object() || c["pattern"].is_string())) {
+    bad(where + ".pattern", "is required (an object or a string)");
+  }
+  spec.pattern = tern::pattern::from_json(c["pattern"].dump());
+  const json data = c.contains("data") ? c["data"] : json("none");
+  if (data.is_array()) {
+    for (std::size_t i = 0; i < data.size(); ++i) {
+      spec.data.push_back(read_source(data[i], where + ".data[" + std::to_string(i) + "]"));
+    }
+  } else {
+    spec.data.push_back(read_source(data, where + ".data"));
+  }
+  return spec;
+}
+
+}  // namespace
+
+gateway_config parse_config(const std::string& text) {
+  json root = json::parse(text, nullptr, false);
+  if (root.is_discarded()) throw config_error("config is not valid JSON");
+  if (!root.is_object()) throw config_error("config must be a JSON object");
+  gateway_config cfg;
+
+  if (!root.contains("upstreams") || !root["upstreams"].is_object() || root["upstreams"].empty()) {
+    bad("upstreams", "must be an object naming at least one service");
+  }
+  for (const auto& [name, u] : root["upstreams"].items()) {
+    std::string where = "upstreams." + name;
+    if (!u.is_object()) bad(where, "must be an object with host and port");
+    if (!u.contains("host") || !u["host"].is_string() || u["host"].get<std::string>().empty()) {
+      bad(where + ".host", "is required");
+    }
+    if (!u.contains("port")) bad(where + ".port", "is required");
+    cfg.upstreams.push_back({name, u["host"].get<std::string>(), read_port(u["port"], where + ".port"),
+                             read_ms(u, "timeout_ms", std::chrono::milliseconds(3000), where)});
+  }
+
+  if (root.contains("server")) {
+    const auto& s = root["server"];
+    if (!s.is_object()) bad("server", "must be an object");
+    cfg.limits.max_header_bytes = read_size(s, "max_header_bytes", cfg.limits.max_header_bytes, "server");
+    cfg.limits.max_body_bytes = read_size(s, "max_body_bytes", cfg.limits.max_body_bytes, "server");
+    cfg.limits.read_timeout = read_ms(s, "read_timeout_ms", cfg.limits.read_timeout, "server");
+    cfg.limits.idle_timeout = read_ms(s, "idle_timeout_ms", cfg.limits.idle_timeout, "server");
+  }
+
+  if (!root.contains("routes") || !root["routes"].is_array()) bad("routes", "must be an array");
+  const auto& routes = root["routes"];
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    const auto& r = routes[i];
+    std::string where = "routes[" + std::to_string(i) + "]";
+    if (!r.is_object()) bad(where, "must be an object");
+    route rt;
+    if (!r.contains("method") || !r["method"].is_string()) bad(where + ".method", "is required");
+    rt.method = r["method"].get<std::string>();
+    static const char* methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    if (std::find(std::begin(methods), std::end(methods), rt.method) == std::end(methods)) {
+      bad(where + ".method", "must be one of GET, POST, PUT, PATCH, DELETE");
+    }
+    if (!r.contains("path") || !r["path"].is_string() || r["path"].get<std::string>().empty() ||
+        r["path"].get<std::string>()[0] != '/') {
+      bad(where + ".path", "is required and must start with /");
+    }
+    rt.path = r["path"].get<std::string>();
+    std::stringstream ss(rt.path.substr(1));
+    for (std::string seg; std::getline(ss, seg, '/');) {
+      if (seg == ":") bad(where + ".path", "a parameter needs a name");
+      rt.segments.push_back(seg);
+    }
+    rt.status = rt.method == "POST" ? 201 : 200;
+    if (r.contains("status")) {
+      if (!r["status"].is_number_integer() || r["status"].get<int>() < 200 ||
+          r["status"].get<int>() > 299) {
+        bad(where + ".status", "must be a 2xx status");
+      }
+      rt.status = r["status"].get<int>();
+    }
+    bool has_call = r.contains("service"), has_aggregate = r.contains("aggregate");
+    if (has_call == has_aggregate) bad(where, "needs either service+pattern or aggregate");
+    if (has_call) {
+      rt.calls.emplace_back("", read_call(r, cfg, where));
+    } else {
+      const auto& agg = r["aggregate"];
+      if (!agg.is_object() || agg.empty()) bad(where + ".aggregate", "must be an object of calls");
+      rt.aggregate = true;
+      for (const auto& [key, c] : agg.items()) {
+        rt.calls.emplace_back(key, read_call(c, cfg, where + ".aggregate." + key));
+      }
+    }
+    for (const auto& other : cfg.routes) {
+      if (other.method == rt.method && other.path == rt.path) bad(where, "duplicates an earlier route");
+    }
+    cfg.routes.push_back(std::move(rt));
+  }
+  return cfg;
+}
+
+gateway_config load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw config_error("cannot read config file " + path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return parse_config(ss.str());
+  } catch (const config_error& e) {
+    throw config_error(path + ": " + e.what());
+  }
+}
+
+void apply_env_overrides(gateway_config& c) {
+  for (auto& u : c.upstreams) {
+    std::string var = "UPSTREAM_";
+    for (char ch : u.name) var += static_cast<char>(std::isalnum(static_cast<unsigned char>(ch)) ? std::toupper(ch) : '_');
+    const char* v = std::getenv(var.c_str());
+    if (!v || !*v) continue;
+    std::string s = v;
+    auto colon = s.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      throw config_error(var + ": must be host:port, not '" + s + "'");
+    }
+    u.host = s.substr(0, colon);
+    u.port = read_port(json::parse(s.substr(colon + 1), nullptr, false), var);
+  }
+}
+
+}  // namespace tern::gateway

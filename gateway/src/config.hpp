@@ -1,0 +1,60 @@
+// The gateway's routes and upstreams, read from a JSON file.
+#pragma once
+
+#include "http_server.hpp"
+
+#include <tern/pattern.hpp>
+
+#include <chrono>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace tern::gateway {
+
+/// A config file that cannot be used; what() names the bad entry.
+class config_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct upstream {
+  std::string name;
+  std::string host;
+  std::uint16_t port = 0;
+  std::chrono::milliseconds timeout{3000};
+};
+
+/// Where a call's data comes from; several are merged (objects, in order).
+enum class data_source { none, params, query, body };
+
+struct call_spec {
+  std::size_t upstream = 0;  ///< index into gateway_config::upstreams
+  tern::pattern pattern{""};
+  std::vector<data_source> data;
+};
+
+struct route {
+  std::string method;
+  std::string path;                   ///< template: /api-gateway/users/:id
+  std::vector<std::string> segments;  ///< split path; ":id" captures
+  int status = 200;                   ///< success status
+  std::vector<std::pair<std::string, call_spec>> calls;  ///< one call, or an aggregate's keyed calls
+  bool aggregate = false;
+};
+
+struct gateway_config {
+  std::vector<upstream> upstreams;
+  std::vector<route> routes;
+  http_limits limits;
+};
+
+/// Parses and validates a config; throws config_error naming the entry.
+gateway_config parse_config(const std::string& json_text);
+/// Reads and parses a config file.
+gateway_config load_config(const std::string& path);
+/// UPSTREAM_<NAME>=host:port (NAME upper-cased) replaces an upstream's address.
+void apply_env_overrides(gateway_config& c);
+
+}  // namespace tern::gateway

@@ -1,0 +1,262 @@
+#include "gateway.hpp"
+
+#include "json_writer.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <optional>
+
+namespace tern::gateway {
+
+namespace {
+
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+using json = nlohmann::json;
+
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else if (plus_is_space && s[i] == '+') {
+      out += ' ';
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+// Digit-only text (up to 18 digits, optional minus) is a number; anything else a string.
+json scalar(const std::string& v) {
+  std::size_t start = !v.empty() && v[0] == '-' ? 1 : 0;
+  if (v.size() > start && v.size() - start <= 18 &&
+      v.find_first_not_of("0123456789", start) == std::string::npos) {
+    return std::stoll(v);
+  }
+  return v;
+}
+
+json query_object(std::string_view query) {
+  json obj = json::object();
+  while (!query.empty()) {
+    auto amp = query.find('&');
+    auto part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (part.empty()) continue;
+    auto eq = part.find('=');
+    auto key = percent_decode(part.substr(0, eq), true);
+    auto value = eq == std::string_view::npos ? std::string() : percent_decode(part.substr(eq + 1), true);
+    obj[key] = scalar(value);
+  }
+  return obj;
+}
+
+}  // namespace
+
+std::string build_call_data(const std::vector<data_source>& sources,
+                            const std::vector<std::pair<std::string_view, std::string>>& params,
+                            std::string_view query, std::string_view body) {
+  // The common cases without building a document.
+  if (sources.size() == 1 && sources[0] == data_source::none) return std::string(1, '\xc0');
+  if (sources.size() == 1 && sources[0] == data_source::query && query.empty()) {
+    return std::string(1, '\x80');
+  }
+  json merged;
+  for (auto source : sources) {
+    json part;
+    switch (source) {
+      case data_source::none: continue;
+      case data_source::params:
+        part = json::object();
+        for (const auto& [k, v] : params) part[std::string(k)] = scalar(v);
+        break;
+      case data_source::query: part = query_object(query); break;
+      case data_source::body:
+        if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
+        part = json::parse(body, nullptr, false);
+        if (part.is_discarded()) throw rpc_error(400, "malformed JSON body");
+        break;
+    }
+    if (merged.is_null()) {
+      merged = std::move(part);
+    } else if (merged.is_object() && part.is_object()) {
+      for (auto& [k, v] : part.items()) merged[k] = v;
+    } else {
+      throw rpc_error(400, "the request body must be a JSON object");
+    }
+  }
+  auto bytes = json::to_msgpack(merged);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+http_response error_for(const rpc_error& e, const upstream& service) {
+  switch (e.kind()) {
+    case errc::remote: {
+      int status = e.status() >= 400 && e.status() <= 599 ? e.status() : 500;
+      return error_response(status, e.message());
+    }
+    case errc::internal: return error_response(500, "Internal server error");
+    case errc::no_handler:
+      return error_response(502, "service " + service.name + " has no handler for this route");
+    case errc::decode_error:
+      return error_response(502, "service " + service.name + " sent an unreadable reply");
+    case errc::timeout:
+      return error_response(504, "service " + service.name + " did not answer within " +
+                                     std::to_string(service.timeout.count()) + " ms");
+    case errc::connection_refused:
+    case errc::connection_closed:
+    case errc::protocol_error:
+    case errc::cancelled: break;
+  }
+  return error_response(503, "service " + service.name + " is unavailable");
+}
+
+gateway::gateway(asio::io_context& io, gateway_config cfg) : io_(io), cfg_(std::move(cfg)) {
+  for (const auto& u : cfg_.upstreams) {
+    clients_.push_back(std::make_unique<tern::client_proxy>(
+        io_, tern::client_options{.host = u.host,
+                                  .port = u.port,
+                                  .timeout = u.timeout,
+                                  .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
+                                  .backoff_initial = std::chrono::milliseconds(50),
+                                  .backoff_max = std::chrono::milliseconds(1000)}));
+  }
+}
+
+const route* gateway::match(const http_request& req, params& captured, bool& path_known) const {
+  std::string_view path = req.path;
+  if (path.empty() || path[0] != '/') return nullptr;
+  path.remove_prefix(1);
+  std::array<std::string_view, 16> segs;
+  std::size_t count = 0;
+  for (;;) {
+    if (count == segs.size()) return nullptr;
+    auto slash = path.find('/');
+    segs[count++] = path.substr(0, slash);
+    if (slash == std::string_view::npos) break;
+    path.remove_prefix(slash + 1);
+  }
+  for (const auto& r : cfg_.routes) {
+    if (r.segments.size() != count) continue;
+    captured.clear();
+    bool ok = true;
+    for (std::size_t i = 0; i < count && ok; ++i) {
+      const auto& want = r.segments[i];
+      if (!want.empty() && want[0] == ':') {
+        ok = !segs[i].empty();
+        if (ok) captured.emplace_back(std::string_view(want).substr(1), percent_decode(segs[i], false));
+      } else {
+        ok = segs[i] == want;
+      }
+    }
+    if (!ok) continue;
+    path_known = true;
+    if (r.method == req.method) return &r;
+  }
+  return nullptr;
+}
+
+asio::awaitable<http_response> gateway::handle(http_request& req) {
+  if (req.path == "/health" && req.method == "GET") {
+    http_response r;
+    r.body = R"({"status":"ok"})";
+    co_return r;
+  }
+  params captured;
+  bool path_known = false;
+  const route* r = match(req, captured, path_known);
+  if (!r) co_return error_response(404, "Cannot " + req.method + " " + req.path);
+  co_return co_await run(*r, req, captured);
+}
+
+asio::awaitable<http_response> gateway::run(const route& r, const http_request& req,
+                                            const params& p) {
+  const std::size_t n = r.calls.size();
+  std::vector<std::string> data(n);
+  try {
+    for (std::size_t i = 0; i < n; ++i) {
+      data[i] = build_call_data(r.calls[i].second.data, p, req.query, req.body);
+    }
+  } catch (const rpc_error& e) {
+    co_return error_response(400, e.message());
+  }
+
+  struct outcome {
+    std::optional<msgpack::object_handle> value;
+    std::optional<rpc_error> error;
+  };
+  std::vector<outcome> results(n);
+  auto call = [&](std::size_t i) -> asio::awaitable<void> {
+    const auto& spec = r.calls[i].second;
+    try {
+      results[i].value = co_await clients_[spec.upstream]->send_raw(spec.pattern, data[i]);
+    } catch (const rpc_error& e) {
+      results[i].error = e;
+    }
+  };
+
+  if (n == 1) {
+    co_await call(0);
+  } else {
+    // Every call at once; wait for all of them.
+    std::size_t remaining = n;
+    asio::steady_timer all_done(io_, std::chrono::steady_clock::time_point::max());
+    for (std::size_t i = 0; i < n; ++i) {
+      asio::co_spawn(
+          io_,
+          [&, i]() -> asio::awaitable<void> {
+            co_await call(i);
+            if (--remaining == 0) all_done.cancel();
+          },
+          asio::detached);
+    }
+    while (remaining > 0) co_await all_done.async_wait(nothrow);
+  }
+
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!results[i].error) continue;
+    const auto& e = *results[i].error;
+    const auto& u = cfg_.upstreams[r.calls[i].second.upstream];
+    if (e.kind() == errc::remote) {
+      spdlog::debug("{} {}: {} answered {} {}", req.method, req.target, u.name, e.status(), e.what());
+    } else {
+      spdlog::warn("{} {}: {} failed ({}): {}", req.method, req.target, u.name,
+                   to_string(e.kind()), e.what());
+    }
+    co_return error_for(e, u);
+  }
+
+  http_response resp;
+  resp.status = r.status;
+  if (!r.aggregate) {
+    append_json(results[0].value->get(), resp.body);
+  } else {
+    resp.body += '{';
+    for (std::size_t i = 0; i < n; ++i) {
+      if (i) resp.body += ',';
+      append_json_string(r.calls[i].first, resp.body);
+      resp.body += ':';
+      append_json(results[i].value->get(), resp.body);
+    }
+    resp.body += '}';
+  }
+  co_return resp;
+}
+
+}  // namespace tern::gateway
