@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""End-to-end tests of the demo stack: the real users, products and gateway
+binaries on ephemeral loopback ports with a temporary data directory, driven
+over real HTTP. Usage: stack_test.py BUILD_DIR [unittest args]"""
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BUILD = None
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, limit=10.0):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listening on {port} after {limit} s")
+
+
+class Stack:
+    """users, products and gateway processes; each can be killed and restarted."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
+        self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
+        self.procs = {}
+        with open(os.path.join(ROOT, "gateway", "routes.json")) as f:
+            cfg = json.load(f)
+        cfg["upstreams"]["users"]["timeout_ms"] = 1000
+        cfg["upstreams"]["products"]["timeout_ms"] = 1000
+        cfg["server"]["read_timeout_ms"] = 500
+        cfg["server"]["idle_timeout_ms"] = 2000
+        self.config = os.path.join(self.dir, "routes.json")
+        with open(self.config, "w") as f:
+            json.dump(cfg, f)
+        for name in ("users", "products", "gateway"):
+            self.start(name)
+
+    def command(self, name):
+        if name == "gateway":
+            return [os.path.join(BUILD, "gateway", "gateway"), "--port", str(self.ports["gateway"]),
+                    "--config", self.config, "--log-level", "error"]
+        return [os.path.join(BUILD, "services", name, f"{name}_service"), "--port",
+                str(self.ports[name]), "--data-dir", os.path.join(self.dir, "data"),
+                "--log-level", "error"]
+
+    def start(self, name):
+        env = dict(os.environ)
+        env["UPSTREAM_USERS"] = f"127.0.0.1:{self.ports['users']}"
+        env["UPSTREAM_PRODUCTS"] = f"127.0.0.1:{self.ports['products']}"
+        proc = subprocess.Popen(self.command(name), env=env)
+        self.procs[name] = proc
+        wait_port(self.ports[name], proc)
+
+    def kill(self, name, sig=signal.SIGKILL):
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        return proc.wait(timeout=10)
+
+    def close(self):
+        for name in list(self.procs):
+            self.kill(name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def request(self, method, path, body=None, headers=None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["gateway"], timeout=10)
+        try:
+            payload = None if body is None else (body if isinstance(body, (bytes, str)) else json.dumps(body))
+            conn.request(method, path, body=payload, headers=headers or {})
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, json.loads(data) if data else None
+        finally:
+            conn.close()
+
+    def raw(self, data, read_limit=2.0):
+        """Sends raw bytes; returns everything received until the server closes (or the limit)."""
+        with socket.create_connection(("127.0.0.1", self.ports["gateway"])) as s:
+            s.sendall(data)
+            s.settimeout(read_limit)
+            chunks = []
+            try:
+                while True:
+                    c = s.recv(65536)
+                    if not c:
+                        break
+                    chunks.append(c)
+            except socket.timeout:
+                pass
+            return b"".join(chunks)
+
+
+def parse_responses(data):
+    """Splits a byte stream of HTTP/1.1 responses (Content-Length framed)."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() == "content-length":
+                length = int(v)
+        out.append((status, json.loads(rest[:length]) if length else None))
+        data = rest[length:]
+    return out
+
+
+class StackTest(unittest.TestCase):
+    def setUp(self):
+        self.stack = Stack()
+
+    def tearDown(self):
+        self.stack.close()
+
+    def test_every_route_answers(self):
+        s = self.stack
+        status, users = s.request("GET", "/api-gateway/users")
+        self.assertEqual(status, 200)
+        self.assertEqual([u["name"] for u in users], ["Ada Lovelace", "Alan Turing", "Grace Hopper"])
+        self.assertEqual(s.request("GET", "/api-gateway/users/2"),
+                         (200, {"id": 2, "name": "Alan Turing", "email": "alan@example.com"}))
+        status, products = s.request("GET", "/api-gateway/products")
+        self.assertEqual(status, 200)
+        self.assertEqual(len(products), 3)
+        self.assertEqual(s.request("GET", "/api-gateway/products/3"),
+                         (200, {"id": 3, "name": "UNIVAC I", "price": 1951.25}))
+        status, page = s.request("GET", "/api-gateway/users?limit=1&offset=2")
+        self.assertEqual((status, [u["id"] for u in page]), (200, [3]))
+
+    def test_dashboard_combines_both_services(self):
+        status, body = self.stack.request("GET", "/api-gateway/dashboard")
+        self.assertEqual(status, 200)
+        self.assertEqual(set(body), {"users", "products"})
+        self.assertEqual(len(body["users"]), 3)
+        self.assertEqual(len(body["products"]), 3)
+        self.assertEqual(body["products"][0]["name"], "Analytical Engine")
+
+    def test_create_then_read_back(self):
+        s = self.stack
+        status, user = s.request("POST", "/api-gateway/users", {"name": "Edsger", "email": "ed@example.org"})
+        self.assertEqual(status, 201)
+        self.assertEqual(s.request("GET", f"/api-gateway/users/{user['id']}"), (200, user))
+        status, product = s.request("POST", "/api-gateway/products", {"name": "ENIAC", "price": 0})
+        self.assertEqual(status, 201)
+        self.assertEqual(s.request("GET", f"/api-gateway/products/{product['id']}"), (200, product))
+
+    def test_errors_are_nestjs_shaped_json(self):
+        s = self.stack
+        self.assertEqual(s.request("GET", "/api-gateway/users/999"),
+                         (404, {"statusCode": 404, "message": "user 999 not found", "error": "Not Found"}))
+        status, body = s.request("POST", "/api-gateway/users", {"name": "X", "email": "not-an-email"})
+        self.assertEqual((status, body["error"]), (400, "Bad Request"))
+        self.assertIn("email", body["message"])
+        status, body = s.request("POST", "/api-gateway/users", {"email": "a@b.co"})
+        self.assertEqual(status, 400)
+        self.assertIn("name", body["message"])
+        status, body = s.request("POST", "/api-gateway/users", {"name": "Ada", "email": "ada@example.com"})
+        self.assertEqual((status, body["statusCode"], body["error"]), (409, 409, "Conflict"))
+        status, body = s.request("POST", "/api-gateway/products", {"name": "Cheap", "price": -1})
+        self.assertEqual(status, 400)
+        self.assertIn("price", body["message"])
+        status, body = s.request("POST", "/api-gateway/users", "{not json")
+        self.assertEqual((status, body["message"]), (400, "malformed JSON body"))
+        self.assertEqual(s.request("GET", "/nowhere")[0], 404)
+        self.assertEqual(s.request("DELETE", "/api-gateway/users")[0], 404)
+
+    def test_a_dead_service_fails_only_its_routes_and_is_reconnected(self):
+        s = self.stack
+        self.assertEqual(s.request("GET", "/api-gateway/dashboard")[0], 200)
+        s.kill("products")
+        start = time.monotonic()
+        status, body = s.request("GET", "/api-gateway/dashboard")
+        self.assertEqual(status, 503)
+        self.assertEqual(body["statusCode"], 503)
+        self.assertIn("products", body["message"])
+        self.assertLess(time.monotonic() - start, 1.5)  # within the 1 s upstream timeout
+        for _ in range(5):
+            self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)
+            self.assertEqual(s.request("GET", "/api-gateway/products")[0], 503)
+        s.start("products")
+        deadline = time.monotonic() + 5
+        while s.request("GET", "/api-gateway/dashboard")[0] != 200:
+            self.assertLess(time.monotonic(), deadline, "dashboard did not recover")
+            time.sleep(0.05)
+
+    def test_data_survives_a_service_restart(self):
+        s = self.stack
+        _, user = s.request("POST", "/api-gateway/users", {"name": "Barbara", "email": "bl@example.org"})
+        self.assertEqual(s.kill("users", signal.SIGTERM), 0)
+        s.start("users")
+        deadline = time.monotonic() + 5
+        while True:
+            status, body = s.request("GET", f"/api-gateway/users/{user['id']}")
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual((status, body), (200, user))
+
+    def test_malformed_request_line_gets_400_and_close(self):
+        out = self.stack.raw(b"THIS IS NOT HTTP\r\n\r\n")
+        self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:80])
+        self.assertIn(b"Connection: close", out)
+
+    def test_oversized_headers_get_431(self):
+        big = b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+        out = self.stack.raw(big)
+        self.assertTrue(out.startswith(b"HTTP/1.1 431 "), out[:80])
+
+    def test_oversized_body_gets_413(self):
+        req = (b"POST /api-gateway/users HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n" + b"x" * 1000)
+        out = self.stack.raw(req)
+        self.assertTrue(out.startswith(b"HTTP/1.1 413 "), out[:80])
+
+    def test_a_slow_client_is_dropped(self):
+        with socket.create_connection(("127.0.0.1", self.stack.ports["gateway"])) as s:
+            s.sendall(b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\n")  # never finished
+            s.settimeout(5)
+            start = time.monotonic()
+            self.assertEqual(s.recv(100), b"")  # closed by the server
+            self.assertLess(time.monotonic() - start, 3)
+
+    def test_1000_keepalive_requests_on_one_connection(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.ports["gateway"], timeout=10)
+        for i in range(1000):
+            conn.request("GET", f"/api-gateway/users/{i % 3 + 1}")
+            r = conn.getresponse()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(json.loads(r.read())["id"], i % 3 + 1)
+        conn.close()
+
+    def test_50_pipelined_requests_answered_in_order(self):
+        reqs = b"".join(f"GET /api-gateway/users/{i % 3 + 1} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                        for i in range(49))
+        reqs += b"GET /api-gateway/products/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        responses = parse_responses(self.stack.raw(reqs, read_limit=5))
+        self.assertEqual(len(responses), 50)
+        for i, (status, body) in enumerate(responses[:49]):
+            self.assertEqual((status, body["id"]), (200, i % 3 + 1))
+        self.assertEqual(responses[49][1]["name"], "Analytical Engine")
+
+
+class BinariesTest(unittest.TestCase):
+    def test_help_lists_the_flags(self):
+        for path, flags in ((["gateway", "gateway"], ["--config", "--port"]),
+                            (["services", "users", "users_service"], ["--data-dir", "--port"]),
+                            (["services", "products", "products_service"], ["--data-dir", "--host"])):
+            out = subprocess.run([os.path.join(BUILD, *path), "--help"], capture_output=True, text=True)
+            self.assertEqual(out.returncode, 0)
+            for f in flags:
+                self.assertIn(f, out.stdout)
+
+    def test_gateway_refuses_a_bad_config_naming_the_entry(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(ROOT, "gateway", "routes.json")) as f:
+                cfg = json.load(f)
+            cfg["routes"][3]["service"] = "userz"
+            path = os.path.join(d, "bad.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            out = subprocess.run([os.path.join(BUILD, "gateway", "gateway"), "--config", path,
+                                  "--port", str(free_port())], capture_output=True, text=True, timeout=10)
+            self.assertEqual(out.returncode, 1)
+            self.assertIn("routes[3].service", out.stdout + out.stderr)
+            self.assertIn("userz", out.stdout + out.stderr)
+
+
+if __name__ == "__main__":
+    BUILD = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)

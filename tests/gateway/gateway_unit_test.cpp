@@ -1,0 +1,142 @@
+#include "config.hpp"
+#include "gateway.hpp"
+#include "json_writer.hpp"
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+using namespace tern::gateway;
+
+namespace {
+
+std::string json_of(const auto& v) {
+  msgpack::sbuffer b;
+  msgpack::pack(b, v);
+  auto oh = msgpack::unpack(b.data(), b.size());
+  std::string out;
+  append_json(oh.get(), out);
+  return out;
+}
+
+nlohmann::json decoded(const std::string& packed) {
+  return nlohmann::json::from_msgpack(packed);
+}
+
+const char* minimal = R"({
+  "upstreams": {"users": {"host": "127.0.0.1", "port": 3001}},
+  "routes": [
+    {"method": "GET", "path": "/u/:id", "service": "users", "pattern": {"cmd": "get_user"}, "data": "params"}
+  ]})";
+
+void expect_config_error(const std::string& text, const std::string& names) {
+  try {
+    parse_config(text);
+    FAIL("accepted a bad config");
+  } catch (const config_error& e) {
+    CHECK_MESSAGE(std::string(e.what()).find(names) != std::string::npos, e.what());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("msgpack values become JSON") {
+  CHECK(json_of(std::map<std::string, int>{{"a", 1}}) == R"({"a":1})");
+  CHECK(json_of(std::vector<double>{1.5, -2}) == "[1.5,-2]");
+  CHECK(json_of(std::string("q\"\\\n\x01")) == R"("q\"\\\n\u0001")");
+  CHECK(json_of(msgpack::type::nil_t()) == "null");
+  CHECK(json_of(true) == "true");
+  CHECK(json_of(-7) == "-7");
+  CHECK(json_of(std::map<int, int>{{1, 2}}) == R"({"1":2})");
+}
+
+TEST_CASE("call data: params, query and body, merged in order") {
+  std::vector<std::pair<std::string_view, std::string>> params{{"id", "42"}, {"slug", "a b"}};
+  CHECK(decoded(build_call_data({data_source::params}, params, "", "")) ==
+        nlohmann::json{{"id", 42}, {"slug", "a b"}});
+  CHECK(decoded(build_call_data({data_source::query}, {}, "limit=5&name=J%C3%BCrgen+X&neg=-3&x", "")) ==
+        nlohmann::json{{"limit", 5}, {"name", "Jürgen X"}, {"neg", -3}, {"x", ""}});
+  CHECK(build_call_data({data_source::query}, {}, "", "") == std::string(1, '\x80'));
+  CHECK(build_call_data({data_source::none}, {}, "a=1", "{}") == std::string(1, '\xc0'));
+  CHECK(decoded(build_call_data({data_source::body}, {}, "", R"({"name":"x","n":[1]})")) ==
+        nlohmann::json{{"name", "x"}, {"n", {1}}});
+  CHECK(decoded(build_call_data({data_source::params, data_source::body}, params, "",
+                                R"({"name":"x","id":7})")) ==
+        nlohmann::json{{"id", 7}, {"slug", "a b"}, {"name", "x"}});
+  CHECK_THROWS_AS(build_call_data({data_source::body}, {}, "", "{oops"), tern::rpc_error);
+  CHECK_THROWS_AS(build_call_data({data_source::params, data_source::body}, params, "", "[1]"),
+                  tern::rpc_error);
+}
+
+TEST_CASE("service failures map to HTTP statuses") {
+  upstream u{"users", "h", 1, std::chrono::milliseconds(250)};
+  CHECK(error_for(tern::rpc_error(404, "user 1 not found"), u).status == 404);
+  CHECK(error_for(tern::rpc_error(418, "teapot"), u).status == 418);
+  CHECK(error_for(tern::rpc_error(7, "odd status"), u).status == 500);
+  CHECK(error_for({tern::errc::internal, "x", 500}, u).status == 500);
+  CHECK(error_for({tern::errc::timeout, "x"}, u).status == 504);
+  CHECK(error_for({tern::errc::connection_refused, "x"}, u).status == 503);
+  CHECK(error_for({tern::errc::connection_closed, "x"}, u).status == 503);
+  CHECK(error_for({tern::errc::no_handler, "x"}, u).status == 502);
+  auto r = error_for(tern::rpc_error(409, "taken"), u);
+  CHECK(nlohmann::json::parse(r.body) ==
+        nlohmann::json{{"statusCode", 409}, {"message", "taken"}, {"error", "Conflict"}});
+}
+
+TEST_CASE("the demo config is valid and routes as documented") {
+  std::ifstream in(std::string(TERN_SOURCE_DIR) + "/gateway/routes.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto cfg = parse_config(ss.str());
+  CHECK(cfg.upstreams.size() == 2);
+  CHECK(cfg.routes.size() == 7);
+  const auto& dash = cfg.routes.back();
+  CHECK(dash.aggregate);
+  REQUIRE(dash.calls.size() == 2);
+  CHECK(dash.calls[0].first == "users");  // the file's order is kept
+  CHECK(dash.calls[1].first == "products");
+  CHECK(cfg.routes[2].status == 201);  // POST
+}
+
+TEST_CASE("bad configs are refused with the entry named") {
+  CHECK_NOTHROW(parse_config(minimal));
+  expect_config_error("{", "not valid JSON");
+  expect_config_error(R"({"routes": []})", "upstreams");
+  expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 0}}, "routes": []})",
+                      "upstreams.u.port");
+  auto with_route = [](const std::string& route) {
+    return std::string(R"({"upstreams": {"users": {"host": "h", "port": 1}}, "routes": [)") + route +
+           "]}";
+  };
+  expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "nope", "pattern": "p"})"),
+                      "routes[0].service");
+  expect_config_error(with_route(R"({"method": "FETCH", "path": "/x", "service": "users", "pattern": "p"})"),
+                      "routes[0].method");
+  expect_config_error(with_route(R"({"method": "GET", "path": "x", "service": "users", "pattern": "p"})"),
+                      "routes[0].path");
+  expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "users"})"),
+                      "routes[0].pattern");
+  expect_config_error(
+      with_route(R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p", "data": "headers"})"),
+      "routes[0].data");
+  expect_config_error(with_route(R"({"method": "GET", "path": "/x"})"), "routes[0]");
+  expect_config_error(
+      with_route(R"({"method": "GET", "path": "/x", "aggregate": {"a": {"service": "zz", "pattern": "p"}}})"),
+      "routes[0].aggregate.a.service");
+  expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p"},
+                                    {"method": "GET", "path": "/x", "service": "users", "pattern": "q"})"),
+                      "routes[1]");
+}
+
+TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {
+  auto cfg = parse_config(minimal);
+  setenv("UPSTREAM_USERS", "users:4001", 1);
+  apply_env_overrides(cfg);
+  CHECK(cfg.upstreams[0].host == "users");
+  CHECK(cfg.upstreams[0].port == 4001);
+  setenv("UPSTREAM_USERS", "nonsense", 1);
+  CHECK_THROWS_AS(apply_env_overrides(cfg), config_error);
+  unsetenv("UPSTREAM_USERS");
+}
