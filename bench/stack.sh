@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds Release, starts the demo stack on 127.0.0.1 (fresh data dir), and
+# runs wrk against /api-gateway/users and /api-gateway/dashboard, ROUNDS
+# times each, alternating; prints every run, the medians, and each
+# process's peak RSS (VmHWM) at the end.
+#   bench/stack.sh [ROUNDS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-3}
+seconds=${2:-10}
+scripts/setup bench
+cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF >/dev/null
+cmake --build build-release --target users_service products_service gateway >/dev/null
+
+data=$(mktemp -d)
+ports=(13001 13002 13000)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$data"
+}
+trap cleanup EXIT
+export UPSTREAM_USERS=127.0.0.1:13001 UPSTREAM_PRODUCTS=127.0.0.1:13002
+build-release/services/users/users_service --port 13001 --data-dir "$data" --log-level warn & pids+=($!)
+build-release/services/products/products_service --port 13002 --data-dir "$data" --log-level warn & pids+=($!)
+build-release/gateway/gateway --port 13000 --config gateway/routes.json --log-level warn & pids+=($!)
+for port in "${ports[@]}"; do
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+done
+
+declare -A rates p50s p99s
+run() {  # route label
+  local out rps p50 p99 errors
+  out=$(wrk -t1 -c64 -d"${seconds}s" --latency "http://127.0.0.1:13000$1")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
+  echo "$2 rps=$rps p50=$p50 p99=$p99 ${errors:+ERRORS: $errors}"
+  rates[$2]+="$rps "
+  p50s[$2]+="$p50 "
+  p99s[$2]+="$p99 "
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median_ms() {  # wrk prints 1.23ms / 812.00us / 1.01s
+  tr ' ' '\n' <<<"$1" | grep -v '^$' | awk '
+    /us$/ {sub(/us$/,""); print $1/1000; next}
+    /ms$/ {sub(/ms$/,""); print $1; next}
+    /s$/  {sub(/s$/,""); print $1*1000}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] "ms"}'
+}
+
+curl -sf http://127.0.0.1:13000/api-gateway/dashboard >/dev/null
+wrk -t1 -c64 -d2s http://127.0.0.1:13000/api-gateway/dashboard >/dev/null  # warm-up
+for _ in $(seq "$rounds"); do
+  run /api-gateway/users users
+  run /api-gateway/dashboard dashboard
+done
+echo
+for label in users dashboard; do
+  echo "median $label: $(median "${rates[$label]}") req/s, p50 $(median_ms "${p50s[$label]}"), p99 $(median_ms "${p99s[$label]}")"
+done
+for i in 0 1 2; do
+  name=$(tr '\0' ' ' </proc/${pids[$i]}/cmdline | awk '{print $1}' | xargs basename)
+  echo "peak RSS $name: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/${pids[$i]}/status)"
+done
