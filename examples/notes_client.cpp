@@ -17,6 +17,11 @@ struct add_note {
   MSGPACK_DEFINE_MAP(text);
 };
 
+struct note_ref {
+  std::uint64_t id = 0;
+  MSGPACK_DEFINE_MAP(id);
+};
+
 asio::awaitable<void> demo(tern::client_proxy& notes) {
   const add_note request{"buy milk"};  // named: see "A GCC 12 caveat" in docs/guide.md
   auto added = co_await notes.send<note>({{"cmd", "add_note"}}, request);
@@ -28,7 +33,8 @@ asio::awaitable<void> demo(tern::client_proxy& notes) {
   co_await notes.emit("note_read", added.id);
 
   try {
-    co_await notes.send<note>({{"cmd", "get_note"}}, std::uint64_t{999});
+    const note_ref missing{999};
+    co_await notes.send<note>({{"cmd", "get_note"}}, missing);
   } catch (const tern::rpc_error& e) {
     // kind() tells remote errors from timeouts, refused connections, ...
     std::cout << "error " << e.status() << ": " << e.what() << "\n";

@@ -19,6 +19,11 @@ struct add_note {
   MSGPACK_DEFINE_MAP(text);
 };
 
+struct note_ref {
+  std::uint64_t id = 0;
+  MSGPACK_DEFINE_MAP(id);
+};
+
 int main() {
   std::map<std::uint64_t, note> notes;
   std::mutex disk;  // stands for a blocking resource, such as a database
@@ -33,9 +38,9 @@ int main() {
   });
 
   // Errors: throw rpc_error with a status; the caller gets it as sent.
-  app.message_pattern({{"cmd", "get_note"}}, [&](std::uint64_t id) {
-    auto it = notes.find(id);
-    if (it == notes.end()) throw tern::rpc_error(404, "note " + std::to_string(id) + " not found");
+  app.message_pattern({{"cmd", "get_note"}}, [&](const note_ref& ref) {
+    auto it = notes.find(ref.id);
+    if (it == notes.end()) throw tern::rpc_error(404, "note " + std::to_string(ref.id) + " not found");
     return it->second;
   });
 
