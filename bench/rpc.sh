@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-5}
 scripts/setup
-cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF -DTERN_BUILD_BENCH=ON >/dev/null
 cmake --build build-release --target rpc_bench >/dev/null
 for shape in "1 1" "1 64" "50 1" "4 64"; do
   set -- $shape
