@@ -8,11 +8,11 @@
 // Prints one line: round trips/s and p50/p99/p999 latency.
 #include "tern/tern.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include <sys/wait.h>
 #include <unistd.h>

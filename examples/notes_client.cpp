@@ -1,26 +1,12 @@
 // examples/notes_client.cpp: calls the notes service.
+#include "notes_api.hpp"
+
 #include <tern/tern.hpp>
 
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 
 #include <iostream>
-
-struct note {
-  std::uint64_t id = 0;
-  std::string text;
-  MSGPACK_DEFINE_MAP(id, text);
-};
-
-struct add_note {
-  std::string text;
-  MSGPACK_DEFINE_MAP(text);
-};
-
-struct note_ref {
-  std::uint64_t id = 0;
-  MSGPACK_DEFINE_MAP(id);
-};
 
 asio::awaitable<void> demo(tern::client_proxy& notes) {
   const add_note request{"buy milk"};  // named: see "A GCC 12 caveat" in docs/guide.md

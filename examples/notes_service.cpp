@@ -1,4 +1,6 @@
 // examples/notes_service.cpp: a small service written against tern.
+#include "notes_api.hpp"
+
 #include <tern/tern.hpp>
 
 #include <spdlog/spdlog.h>
@@ -7,22 +9,6 @@
 #include <mutex>
 #include <string>
 #include <vector>
-
-struct note {
-  std::uint64_t id = 0;
-  std::string text;
-  MSGPACK_DEFINE_MAP(id, text);
-};
-
-struct add_note {
-  std::string text;
-  MSGPACK_DEFINE_MAP(text);
-};
-
-struct note_ref {
-  std::uint64_t id = 0;
-  MSGPACK_DEFINE_MAP(id);
-};
 
 int main() {
   std::map<std::uint64_t, note> notes;
@@ -40,7 +26,8 @@ int main() {
   // Errors: throw rpc_error with a status; the caller gets it as sent.
   app.message_pattern({{"cmd", "get_note"}}, [&](const note_ref& ref) {
     auto it = notes.find(ref.id);
-    if (it == notes.end()) throw tern::rpc_error(404, "note " + std::to_string(ref.id) + " not found");
+    if (it == notes.end())
+      throw tern::rpc_error(404, "note " + std::to_string(ref.id) + " not found");
     return it->second;
   });
 
@@ -56,9 +43,7 @@ int main() {
   });
 
   // An event: no reply.
-  app.event_pattern("note_read", [&](std::uint64_t id) {
-    spdlog::info("note {} was read", id);
-  });
+  app.event_pattern("note_read", [&](std::uint64_t id) { spdlog::info("note {} was read", id); });
 
   return app.listen();  // until SIGINT/SIGTERM; drains in-flight work
 }

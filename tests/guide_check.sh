@@ -21,5 +21,5 @@ for f in "$tmp"/*; do
   fi
   count=$((count + 1))
 done
-[ "$count" -ge 2 ] || { echo "expected the guide to show both examples, found $count"; exit 1; }
+[ "$count" -ge 3 ] || { echo "expected the guide to show the three example files, found $count"; exit 1; }
 echo "guide examples match: $count files"

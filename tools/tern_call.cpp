@@ -7,11 +7,11 @@
 // (printed to stderr with its kind), 2 on bad usage. Handy for health checks.
 #include <tern/tern.hpp>
 
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -62,7 +62,8 @@ int main(int argc, char** argv) {
       [&]() -> asio::awaitable<void> {
         try {
           auto reply = co_await client.send_raw(
-              pattern, std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()),
+              pattern,
+              std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()),
               {.timeout = std::chrono::milliseconds(timeout_ms)});
           msgpack::sbuffer buf;
           msgpack::pack(buf, reply.get());

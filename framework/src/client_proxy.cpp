@@ -4,11 +4,11 @@
 #include "tern/transport/client_connection.hpp"
 #include "tern/transport/msgpack_codec.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 namespace tern {
 
@@ -114,8 +114,8 @@ asio::awaitable<msgpack::object_handle> client_proxy::send_packed(const pattern&
 }
 
 asio::awaitable<msgpack::object_handle> client_proxy::send_raw(const pattern& p,
-                                                              std::string_view packed_data,
-                                                              call_options o) {
+                                                               std::string_view packed_data,
+                                                               call_options o) {
   // A coroutine, so the writer lives until the request is encoded.
   auto write = [packed_data](transport::packer& pk) { pk.pack_packed(packed_data); };
   co_return co_await send_packed(p, write, o);

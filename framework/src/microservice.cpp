@@ -3,6 +3,7 @@
 #include "tern/transport/msgpack_codec.hpp"
 #include "tern/transport/server.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -10,7 +11,6 @@
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 #include <unordered_map>
 #include <vector>
@@ -125,10 +125,16 @@ void responder::finished() noexcept {
   --core_->in_flight_;
 }
 
-bool responder::open() const noexcept { return session_->is_open(); }
-const std::string& responder::peer() const noexcept { return session_->peer(); }
+bool responder::open() const noexcept {
+  return session_->is_open();
+}
+const std::string& responder::peer() const noexcept {
+  return session_->peer();
+}
 
-asio::awaitable<void> responder::wait_writable() { return session_->wait_writable(); }
+asio::awaitable<void> responder::wait_writable() {
+  return session_->wait_writable();
+}
 
 void responder::reply(transport::value_writer value) {
   if (done_) return;
@@ -213,22 +219,27 @@ msgpack::object_handle clone_meta(const msgpack::object& meta) {
 }
 
 void spawn(asio::awaitable<void> task, service_core* core) {
-  asio::co_spawn(core->io_, std::move(task), [keep = core->shared_from_this()](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("handler task failed: {}", ex.what());
-    }
-  });
+  asio::co_spawn(core->io_, std::move(task),
+                 [keep = core->shared_from_this()](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     spdlog::error("handler task failed: {}", ex.what());
+                   }
+                 });
 }
 
 void log_event_failure(const std::string& pattern, const std::string& peer, const char* what) {
   spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
 }
 
-void event_started(service_core* core) noexcept { ++core->in_flight_; }
-void event_finished(service_core* core) noexcept { --core->in_flight_; }
+void event_started(service_core* core) noexcept {
+  ++core->in_flight_;
+}
+void event_finished(service_core* core) noexcept {
+  --core->in_flight_;
+}
 
 }  // namespace detail
 
@@ -259,7 +270,9 @@ std::uint16_t microservice::start() {
   return port;
 }
 
-asio::awaitable<void> microservice::shutdown() { return core_->shutdown(); }
+asio::awaitable<void> microservice::shutdown() {
+  return core_->shutdown();
+}
 
 int microservice::listen(const std::function<void(std::uint16_t port)>& ready) {
   auto& io = core_->io_;
@@ -275,7 +288,11 @@ int microservice::listen(const std::function<void(std::uint16_t port)>& ready) {
   return 0;
 }
 
-std::size_t microservice::in_flight() const noexcept { return core_->in_flight_; }
-std::size_t microservice::connections() const noexcept { return core_->server_.connections(); }
+std::size_t microservice::in_flight() const noexcept {
+  return core_->in_flight_;
+}
+std::size_t microservice::connections() const noexcept {
+  return core_->server_.connections();
+}
 
 }  // namespace tern

@@ -23,7 +23,9 @@ asio::thread_pool& workers() {
 }
 }  // namespace
 
-void set_worker_threads(unsigned n) { requested_threads = n; }
+void set_worker_threads(unsigned n) {
+  requested_threads = n;
+}
 
 void detail::post_to_workers(transport::unique_function<void()> job) {
   asio::post(workers(), std::move(job));

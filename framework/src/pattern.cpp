@@ -4,8 +4,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <stdexcept>
 #include <span>
+#include <stdexcept>
 #include <vector>
 
 namespace tern {
@@ -61,13 +61,25 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
     return;
   }
   switch (o.type) {
-    case msgpack::type::STR: quote({o.via.str.ptr, o.via.str.size}, out); break;
-    case msgpack::type::POSITIVE_INTEGER: out += std::to_string(o.via.u64); break;
-    case msgpack::type::NEGATIVE_INTEGER: out += std::to_string(o.via.i64); break;
-    case msgpack::type::BOOLEAN: out += o.via.boolean ? "true" : "false"; break;
-    case msgpack::type::NIL: out += "null"; break;
+    case msgpack::type::STR:
+      quote({o.via.str.ptr, o.via.str.size}, out);
+      break;
+    case msgpack::type::POSITIVE_INTEGER:
+      out += std::to_string(o.via.u64);
+      break;
+    case msgpack::type::NEGATIVE_INTEGER:
+      out += std::to_string(o.via.i64);
+      break;
+    case msgpack::type::BOOLEAN:
+      out += o.via.boolean ? "true" : "false";
+      break;
+    case msgpack::type::NIL:
+      out += "null";
+      break;
     case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: out += nlohmann::json(o.via.f64).dump(); break;
+    case msgpack::type::FLOAT64:
+      out += nlohmann::json(o.via.f64).dump();
+      break;
     case msgpack::type::MAP: {
       std::vector<std::pair<std::string_view, const msgpack::object*>> fields;
       std::vector<std::string> owned_keys;  // non-string keys, as text
@@ -114,7 +126,9 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
       out += '}';
       break;
     }
-    default: out += "[UNSERIALIZABLE_PATTERN]"; break;
+    default:
+      out += "[UNSERIALIZABLE_PATTERN]";
+      break;
   }
 }
 

@@ -36,7 +36,8 @@ std::chrono::milliseconds read_ms(const json& obj, const char* key, std::chrono:
 std::size_t read_size(const json& obj, const char* key, std::size_t def, const std::string& where) {
   if (!obj.contains(key)) return def;
   const auto& v = obj[key];
-  if (!v.is_number_integer() || v.get<long>() <= 0) bad(where + "." + key, "must be a positive integer");
+  if (!v.is_number_integer() || v.get<long>() <= 0)
+    bad(where + "." + key, "must be a positive integer");
   return static_cast<std::size_t>(v.get<long>());
 }
 
@@ -94,14 +95,16 @@ gateway_config parse_config(const std::string& text) {
       bad(where + ".host", "is required");
     }
     if (!u.contains("port")) bad(where + ".port", "is required");
-    cfg.upstreams.push_back({name, u["host"].get<std::string>(), read_port(u["port"], where + ".port"),
+    cfg.upstreams.push_back({name, u["host"].get<std::string>(),
+                             read_port(u["port"], where + ".port"),
                              read_ms(u, "timeout_ms", std::chrono::milliseconds(3000), where)});
   }
 
   if (root.contains("server")) {
     const auto& s = root["server"];
     if (!s.is_object()) bad("server", "must be an object");
-    cfg.limits.max_header_bytes = read_size(s, "max_header_bytes", cfg.limits.max_header_bytes, "server");
+    cfg.limits.max_header_bytes =
+        read_size(s, "max_header_bytes", cfg.limits.max_header_bytes, "server");
     cfg.limits.max_body_bytes = read_size(s, "max_body_bytes", cfg.limits.max_body_bytes, "server");
     cfg.limits.read_timeout = read_ms(s, "read_timeout_ms", cfg.limits.read_timeout, "server");
     cfg.limits.idle_timeout = read_ms(s, "idle_timeout_ms", cfg.limits.idle_timeout, "server");
@@ -151,7 +154,8 @@ gateway_config parse_config(const std::string& text) {
       }
     }
     for (const auto& other : cfg.routes) {
-      if (other.method == rt.method && other.path == rt.path) bad(where, "duplicates an earlier route");
+      if (other.method == rt.method && other.path == rt.path)
+        bad(where, "duplicates an earlier route");
     }
     cfg.routes.push_back(std::move(rt));
   }
@@ -173,7 +177,9 @@ gateway_config load_config(const std::string& path) {
 void apply_env_overrides(gateway_config& c) {
   for (auto& u : c.upstreams) {
     std::string var = "UPSTREAM_";
-    for (char ch : u.name) var += static_cast<char>(std::isalnum(static_cast<unsigned char>(ch)) ? std::toupper(ch) : '_');
+    for (char ch : u.name)
+      var +=
+          static_cast<char>(std::isalnum(static_cast<unsigned char>(ch)) ? std::toupper(ch) : '_');
     const char* v = std::getenv(var.c_str());
     if (!v || !*v) continue;
     std::string s = v;

@@ -40,7 +40,8 @@ struct route {
   std::string path;                   ///< template: /api-gateway/users/:id
   std::vector<std::string> segments;  ///< split path; ":id" captures
   int status = 200;                   ///< success status
-  std::vector<std::pair<std::string, call_spec>> calls;  ///< one call, or an aggregate's keyed calls
+  std::vector<std::pair<std::string, call_spec>>
+      calls;  ///< one call, or an aggregate's keyed calls
   bool aggregate = false;
 };
 

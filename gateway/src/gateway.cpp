@@ -2,13 +2,13 @@
 
 #include "json_writer.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
 
 #include <array>
 #include <optional>
@@ -61,7 +61,8 @@ json query_object(std::string_view query) {
     if (part.empty()) continue;
     auto eq = part.find('=');
     auto key = percent_decode(part.substr(0, eq), true);
-    auto value = eq == std::string_view::npos ? std::string() : percent_decode(part.substr(eq + 1), true);
+    auto value =
+        eq == std::string_view::npos ? std::string() : percent_decode(part.substr(eq + 1), true);
     obj[key] = scalar(value);
   }
   return obj;
@@ -81,12 +82,15 @@ std::string build_call_data(const std::vector<data_source>& sources,
   for (auto source : sources) {
     json part;
     switch (source) {
-      case data_source::none: continue;
+      case data_source::none:
+        continue;
       case data_source::params:
         part = json::object();
         for (const auto& [k, v] : params) part[std::string(k)] = scalar(v);
         break;
-      case data_source::query: part = query_object(query); break;
+      case data_source::query:
+        part = query_object(query);
+        break;
       case data_source::body:
         if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
         part = json::parse(body, nullptr, false);
@@ -111,7 +115,8 @@ http_response error_for(const rpc_error& e, const upstream& service) {
       int status = e.status() >= 400 && e.status() <= 599 ? e.status() : 500;
       return error_response(status, e.message());
     }
-    case errc::internal: return error_response(500, "Internal server error");
+    case errc::internal:
+      return error_response(500, "Internal server error");
     case errc::no_handler:
       return error_response(502, "service " + service.name + " has no handler for this route");
     case errc::decode_error:
@@ -122,7 +127,8 @@ http_response error_for(const rpc_error& e, const upstream& service) {
     case errc::connection_refused:
     case errc::connection_closed:
     case errc::protocol_error:
-    case errc::cancelled: break;
+    case errc::cancelled:
+      break;
   }
   return error_response(503, "service " + service.name + " is unavailable");
 }
@@ -130,12 +136,13 @@ http_response error_for(const rpc_error& e, const upstream& service) {
 gateway::gateway(asio::io_context& io, gateway_config cfg) : io_(io), cfg_(std::move(cfg)) {
   for (const auto& u : cfg_.upstreams) {
     clients_.push_back(std::make_unique<tern::client_proxy>(
-        io_, tern::client_options{.host = u.host,
-                                  .port = u.port,
-                                  .timeout = u.timeout,
-                                  .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
-                                  .backoff_initial = std::chrono::milliseconds(50),
-                                  .backoff_max = std::chrono::milliseconds(1000)}));
+        io_, tern::client_options{
+                 .host = u.host,
+                 .port = u.port,
+                 .timeout = u.timeout,
+                 .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
+                 .backoff_initial = std::chrono::milliseconds(50),
+                 .backoff_max = std::chrono::milliseconds(1000)}));
   }
 }
 
@@ -160,7 +167,8 @@ const route* gateway::match(const http_request& req, params& captured, bool& pat
       const auto& want = r.segments[i];
       if (!want.empty() && want[0] == ':') {
         ok = !segs[i].empty();
-        if (ok) captured.emplace_back(std::string_view(want).substr(1), percent_decode(segs[i], false));
+        if (ok)
+          captured.emplace_back(std::string_view(want).substr(1), percent_decode(segs[i], false));
       } else {
         ok = segs[i] == want;
       }
@@ -234,10 +242,11 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
     const auto& e = *results[i].error;
     const auto& u = cfg_.upstreams[r.calls[i].second.upstream];
     if (e.kind() == errc::remote) {
-      spdlog::debug("{} {}: {} answered {} {}", req.method, req.target, u.name, e.status(), e.what());
+      spdlog::debug("{} {}: {} answered {} {}", req.method, req.target, u.name, e.status(),
+                    e.what());
     } else {
-      spdlog::warn("{} {}: {} failed ({}): {}", req.method, req.target, u.name,
-                   to_string(e.kind()), e.what());
+      spdlog::warn("{} {}: {} failed ({}): {}", req.method, req.target, u.name, to_string(e.kind()),
+                   e.what());
     }
     co_return error_for(e, u);
   }

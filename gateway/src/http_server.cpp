@@ -2,6 +2,10 @@
 
 #include "json_writer.hpp"
 
+#include <tern/transport/server.hpp>
+
+#include <http_parser.h>
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -9,8 +13,6 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
-#include <http_parser.h>
-#include <spdlog/spdlog.h>
 
 #include <charconv>
 
@@ -53,7 +55,9 @@ struct parse_state {
   }
 };
 
-parse_state& state(http_parser* p) { return *static_cast<parse_state*>(p->data); }
+parse_state& state(http_parser* p) {
+  return *static_cast<parse_state*>(p->data);
+}
 
 const http_parser_settings& settings() {
   static const http_parser_settings s = [] {
@@ -152,25 +156,44 @@ std::string_view http_request::header(std::string_view name) const {
 
 std::string_view reason_phrase(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Internal Server Error";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Internal Server Error";
   }
 }
 
@@ -188,18 +211,15 @@ http_response error_response(int status, std::string_view message) {
 http_server::http_server(asio::io_context& io, http_limits limits, handler h)
     : io_(io), limits_(limits), handler_(std::move(h)), acceptor_(io) {}
 
-http_server::~http_server() { stop(); }
+http_server::~http_server() {
+  stop();
+}
 
 std::uint16_t http_server::listen(const std::string& host, std::uint16_t port) {
-  asio::ip::tcp::resolver resolver(io_);
-  auto ep = *resolver.resolve(host, std::to_string(port), asio::ip::resolver_base::passive).begin();
-  acceptor_.open(ep.endpoint().protocol());
-  acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
-  acceptor_.bind(ep);
-  acceptor_.listen(asio::socket_base::max_listen_connections);
+  auto bound = transport::open_acceptor(acceptor_, host, port);
   running_ = true;
   asio::co_spawn(io_, accept_loop(), asio::detached);
-  return acceptor_.local_endpoint().port();
+  return bound;
 }
 
 void http_server::stop() {
@@ -246,7 +266,8 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
   parse_state st;
   st.limits = &limits_;
   st.watchdog = &watchdog_timer;
-  st.req.peer = ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
+  st.req.peer =
+      ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
   bool busy = false;  // handling or writing: the client is not the one being slow
   auto last_done = clock_type::now();
 
@@ -254,8 +275,8 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
   // it idles too long between requests.
   auto watchdog = [&]() -> asio::awaitable<void> {
     for (;;) {
-      auto deadline = st.in_message ? st.started + limits_.read_timeout
-                                    : last_done + limits_.idle_timeout;
+      auto deadline =
+          st.in_message ? st.started + limits_.read_timeout : last_done + limits_.idle_timeout;
       if (!busy && clock_type::now() >= deadline) {
         spdlog::debug("[{}] http connection timed out", st.req.peer);
         co_return;

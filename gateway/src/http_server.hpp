@@ -37,7 +37,7 @@ struct http_response {
 
 struct http_limits {
   std::size_t max_header_bytes = 16 * 1024;  ///< request line + headers; over: 431
-  std::size_t max_body_bytes = 1024 * 1024;   ///< over: 413
+  std::size_t max_body_bytes = 1024 * 1024;  ///< over: 413
   /// A request must arrive whole within this time of its first byte.
   std::chrono::milliseconds read_timeout{10000};
   /// A keep-alive connection with no request in progress is closed after this.

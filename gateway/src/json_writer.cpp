@@ -16,11 +16,21 @@ void append_json_string(std::string_view s, std::string& out) {
     out.append(s.data() + run, i - run);
     run = i + 1;
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         out += "\\u00";
         out += hex[c >> 4];
@@ -34,8 +44,12 @@ void append_json_string(std::string_view s, std::string& out) {
 void append_json(const msgpack::object& v, std::string& out) {
   char num[32];
   switch (v.type) {
-    case msgpack::type::NIL: out += "null"; break;
-    case msgpack::type::BOOLEAN: out += v.via.boolean ? "true" : "false"; break;
+    case msgpack::type::NIL:
+      out += "null";
+      break;
+    case msgpack::type::BOOLEAN:
+      out += v.via.boolean ? "true" : "false";
+      break;
     case msgpack::type::POSITIVE_INTEGER:
       out.append(num, std::to_chars(num, num + sizeof num, v.via.u64).ptr);
       break;
@@ -50,9 +64,15 @@ void append_json(const msgpack::object& v, std::string& out) {
         out.append(num, std::to_chars(num, num + sizeof num, v.via.f64).ptr);
       }
       break;
-    case msgpack::type::STR: append_json_string({v.via.str.ptr, v.via.str.size}, out); break;
-    case msgpack::type::BIN: append_json_string({v.via.bin.ptr, v.via.bin.size}, out); break;
-    case msgpack::type::EXT: append_json_string({v.via.ext.data(), v.via.ext.size}, out); break;
+    case msgpack::type::STR:
+      append_json_string({v.via.str.ptr, v.via.str.size}, out);
+      break;
+    case msgpack::type::BIN:
+      append_json_string({v.via.bin.ptr, v.via.bin.size}, out);
+      break;
+    case msgpack::type::EXT:
+      append_json_string({v.via.ext.data(), v.via.ext.size}, out);
+      break;
     case msgpack::type::ARRAY: {
       out += '[';
       bool first = true;

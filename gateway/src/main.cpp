@@ -2,8 +2,8 @@
 #include "cli.hpp"
 #include "gateway.hpp"
 
-#include <asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
+#include <asio/signal_set.hpp>
 
 int main(int argc, char** argv) {
   auto args = tern::cli::parse(
@@ -25,8 +25,8 @@ int main(int argc, char** argv) {
   try {
     asio::io_context io(1);
     tern::gateway::gateway gw(io, std::move(cfg));
-    tern::gateway::http_server server(io, gw.config().limits,
-                                      [&gw](tern::gateway::http_request& r) { return gw.handle(r); });
+    tern::gateway::http_server server(
+        io, gw.config().limits, [&gw](tern::gateway::http_request& r) { return gw.handle(r); });
     auto port = server.listen(args["host"], tern::cli::port(args["port"], "--port"));
     for (const auto& u : gw.config().upstreams) {
       spdlog::info("upstream {} at {}:{}", u.name, u.host, u.port);

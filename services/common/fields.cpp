@@ -49,13 +49,16 @@ std::optional<double> fields::number(std::string_view name) const {
   auto* v = find(name);
   if (!v) return std::nullopt;
   switch (v->type) {
-    case msgpack::type::POSITIVE_INTEGER: return static_cast<double>(v->via.u64);
-    case msgpack::type::NEGATIVE_INTEGER: return static_cast<double>(v->via.i64);
+    case msgpack::type::POSITIVE_INTEGER:
+      return static_cast<double>(v->via.u64);
+    case msgpack::type::NEGATIVE_INTEGER:
+      return static_cast<double>(v->via.i64);
     case msgpack::type::FLOAT32:
     case msgpack::type::FLOAT64:
       if (!std::isfinite(v->via.f64)) bad(name, "must be a finite number");
       return v->via.f64;
-    default: bad(name, "must be a number");
+    default:
+      bad(name, "must be a number");
   }
 }
 

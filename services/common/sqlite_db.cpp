@@ -11,14 +11,18 @@ namespace {
 }
 }  // namespace
 
-bool sqlite_error::constraint() const noexcept { return (code_ & 0xff) == SQLITE_CONSTRAINT; }
+bool sqlite_error::constraint() const noexcept {
+  return (code_ & 0xff) == SQLITE_CONSTRAINT;
+}
 
 statement::statement(sqlite3* db, std::string_view sql) : db_(db) {
   int rc = sqlite3_prepare_v2(db, sql.data(), static_cast<int>(sql.size()), &stmt_, nullptr);
   if (rc != SQLITE_OK) fail(db, rc, "prepare");
 }
 
-statement::~statement() { sqlite3_finalize(stmt_); }
+statement::~statement() {
+  sqlite3_finalize(stmt_);
+}
 
 statement& statement::reset() {
   sqlite3_reset(stmt_);
@@ -48,8 +52,12 @@ bool statement::step() {
   fail(db_, rc, "step");
 }
 
-std::int64_t statement::int64(int column) const { return sqlite3_column_int64(stmt_, column); }
-double statement::real(int column) const { return sqlite3_column_double(stmt_, column); }
+std::int64_t statement::int64(int column) const {
+  return sqlite3_column_int64(stmt_, column);
+}
+double statement::real(int column) const {
+  return sqlite3_column_double(stmt_, column);
+}
 
 std::string statement::text(int column) const {
   auto p = sqlite3_column_text(stmt_, column);
@@ -59,9 +67,9 @@ std::string statement::text(int column) const {
 }
 
 sqlite_db::sqlite_db(const std::string& path) {
-  int rc = sqlite3_open_v2(path.c_str(), &db_,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db_,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string why = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
     sqlite3_close(db_);
@@ -72,7 +80,9 @@ sqlite_db::sqlite_db(const std::string& path) {
   exec("PRAGMA synchronous=NORMAL");
 }
 
-sqlite_db::~sqlite_db() { sqlite3_close(db_); }
+sqlite_db::~sqlite_db() {
+  sqlite3_close(db_);
+}
 
 void sqlite_db::exec(std::string_view sql) {
   std::string s(sql);
@@ -88,6 +98,8 @@ std::unique_ptr<statement> sqlite_db::prepare(std::string_view sql) {
   return std::make_unique<statement>(db_, sql);
 }
 
-std::int64_t sqlite_db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+std::int64_t sqlite_db::last_insert_rowid() const {
+  return sqlite3_last_insert_rowid(db_);
+}
 
 }  // namespace tern::demo

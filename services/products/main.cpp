@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   try {
     std::filesystem::create_directories(args["data-dir"]);
     tern::demo::products_repository repo(args["data-dir"] + "/products.db");
-    tern::microservice app(
-        {.host = args["host"], .port = tern::cli::port(args["port"], "--port")});
+    tern::microservice app({.host = args["host"], .port = tern::cli::port(args["port"], "--port")});
     tern::demo::register_products_handlers(app, repo);
     return app.listen();
   } catch (const std::exception& e) {

@@ -17,8 +17,7 @@ int main(int argc, char** argv) {
   try {
     std::filesystem::create_directories(args["data-dir"]);
     tern::demo::users_repository repo(args["data-dir"] + "/users.db");
-    tern::microservice app(
-        {.host = args["host"], .port = tern::cli::port(args["port"], "--port")});
+    tern::microservice app({.host = args["host"], .port = tern::cli::port(args["port"], "--port")});
     // user_created goes back to this service's own event handler.
     auto wildcard = args["host"] == "0.0.0.0" || args["host"] == "::";
     tern::client_proxy self({.host = wildcard ? "127.0.0.1" : args["host"],

@@ -20,7 +20,8 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
                       [&repo](msgpack::object_handle data) -> asio::awaitable<user> {
                         auto id = read_id(fields(data.get()));
                         auto found = co_await offload([&repo, id] { return repo.find(id); });
-                        if (!found) throw rpc_error(404, "user " + std::to_string(id) + " not found");
+                        if (!found)
+                          throw rpc_error(404, "user " + std::to_string(id) + " not found");
                         co_return *found;
                       });
 
@@ -44,8 +45,8 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
   });
 
   app.message_pattern({{"cmd", "health"}}, [created_events]() {
-    return std::map<std::string, std::string>{{"status", "ok"},
-                                              {"user_created_events", std::to_string(*created_events)}};
+    return std::map<std::string, std::string>{
+        {"status", "ok"}, {"user_created_events", std::to_string(*created_events)}};
   });
 }
 

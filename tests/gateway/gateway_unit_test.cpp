@@ -56,7 +56,8 @@ TEST_CASE("call data: params, query and body, merged in order") {
   std::vector<std::pair<std::string_view, std::string>> params{{"id", "42"}, {"slug", "a b"}};
   CHECK(decoded(build_call_data({data_source::params}, params, "", "")) ==
         nlohmann::json{{"id", 42}, {"slug", "a b"}});
-  CHECK(decoded(build_call_data({data_source::query}, {}, "limit=5&name=J%C3%BCrgen+X&neg=-3&x", "")) ==
+  CHECK(decoded(
+            build_call_data({data_source::query}, {}, "limit=5&name=J%C3%BCrgen+X&neg=-3&x", "")) ==
         nlohmann::json{{"limit", 5}, {"name", "Jürgen X"}, {"neg", -3}, {"x", ""}});
   CHECK(build_call_data({data_source::query}, {}, "", "") == std::string(1, '\x80'));
   CHECK(build_call_data({data_source::none}, {}, "a=1", "{}") == std::string(1, '\xc0'));
@@ -107,27 +108,33 @@ TEST_CASE("bad configs are refused with the entry named") {
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 0}}, "routes": []})",
                       "upstreams.u.port");
   auto with_route = [](const std::string& route) {
-    return std::string(R"({"upstreams": {"users": {"host": "h", "port": 1}}, "routes": [)") + route +
-           "]}";
+    return std::string(R"({"upstreams": {"users": {"host": "h", "port": 1}}, "routes": [)") +
+           route + "]}";
   };
-  expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "nope", "pattern": "p"})"),
-                      "routes[0].service");
-  expect_config_error(with_route(R"({"method": "FETCH", "path": "/x", "service": "users", "pattern": "p"})"),
-                      "routes[0].method");
-  expect_config_error(with_route(R"({"method": "GET", "path": "x", "service": "users", "pattern": "p"})"),
-                      "routes[0].path");
+  expect_config_error(
+      with_route(R"({"method": "GET", "path": "/x", "service": "nope", "pattern": "p"})"),
+      "routes[0].service");
+  expect_config_error(
+      with_route(R"({"method": "FETCH", "path": "/x", "service": "users", "pattern": "p"})"),
+      "routes[0].method");
+  expect_config_error(
+      with_route(R"({"method": "GET", "path": "x", "service": "users", "pattern": "p"})"),
+      "routes[0].path");
   expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "users"})"),
                       "routes[0].pattern");
   expect_config_error(
-      with_route(R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p", "data": "headers"})"),
+      with_route(
+          R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p", "data": "headers"})"),
       "routes[0].data");
   expect_config_error(with_route(R"({"method": "GET", "path": "/x"})"), "routes[0]");
   expect_config_error(
-      with_route(R"({"method": "GET", "path": "/x", "aggregate": {"a": {"service": "zz", "pattern": "p"}}})"),
+      with_route(
+          R"({"method": "GET", "path": "/x", "aggregate": {"a": {"service": "zz", "pattern": "p"}}})"),
       "routes[0].aggregate.a.service");
-  expect_config_error(with_route(R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p"},
+  expect_config_error(
+      with_route(R"({"method": "GET", "path": "/x", "service": "users", "pattern": "p"},
                                     {"method": "GET", "path": "/x", "service": "users", "pattern": "q"})"),
-                      "routes[1]");
+      "routes[1]");
 }
 
 TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {

@@ -1,9 +1,9 @@
 // Hostile and broken peers: each is cut off alone while a well-behaved
 // client keeps getting answers.
 #include "harness.hpp"
-#include "test_handlers.hpp"
 #include "tern/tern.hpp"
 #include "tern/transport/frame_decoder.hpp"
+#include "test_handlers.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -18,8 +18,7 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct service {
-  explicit service(asio::io_context& io)
-      : app(io, {.port = 0, .incomplete_frame_timeout = 200ms}) {
+  explicit service(asio::io_context& io) : app(io, {.port = 0, .incomplete_frame_timeout = 200ms}) {
     tern::test::register_test_handlers(app);
     port = app.start();
   }
@@ -81,8 +80,8 @@ asio::awaitable<std::chrono::milliseconds> time_until_closed(asio::ip::tcp::sock
   };
   auto r = co_await (drain() || sleep_for(limit));
   if (r.index() == 1) co_return limit;
-  co_return std::chrono::duration_cast<std::chrono::milliseconds>(
-      std::chrono::steady_clock::now() - start);
+  co_return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  start);
 }
 
 std::string header(std::uint32_t len) {

@@ -1,6 +1,6 @@
 // The real tern_test_service process: killed, restarted, stopped by signal.
-#include "harness.hpp"
 #include "process.hpp"
+#include "harness.hpp"
 #include "tern/tern.hpp"
 
 #include <csignal>
@@ -48,8 +48,8 @@ TEST_CASE("a killed server fails every pending call at once; a restarted one is 
     CHECK(std::chrono::steady_clock::now() - killed_at < 1s);  // far below the 10 s timeout
     CHECK(server->wait() == 128 + SIGKILL);
 
-    server = std::make_unique<child_process>(service_binary,
-                                             std::vector<std::string>{"--port", std::to_string(port)});
+    server = std::make_unique<child_process>(
+        service_binary, std::vector<std::string>{"--port", std::to_string(port)});
     CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
   });
 }

@@ -1,7 +1,7 @@
 // A microservice and client_proxy in one process, on loopback sockets.
 #include "harness.hpp"
-#include "test_handlers.hpp"
 #include "tern/tern.hpp"
+#include "test_handlers.hpp"
 
 #include <asio/experimental/awaitable_operators.hpp>
 
@@ -123,9 +123,8 @@ TEST_CASE("an unknown pattern is errc::no_handler") {
 TEST_CASE("object patterns match whatever the caller's key order") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
-    f.app.message_pattern({{"role", "math"}, {"cmd", "mul"}}, [](std::vector<int> v) {
-      return v.at(0) * v.at(1);
-    });
+    f.app.message_pattern({{"role", "math"}, {"cmd", "mul"}},
+                          [](std::vector<int> v) { return v.at(0) * v.at(1); });
     const std::vector<int> xs{6, 7};
     CHECK(co_await f.client->send<int>({{"cmd", "mul"}, {"role", "math"}}, xs) == 42);
   });

@@ -10,7 +10,8 @@ using namespace tern::demo;
 namespace {
 
 struct temp_dir {
-  temp_dir() : path(std::filesystem::temp_directory_path() / ("tern-repo-" + std::to_string(::getpid()))) {
+  temp_dir()
+      : path(std::filesystem::temp_directory_path() / ("tern-repo-" + std::to_string(::getpid()))) {
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
   }

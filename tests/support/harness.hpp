@@ -2,12 +2,12 @@
 // fails the test instead of blocking the suite.
 #pragma once
 
+#include <doctest/doctest.h>
 #include <asio/awaitable.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <doctest/doctest.h>
 
 #include <chrono>
 #include <exception>

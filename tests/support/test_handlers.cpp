@@ -17,8 +17,7 @@ namespace tern::test {
 void register_test_handlers(microservice& app) {
   auto notes = std::make_shared<int>(0);
   app.message_pattern("ping", []() { return std::string("pong"); });
-  app.message_pattern({{"cmd", "echo"}},
-                      [](msgpack::object data) { return data; });
+  app.message_pattern({{"cmd", "echo"}}, [](msgpack::object data) { return data; });
   app.message_pattern({{"cmd", "sum"}}, [](const std::vector<long>& xs) {
     return std::accumulate(xs.begin(), xs.end(), 0L);
   });
@@ -43,7 +42,7 @@ void register_test_handlers(microservice& app) {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
       return std::this_thread::get_id();
     });
-    co_return worker != loop && std::this_thread::get_id() == loop;
+    co_return worker != loop&& std::this_thread::get_id() == loop;
   });
   app.event_pattern("note", [notes](int) { ++*notes; });
   app.message_pattern({{"cmd", "notes"}}, [notes]() { return *notes; });

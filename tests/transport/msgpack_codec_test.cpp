@@ -139,8 +139,8 @@ TEST_CASE("an encoder refuses a frame over the limit and leaves the buffer as it
 
 TEST_CASE("malformed msgpack is a protocol violation") {
   CHECK_THROWS_AS(decode_body(""), protocol_violation);
-  CHECK_THROWS_AS(decode_body("\xc1"), protocol_violation);          // never-used byte
-  CHECK_THROWS_AS(decode_body("\x82\xa2id"), protocol_violation);    // truncated map
+  CHECK_THROWS_AS(decode_body("\xc1"), protocol_violation);                 // never-used byte
+  CHECK_THROWS_AS(decode_body("\x82\xa2id"), protocol_violation);           // truncated map
   CHECK_THROWS_AS(decode_body(packed(1) + packed(2)), protocol_violation);  // trailing bytes
 }
 
@@ -165,15 +165,18 @@ std::string map_of(std::initializer_list<std::pair<std::string, std::string>> fi
 TEST_CASE("packets of the wrong shape are protocol violations") {
   auto p = packed(std::string("p"));
   CHECK_THROWS_AS(decode_body(packed(std::vector<int>{1, 2})), protocol_violation);  // not a map
-  CHECK_THROWS_AS(decode_body(map_of({})), protocol_violation);                       // empty
-  CHECK_THROWS_AS(decode_body(map_of({{"data", packed(1)}})), protocol_violation);    // no pattern, no id
-  CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}})), protocol_violation);      // reply of nothing
+  CHECK_THROWS_AS(decode_body(map_of({})), protocol_violation);                      // empty
+  CHECK_THROWS_AS(decode_body(map_of({{"data", packed(1)}})),
+                  protocol_violation);  // no pattern, no id
+  CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}})),
+                  protocol_violation);  // reply of nothing
   CHECK_THROWS_AS(decode_body(map_of({{"id", p}, {"pattern", p}})), protocol_violation);
   CHECK_THROWS_AS(decode_body(map_of({{"id", packed(-1)}, {"pattern", p}})), protocol_violation);
   CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}, {"isDisposed", packed(1)}})),
                   protocol_violation);
   CHECK_THROWS_AS(decode_body(map_of({{"pattern", p}, {"meta", packed(3)}})), protocol_violation);
-  CHECK_NOTHROW(decode_body(map_of({{"pattern", p}, {"extra", packed(3)}})));  // unknown keys ignored
+  CHECK_NOTHROW(
+      decode_body(map_of({{"pattern", p}, {"extra", packed(3)}})));  // unknown keys ignored
 }
 
 TEST_CASE("strings may point into the frame when referencing is allowed") {

@@ -1,12 +1,12 @@
 #include "tern/transport/client_connection.hpp"
 
-#include <asio/connect.hpp>
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
+#include <asio/connect.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/post.hpp>
 #include <asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 namespace tern::transport {
 
@@ -90,23 +90,26 @@ asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
   }
   auto conn = std::make_shared<client_connection>(std::move(sock), wire, options);
   conn->start();
-  asio::co_spawn(ex, [conn]() { return conn->expirer(); }, [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
+  asio::co_spawn(
+      ex, [conn]() { return conn->expirer(); },
+      [](std::exception_ptr e) {
+        if (e) std::rethrow_exception(e);
+      });
   co_return conn;
 }
 
-void client_connection::send_request(call_state& s, std::string_view pattern,
-                                     std::string_view meta, value_writer data,
-                                     std::chrono::milliseconds timeout) {
+void client_connection::send_request(call_state& s, std::string_view pattern, std::string_view meta,
+                                     value_writer data, std::chrono::milliseconds timeout) {
   if (!is_open()) {
-    throw rpc_error(errc::connection_closed, "connection to " + peer() + " lost: " + closed_reason_);
+    throw rpc_error(errc::connection_closed,
+                    "connection to " + peer() + " lost: " + closed_reason_);
   }
   s.id = ++next_id_;
   try {
     wire().encode_request(out(), s.id, pattern, meta, data);
   } catch (const protocol_violation& e) {
-    throw rpc_error(errc::protocol_error, "request " + std::string(s.label) + " not sent: " + e.what());
+    throw rpc_error(errc::protocol_error,
+                    "request " + std::string(s.label) + " not sent: " + e.what());
   }
   calls_.emplace(s.id, &s);
   s.owner = this;
@@ -219,7 +222,8 @@ asio::awaitable<void> client_connection::emit(std::string_view label, std::strin
   auto self = shared_from_this();
   if (congested()) co_await wait_writable();
   if (!is_open()) {
-    throw rpc_error(errc::connection_closed, "connection to " + peer() + " lost: " + closed_reason_);
+    throw rpc_error(errc::connection_closed,
+                    "connection to " + peer() + " lost: " + closed_reason_);
   }
   try {
     wire().encode_event(out(), pattern, meta, data);
@@ -266,8 +270,8 @@ void client_connection::on_closed_(std::string_view reason, bool protocol_error)
   for (auto& [id, s] : calls_) all.push_back(s);
   for (auto* s : all) {
     finish(*s, rpc_error(protocol_error ? errc::protocol_error : errc::connection_closed,
-                         std::string(s->label) + ": connection to " + peer() + " lost: " +
-                             std::string(reason)));
+                         std::string(s->label) + ": connection to " + peer() +
+                             " lost: " + std::string(reason)));
   }
 }
 

@@ -1,11 +1,11 @@
 #include "tern/transport/connection.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
-#include <spdlog/spdlog.h>
 
 #include <cstring>
 #include <vector>
@@ -53,10 +53,13 @@ void connection::start() {
     };
   };
   auto self = shared_from_this();
-  asio::co_spawn(executor_, [self]() { return self->reader(); }, log_failure("reader"));
-  asio::co_spawn(executor_, [self]() { return self->writer(); }, log_failure("writer"));
+  asio::co_spawn(
+      executor_, [self]() { return self->reader(); }, log_failure("reader"));
+  asio::co_spawn(
+      executor_, [self]() { return self->writer(); }, log_failure("writer"));
   if (options_.incomplete_frame_timeout.count() > 0) {
-    asio::co_spawn(executor_, [self]() { return self->watchdog(); }, log_failure("watchdog"));
+    asio::co_spawn(
+        executor_, [self]() { return self->watchdog(); }, log_failure("watchdog"));
   }
 }
 
@@ -197,8 +200,8 @@ asio::awaitable<void> connection::writer() {
     }
     writing_.swap(out_);
     writing_bytes_ = writing_.size();
-    auto [ec, n] =
-        co_await asio::async_write(socket_, asio::buffer(writing_.data(), writing_.size()), nothrow);
+    auto [ec, n] = co_await asio::async_write(
+        socket_, asio::buffer(writing_.data(), writing_.size()), nothrow);
     writing_.clear();
     writing_bytes_ = 0;
     writing_.shrink_to(options_.write_high_water);

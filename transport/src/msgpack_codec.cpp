@@ -45,12 +45,14 @@ bool key_is(const msgpack::object& k, std::string_view name) {
   return k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == name;
 }
 
-bool reference_all(msgpack::type::object_type, std::size_t, void*) { return true; }
+bool reference_all(msgpack::type::object_type, std::size_t, void*) {
+  return true;
+}
 
 }  // namespace
 
-void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone,
-                           bool reference, packet& out) const {
+void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
+                           packet& out) const {
   // Every element takes at least one byte, so no count may exceed the frame
   // size: a tiny frame announcing 2^32 elements is refused before the
   // unpacker allocates for them.
@@ -59,8 +61,8 @@ void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zo
   try {
     std::size_t off = 0;
     bool referenced = false;
-    root = msgpack::unpack(zone, body, size, off, referenced,
-                           reference ? &reference_all : nullptr, nullptr, limit);
+    root = msgpack::unpack(zone, body, size, off, referenced, reference ? &reference_all : nullptr,
+                           nullptr, limit);
     if (off != size) throw protocol_violation("trailing bytes after the packet");
   } catch (const protocol_violation&) {
     throw;

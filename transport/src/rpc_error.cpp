@@ -4,15 +4,24 @@ namespace tern {
 
 std::string_view to_string(errc e) noexcept {
   switch (e) {
-    case errc::remote: return "remote";
-    case errc::internal: return "internal";
-    case errc::no_handler: return "no_handler";
-    case errc::timeout: return "timeout";
-    case errc::connection_refused: return "connection_refused";
-    case errc::connection_closed: return "connection_closed";
-    case errc::decode_error: return "decode_error";
-    case errc::protocol_error: return "protocol_error";
-    case errc::cancelled: return "cancelled";
+    case errc::remote:
+      return "remote";
+    case errc::internal:
+      return "internal";
+    case errc::no_handler:
+      return "no_handler";
+    case errc::timeout:
+      return "timeout";
+    case errc::connection_refused:
+      return "connection_refused";
+    case errc::connection_closed:
+      return "connection_closed";
+    case errc::decode_error:
+      return "decode_error";
+    case errc::protocol_error:
+      return "protocol_error";
+    case errc::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }

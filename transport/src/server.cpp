@@ -1,11 +1,11 @@
 #include "tern/transport/server.hpp"
 
+#include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 #include <vector>
 
@@ -29,9 +29,14 @@ void server_session::on_packet_(packet& p) {
   if (!owner_) return;
   auto self = std::static_pointer_cast<server_session>(shared_from_this());
   switch (p.kind) {
-    case packet_kind::request: owner_->sink_.on_request(self, p); break;
-    case packet_kind::event: owner_->sink_.on_event(self, p); break;
-    case packet_kind::reply: throw protocol_violation("a client sent a reply packet");
+    case packet_kind::request:
+      owner_->sink_.on_request(self, p);
+      break;
+    case packet_kind::event:
+      owner_->sink_.on_event(self, p);
+      break;
+    case packet_kind::reply:
+      throw protocol_violation("a client sent a reply packet");
   }
 }
 
@@ -49,17 +54,23 @@ server::~server() {
   close_all();
 }
 
+std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string& host,
+                            std::uint16_t port) {
+  asio::ip::tcp::resolver resolver(acceptor.get_executor());
+  asio::ip::tcp::endpoint ep =
+      *resolver.resolve(host, std::to_string(port), asio::ip::resolver_base::passive).begin();
+  acceptor.open(ep.protocol());
+  acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+  acceptor.bind(ep);
+  acceptor.listen(asio::socket_base::max_listen_connections);
+  return acceptor.local_endpoint().port();
+}
+
 std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
-  asio::ip::tcp::resolver resolver(executor_);
-  auto results = resolver.resolve(host, std::to_string(port), asio::ip::resolver_base::passive);
-  asio::ip::tcp::endpoint ep = *results.begin();
-  acceptor_.open(ep.protocol());
-  acceptor_.set_option(asio::ip::tcp::acceptor::reuse_address(true));
-  acceptor_.bind(ep);
-  acceptor_.listen(asio::socket_base::max_listen_connections);
+  auto bound = open_acceptor(acceptor_, host, port);
   accepting_ = true;
   asio::co_spawn(executor_, accept_loop(), asio::detached);
-  return acceptor_.local_endpoint().port();
+  return bound;
 }
 
 std::string server::address() const {

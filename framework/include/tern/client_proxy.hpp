@@ -82,8 +82,8 @@ class client_proxy {
   /// (the raw value) or any msgpack-adaptable type.
   template <class T = msgpack::object_handle, class D = msgpack::type::nil_t>
   asio::awaitable<T> send(const pattern& p, const D& data = {}, call_options o = {}) {
-    msgpack::object_handle r =
-        co_await send_packed(p, [&](transport::packer& pk) { pk.pack(data); }, o);
+    msgpack::object_handle r = co_await send_packed(
+        p, [&](transport::packer& pk) { pk.pack(data); }, o);
     if constexpr (std::is_void_v<T>) {
       co_return;
     } else if constexpr (std::is_same_v<T, msgpack::object_handle>) {
@@ -92,9 +92,9 @@ class client_proxy {
       try {
         co_return r.get().as<T>();
       } catch (const std::exception& e) {
-        throw rpc_error(errc::decode_error, "reply to " + p.canonical() +
-                                                " does not decode as the expected type: " +
-                                                e.what());
+        throw rpc_error(
+            errc::decode_error,
+            "reply to " + p.canonical() + " does not decode as the expected type: " + e.what());
       }
     }
   }
@@ -103,8 +103,8 @@ class client_proxy {
   template <class T, class D = msgpack::type::nil_t>
   asio::awaitable<reply_stream<T>> stream(const pattern& p, const D& data = {},
                                           call_options o = {}) {
-    co_return reply_stream<T>(
-        co_await stream_packed(p, [&](transport::packer& pk) { pk.pack(data); }, o));
+    co_return reply_stream<T>(co_await stream_packed(
+        p, [&](transport::packer& pk) { pk.pack(data); }, o));
   }
 
   /// Sends an event (no reply); completes once it is queued for sending.
@@ -126,8 +126,7 @@ class client_proxy {
 
  private:
   asio::awaitable<msgpack::object_handle> send_packed(const pattern& p,
-                                                      transport::value_writer data,
-                                                      call_options o);
+                                                      transport::value_writer data, call_options o);
   asio::awaitable<detail::raw_stream> stream_packed(const pattern& p, transport::value_writer data,
                                                     call_options o);
   asio::awaitable<void> emit_packed(const pattern& p, transport::value_writer data);

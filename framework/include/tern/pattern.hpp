@@ -24,19 +24,33 @@ class pattern_value {
   pattern_value(const S& s) : pattern_value(string_tag{}, std::string_view(s)) {}  // NOLINT
   template <class B, std::enable_if_t<std::is_same_v<B, bool>, int> = 0>
   pattern_value(B b) : pattern_value(bool_tag{}, b) {}  // NOLINT
-  pattern_value(std::nullptr_t);      // NOLINT
+  pattern_value(std::nullptr_t);                        // NOLINT
   template <class I, std::enable_if_t<std::is_integral_v<I> && !std::is_same_v<I, bool>, int> = 0>
   pattern_value(I i)  // NOLINT
       : pattern_value(static_cast<std::int64_t>(i), 0) {}
   /// A nested object: {{"name", "get"}, {"v", 2}} (up to 8 fields)
   pattern_value(const pattern_field& f0) : pattern_value(fields_tag{}, {&f0}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1) : pattern_value(fields_tag{}, {&f0, &f1}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2) : pattern_value(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
-  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6, const pattern_field& f7) : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1)
+      : pattern_value(fields_tag{}, {&f0, &f1}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+                const pattern_field& f3)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+                const pattern_field& f3, const pattern_field& f4)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+                const pattern_field& f3, const pattern_field& f4, const pattern_field& f5)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+                const pattern_field& f3, const pattern_field& f4, const pattern_field& f5,
+                const pattern_field& f6)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
+  pattern_value(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+                const pattern_field& f3, const pattern_field& f4, const pattern_field& f5,
+                const pattern_field& f6, const pattern_field& f7)
+      : pattern_value(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
 
   [[nodiscard]] const std::string& canonical() const noexcept { return canonical_; }
   [[nodiscard]] const std::string& packed() const noexcept { return packed_; }
@@ -84,13 +98,27 @@ class pattern {
   /// initializer_list's array alive across co_await ("array used as
   /// initializer"), and patterns are mostly written inside co_await.
   pattern(const pattern_field& f0) : pattern(fields_tag{}, {&f0}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1) : pattern(fields_tag{}, {&f0, &f1}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2) : pattern(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
-  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2, const pattern_field& f3, const pattern_field& f4, const pattern_field& f5, const pattern_field& f6, const pattern_field& f7) : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1)
+      : pattern(fields_tag{}, {&f0, &f1}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2)
+      : pattern(fields_tag{}, {&f0, &f1, &f2}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+          const pattern_field& f3)
+      : pattern(fields_tag{}, {&f0, &f1, &f2, &f3}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+          const pattern_field& f3, const pattern_field& f4)
+      : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+          const pattern_field& f3, const pattern_field& f4, const pattern_field& f5)
+      : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+          const pattern_field& f3, const pattern_field& f4, const pattern_field& f5,
+          const pattern_field& f6)
+      : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6}) {}  // NOLINT
+  pattern(const pattern_field& f0, const pattern_field& f1, const pattern_field& f2,
+          const pattern_field& f3, const pattern_field& f4, const pattern_field& f5,
+          const pattern_field& f6, const pattern_field& f7)
+      : pattern(fields_tag{}, {&f0, &f1, &f2, &f3, &f4, &f5, &f6, &f7}) {}  // NOLINT
 
   /// A pattern from JSON text: an object (`{"cmd":"get_users"}`) or a
   /// string (`"ping"`). Throws std::invalid_argument for anything else.

@@ -122,7 +122,9 @@ msgpack::object_handle clone_meta(const msgpack::object& meta);
 template <class Data, class Item>
 struct invocation {
   invocation(Data d, responder r, msgpack::object_handle meta)
-      : data(std::move(d)), out(std::move(r)), context(out.peer(), out.pattern(), std::move(meta)) {}
+      : data(std::move(d)),
+        out(std::move(r)),
+        context(out.peer(), out.pattern(), std::move(meta)) {}
   invocation(const invocation&) = delete;
   invocation& operator=(const invocation&) = delete;
   Data data;
@@ -238,8 +240,7 @@ class event_handler {
  public:
   virtual ~event_handler() = default;
   virtual void invoke(const msgpack::object& data, const msgpack::object& meta,
-                      const std::string& peer, const std::string& pattern,
-                      service_core* core) = 0;
+                      const std::string& peer, const std::string& pattern, service_core* core) = 0;
 };
 
 void log_event_failure(const std::string& pattern, const std::string& peer, const char* what);

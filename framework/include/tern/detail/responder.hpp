@@ -29,10 +29,10 @@ class responder {
   responder& operator=(responder&&) = delete;
   ~responder();
 
-  void reply(transport::value_writer value);  ///< the final value
-  void reply_void();                          ///< completion without a value
-  void next(transport::value_writer value);   ///< one stream value, more to come
-  void fail(const rpc_error& e);              ///< the handler's error, as sent
+  void reply(transport::value_writer value);    ///< the final value
+  void reply_void();                            ///< completion without a value
+  void next(transport::value_writer value);     ///< one stream value, more to come
+  void fail(const rpc_error& e);                ///< the handler's error, as sent
   void fail_internal(std::string_view detail);  ///< logged; the caller gets a generic error
   void fail_decode(std::string_view detail);    ///< the request data does not fit the handler
 

@@ -29,9 +29,9 @@ struct call_state {
   bool stream = false;     // keep every value (stream) or only the last
   bool done = false;       // the final reply (or an error) has arrived
   std::optional<rpc_error> error;
-  std::optional<msgpack::object_handle> last;    // call: the latest value
-  std::deque<msgpack::object_handle> values;     // stream: values not yet taken
-  unique_function<void()> waiter;                // the suspended caller, if any
+  std::optional<msgpack::object_handle> last;  // call: the latest value
+  std::deque<msgpack::object_handle> values;   // stream: values not yet taken
+  unique_function<void()> waiter;              // the suspended caller, if any
   asio::cancellation_slot slot;
   std::chrono::milliseconds timeout{};
   std::chrono::steady_clock::time_point deadline{};

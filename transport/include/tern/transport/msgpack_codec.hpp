@@ -19,8 +19,8 @@ class msgpack_codec final : public codec {
               packet& out) const override;
   void encode_request(byte_buffer& out, std::uint64_t id, std::string_view packed_pattern,
                       std::string_view packed_meta, value_writer data) const override;
-  void encode_event(byte_buffer& out, std::string_view packed_pattern,
-                    std::string_view packed_meta, value_writer data) const override;
+  void encode_event(byte_buffer& out, std::string_view packed_pattern, std::string_view packed_meta,
+                    value_writer data) const override;
   void encode_response(byte_buffer& out, std::uint64_t id, const value_writer* response,
                        bool disposed) const override;
   void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const override;

@@ -28,8 +28,8 @@ struct packet {
   bool has_meta = false;
   bool has_response = false;
   bool has_err = false;
-  bool disposed = false;        ///< reply: the last frame for this id
-  bool status_error = false;    ///< reply: top-level `status: "error"` (NestJS's no-handler form)
+  bool disposed = false;      ///< reply: the last frame for this id
+  bool status_error = false;  ///< reply: top-level `status: "error"` (NestJS's no-handler form)
 
   /// Whether this reply ends its call (an error always does).
   [[nodiscard]] bool final() const noexcept { return disposed || has_err; }

@@ -16,6 +16,12 @@ namespace tern::transport {
 class server;
 class server_session;
 
+/// Resolves host:port (passive; port 0 picks a free one), then opens, binds
+/// (SO_REUSEADDR) and listens on `acceptor`. Returns the bound port. Throws
+/// std::system_error.
+std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string& host,
+                            std::uint16_t port);
+
 /// Receives what clients send. Called on the server's executor, one packet
 /// at a time per connection; the packet's objects are valid during the call.
 class request_sink {
