@@ -61,14 +61,17 @@ int main(int argc, char** argv) {
       io,
       [&]() -> asio::awaitable<void> {
         try {
-          auto reply = co_await client.send_raw(
+          std::string printed = "null";
+          auto print = [&printed](const msgpack::object& v) {
+            msgpack::sbuffer buf;
+            msgpack::pack(buf, v);
+            printed = nlohmann::json::from_msgpack(buf.data(), buf.data() + buf.size()).dump();
+          };
+          co_await client.send_raw(
               pattern,
-              std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()),
+              std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()), print,
               {.timeout = std::chrono::milliseconds(timeout_ms)});
-          msgpack::sbuffer buf;
-          msgpack::pack(buf, reply.get());
-          std::cout << nlohmann::json::from_msgpack(buf.data(), buf.data() + buf.size()).dump()
-                    << "\n";
+          std::cout << printed << "\n";
           status = 0;
         } catch (const tern::rpc_error& e) {
           std::cerr << "tern_call: " << tern::to_string(e.kind());

@@ -104,21 +104,23 @@ std::size_t client_proxy::pending() const noexcept {
   return impl_->conn ? impl_->conn->pending() : 0;
 }
 
-asio::awaitable<msgpack::object_handle> client_proxy::send_packed(const pattern& p,
-                                                                  transport::value_writer data,
-                                                                  call_options o) {
+asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_writer data,
+                                          transport::value_sink on_value, call_options o) {
   auto self = impl_;
-  auto conn = co_await self->get();
-  co_return co_await conn->call(p.canonical(), p.packed(), {}, data,
-                                o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+  auto timeout = o.timeout.count() > 0 ? o.timeout : self->options.timeout;
+  if (self->conn && self->conn->is_open()) {
+    co_await self->conn->call(p.canonical(), p.packed(), {}, data, on_value, timeout);
+  } else {
+    auto conn = co_await self->get();
+    co_await conn->call(p.canonical(), p.packed(), {}, data, on_value, timeout);
+  }
 }
 
-asio::awaitable<msgpack::object_handle> client_proxy::send_raw(const pattern& p,
-                                                               std::string_view packed_data,
-                                                               call_options o) {
+asio::awaitable<void> client_proxy::send_raw(const pattern& p, std::string_view packed_data,
+                                             transport::value_sink on_value, call_options o) {
   // A coroutine, so the writer lives until the request is encoded.
   auto write = [packed_data](transport::packer& pk) { pk.pack_packed(packed_data); };
-  co_return co_await send_packed(p, write, o);
+  co_await call_(p, write, on_value, o);
 }
 
 asio::awaitable<void> client_proxy::emit_packed(const pattern& p, transport::value_writer data) {

@@ -205,17 +205,24 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
     co_return error_response(400, e.message());
   }
 
+  // Replies are written as JSON straight from the receive buffer.
   struct outcome {
-    std::optional<msgpack::object_handle> value;
+    std::string json;
     std::optional<rpc_error> error;
   };
   std::vector<outcome> results(n);
   auto call = [&](std::size_t i) -> asio::awaitable<void> {
     const auto& spec = r.calls[i].second;
+    auto& out = results[i];
+    auto to_json = [&out](const msgpack::object& v) {
+      out.json.clear();  // a stream's last value wins, as in send()
+      append_json(v, out.json);
+    };
     try {
-      results[i].value = co_await clients_[spec.upstream]->send_raw(spec.pattern, data[i]);
+      co_await clients_[spec.upstream]->send_raw(spec.pattern, data[i], to_json);
+      if (out.json.empty()) out.json = "null";
     } catch (const rpc_error& e) {
-      results[i].error = e;
+      out.error = e;
     }
   };
 
@@ -254,14 +261,14 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
   http_response resp;
   resp.status = r.status;
   if (!r.aggregate) {
-    append_json(results[0].value->get(), resp.body);
+    resp.body = std::move(results[0].json);
   } else {
     resp.body += '{';
     for (std::size_t i = 0; i < n; ++i) {
       if (i) resp.body += ',';
       append_json_string(r.calls[i].first, resp.body);
       resp.body += ':';
-      append_json(results[i].value->get(), resp.body);
+      resp.body += results[i].json;
     }
     resp.body += '}';
   }

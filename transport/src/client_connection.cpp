@@ -64,10 +64,7 @@ rpc_error to_rpc_error(const packet& reply) {
 
 client_connection::client_connection(asio::ip::tcp::socket socket, const codec& wire,
                                      const connection_options& options)
-    : connection(std::move(socket), wire, options), expiry_(executor(), never) {
-  // Replies outlive on_packet_ (they travel to the waiting coroutine).
-  set_reference_input(false);
-}
+    : connection(std::move(socket), wire, options), expiry_(executor(), never) {}
 
 client_connection::~client_connection() = default;
 
@@ -173,15 +170,15 @@ asio::awaitable<void> client_connection::wait(call_state& s) {
       asio::use_awaitable);
 }
 
-asio::awaitable<msgpack::object_handle> client_connection::call(std::string_view label,
-                                                                std::string_view pattern,
-                                                                std::string_view meta,
-                                                                value_writer data,
-                                                                std::chrono::milliseconds timeout) {
+asio::awaitable<void> client_connection::call(std::string_view label, std::string_view pattern,
+                                              std::string_view meta, value_writer data,
+                                              value_sink on_value,
+                                              std::chrono::milliseconds timeout) {
   auto self = shared_from_this();
   if (congested()) co_await wait_writable();
   call_state s;
   s.label = label;
+  s.sink = &on_value;
   struct guard {
     client_connection* c;
     call_state* s;
@@ -190,8 +187,6 @@ asio::awaitable<msgpack::object_handle> client_connection::call(std::string_view
   send_request(s, pattern, meta, data, timeout);
   while (!s.done) co_await wait(s);
   if (s.error) throw *s.error;
-  if (!s.last) co_return msgpack::object_handle();
-  co_return std::move(*s.last);
 }
 
 asio::awaitable<void> client_connection::open_stream(call_state& s, std::string_view label,
@@ -248,11 +243,10 @@ void client_connection::on_packet_(packet& p) {
     return;
   }
   if (p.has_response) {
-    msgpack::object_handle v(p.response, std::move(zone()));
     if (s.stream) {
-      s.values.push_back(std::move(v));
+      s.values.push_back(msgpack::clone(p.response));  // outlives the receive buffer
     } else {
-      s.last = std::move(v);
+      (*s.sink)(p.response);
     }
   }
   if (p.disposed) {

@@ -31,8 +31,7 @@ connection::connection(asio::ip::tcp::socket socket, const codec& wire,
       options_(options),
       writer_wake_(executor_, forever),
       state_changed_(executor_, forever),
-      watchdog_timer_(executor_),
-      zone_(std::make_unique<msgpack::zone>()) {
+      watchdog_timer_(executor_) {
   std::error_code ec;
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? "(unknown peer)" : to_string(ep);
@@ -163,14 +162,10 @@ asio::awaitable<void> connection::reader() {
           }
           break;
         }
-        wire_.decode(buf.data() + pos + fr.header, fr.length, *zone_, reference_input_, pkt);
+        wire_.decode(buf.data() + pos + fr.header, fr.length, zone_, true, pkt);
         pos += fr.total();
         on_packet_(pkt);
-        if (zone_) {
-          zone_->clear();
-        } else {
-          zone_ = std::make_unique<msgpack::zone>();
-        }
+        zone_.clear();
       }
       if (pos > 0) {
         std::memmove(buf.data(), buf.data() + pos, have - pos);

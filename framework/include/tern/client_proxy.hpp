@@ -5,6 +5,7 @@
 #include "tern/rpc_error.hpp"
 #include "tern/stream.hpp"
 #include "tern/transport/codec.hpp"
+#include "tern/transport/function_ref.hpp"
 
 #include <asio/awaitable.hpp>
 #include <msgpack.hpp>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace asio {
@@ -82,20 +84,33 @@ class client_proxy {
   /// (the raw value) or any msgpack-adaptable type.
   template <class T = msgpack::object_handle, class D = msgpack::type::nil_t>
   asio::awaitable<T> send(const pattern& p, const D& data = {}, call_options o = {}) {
-    msgpack::object_handle r = co_await send_packed(
-        p, [&](transport::packer& pk) { pk.pack(data); }, o);
     if constexpr (std::is_void_v<T>) {
-      co_return;
-    } else if constexpr (std::is_same_v<T, msgpack::object_handle>) {
-      co_return r;
+      co_await call_(
+          p, [&](transport::packer& pk) { pk.pack(data); }, [](const msgpack::object&) {}, o);
     } else {
-      try {
-        co_return r.get().as<T>();
-      } catch (const std::exception& e) {
+      // Values are converted as their frames are read; the last one wins.
+      std::optional<T> result;
+      std::string failure;
+      auto keep = [&](const msgpack::object& v) {
+        try {
+          if constexpr (std::is_same_v<T, msgpack::object_handle>) {
+            result.emplace(msgpack::clone(v));
+          } else {
+            result.emplace(v.as<T>());
+          }
+        } catch (const std::exception& e) {
+          failure = e.what();
+        }
+      };
+      co_await call_(
+          p, [&](transport::packer& pk) { pk.pack(data); }, keep, o);
+      if (!result && failure.empty()) keep(msgpack::object());  // a reply without a value
+      if (!result) {
         throw rpc_error(
             errc::decode_error,
-            "reply to " + p.canonical() + " does not decode as the expected type: " + e.what());
+            "reply to " + p.canonical() + " does not decode as the expected type: " + failure);
       }
+      co_return std::move(*result);
     }
   }
 
@@ -113,11 +128,12 @@ class client_proxy {
     co_await emit_packed(p, [&](transport::packer& pk) { pk.pack(data); });
   }
 
-  /// send() for data that is already msgpack (exactly one value), returning
-  /// the raw reply: for relays such as the gateway, which never decode
-  /// into C++ types.
-  asio::awaitable<msgpack::object_handle> send_raw(const pattern& p, std::string_view packed_data,
-                                                   call_options o = {});
+  /// send() for data that is already msgpack (exactly one value), for
+  /// relays such as the gateway that never decode into C++ types: each
+  /// value of the reply is handed to `on_value` as it is read (valid during
+  /// that call only). Throws rpc_error like send().
+  asio::awaitable<void> send_raw(const pattern& p, std::string_view packed_data,
+                                 transport::value_sink on_value, call_options o = {});
 
   /// Calls waiting for replies right now.
   [[nodiscard]] std::size_t pending() const noexcept;
@@ -125,8 +141,8 @@ class client_proxy {
   struct impl;
 
  private:
-  asio::awaitable<msgpack::object_handle> send_packed(const pattern& p,
-                                                      transport::value_writer data, call_options o);
+  asio::awaitable<void> call_(const pattern& p, transport::value_writer data,
+                              transport::value_sink on_value, call_options o);
   asio::awaitable<detail::raw_stream> stream_packed(const pattern& p, transport::value_writer data,
                                                     call_options o);
   asio::awaitable<void> emit_packed(const pattern& p, transport::value_writer data);

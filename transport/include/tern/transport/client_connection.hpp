@@ -29,9 +29,9 @@ struct call_state {
   bool stream = false;     // keep every value (stream) or only the last
   bool done = false;       // the final reply (or an error) has arrived
   std::optional<rpc_error> error;
-  std::optional<msgpack::object_handle> last;  // call: the latest value
-  std::deque<msgpack::object_handle> values;   // stream: values not yet taken
-  unique_function<void()> waiter;              // the suspended caller, if any
+  const value_sink* sink = nullptr;           // call: where the values go
+  std::deque<msgpack::object_handle> values;  // stream: values not yet taken
+  unique_function<void()> waiter;             // the suspended caller, if any
   asio::cancellation_slot slot;
   std::chrono::milliseconds timeout{};
   std::chrono::steady_clock::time_point deadline{};
@@ -61,13 +61,13 @@ class client_connection final : public connection {
       std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
       std::chrono::milliseconds timeout);
 
-  /// Sends a request and waits for its final reply. Returns the last value
-  /// (a nil object when the stream had none). Throws rpc_error.
-  /// `pattern`/`meta` are packed msgpack; `label` names the call in errors.
-  /// All must stay valid until the call completes.
-  asio::awaitable<msgpack::object_handle> call(std::string_view label, std::string_view pattern,
-                                               std::string_view meta, value_writer data,
-                                               std::chrono::milliseconds timeout);
+  /// Sends a request and waits for its final reply; each value of the
+  /// reply is handed to `on_value` as its frame is read (no copy is kept).
+  /// Throws rpc_error. `pattern`/`meta` are packed msgpack; `label` names
+  /// the call in errors. All must stay valid until the call completes.
+  asio::awaitable<void> call(std::string_view label, std::string_view pattern,
+                             std::string_view meta, value_writer data, value_sink on_value,
+                             std::chrono::milliseconds timeout);
 
   /// Sends a request whose values are taken one by one with next(). The
   /// state must stay at one address until the stream ends or is dropped.

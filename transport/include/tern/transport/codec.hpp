@@ -26,6 +26,9 @@ class packer : public msgpack::packer<byte_buffer> {
 };
 /// Writes one msgpack value (data, response or err) with the given packer.
 using value_writer = function_ref<void(packer&)>;
+/// Receives each value of a reply while its frame is being read: the
+/// object is valid during the call only (convert or copy it there).
+using value_sink = function_ref<void(const msgpack::object&)>;
 
 /// Framing plus packet encoding for one wire format.
 ///

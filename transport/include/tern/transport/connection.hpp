@@ -71,17 +71,11 @@ class connection : public std::enable_shared_from_this<connection> {
   asio::awaitable<void> wait_flushed(std::chrono::steady_clock::time_point deadline);
 
  protected:
-  /// Called for each packet received. The packet's objects are valid during
-  /// the call only, unless the subclass takes zone() (moves it out).
+  /// Called for each packet received. The packet's objects point into the
+  /// receive buffer and a reused zone: valid during the call only.
   virtual void on_packet_(packet& p) = 0;
   /// Called once when the connection closes.
   virtual void on_closed_(std::string_view reason, bool protocol_error) = 0;
-  /// Whether decoded strings may point into the receive buffer (fast) or
-  /// must be copied into zone() (for packets that outlive on_packet_).
-  void set_reference_input(bool on) noexcept { reference_input_ = on; }
-  /// The zone the current packet was decoded into; a subclass may move it
-  /// out in on_packet_ to keep the packet's objects, a fresh one is made.
-  std::unique_ptr<msgpack::zone>& zone() noexcept { return zone_; }
 
  private:
   asio::awaitable<void> reader();
@@ -96,7 +90,6 @@ class connection : public std::enable_shared_from_this<connection> {
   std::string peer_;
   bool open_ = true;
   bool reading_ = true;
-  bool reference_input_ = true;
   bool partial_ = false;  // the receive buffer holds part of a frame
   std::chrono::steady_clock::time_point last_read_{};
   byte_buffer out_;
@@ -108,7 +101,7 @@ class connection : public std::enable_shared_from_this<connection> {
   int state_waiters_ = 0;
   asio::steady_timer watchdog_timer_;
   asio::cancellation_signal stop_read_;
-  std::unique_ptr<msgpack::zone> zone_;
+  msgpack::zone zone_{2048};  // decoded packets' objects, cleared per frame
 };
 
 /// "host:port" of an endpoint, for logs.
