@@ -325,7 +325,8 @@ def charts(http, rpc, shapes):
         with open(f"{d}/rpc.dat", "w") as f:
             for c, m in shapes:
                 f.write(f'"{c}x{m}" {rpc[("tern", c, m)]["rps"]:.0f} {rpc[("redis", c, m)]["rps"]:.0f}\n')
-        script = f"""set terminal png size 900,420 font ",10"
+        script = f"""set terminal png size 900,440 font ",10"
+set bmargin 4
 set style fill solid 0.8
 set boxwidth 0.6
 set grid ytics

@@ -133,7 +133,8 @@ http_response error_for(const rpc_error& e, const upstream& service) {
   return error_response(503, "service " + service.name + " is unavailable");
 }
 
-gateway::gateway(asio::io_context& io, gateway_config cfg) : io_(io), cfg_(std::move(cfg)) {
+gateway::gateway(asio::io_context& io, gateway_config cfg)
+    : io_(io), cfg_(std::move(cfg)), warnings_(cfg_.upstreams.size()) {
   for (const auto& u : cfg_.upstreams) {
     clients_.push_back(std::make_unique<tern::client_proxy>(
         io_, tern::client_options{
@@ -178,6 +179,24 @@ const route* gateway::match(const http_request& req, params& captured, bool& pat
     if (r.method == req.method) return &r;
   }
   return nullptr;
+}
+
+void gateway::warn_upstream_failure(std::size_t upstream, const http_request& req,
+                                    const rpc_error& e) {
+  // At most one line per upstream per second: a dead service under load
+  // must not turn into a log flood.
+  auto& w = warnings_[upstream];
+  auto now = std::chrono::steady_clock::now();
+  if (now - w.last < std::chrono::seconds(1)) {
+    ++w.suppressed;
+    return;
+  }
+  std::string more =
+      w.suppressed ? " (and " + std::to_string(w.suppressed) + " more failures since)" : "";
+  spdlog::warn("{} {}: {} failed ({}): {}{}", req.method, req.target, cfg_.upstreams[upstream].name,
+               to_string(e.kind()), e.what(), more);
+  w.last = now;
+  w.suppressed = 0;
 }
 
 asio::awaitable<http_response> gateway::handle(http_request& req) {
@@ -252,8 +271,7 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
       spdlog::debug("{} {}: {} answered {} {}", req.method, req.target, u.name, e.status(),
                     e.what());
     } else {
-      spdlog::warn("{} {}: {} failed ({}): {}", req.method, req.target, u.name, to_string(e.kind()),
-                   e.what());
+      warn_upstream_failure(r.calls[i].second.upstream, req, e);
     }
     co_return error_for(e, u);
   }

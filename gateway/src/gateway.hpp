@@ -38,8 +38,15 @@ class gateway {
   const route* match(const http_request& req, params& captured, bool& path_known) const;
   asio::awaitable<http_response> run(const route& r, const http_request& req, const params& p);
 
+  void warn_upstream_failure(std::size_t upstream, const http_request& req, const rpc_error& e);
+
+  struct warning_state {
+    std::chrono::steady_clock::time_point last{};
+    std::size_t suppressed = 0;
+  };
   asio::io_context& io_;
   gateway_config cfg_;
+  std::vector<warning_state> warnings_;                       // per upstream
   std::vector<std::unique_ptr<tern::client_proxy>> clients_;  // one per upstream
 };
 
