@@ -3,6 +3,10 @@
 #include "users_handlers.hpp"
 
 #include <spdlog/spdlog.h>
+#include <tern/offload.hpp>
+
+#include <algorithm>
+#include <cstdlib>
 
 #include <filesystem>
 
@@ -12,8 +16,11 @@ int main(int argc, char** argv) {
       {{"host", "HOST", "127.0.0.1", "address to listen on"},
        {"port", "PORT", "3001", "port to listen on"},
        {"data-dir", "DATA_DIR", "data", "directory of the users.db file (created if missing)"},
-       {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"}});
+       {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+       {"workers", "TERN_WORKERS", "1",
+        "worker threads for SQLite (one connection behind a lock: more only contend)"}});
   tern::cli::set_log_level(args["log-level"]);
+  tern::set_worker_threads(static_cast<unsigned>(std::max(1, std::atoi(args["workers"].c_str()))));
   try {
     std::filesystem::create_directories(args["data-dir"]);
     tern::demo::users_repository repo(args["data-dir"] + "/users.db");
