@@ -1,6 +1,10 @@
 #include "cli.hpp"
 
 #include <spdlog/spdlog.h>
+#include <tern/offload.hpp>
+
+#include <algorithm>
+#include <filesystem>
 
 #include <cstdlib>
 #include <iostream>
@@ -73,6 +77,30 @@ void set_log_level(const std::string& level) {
     std::exit(2);
   }
   spdlog::set_level(l);
+}
+
+std::map<std::string, std::string> parse_service(int argc, char** argv, const std::string& name,
+                                                 const std::string& default_port) {
+  auto args =
+      parse(argc, argv, name + "_service",
+            "Serves " + name + " over tern's TCP protocol (data in SQLite).",
+            {{"host", "HOST", "127.0.0.1", "address to listen on"},
+             {"port", "PORT", default_port, "port to listen on"},
+             {"data-dir", "DATA_DIR", "data",
+              "directory of the " + name + ".db file (created if missing)"},
+             {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+             {"workers", "TERN_WORKERS", "1",
+              "worker threads for SQLite (one connection behind a lock: more only contend)"}});
+  set_log_level(args["log-level"]);
+  tern::set_worker_threads(static_cast<unsigned>(std::max(1, std::atoi(args["workers"].c_str()))));
+  std::error_code ec;
+  std::filesystem::create_directories(args["data-dir"], ec);
+  if (ec) {
+    std::cerr << name << "_service: cannot create " << args["data-dir"] << ": " << ec.message()
+              << "\n";
+    std::exit(1);
+  }
+  return args;
 }
 
 }  // namespace tern::cli

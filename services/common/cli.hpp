@@ -26,6 +26,12 @@ std::map<std::string, std::string> parse(int argc, char** argv, const std::strin
 /// A port number from text; exits 2 with a message if it is not one.
 unsigned short port(const std::string& text, const std::string& what);
 
+/// Parses a demo service's flags (--host, --port, --data-dir, --log-level,
+/// --workers), applies the log level and the worker pool size, and creates
+/// the data directory. `name` is "users" for users_service and users.db.
+std::map<std::string, std::string> parse_service(int argc, char** argv, const std::string& name,
+                                                 const std::string& default_port);
+
 /// Sets spdlog's level from its name (trace, debug, info, warn, error); exits 2 if unknown.
 void set_log_level(const std::string& level);
 
