@@ -123,6 +123,79 @@ asio::awaitable<void> client_proxy::send_raw(const pattern& p, std::string_view 
   co_await call_(p, write, on_value, o);
 }
 
+asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
+  struct slot {
+    transport::call_state state;
+    std::shared_ptr<transport::client_connection> conn;
+  };
+  // The calls' states live here, in this one frame, until every call ends.
+  std::unique_ptr<slot[]> slots(new slot[calls.size()]);
+  struct abandon_all {  // if this frame goes away early, forget the calls
+    slot* s;
+    std::size_t n;
+    ~abandon_all() {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (s[i].conn) s[i].conn->abandon(s[i].state);
+      }
+    }
+  } guard{slots.get(), calls.size()};
+
+  struct join {
+    std::size_t remaining = 0;
+    transport::unique_function<void()> resume;
+  } all;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    auto& c = calls[i];
+    auto& sl = slots[i];
+    c.error.reset();
+    try {
+      auto& self = *c.client->impl_;
+      if (self.conn && self.conn->is_open()) {
+        sl.conn = self.conn;
+      } else {
+        sl.conn = co_await self.get();  // (GCC 12 mis-compiles co_await inside ?:)
+      }
+      if (sl.conn->congested()) co_await sl.conn->wait_writable();
+      auto timeout = c.options.timeout.count() > 0 ? c.options.timeout : self.options.timeout;
+      sl.state.label = c.p->canonical();
+      sl.state.sink = &c.on_value;
+      sl.state.waiter = [&all] {
+        if (--all.remaining > 0 || !all.resume) return;
+        auto resume = std::move(all.resume);  // the frame holding `all` ends inside
+        resume();
+      };
+      auto write = [&c](transport::packer& pk) { pk.pack_packed(c.packed_data); };
+      sl.conn->start_call(sl.state, c.p->packed(), {}, write, timeout);
+      ++all.remaining;
+    } catch (const rpc_error& e) {
+      c.error = e;
+      sl.state.waiter = {};
+    }
+  }
+  if (all.remaining > 0) {
+    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        [&](auto handler) {
+          auto cancel = asio::get_associated_cancellation_slot(handler);
+          if (cancel.is_connected()) {
+            cancel.assign([&](asio::cancellation_type) {
+              for (std::size_t i = 0; i < calls.size(); ++i) {
+                if (slots[i].conn) slots[i].conn->cancel(slots[i].state);
+              }
+            });
+          }
+          all.resume = [h = std::move(handler), cancel]() mutable {
+            if (cancel.is_connected()) cancel.clear();
+            auto resume = std::move(h);  // off the frame, which the coroutine ends
+            std::move(resume)();
+          };
+        },
+        asio::use_awaitable);
+  }
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (slots[i].state.error) calls[i].error = std::move(slots[i].state.error);
+  }
+}
+
 asio::awaitable<void> client_proxy::emit_packed(const pattern& p, transport::value_writer data) {
   auto self = impl_;
   auto conn = co_await self->get();

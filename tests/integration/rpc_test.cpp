@@ -5,6 +5,8 @@
 
 #include <asio/experimental/awaitable_operators.hpp>
 
+#include <sstream>
+
 using namespace std::chrono_literals;
 using tern::errc;
 using tern::rpc_error;
@@ -222,6 +224,91 @@ TEST_CASE("a cancelled send ends with errc::cancelled and leaves nothing pending
     CHECK(r.index() == 1);
     CHECK(f.client->pending() == 0);
     CHECK(co_await f.client->send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("send_raw_all runs calls at once and keeps each one's outcome") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    fixture other(io);
+    tern::client_proxy dead(io, {.port = unused_port(io)});
+    auto packed = [](const auto& v) {
+      msgpack::sbuffer b;
+      msgpack::pack(b, v);
+      return std::string(b.data(), b.size());
+    };
+    const tern::pattern sleep_p{{"cmd", "sleep"}}, sum_p{{"cmd", "sum"}}, fail_p{{"cmd", "fail"}},
+        count_p{{"cmd", "count"}}, ping_p("ping");
+    const std::vector<int> xs{1, 2, 3};
+    const std::string d_sleep = packed(200), d_sum = packed(xs),
+                      d_nil = packed(msgpack::type::nil_t()), d_count = packed(4);
+    std::vector<std::string> got(6);
+    auto keep = [&got](std::size_t i) {
+      return [&out = got[i]](const msgpack::object& v) {
+        std::ostringstream os;
+        os << v;
+        out = os.str();
+      };
+    };
+    std::vector<decltype(keep(0))> sinks;
+    sinks.reserve(6);
+    std::vector<tern::raw_call> calls;
+    calls.push_back({.client = f.client.get(),
+                     .p = &sleep_p,
+                     .packed_data = d_sleep,
+                     .on_value = sinks.emplace_back(keep(0))});
+    calls.push_back({.client = other.client.get(),
+                     .p = &sleep_p,
+                     .packed_data = d_sleep,
+                     .on_value = sinks.emplace_back(keep(1))});
+    calls.push_back({.client = f.client.get(),
+                     .p = &sum_p,
+                     .packed_data = d_sum,
+                     .on_value = sinks.emplace_back(keep(2))});
+    calls.push_back({.client = other.client.get(),
+                     .p = &fail_p,
+                     .packed_data = d_nil,
+                     .on_value = sinks.emplace_back(keep(3))});
+    calls.push_back({.client = &dead,
+                     .p = &ping_p,
+                     .packed_data = d_nil,
+                     .on_value = sinks.emplace_back(keep(4))});
+    calls.push_back({.client = f.client.get(),
+                     .p = &count_p,
+                     .packed_data = d_count,
+                     .on_value = sinks.emplace_back(keep(5))});
+    auto start = std::chrono::steady_clock::now();
+    co_await tern::send_raw_all(calls);
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= 200ms);
+    CHECK(took < 390ms);  // both sleeps ran at once
+    CHECK(got[0] == "200");
+    CHECK(got[1] == "200");
+    CHECK(got[2] == "6");
+    CHECK(got[5] == "4");  // a stream's values each reach the sink; the last stays
+    for (std::size_t i : {0, 1, 2, 5}) CHECK_FALSE(calls[i].error.has_value());
+    REQUIRE(calls[3].error.has_value());
+    CHECK(calls[3].error->status() == 418);
+    REQUIRE(calls[4].error.has_value());
+    CHECK(calls[4].error->kind() == errc::connection_refused);
+    CHECK(f.client->pending() == 0);
+    CHECK(other.client->pending() == 0);
+
+    // A deadline ends its own call only; cancelling the waiter ends the rest.
+    calls.erase(calls.begin() + 2, calls.end());
+    calls[0].options.timeout = 50ms;
+    co_await tern::send_raw_all(calls);
+    REQUIRE(calls[0].error.has_value());
+    CHECK(calls[0].error->kind() == errc::timeout);
+    CHECK_FALSE(calls[1].error.has_value());
+    using namespace asio::experimental::awaitable_operators;
+    calls[0].options.timeout = 0ms;
+    auto r = co_await (tern::send_raw_all(calls) || sleep_for(30ms));
+    CHECK(r.index() == 1);
+    CHECK(calls[0].error->kind() == errc::cancelled);
+    CHECK(calls[1].error->kind() == errc::cancelled);
+    CHECK(f.client->pending() == 0);
+    CHECK(other.client->pending() == 0);
   });
 }
 

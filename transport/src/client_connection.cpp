@@ -156,14 +156,16 @@ void client_connection::finish(call_state& s, std::optional<rpc_error> error) {
   wake(s);
 }
 
+void client_connection::cancel(call_state& s) {
+  if (!s.done) finish(s, rpc_error(errc::cancelled, std::string(s.label) + " cancelled"));
+}
+
 asio::awaitable<void> client_connection::wait(call_state& s) {
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
       [this, &s](auto handler) {
         s.slot = asio::get_associated_cancellation_slot(handler);
         if (s.slot.is_connected()) {
-          s.slot.assign([this, &s](asio::cancellation_type) {
-            if (!s.done) finish(s, rpc_error(errc::cancelled, std::string(s.label) + " cancelled"));
-          });
+          s.slot.assign([this, &s](asio::cancellation_type) { cancel(s); });
         }
         s.waiter = [h = std::move(handler)]() mutable { std::move(h)(); };
       },
@@ -202,10 +204,13 @@ asio::awaitable<void> client_connection::open_stream(call_state& s, std::string_
 
 asio::awaitable<std::optional<msgpack::object_handle>> client_connection::next(call_state& s) {
   auto self = shared_from_this();
-  while (s.values.empty() && !s.done) co_await wait(s);
-  if (!s.values.empty()) {
-    auto v = std::move(s.values.front());
-    s.values.pop_front();
+  while (s.taken == s.values.size() && !s.done) co_await wait(s);
+  if (s.taken < s.values.size()) {
+    auto v = std::move(s.values[s.taken++]);
+    if (s.taken == s.values.size()) {
+      s.values.clear();
+      s.taken = 0;
+    }
     co_return v;
   }
   if (s.error) throw *s.error;

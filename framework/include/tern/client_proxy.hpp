@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 namespace asio {
@@ -21,6 +22,8 @@ class io_context;
 }
 
 namespace tern {
+
+struct raw_call;
 
 struct client_options {
   std::string host = "127.0.0.1";
@@ -139,6 +142,7 @@ class client_proxy {
   [[nodiscard]] std::size_t pending() const noexcept;
 
   struct impl;
+  friend asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
  private:
   asio::awaitable<void> call_(const pattern& p, transport::value_writer data,
@@ -148,5 +152,22 @@ class client_proxy {
   asio::awaitable<void> emit_packed(const pattern& p, transport::value_writer data);
   std::shared_ptr<impl> impl_;
 };
+
+/// One call of send_raw_all(): send_raw()'s arguments, and its outcome.
+struct raw_call {
+  client_proxy* client = nullptr;
+  const pattern* p = nullptr;
+  std::string_view packed_data;    ///< exactly one msgpack value
+  transport::value_sink on_value;  ///< each value of the reply, as it is read
+  call_options options{};
+  std::optional<rpc_error> error{};  ///< set if the call failed
+};
+
+/// Sends every call at once (to one service or several) and completes when
+/// all have ended: the scatter-gather of an aggregating gateway, without a
+/// coroutine per call. A call's failure does not throw; it is left in that
+/// call's `error` while the others run to their end. Cancelling the
+/// awaiting coroutine ends the calls still pending with errc::cancelled.
+asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
 }  // namespace tern

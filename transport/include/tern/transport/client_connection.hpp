@@ -8,10 +8,10 @@
 
 #include <asio/cancellation_signal.hpp>
 
-#include <deque>
 #include <map>
 #include <optional>
 #include <unordered_map>
+#include <vector>
 
 namespace tern::transport {
 
@@ -29,9 +29,10 @@ struct call_state {
   bool stream = false;     // keep every value (stream) or only the last
   bool done = false;       // the final reply (or an error) has arrived
   std::optional<rpc_error> error;
-  const value_sink* sink = nullptr;           // call: where the values go
-  std::deque<msgpack::object_handle> values;  // stream: values not yet taken
-  unique_function<void()> waiter;             // the suspended caller, if any
+  const value_sink* sink = nullptr;            // call: where the values go
+  std::vector<msgpack::object_handle> values;  // stream: values read so far
+  std::size_t taken = 0;                       // stream: how many next() has returned
+  unique_function<void()> waiter;  // run (posted) when the call ends; streams: per value
   asio::cancellation_slot slot;
   std::chrono::milliseconds timeout{};
   std::chrono::steady_clock::time_point deadline{};
@@ -68,6 +69,17 @@ class client_connection final : public connection {
   asio::awaitable<void> call(std::string_view label, std::string_view pattern,
                              std::string_view meta, value_writer data, value_sink on_value,
                              std::chrono::milliseconds timeout);
+
+  /// Sends a request without waiting: `s.waiter` (set by the caller) is
+  /// posted once the call has ended (s.done; s.error says how), and each
+  /// value goes to `*s.sink` as it is read. `s` must stay at one address
+  /// until then, or be abandon()ed. Throws rpc_error if it cannot be sent.
+  void start_call(call_state& s, std::string_view pattern, std::string_view meta, value_writer data,
+                  std::chrono::milliseconds timeout) {
+    send_request(s, pattern, meta, data, timeout);
+  }
+  /// Ends a started call with errc::cancelled, unless it has ended.
+  void cancel(call_state& s);
 
   /// Sends a request whose values are taken one by one with next(). The
   /// state must stay at one address until the stream ends or is dropped.
