@@ -3,8 +3,6 @@
 #include "json_writer.hpp"
 
 #include <spdlog/spdlog.h>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -208,7 +206,7 @@ asio::awaitable<http_response> gateway::handle(http_request& req) {
   params captured;
   bool path_known = false;
   const route* r = match(req, captured, path_known);
-  if (!r) co_return error_response(404, "Cannot " + req.method + " " + req.path);
+  if (!r) co_return error_response(404, "Cannot " + std::string(req.method) + " " + req.path);
   co_return co_await run(*r, req, captured);
 }
 
@@ -224,48 +222,32 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
     co_return error_response(400, e.message());
   }
 
-  // Replies are written as JSON straight from the receive buffer.
-  struct outcome {
-    std::string json;
-    std::optional<rpc_error> error;
-  };
-  std::vector<outcome> results(n);
-  auto call = [&](std::size_t i) -> asio::awaitable<void> {
-    const auto& spec = r.calls[i].second;
-    auto& out = results[i];
-    auto to_json = [&out](const msgpack::object& v) {
-      out.json.clear();  // a stream's last value wins, as in send()
-      append_json(v, out.json);
+  // Every call at once; replies are written as JSON straight from the
+  // receive buffer, each into its own slot (they may arrive in any order).
+  std::vector<std::string> json(n);
+  // The sinks are function_refs: the lambdas they point to live in this frame.
+  auto sink = [&json](std::size_t i) {
+    return [&out = json[i]](const msgpack::object& v) {
+      out.clear();        // a stream's last value wins, as in send()
+      out.reserve(1024);  // one allocation for typical replies instead of one per doubling
+      append_json(v, out);
     };
-    try {
-      co_await clients_[spec.upstream]->send_raw(spec.pattern, data[i], to_json);
-      if (out.json.empty()) out.json = "null";
-    } catch (const rpc_error& e) {
-      out.error = e;
-    }
   };
-
-  if (n == 1) {
-    co_await call(0);
-  } else {
-    // Every call at once; wait for all of them.
-    std::size_t remaining = n;
-    asio::steady_timer all_done(io_, std::chrono::steady_clock::time_point::max());
-    for (std::size_t i = 0; i < n; ++i) {
-      asio::co_spawn(
-          io_,
-          [&, i]() -> asio::awaitable<void> {
-            co_await call(i);
-            if (--remaining == 0) all_done.cancel();
-          },
-          asio::detached);
-    }
-    while (remaining > 0) co_await all_done.async_wait(nothrow);
-  }
-
+  std::vector<decltype(sink(0))> sinks;
+  sinks.reserve(n);
+  std::vector<tern::raw_call> calls;
+  calls.reserve(n);
   for (std::size_t i = 0; i < n; ++i) {
-    if (!results[i].error) continue;
-    const auto& e = *results[i].error;
+    const auto& spec = r.calls[i].second;
+    calls.push_back({.client = clients_[spec.upstream].get(),
+                     .p = &spec.pattern,
+                     .packed_data = data[i],
+                     .on_value = sinks.emplace_back(sink(i))});
+  }
+  co_await tern::send_raw_all(calls);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!calls[i].error) continue;
+    const auto& e = *calls[i].error;
     const auto& u = cfg_.upstreams[r.calls[i].second.upstream];
     if (e.kind() == errc::remote) {
       spdlog::debug("{} {}: {} answered {} {}", req.method, req.target, u.name, e.status(),
@@ -279,14 +261,18 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
   http_response resp;
   resp.status = r.status;
   if (!r.aggregate) {
-    resp.body = std::move(results[0].json);
+    resp.body = std::move(json[0]);
+    if (resp.body.empty()) resp.body = "null";  // a reply without a value
   } else {
+    std::size_t size = 2;
+    for (std::size_t i = 0; i < n; ++i) size += r.calls[i].first.size() + json[i].size() + 8;
+    resp.body.reserve(size);
     resp.body += '{';
     for (std::size_t i = 0; i < n; ++i) {
       if (i) resp.body += ',';
       append_json_string(r.calls[i].first, resp.body);
       resp.body += ':';
-      resp.body += results[i].json;
+      resp.body += json[i].empty() ? std::string_view("null") : std::string_view(json[i]);
     }
     resp.body += '}';
   }
