@@ -9,11 +9,11 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <algorithm>
 #include <charconv>
 
 namespace tern::gateway {
@@ -34,7 +34,6 @@ struct parse_state {
   bool complete = false;
   int error_status = 0;  // 431 or 413 decided by a callback
   clock_type::time_point started{};
-  asio::steady_timer* watchdog = nullptr;
 
   bool count_header(std::size_t n) {
     header_bytes += n;
@@ -55,6 +54,20 @@ struct parse_state {
   }
 };
 
+}  // namespace
+
+struct http_server::session_info {
+  asio::ip::tcp::socket* socket;
+  parse_state* st;
+  bool busy = false;  // handling or writing a response
+  clock_type::time_point last_done{};
+  [[nodiscard]] bool in_message() const { return st->in_message; }
+  [[nodiscard]] clock_type::time_point started() const { return st->started; }
+  [[nodiscard]] const std::string& peer() const { return st->req.peer; }
+};
+
+namespace {
+
 parse_state& state(http_parser* p) {
   return *static_cast<parse_state*>(p->data);
 }
@@ -64,13 +77,10 @@ const http_parser_settings& settings() {
     http_parser_settings s{};
     s.on_message_begin = [](http_parser* p) {
       auto& st = state(p);
-      auto peer = std::move(st.req.peer);
-      st.req = http_request{};
-      st.req.peer = std::move(peer);
+      st.req.reset();  // keeps the strings' capacity for the next request
       st.header_bytes = 0;
       st.in_message = true;
       st.started = clock_type::now();
-      st.watchdog->cancel();  // the deadline is now read_timeout, maybe sooner
       return 0;
     };
     s.on_url = [](http_parser* p, const char* at, std::size_t n) {
@@ -94,9 +104,10 @@ const http_parser_settings& settings() {
       auto& st = state(p);
       st.end_header();
       st.req.method = http_method_str(static_cast<http_method>(p->method));
-      auto q = st.req.target.find('?');
-      st.req.path = st.req.target.substr(0, q);
-      if (q != std::string::npos) st.req.query = st.req.target.substr(q + 1);
+      auto target = std::string_view(st.req.target);
+      auto q = target.find('?');
+      st.req.path.assign(target.substr(0, q));
+      if (q != std::string::npos) st.req.query.assign(target.substr(q + 1));
       if (p->content_length != ULLONG_MAX && p->content_length > st.limits->max_body_bytes) {
         st.error_status = 413;
         return -1;
@@ -146,6 +157,15 @@ void append_response(std::string& out, const http_response& r, bool keep_alive) 
 }
 
 }  // namespace
+
+void http_request::reset() {
+  method = {};
+  target.clear();
+  path.clear();
+  query.clear();
+  headers.clear();
+  body.clear();
+}
 
 std::string_view http_request::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
@@ -209,7 +229,7 @@ http_response error_response(int status, std::string_view message) {
 }
 
 http_server::http_server(asio::io_context& io, http_limits limits, handler h)
-    : io_(io), limits_(limits), handler_(std::move(h)), acceptor_(io) {}
+    : io_(io), limits_(limits), handler_(std::move(h)), acceptor_(io), sweeper_(io) {}
 
 http_server::~http_server() {
   stop();
@@ -219,6 +239,7 @@ std::uint16_t http_server::listen(const std::string& host, std::uint16_t port) {
   auto bound = transport::open_acceptor(acceptor_, host, port);
   running_ = true;
   asio::co_spawn(io_, accept_loop(), asio::detached);
+  asio::co_spawn(io_, sweep_loop(), asio::detached);
   return bound;
 }
 
@@ -226,7 +247,30 @@ void http_server::stop() {
   running_ = false;
   std::error_code ec;
   acceptor_.close(ec);
-  for (auto* s : sessions_) s->close(ec);
+  sweeper_.cancel();
+  for (auto* s : sessions_) s->socket->close(ec);
+}
+
+asio::awaitable<void> http_server::sweep_loop() {
+  // One timer for every connection, instead of one re-armed per request:
+  // a deadline is noticed within one tick of passing.
+  auto tick = std::clamp(std::min(limits_.read_timeout, limits_.idle_timeout) / 8,
+                         std::chrono::milliseconds(5), std::chrono::milliseconds(1000));
+  while (running_) {
+    sweeper_.expires_after(tick);
+    co_await sweeper_.async_wait(nothrow);
+    auto now = clock_type::now();
+    for (auto* s : sessions_) {
+      if (s->busy) continue;  // handling or writing: the client is not the one being slow
+      auto deadline = s->in_message() ? s->started() + limits_.read_timeout
+                                      : s->last_done + limits_.idle_timeout;
+      if (now >= deadline) {
+        spdlog::debug("[{}] http connection timed out", s->peer());
+        std::error_code ec;
+        s->socket->close(ec);  // its read fails and the session ends
+      }
+    }
+  }
 }
 
 asio::awaitable<void> http_server::accept_loop() {
@@ -252,99 +296,77 @@ asio::awaitable<void> http_server::accept_loop() {
 }
 
 asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
-  using namespace asio::experimental::awaitable_operators;
-  sessions_.insert(&socket);
-  struct unregister {
-    http_server* s;
-    asio::ip::tcp::socket* sock;
-    ~unregister() { s->sessions_.erase(sock); }
-  } guard{this, &socket};
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
-  asio::steady_timer watchdog_timer(io_);
   parse_state st;
   st.limits = &limits_;
-  st.watchdog = &watchdog_timer;
   st.req.peer =
       ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
-  bool busy = false;  // handling or writing: the client is not the one being slow
-  auto last_done = clock_type::now();
+  session_info info{&socket, &st};
+  info.last_done = clock_type::now();
+  sessions_.insert(&info);
+  struct unregister {
+    http_server* s;
+    session_info* info;
+    ~unregister() { s->sessions_.erase(info); }
+  } guard{this, &info};
 
-  // Closes the connection when a request takes too long to arrive, or when
-  // it idles too long between requests.
-  auto watchdog = [&]() -> asio::awaitable<void> {
-    for (;;) {
-      auto deadline =
-          st.in_message ? st.started + limits_.read_timeout : last_done + limits_.idle_timeout;
-      if (!busy && clock_type::now() >= deadline) {
-        spdlog::debug("[{}] http connection timed out", st.req.peer);
-        co_return;
-      }
-      watchdog_timer.expires_at(busy ? clock_type::now() + limits_.read_timeout : deadline);
-      co_await watchdog_timer.async_wait(nothrow);
-    }
-  };
-
-  auto serve = [&]() -> asio::awaitable<void> {
-    http_parser parser;
-    http_parser_init(&parser, HTTP_REQUEST);
-    parser.data = &st;
-    std::vector<char> in(16 * 1024);
-    std::string out;
-    for (;;) {
-      auto [rec, n] = co_await socket.async_read_some(asio::buffer(in), nothrow);
-      if (rec) co_return;
-      std::size_t pos = 0;
-      bool close_after = false;
-      while (pos < n && !close_after) {
-        pos += http_parser_execute(&parser, &settings(), in.data() + pos, n - pos);
-        if (st.complete) {
-          st.complete = false;
-          http_parser_pause(&parser, 0);
-          bool keep = http_should_keep_alive(&parser) != 0;
-          busy = true;
-          http_response r;
-          try {
-            r = co_await handler_(st.req);
-          } catch (const std::exception& e) {
-            spdlog::error("[{}] {} {} failed: {}", st.req.peer, st.req.method, st.req.target,
-                          e.what());
-            r = error_response(500, "Internal server error");
-          }
-          busy = false;
-          last_done = clock_type::now();
-          append_response(out, r, keep);
-          close_after = !keep;
-        } else if (HTTP_PARSER_ERRNO(&parser) != HPE_OK) {
-          auto err = HTTP_PARSER_ERRNO(&parser);
-          int status = st.error_status ? st.error_status : err == HPE_HEADER_OVERFLOW ? 431 : 400;
-          spdlog::debug("[{}] bad request ({}): {}", st.req.peer, status,
-                        http_errno_description(err));
-          append_response(out,
-                          error_response(status, status == 431   ? "request header fields too large"
-                                                 : status == 413 ? "request body too large"
-                                                                 : "malformed HTTP request"),
-                          false);
-          close_after = true;
+  http_parser parser;
+  http_parser_init(&parser, HTTP_REQUEST);
+  parser.data = &st;
+  std::vector<char> in(16 * 1024);
+  std::string out;
+  for (;;) {
+    auto [rec, n] = co_await socket.async_read_some(asio::buffer(in), nothrow);
+    if (rec) break;
+    std::size_t pos = 0;
+    bool close_after = false;
+    while (pos < n && !close_after) {
+      pos += http_parser_execute(&parser, &settings(), in.data() + pos, n - pos);
+      if (st.complete) {
+        st.complete = false;
+        http_parser_pause(&parser, 0);
+        bool keep = http_should_keep_alive(&parser) != 0;
+        info.busy = true;
+        http_response r;
+        try {
+          r = co_await handler_(st.req);
+        } catch (const std::exception& e) {
+          spdlog::error("[{}] {} {} failed: {}", st.req.peer, st.req.method, st.req.target,
+                        e.what());
+          r = error_response(500, "Internal server error");
         }
-      }
-      if (!out.empty()) {
-        busy = true;
-        auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
-        busy = false;
-        last_done = clock_type::now();
-        out.clear();
-        if (wec) co_return;
-      }
-      if (close_after) {
-        socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
-        co_return;
+        info.busy = false;
+        info.last_done = clock_type::now();
+        append_response(out, r, keep);
+        close_after = !keep;
+      } else if (HTTP_PARSER_ERRNO(&parser) != HPE_OK) {
+        auto err = HTTP_PARSER_ERRNO(&parser);
+        int status = st.error_status ? st.error_status : err == HPE_HEADER_OVERFLOW ? 431 : 400;
+        spdlog::debug("[{}] bad request ({}): {}", st.req.peer, status,
+                      http_errno_description(err));
+        append_response(out,
+                        error_response(status, status == 431   ? "request header fields too large"
+                                               : status == 413 ? "request body too large"
+                                                               : "malformed HTTP request"),
+                        false);
+        close_after = true;
       }
     }
-  };
-
-  co_await (serve() || watchdog());
+    if (!out.empty()) {
+      info.busy = true;
+      auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
+      info.busy = false;
+      info.last_done = clock_type::now();
+      out.clear();
+      if (wec) break;
+    }
+    if (close_after) {
+      socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+      break;
+    }
+  }
   socket.close(ec);
 }
 

@@ -4,6 +4,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
+#include <asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -16,23 +17,25 @@
 namespace tern::gateway {
 
 struct http_request {
-  std::string method;  ///< "GET"
-  std::string target;  ///< as sent: "/api-gateway/users?limit=2"
-  std::string path;    ///< target before '?'
-  std::string query;   ///< target after '?', undecoded
+  std::string_view method;  ///< "GET" (static storage)
+  std::string target;       ///< as sent: "/api-gateway/users?limit=2"
+  std::string path;         ///< target before '?'
+  std::string query;        ///< target after '?', undecoded
   std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
   std::string body;
   std::string peer;
 
   /// The first header named `name` (lower-case), or empty.
   [[nodiscard]] std::string_view header(std::string_view name) const;
+  /// Empties every field but `peer`, keeping the storage for the next request.
+  void reset();
 };
 
 struct http_response {
   int status = 200;
   std::string body;
-  std::string content_type = "application/json; charset=utf-8";
-  std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers
+  std::string_view content_type = "application/json; charset=utf-8";  ///< static storage
+  std::vector<std::pair<std::string, std::string>> headers;           ///< extra headers
 };
 
 struct http_limits {
@@ -71,15 +74,18 @@ class http_server {
   [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
 
  private:
+  struct session_info;
   asio::awaitable<void> accept_loop();
+  asio::awaitable<void> sweep_loop();
   asio::awaitable<void> session(asio::ip::tcp::socket socket);
 
   asio::io_context& io_;
   http_limits limits_;
   handler handler_;
   asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer sweeper_;
   bool running_ = false;
-  std::unordered_set<asio::ip::tcp::socket*> sessions_;
+  std::unordered_set<session_info*> sessions_;
 };
 
 }  // namespace tern::gateway
