@@ -2,15 +2,38 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <span>
 
 namespace tern::gateway {
+
+namespace {
+
+// Whether any of the 8 bytes in `w` is a control character, '"' or '\\'
+// (the classic SWAR zero-byte test, applied to w ^ '"' and w ^ '\\').
+constexpr bool needs_escape(std::uint64_t w) {
+  constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  auto zero_byte = [](std::uint64_t x) { return (x - ones) & ~x & highs; };
+  auto below_space = (w - ones * 0x20) & ~w & highs;
+  return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'))) != 0;
+}
+
+}  // namespace
 
 void append_json_string(std::string_view s, std::string& out) {
   static constexpr char hex[] = "0123456789abcdef";
   out += '"';
   std::size_t run = 0;  // start of the pending run of characters that need no escape
   for (std::size_t i = 0; i < s.size(); ++i) {
+    // Skip 8 plain bytes at a time; most strings have nothing to escape.
+    while (i + 8 <= s.size()) {
+      std::uint64_t w;
+      std::memcpy(&w, s.data() + i, 8);
+      if (needs_escape(w)) break;
+      i += 8;
+    }
+    if (i == s.size()) break;
     auto c = static_cast<unsigned char>(s[i]);
     if (c >= 0x20 && c != '"' && c != '\\') continue;
     out.append(s.data() + run, i - run);

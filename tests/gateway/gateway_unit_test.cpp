@@ -52,6 +52,27 @@ TEST_CASE("msgpack values become JSON") {
   CHECK(json_of(std::map<int, int>{{1, 2}}) == R"({"1":2})");
 }
 
+TEST_CASE("strings are escaped wherever the special character falls") {
+  // Long strings take the 8-bytes-at-a-time path; put each special
+  // character at every offset of a 20-byte string.
+  for (char special : {'"', '\\', '\n', '\x01', '\x1f', ' ', '~', '\x7f'}) {
+    for (std::size_t at = 0; at < 20; ++at) {
+      std::string s = "Grace Hopper, COBOL.";
+      s[at] = special;
+      std::string out;
+      append_json_string(s, out);
+      INFO("special ", int(special), " at ", at);
+      CHECK(nlohmann::json::parse(out) == s);
+      if (special == ' ' || special == '~' || special == '\x7f') CHECK(out == '"' + s + '"');
+    }
+  }
+  std::string utf8 =
+      "J\xc3\xbcrgen \xe2\x82\xac 12 \xf0\x9f\x90\xa6";  // multi-byte text passes as is
+  std::string out;
+  append_json_string(utf8, out);
+  CHECK(out == '"' + utf8 + '"');
+}
+
 TEST_CASE("call data: params, query and body, merged in order") {
   std::vector<std::pair<std::string_view, std::string>> params{{"id", "42"}, {"slug", "a b"}};
   CHECK(decoded(build_call_data({data_source::params}, params, "", "")) ==
