@@ -62,10 +62,8 @@ int main(int argc, char** argv) {
       [&]() -> asio::awaitable<void> {
         try {
           std::string printed = "null";
-          auto print = [&printed](const msgpack::object& v) {
-            msgpack::sbuffer buf;
-            msgpack::pack(buf, v);
-            printed = nlohmann::json::from_msgpack(buf.data(), buf.data() + buf.size()).dump();
+          auto print = [&printed](const tern::transport::value_view& v) {
+            printed = nlohmann::json::from_msgpack(v.packed()).dump();
           };
           co_await client.send_raw(
               pattern,

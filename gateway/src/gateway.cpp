@@ -227,10 +227,9 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
   std::vector<std::string> json(n);
   // The sinks are function_refs: the lambdas they point to live in this frame.
   auto sink = [&json](std::size_t i) {
-    return [&out = json[i]](const msgpack::object& v) {
-      out.clear();        // a stream's last value wins, as in send()
-      out.reserve(1024);  // one allocation for typical replies instead of one per doubling
-      append_json(v, out);
+    return [&out = json[i]](const transport::value_view& v) {
+      out.clear();  // a stream's last value wins, as in send()
+      append_json(v.packed(), out);
     };
   };
   std::vector<decltype(sink(0))> sinks;

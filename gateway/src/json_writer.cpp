@@ -1,14 +1,17 @@
 #include "json_writer.hpp"
 
+#include "tern/transport/msgpack_reader.hpp"
+
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <span>
 
 namespace tern::gateway {
 
 namespace {
+
+using transport::msgpack_head;
 
 // Whether any of the 8 bytes in `w` is a control character, '"' or '\\'
 // (the classic SWAR zero-byte test, applied to w ^ '"' and w ^ '\\').
@@ -19,114 +22,230 @@ constexpr bool needs_escape(std::uint64_t w) {
   return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'))) != 0;
 }
 
+// Writes into a std::string through a raw cursor: room is made in advance
+// for the most an item can take, so single characters need no checks.
+class json_out {
+ public:
+  explicit json_out(std::string& s) : s_(s), start_(s.size()) {
+    s_.resize(std::max(s_.capacity(), start_ + 256));
+    p_ = s_.data() + start_;
+  }
+  json_out(const json_out&) = delete;
+  json_out& operator=(const json_out&) = delete;
+  ~json_out() { s_.resize(finished_ ? static_cast<std::size_t>(p_ - s_.data()) : start_); }
+  void finish() noexcept { finished_ = true; }
+
+  void room(std::size_t n) {
+    if (static_cast<std::size_t>(s_.data() + s_.size() - p_) >= n) return;
+    auto used = static_cast<std::size_t>(p_ - s_.data());
+    s_.resize(std::max(used + n, s_.size() * 2));
+    p_ = s_.data() + used;
+  }
+  void put(char c) noexcept { *p_++ = c; }
+  void put(std::string_view s) noexcept {
+    std::memcpy(p_, s.data(), s.size());
+    p_ += s.size();
+  }
+  template <class T>
+  void integer(T v) noexcept {
+    p_ = std::to_chars(p_, p_ + 24, v).ptr;
+  }
+
+  void string(std::string_view s) {
+    room(6 * s.size() + 2);
+    static constexpr char hex[] = "0123456789abcdef";
+    *p_++ = '"';
+    std::size_t i = 0;
+    const std::size_t n = s.size();
+    while (i < n) {
+      // Copy 8 plain bytes at a time; most strings have nothing to escape.
+      std::size_t plain = i;
+      while (plain + 8 <= n) {
+        std::uint64_t w;
+        std::memcpy(&w, s.data() + plain, 8);
+        if (needs_escape(w)) break;
+        plain += 8;
+      }
+      while (plain < n) {
+        auto c = static_cast<unsigned char>(s[plain]);
+        if (c < 0x20 || c == '"' || c == '\\') break;
+        ++plain;
+      }
+      std::memcpy(p_, s.data() + i, plain - i);
+      p_ += plain - i;
+      if (plain == n) break;
+      auto c = static_cast<unsigned char>(s[plain]);
+      *p_++ = '\\';
+      switch (c) {
+        case '"':
+          *p_++ = '"';
+          break;
+        case '\\':
+          *p_++ = '\\';
+          break;
+        case '\n':
+          *p_++ = 'n';
+          break;
+        case '\r':
+          *p_++ = 'r';
+          break;
+        case '\t':
+          *p_++ = 't';
+          break;
+        default:
+          std::memcpy(p_, "u00", 3);
+          p_[3] = hex[c >> 4];
+          p_[4] = hex[c & 0xf];
+          p_ += 5;
+      }
+      i = plain + 1;
+    }
+    *p_++ = '"';
+  }
+
+  void number(double v) {
+    room(32);
+    if (!std::isfinite(v)) return put("null");
+    // Up to five integer digits and three decimals: if k/1000 reads back as
+    // v, those digits (trailing zeros dropped) are the shortest text for v,
+    // and fixed notation is what to_chars picks for them.
+    if (std::fabs(v) < 1e5 && !(v == 0 && std::signbit(v))) {
+      double scaled = std::nearbyint(v * 1000);
+      auto k = static_cast<std::int64_t>(scaled);
+      if (static_cast<double>(k) / 1000 == v) {
+        if (k < 0) {
+          *p_++ = '-';
+          k = -k;
+        }
+        integer(k / 1000);
+        if (auto frac = static_cast<int>(k % 1000); frac != 0) {
+          char d[3] = {char('0' + frac / 100), char('0' + frac / 10 % 10), char('0' + frac % 10)};
+          int len = d[2] != '0' ? 3 : d[1] != '0' ? 2 : 1;
+          *p_++ = '.';
+          put(std::string_view(d, len));
+        }
+        return;
+      }
+    }
+    p_ = std::to_chars(p_, p_ + 32, v).ptr;
+  }
+
+  // Writes the value at p as JSON; returns its end, or nullptr if the bytes
+  // are malformed.
+  const char* value(const char* p, const char* end, int depth) {
+    if (p >= end) return nullptr;
+    msgpack_head h;
+    p = transport::read_head(p, end, h);
+    if (!p) return nullptr;
+    switch (h.kind) {
+      case msgpack_head::nil:
+        room(4);
+        put("null");
+        break;
+      case msgpack_head::boolean:
+        room(5);
+        put(h.b ? std::string_view("true") : std::string_view("false"));
+        break;
+      case msgpack_head::uint:
+        room(24);
+        integer(h.u);
+        break;
+      case msgpack_head::sint:
+        room(24);
+        integer(h.i);
+        break;
+      case msgpack_head::f32:
+      case msgpack_head::f64:
+        number(h.f);
+        break;
+      case msgpack_head::str:
+      case msgpack_head::bin:
+      case msgpack_head::ext:
+        string(h.bytes());
+        break;
+      case msgpack_head::array:
+        if (depth >= transport::max_msgpack_depth || h.count > std::size_t(end - p)) return nullptr;
+        room(2);
+        put('[');
+        for (std::uint32_t i = 0; i < h.count; ++i) {
+          if (i) {
+            room(1);
+            put(',');
+          }
+          if (!(p = value(p, end, depth + 1))) return nullptr;
+        }
+        room(1);
+        put(']');
+        break;
+      case msgpack_head::map:
+        if (depth >= transport::max_msgpack_depth || h.count > std::size_t(end - p) / 2) {
+          return nullptr;
+        }
+        room(2);
+        put('{');
+        for (std::uint32_t i = 0; i < h.count; ++i) {
+          if (i) {
+            room(1);
+            put(',');
+          }
+          if (!(p = key(p, end, depth + 1))) return nullptr;
+          room(1);
+          put(':');
+          if (!(p = value(p, end, depth + 1))) return nullptr;
+        }
+        room(1);
+        put('}');
+        break;
+    }
+    return p;
+  }
+
+ private:
+  // A string key as it is; any other key as its JSON text, quoted.
+  const char* key(const char* p, const char* end, int depth) {
+    msgpack_head h;
+    if (p < end && transport::read_head(p, end, h) && h.kind == msgpack_head::str) {
+      string(h.bytes());
+      return h.payload + h.count;
+    }
+    std::string text;
+    const char* next;
+    {
+      json_out inner(text);
+      next = inner.value(p, end, depth);
+      if (next) inner.finish();
+    }
+    if (next) string(text);
+    return next;
+  }
+
+  std::string& s_;
+  std::size_t start_;
+  char* p_;
+  bool finished_ = false;
+};
+
 }  // namespace
 
-void append_json_string(std::string_view s, std::string& out) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out += '"';
-  std::size_t run = 0;  // start of the pending run of characters that need no escape
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    // Skip 8 plain bytes at a time; most strings have nothing to escape.
-    while (i + 8 <= s.size()) {
-      std::uint64_t w;
-      std::memcpy(&w, s.data() + i, 8);
-      if (needs_escape(w)) break;
-      i += 8;
-    }
-    if (i == s.size()) break;
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(s.data() + run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        out += "\\u00";
-        out += hex[c >> 4];
-        out += hex[c & 0xf];
-    }
+void append_json(std::string_view packed, std::string& out) {
+  json_out w(out);
+  const char* end = packed.data() + packed.size();
+  if (w.value(packed.data(), end, 0) != end || packed.empty()) {
+    throw std::invalid_argument("not exactly one well-formed msgpack value");
   }
-  out.append(s.data() + run, s.size() - run);
-  out += '"';
+  w.finish();
 }
 
-void append_json(const msgpack::object& v, std::string& out) {
-  char num[32];
-  switch (v.type) {
-    case msgpack::type::NIL:
-      out += "null";
-      break;
-    case msgpack::type::BOOLEAN:
-      out += v.via.boolean ? "true" : "false";
-      break;
-    case msgpack::type::POSITIVE_INTEGER:
-      out.append(num, std::to_chars(num, num + sizeof num, v.via.u64).ptr);
-      break;
-    case msgpack::type::NEGATIVE_INTEGER:
-      out.append(num, std::to_chars(num, num + sizeof num, v.via.i64).ptr);
-      break;
-    case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64:
-      if (!std::isfinite(v.via.f64)) {
-        out += "null";
-      } else {
-        out.append(num, std::to_chars(num, num + sizeof num, v.via.f64).ptr);
-      }
-      break;
-    case msgpack::type::STR:
-      append_json_string({v.via.str.ptr, v.via.str.size}, out);
-      break;
-    case msgpack::type::BIN:
-      append_json_string({v.via.bin.ptr, v.via.bin.size}, out);
-      break;
-    case msgpack::type::EXT:
-      append_json_string({v.via.ext.data(), v.via.ext.size}, out);
-      break;
-    case msgpack::type::ARRAY: {
-      out += '[';
-      bool first = true;
-      for (const auto& e : std::span(v.via.array.ptr, v.via.array.size)) {
-        if (!first) out += ',';
-        first = false;
-        append_json(e, out);
-      }
-      out += ']';
-      break;
-    }
-    case msgpack::type::MAP: {
-      out += '{';
-      bool first = true;
-      for (const auto& kv : std::span(v.via.map.ptr, v.via.map.size)) {
-        if (!first) out += ',';
-        first = false;
-        if (kv.key.type == msgpack::type::STR) {
-          append_json_string({kv.key.via.str.ptr, kv.key.via.str.size}, out);
-        } else {
-          std::string key;
-          append_json(kv.key, key);
-          append_json_string(key, out);
-        }
-        out += ':';
-        append_json(kv.val, out);
-      }
-      out += '}';
-      break;
-    }
-  }
+void append_json_string(std::string_view s, std::string& out) {
+  json_out w(out);
+  w.string(s);
+  w.finish();
+}
+
+void append_json_number(double v, std::string& out) {
+  json_out w(out);
+  w.number(v);
+  w.finish();
 }
 
 }  // namespace tern::gateway

@@ -1,19 +1,25 @@
-// msgpack values to JSON text, without an intermediate document.
+// msgpack values to JSON text, straight from their packed bytes.
 #pragma once
 
-#include <msgpack.hpp>
-
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
 namespace tern::gateway {
 
-/// Appends `v` as JSON: maps become objects (non-string keys as their JSON
-/// text), binaries and extensions become strings of their bytes, non-finite
-/// floats become null.
-void append_json(const msgpack::object& v, std::string& out);
+/// Appends the one msgpack value in `packed` as JSON: maps become objects
+/// (non-string keys as their JSON text), binaries and extensions become
+/// strings of their bytes, non-finite floats become null. Throws
+/// std::invalid_argument if `packed` is not exactly one well-formed value
+/// (`out` is then left as it was).
+void append_json(std::string_view packed, std::string& out);
 
 /// Appends `s` as a quoted JSON string.
 void append_json_string(std::string_view s, std::string& out);
+
+/// Appends a double as std::to_chars writes it (the shortest text that
+/// reads back as the same value), with a faster path for values of up to
+/// five integer digits and three decimals, such as prices.
+void append_json_number(double v, std::string& out);
 
 }  // namespace tern::gateway

@@ -5,7 +5,12 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <bit>
+#include <charconv>
+#include <cmath>
 #include <fstream>
+#include <limits>
+#include <random>
 #include <sstream>
 
 using namespace tern::gateway;
@@ -15,9 +20,8 @@ namespace {
 std::string json_of(const auto& v) {
   msgpack::sbuffer b;
   msgpack::pack(b, v);
-  auto oh = msgpack::unpack(b.data(), b.size());
   std::string out;
-  append_json(oh.get(), out);
+  append_json(std::string_view(b.data(), b.size()), out);
   return out;
 }
 
@@ -50,6 +54,92 @@ TEST_CASE("msgpack values become JSON") {
   CHECK(json_of(true) == "true");
   CHECK(json_of(-7) == "-7");
   CHECK(json_of(std::map<int, int>{{1, 2}}) == R"({"1":2})");
+}
+
+TEST_CASE("every msgpack kind becomes JSON straight from its bytes") {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(7);
+  pk.pack("f32");
+  pk.pack_float(0.5f);
+  pk.pack("bin");
+  pk.pack_bin(2);
+  pk.pack_bin_body("hi", 2);
+  pk.pack("ext");
+  pk.pack_ext(1, 5);
+  pk.pack_ext_body("x", 1);
+  pk.pack("big");
+  pk.pack_uint64(18446744073709551615ull);
+  pk.pack("min");
+  pk.pack_int64(-9223372036854775807ll - 1);
+  pk.pack("nan");
+  pk.pack_double(std::nan(""));
+  pk.pack(std::vector<int>{1});  // a key that is not a string
+  pk.pack_map(0);
+  std::string out = "keep:";
+  append_json(std::string_view(b.data(), b.size()), out);
+  CHECK(out == R"(keep:{"f32":0.5,"bin":"hi","ext":"x","big":18446744073709551615,)"
+               R"("min":-9223372036854775808,"nan":null,"[1]":{}})");
+  // Long output grows the string as it goes.
+  std::vector<std::string> many(500, std::string(30, '"'));
+  CHECK(nlohmann::json::parse(json_of(many)) == nlohmann::json(many));
+}
+
+TEST_CASE("bytes that are not one msgpack value are refused and leave the output as it was") {
+  msgpack::sbuffer b;
+  msgpack::pack(b, std::map<std::string, std::vector<int>>{{"a", {1, 2, 3}}});
+  std::string whole(b.data(), b.size());
+  for (std::size_t cut = 0; cut < whole.size(); ++cut) {
+    std::string out = "before";
+    CHECK_THROWS_AS(append_json(std::string_view(whole.data(), cut), out), std::invalid_argument);
+    CHECK(out == "before");
+  }
+  std::string out;
+  CHECK_THROWS_AS(append_json(whole + '\x01', out), std::invalid_argument);  // trailing byte
+  CHECK_THROWS_AS(append_json("\xc1", out), std::invalid_argument);          // never-used byte
+  CHECK(out.empty());
+}
+
+TEST_CASE("doubles are written as std::to_chars writes them") {
+  auto expected = [](double v) {
+    char buf[64];
+    return std::string(buf, std::to_chars(buf, buf + sizeof buf, v).ptr);
+  };
+  std::vector<double> values{0.0,
+                             -0.0,
+                             1843,
+                             1939.5,
+                             1951.25,
+                             -0.001,
+                             0.001,
+                             99999.999,
+                             100000,
+                             99999.9995,
+                             1e-7,
+                             0.1,
+                             0.3,
+                             12.345,
+                             -12.5,
+                             1e15,
+                             123456.5,
+                             5e-324,
+                             1.7976931348623157e308};
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 20000; ++i) {
+    auto k = static_cast<std::int64_t>(rng() % 200000000) - 100000000;
+    values.push_back(static_cast<double>(k) / 1000);  // up to three decimals
+    values.push_back(static_cast<double>(k) / 997);   // most are not
+    values.push_back(
+        std::bit_cast<double>((rng() & ~(0x7ffull << 52)) | (0x3ffull + rng() % 20) << 52));
+  }
+  for (double v : values) {
+    std::string out;
+    append_json_number(v, out);
+    REQUIRE_MESSAGE(out == expected(v), v);
+  }
+  std::string out;
+  append_json_number(std::numeric_limits<double>::infinity(), out);
+  CHECK(out == "null");
 }
 
 TEST_CASE("strings are escaped wherever the special character falls") {

@@ -244,9 +244,9 @@ TEST_CASE("send_raw_all runs calls at once and keeps each one's outcome") {
                       d_nil = packed(msgpack::type::nil_t()), d_count = packed(4);
     std::vector<std::string> got(6);
     auto keep = [&got](std::size_t i) {
-      return [&out = got[i]](const msgpack::object& v) {
+      return [&out = got[i]](const tern::transport::value_view& v) {
         std::ostringstream os;
-        os << v;
+        os << v.object();
         out = os.str();
       };
     };

@@ -1,9 +1,11 @@
 #include "tern/transport/msgpack_codec.hpp"
 
 #include "tern/transport/client_connection.hpp"
+#include "tern/transport/msgpack_reader.hpp"
 
 #include <doctest/doctest.h>
 
+#include <random>
 #include <string>
 
 using namespace tern::transport;
@@ -81,7 +83,8 @@ TEST_CASE("replies: value, stream value, completion, error, no handler") {
     CHECK(p.kind == packet_kind::reply);
     CHECK(p.id == 9);
     CHECK(p.has_response);
-    CHECK(p.response.as<int>() == 7);
+    CHECK(p.response == packed(7));
+    CHECK(decode_value(p.response, z, true).as<int>() == 7);
     CHECK(p.disposed);
     CHECK(p.final());
   }
@@ -200,4 +203,190 @@ TEST_CASE("a frame split across reads decodes once whole") {
     CHECK(c.next_frame(bytes.data(), cut).status == frame_status::need_more);
   }
   CHECK(framed(bytes.substr(4)) == bytes);
+}
+
+namespace {
+
+// A random msgpack value of every kind and width the format has.
+void random_value(std::mt19937& rng, msgpack::packer<msgpack::sbuffer>& pk, int depth) {
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto text = [&](std::size_t n) {
+    std::string t(n, ' ');
+    for (auto& c : t) c = static_cast<char>(rng());
+    return t;
+  };
+  switch (pick(depth < 4 ? 14 : 11)) {
+    case 0:
+      pk.pack_nil();
+      break;
+    case 1:
+      pk.pack(pick(2) == 1);
+      break;
+    case 2:
+      pk.pack_fix_uint8(static_cast<std::uint8_t>(rng()));
+      break;
+    case 3:
+      pk.pack_uint64((std::uint64_t(rng()) << 32 | rng()) >> pick(64));
+      break;
+    case 4:
+      pk.pack_int64(-static_cast<std::int64_t>(rng() >> pick(32)) - 1);
+      break;
+    case 5:
+      pk.pack_fix_int16(static_cast<std::int16_t>(rng()));
+      break;
+    case 6:
+      pk.pack_float(static_cast<float>(rng()) / 7.0f);
+      break;
+    case 7:
+      pk.pack_double(static_cast<double>(rng()) / 13.0 - 1e9);
+      break;
+    case 8: {
+      auto t = text(pick(3) == 0 ? 40 + pick(300) : pick(20));
+      pk.pack_str(static_cast<std::uint32_t>(t.size()));
+      pk.pack_str_body(t.data(), static_cast<std::uint32_t>(t.size()));
+      break;
+    }
+    case 9: {
+      auto t = text(pick(40));
+      pk.pack_bin(static_cast<std::uint32_t>(t.size()));
+      pk.pack_bin_body(t.data(), static_cast<std::uint32_t>(t.size()));
+      break;
+    }
+    case 10: {
+      static constexpr std::uint32_t sizes[] = {1, 2, 4, 8, 16, 0, 3, 300};
+      auto t = text(sizes[pick(8)]);
+      pk.pack_ext(static_cast<std::uint32_t>(t.size()), static_cast<std::int8_t>(rng()));
+      pk.pack_ext_body(t.data(), static_cast<std::uint32_t>(t.size()));
+      break;
+    }
+    case 11:
+    case 12: {
+      auto n = static_cast<std::uint32_t>(pick(3) == 0 ? 16 + pick(10) : pick(5));
+      pk.pack_array(n);
+      for (std::uint32_t i = 0; i < n; ++i) random_value(rng, pk, depth + 1);
+      break;
+    }
+    default: {
+      auto n = static_cast<std::uint32_t>(pick(3) == 0 ? 16 + pick(10) : pick(5));
+      pk.pack_map(n);
+      for (std::uint32_t i = 0; i < 2 * n; ++i) random_value(rng, pk, depth + 1);
+    }
+  }
+}
+
+// Deep equality (msgpack-c's operator== passes null pointers to memcmp for
+// empty strings, which UBSan rejects).
+bool same(const msgpack::object& a, const msgpack::object& b) {
+  if (a.type != b.type) return false;
+  auto bytes = [](const char* p, std::uint32_t n) { return std::string_view(n ? p : "", n); };
+  switch (a.type) {
+    case msgpack::type::NIL:
+      return true;
+    case msgpack::type::BOOLEAN:
+      return a.via.boolean == b.via.boolean;
+    case msgpack::type::POSITIVE_INTEGER:
+      return a.via.u64 == b.via.u64;
+    case msgpack::type::NEGATIVE_INTEGER:
+      return a.via.i64 == b.via.i64;
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64:
+      return a.via.f64 == b.via.f64 || (a.via.f64 != a.via.f64 && b.via.f64 != b.via.f64);
+    case msgpack::type::STR:
+      return bytes(a.via.str.ptr, a.via.str.size) == bytes(b.via.str.ptr, b.via.str.size);
+    case msgpack::type::BIN:
+      return bytes(a.via.bin.ptr, a.via.bin.size) == bytes(b.via.bin.ptr, b.via.bin.size);
+    case msgpack::type::EXT:
+      return bytes(a.via.ext.ptr, a.via.ext.size + 1) == bytes(b.via.ext.ptr, b.via.ext.size + 1);
+    case msgpack::type::ARRAY:
+      if (a.via.array.size != b.via.array.size) return false;
+      for (std::uint32_t i = 0; i < a.via.array.size; ++i) {
+        if (!same(a.via.array.ptr[i], b.via.array.ptr[i])) return false;
+      }
+      return true;
+    case msgpack::type::MAP:
+      if (a.via.map.size != b.via.map.size) return false;
+      for (std::uint32_t i = 0; i < a.via.map.size; ++i) {
+        if (!same(a.via.map.ptr[i].key, b.via.map.ptr[i].key) ||
+            !same(a.via.map.ptr[i].val, b.via.map.ptr[i].val)) {
+          return false;
+        }
+      }
+      return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("values decode to the objects msgpack-c makes, and any cut is refused") {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 300; ++round) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    random_value(rng, pk, 0);
+    std::string bytes(b.data(), b.size());
+    INFO("round ", round, ", ", bytes.size(), " bytes");
+    auto theirs = msgpack::unpack(bytes.data(), bytes.size());
+    msgpack::zone z;
+    CHECK(same(decode_value(bytes, z, true), theirs.get()));
+    CHECK(same(decode_value(bytes, z, false), theirs.get()));
+    CHECK(same(decode_owned(bytes).get(), theirs.get()));
+    CHECK(skip_value(bytes.data(), bytes.data() + bytes.size()) == bytes.data() + bytes.size());
+    for (std::size_t cut : {std::size_t(0), bytes.size() / 2, bytes.size() - 1}) {
+      if (cut >= bytes.size()) continue;
+      std::string_view part(bytes.data(), cut);
+      CHECK_THROWS_AS(decode_value(part, z, true), protocol_violation);
+      CHECK(skip_value(part.data(), part.data() + part.size()) == nullptr);
+    }
+    CHECK_THROWS_AS(decode_value(bytes + '\x01', z, true), protocol_violation);  // trailing byte
+  }
+}
+
+TEST_CASE("damaged bytes are refused or decoded as msgpack-c decodes them, never read past") {
+  std::mt19937 rng(11);
+  int refused = 0;
+  for (int round = 0; round < 2000; ++round) {
+    msgpack::sbuffer b;
+    msgpack::packer<msgpack::sbuffer> pk(b);
+    random_value(rng, pk, 2);
+    // An exact-size heap copy, so ASan sees any read past the end.
+    std::vector<char> bytes(b.data(), b.data() + b.size());
+    for (int flips = 1 + static_cast<int>(rng() % 3); flips > 0; --flips) {
+      bytes[rng() % bytes.size()] = static_cast<char>(rng());
+    }
+    std::string_view view(bytes.data(), bytes.size());
+    msgpack::zone z;
+    msgpack::object ours;
+    bool ok = true;
+    try {
+      ours = decode_value(view, z, true);
+    } catch (const protocol_violation&) {
+      ok = false;
+      ++refused;
+    }
+    CHECK(ok ==
+          (skip_value(bytes.data(), bytes.data() + bytes.size()) == bytes.data() + bytes.size()));
+    if (!ok) continue;
+    std::size_t off = 0;
+    auto theirs = msgpack::unpack(bytes.data(), bytes.size(), off);
+    CHECK(off == bytes.size());
+    CHECK(same(ours, theirs.get()));
+  }
+  CHECK(refused > 100);  // the damage did reach the decoder
+}
+
+TEST_CASE("nesting deeper than 64 levels is refused") {
+  auto nested = [](int levels) { return std::string(levels, '\x91') + '\xc0'; };  // [[[...nil]]]
+  msgpack::zone z;
+  CHECK_NOTHROW(decode_value(nested(64), z, true));
+  CHECK_THROWS_AS(decode_value(nested(65), z, true), protocol_violation);
+  auto ok = nested(64), deep = nested(65);
+  CHECK(skip_value(ok.data(), ok.data() + ok.size()) == ok.data() + ok.size());
+  CHECK(skip_value(deep.data(), deep.data() + deep.size()) == nullptr);
+  // In a packet the envelope is the first level.
+  auto p = packed(std::string("p"));
+  CHECK_NOTHROW(decode_body(map_of({{"pattern", p}, {"data", nested(63)}})));
+  CHECK_THROWS_AS(decode_body(map_of({{"pattern", p}, {"data", nested(64)}})), protocol_violation);
+  CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}, {"response", nested(64)}})),
+                  protocol_violation);
 }

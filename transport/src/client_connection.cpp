@@ -249,9 +249,9 @@ void client_connection::on_packet_(packet& p) {
   }
   if (p.has_response) {
     if (s.stream) {
-      s.values.push_back(msgpack::clone(p.response));  // outlives the receive buffer
+      s.values.push_back(decode_owned(p.response));  // outlives the receive buffer
     } else {
-      (*s.sink)(p.response);
+      (*s.sink)(value_view(p.response, *p.zone));
     }
   }
   if (p.disposed) {

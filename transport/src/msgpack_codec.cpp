@@ -1,5 +1,10 @@
 #include "tern/transport/msgpack_codec.hpp"
 
+#include "tern/transport/msgpack_reader.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
 #include <string>
 
 namespace tern::transport {
@@ -41,74 +46,217 @@ void key(packer& pk, const char (&k)[N]) {
   pk.pack_str_body(k, N - 1);
 }
 
-bool key_is(const msgpack::object& k, std::string_view name) {
-  return k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == name;
+[[noreturn]] void malformed(const char* what) {
+  throw protocol_violation(std::string("undecodable msgpack: ") + what);
 }
 
-bool reference_all(msgpack::type::object_type, std::size_t, void*) {
-  return true;
+// Builds the msgpack object for the value at p into `zone`; strings, binaries
+// and extensions point into the bytes with `reference`, else are copied.
+// Returns the end of the value, or nullptr as skip_value() does.
+const char* build(const char* p, const char* end, msgpack::zone& zone, bool reference, int depth,
+                  msgpack::object& o) {
+  msgpack_head h;
+  if (p >= end || !(p = read_head(p, end, h))) return nullptr;
+  auto bytes = [&](const char* from, std::uint32_t n) -> const char* {
+    if (reference || n == 0) return from;
+    auto* copy = static_cast<char*>(zone.allocate_no_align(n));
+    std::memcpy(copy, from, n);
+    return copy;
+  };
+  switch (h.kind) {
+    case msgpack_head::nil:
+      o.type = msgpack::type::NIL;
+      break;
+    case msgpack_head::boolean:
+      o.type = msgpack::type::BOOLEAN;
+      o.via.boolean = h.b;
+      break;
+    case msgpack_head::uint:
+      o.type = msgpack::type::POSITIVE_INTEGER;
+      o.via.u64 = h.u;
+      break;
+    case msgpack_head::sint:
+      o.type = msgpack::type::NEGATIVE_INTEGER;
+      o.via.i64 = h.i;
+      break;
+    case msgpack_head::f32:
+      o.type = msgpack::type::FLOAT32;
+      o.via.f64 = h.f;
+      break;
+    case msgpack_head::f64:
+      o.type = msgpack::type::FLOAT64;
+      o.via.f64 = h.f;
+      break;
+    case msgpack_head::str:
+      o.type = msgpack::type::STR;
+      o.via.str.size = h.count;
+      o.via.str.ptr = bytes(h.payload, h.count);
+      break;
+    case msgpack_head::bin:
+      o.type = msgpack::type::BIN;
+      o.via.bin.size = h.count;
+      o.via.bin.ptr = bytes(h.payload, h.count);
+      break;
+    case msgpack_head::ext:
+      // msgpack-c keeps the type byte in front of the data.
+      o.type = msgpack::type::EXT;
+      o.via.ext.size = h.count;
+      o.via.ext.ptr = bytes(h.payload - 1, h.count + 1);
+      break;
+    case msgpack_head::array: {
+      if (depth >= max_msgpack_depth || h.count > static_cast<std::size_t>(end - p)) return nullptr;
+      o.type = msgpack::type::ARRAY;
+      o.via.array.size = h.count;
+      o.via.array.ptr = nullptr;
+      if (h.count == 0) break;
+      auto* items = static_cast<msgpack::object*>(
+          zone.allocate_align(sizeof(msgpack::object) * h.count, alignof(msgpack::object)));
+      o.via.array.ptr = items;
+      for (std::uint32_t i = 0; i < h.count; ++i) {
+        p = build(p, end, zone, reference, depth + 1, items[i]);
+        if (!p) return nullptr;
+      }
+      break;
+    }
+    case msgpack_head::map: {
+      if (depth >= max_msgpack_depth || h.count > static_cast<std::size_t>(end - p) / 2) {
+        return nullptr;
+      }
+      o.type = msgpack::type::MAP;
+      o.via.map.size = h.count;
+      o.via.map.ptr = nullptr;
+      if (h.count == 0) break;
+      auto* pairs = static_cast<msgpack::object_kv*>(
+          zone.allocate_align(sizeof(msgpack::object_kv) * h.count, alignof(msgpack::object_kv)));
+      o.via.map.ptr = pairs;
+      for (std::uint32_t i = 0; i < h.count; ++i) {
+        p = build(p, end, zone, reference, depth + 1, pairs[i].key);
+        if (!p) return nullptr;
+        p = build(p, end, zone, reference, depth + 1, pairs[i].val);
+        if (!p) return nullptr;
+      }
+      break;
+    }
+  }
+  return p;
 }
 
 }  // namespace
 
+const char* skip_value(const char* p, const char* end, int depth) noexcept {
+  // Containers are walked with a counter of values still to skip at each
+  // level, not by recursion per element.
+  std::uint64_t pending[max_msgpack_depth + 1];
+  int top = 0;
+  pending[0] = 1;
+  while (true) {
+    while (pending[top] == 0) {
+      if (top == 0) return p;
+      --top;
+    }
+    --pending[top];
+    if (p >= end) return nullptr;
+    msgpack_head h;
+    p = read_head(p, end, h);
+    if (!p) return nullptr;
+    if (h.kind == msgpack_head::array || h.kind == msgpack_head::map) {
+      std::uint64_t n = h.kind == msgpack_head::map ? 2ull * h.count : h.count;
+      if (n > static_cast<std::size_t>(end - p)) return nullptr;  // each takes a byte at least
+      if (n == 0) continue;
+      if (depth + top + 1 > max_msgpack_depth) return nullptr;
+      pending[++top] = n;
+    }
+  }
+}
+
+msgpack::object decode_value(std::string_view packed, msgpack::zone& zone, bool reference) {
+  msgpack::object o;
+  const char* end = packed.data() + packed.size();
+  const char* p = packed.empty() ? nullptr : build(packed.data(), end, zone, reference, 0, o);
+  if (!p) malformed("truncated, malformed or too deeply nested value");
+  if (p != end) malformed("trailing bytes after the value");
+  return o;
+}
+
+msgpack::object_handle decode_owned(std::string_view packed) {
+  auto zone = std::make_unique<msgpack::zone>(std::max<std::size_t>(packed.size() * 2, 64));
+  msgpack::object o = decode_value(packed, *zone, false);
+  return {o, std::move(zone)};
+}
+
 void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
                            packet& out) const {
-  // Every element takes at least one byte, so no count may exceed the frame
-  // size: a tiny frame announcing 2^32 elements is refused before the
-  // unpacker allocates for them.
-  msgpack::unpack_limit limit(size, size, size, size, size, 64);
-  msgpack::object root;
-  try {
-    std::size_t off = 0;
-    bool referenced = false;
-    root = msgpack::unpack(zone, body, size, off, referenced, reference ? &reference_all : nullptr,
-                           nullptr, limit);
-    if (off != size) throw protocol_violation("trailing bytes after the packet");
-  } catch (const protocol_violation&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw protocol_violation(std::string("undecodable msgpack: ") + e.what());
-  }
-  if (root.type != msgpack::type::MAP) throw protocol_violation("packet is not a map");
+  // The envelope is read head by head; pattern, data, meta and err are built
+  // as objects, while a reply's response stays bytes (a relay writes them on
+  // as they are; a typed caller decodes them once).
+  const char* p = body;
+  const char* end = body + size;
+  msgpack_head root;
+  if (size == 0 || !(p = read_head(p, end, root))) malformed("truncated or malformed packet");
+  if (root.kind != msgpack_head::map) throw protocol_violation("packet is not a map");
+  if (root.count > size / 2) malformed("map larger than the frame");
 
   out = packet{};
+  out.zone = &zone;
   bool has_id = false, has_pattern = false, has_data = false, has_disposed = false;
-  for (const auto& kv : std::span(root.via.map.ptr, root.via.map.size)) {
-    const auto& k = kv.key;
-    const auto& v = kv.val;
-    if (key_is(k, "id")) {
-      if (v.type != msgpack::type::POSITIVE_INTEGER) {
+  // Reads the head of the value at p and moves p past the whole value.
+  auto next = [&](msgpack_head& h) {
+    const char* start = p;
+    p = read_head(p, end, h);
+    if (p && (h.kind == msgpack_head::array || h.kind == msgpack_head::map)) {
+      p = skip_value(start, end, 1);
+    }
+  };
+  auto object = [&](msgpack::object& o) { p = build(p, end, zone, reference, 1, o); };
+  for (std::uint32_t i = 0; i < root.count; ++i) {
+    msgpack_head k, v;
+    if (p < end) next(k);
+    if (!p || p >= end) malformed("truncated packet");
+    std::string_view name = k.kind == msgpack_head::str ? k.bytes() : std::string_view();
+    if (name == "id") {
+      next(v);
+      if (p && v.kind != msgpack_head::uint) {
         throw protocol_violation("packet id is not an unsigned integer");
       }
-      out.id = v.via.u64;
+      out.id = v.u;
       has_id = true;
-    } else if (key_is(k, "pattern")) {
-      out.pattern = v;
+    } else if (name == "pattern") {
+      object(out.pattern);
       has_pattern = true;
-    } else if (key_is(k, "data")) {
-      out.data = v;
+    } else if (name == "data") {
+      object(out.data);
       has_data = true;
-    } else if (key_is(k, "response")) {
-      out.response = v;
+    } else if (name == "response") {
+      const char* start = p;
+      p = skip_value(p, end, 1);
+      if (p) out.response = std::string_view(start, static_cast<std::size_t>(p - start));
       out.has_response = true;
-    } else if (key_is(k, "err")) {
-      out.err = v;
+    } else if (name == "err") {
+      object(out.err);
       out.has_err = true;
-    } else if (key_is(k, "isDisposed")) {
-      if (v.type != msgpack::type::BOOLEAN) throw protocol_violation("isDisposed is not a boolean");
-      out.disposed = v.via.boolean;
+    } else if (name == "isDisposed") {
+      next(v);
+      if (p && v.kind != msgpack_head::boolean) {
+        throw protocol_violation("isDisposed is not a boolean");
+      }
+      out.disposed = p && v.b;
       has_disposed = true;
-    } else if (key_is(k, "meta")) {
-      if (v.type != msgpack::type::MAP && v.type != msgpack::type::NIL) {
+    } else if (name == "meta") {
+      object(out.meta);
+      if (p && out.meta.type != msgpack::type::MAP && out.meta.type != msgpack::type::NIL) {
         throw protocol_violation("meta is not a map");
       }
-      out.meta = v;
-      out.has_meta = v.type == msgpack::type::MAP;
-    } else if (key_is(k, "status")) {
-      out.status_error = v.type == msgpack::type::STR;
+      out.has_meta = out.meta.type == msgpack::type::MAP;
+    } else if (name == "status") {
+      next(v);
+      out.status_error = v.kind == msgpack_head::str;
+    } else {
+      // Other keys are ignored, as NestJS does, so packets can grow.
+      p = skip_value(p, end, 1);
     }
-    // Other keys are ignored, as NestJS does, so packets can grow.
+    if (!p) malformed("truncated, malformed or too deeply nested value");
   }
+  if (p != end) throw protocol_violation("trailing bytes after the packet");
   if (has_pattern) {
     out.kind = has_id ? packet_kind::request : packet_kind::event;
     if (!has_data) out.data = msgpack::object();

@@ -89,7 +89,7 @@ class client_proxy {
   asio::awaitable<T> send(const pattern& p, const D& data = {}, call_options o = {}) {
     if constexpr (std::is_void_v<T>) {
       co_await call_(
-          p, [&](transport::packer& pk) { pk.pack(data); }, [](const msgpack::object&) {}, o);
+          p, [&](transport::packer& pk) { pk.pack(data); }, [](const transport::value_view&) {}, o);
     } else {
       // Values are converted as their frames are read; the last one wins.
       std::optional<T> result;
@@ -106,7 +106,15 @@ class client_proxy {
         }
       };
       co_await call_(
-          p, [&](transport::packer& pk) { pk.pack(data); }, keep, o);
+          p, [&](transport::packer& pk) { pk.pack(data); },
+          [&](const transport::value_view& v) {
+            try {
+              keep(v.object());
+            } catch (const std::exception& e) {
+              failure = e.what();
+            }
+          },
+          o);
       if (!result && failure.empty()) keep(msgpack::object());  // a reply without a value
       if (!result) {
         throw rpc_error(
@@ -133,8 +141,9 @@ class client_proxy {
 
   /// send() for data that is already msgpack (exactly one value), for
   /// relays such as the gateway that never decode into C++ types: each
-  /// value of the reply is handed to `on_value` as it is read (valid during
-  /// that call only). Throws rpc_error like send().
+  /// value of the reply is handed to `on_value` as it is read, as packed
+  /// bytes and, on demand, as an object (valid during that call only).
+  /// Throws rpc_error like send().
   asio::awaitable<void> send_raw(const pattern& p, std::string_view packed_data,
                                  transport::value_sink on_value, call_options o = {});
 

@@ -26,9 +26,43 @@ class packer : public msgpack::packer<byte_buffer> {
 };
 /// Writes one msgpack value (data, response or err) with the given packer.
 using value_writer = function_ref<void(packer&)>;
-/// Receives each value of a reply while its frame is being read: the
-/// object is valid during the call only (convert or copy it there).
-using value_sink = function_ref<void(const msgpack::object&)>;
+/// Decodes one packed msgpack value into `zone`; with `reference`, strings,
+/// binaries and extensions point into `packed`. Throws protocol_violation
+/// for truncated, malformed or too deeply nested bytes, or trailing bytes.
+msgpack::object decode_value(std::string_view packed, msgpack::zone& zone, bool reference);
+/// decode_value() into a zone of its own, which the handle owns (no
+/// pointers into `packed` remain).
+msgpack::object_handle decode_owned(std::string_view packed);
+
+/// One value of a reply, as its frame is read: its msgpack bytes, and the
+/// decoded object on demand. Both are valid during the sink's call only.
+class value_view {
+ public:
+  value_view(std::string_view packed, msgpack::zone& zone) noexcept
+      : packed_(packed), zone_(zone) {}
+  /// Exactly one msgpack value, as it came off the wire (a relay copies or
+  /// transcodes these without decoding).
+  [[nodiscard]] std::string_view packed() const noexcept { return packed_; }
+  /// The value as an object (decoded on the first call; strings point into
+  /// the receive buffer). Throws protocol_violation if it does not decode.
+  [[nodiscard]] const msgpack::object& object() const {
+    if (!decoded_) {
+      object_ = decode_value(packed_, zone_, true);
+      decoded_ = true;
+    }
+    return object_;
+  }
+
+ private:
+  std::string_view packed_;
+  msgpack::zone& zone_;
+  mutable msgpack::object object_;
+  mutable bool decoded_ = false;
+};
+
+/// Receives each value of a reply while its frame is being read: the view
+/// is valid during the call only (convert or copy what it needs there).
+using value_sink = function_ref<void(const value_view&)>;
 
 /// Framing plus packet encoding for one wire format.
 ///

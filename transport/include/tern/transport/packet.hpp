@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <stdexcept>
+#include <string_view>
 
 namespace tern::transport {
 
@@ -15,16 +16,17 @@ enum class packet_kind {
 };
 
 /// A decoded packet. The msgpack objects live in the zone given to the
-/// decoder and, for a server, may point into the receive buffer: they are
-/// valid until the next frame is decoded on that connection.
+/// decoder and may point into the receive buffer, as `response` does: they
+/// are valid until the next frame is decoded on that connection.
 struct packet {
   packet_kind kind = packet_kind::event;
   std::uint64_t id = 0;
-  msgpack::object pattern;   ///< request, event: a string or a map (not interpreted here)
-  msgpack::object data;      ///< request, event: nil when absent
-  msgpack::object meta;      ///< optional map (request id, deadline, trace context)
-  msgpack::object response;  ///< reply: valid when has_response
-  msgpack::object err;       ///< reply: valid when has_err
+  msgpack::object pattern;        ///< request, event: a string or a map (not interpreted here)
+  msgpack::object data;           ///< request, event: nil when absent
+  msgpack::object meta;           ///< optional map (request id, deadline, trace context)
+  std::string_view response;      ///< reply: the value's msgpack bytes, valid when has_response
+  msgpack::object err;            ///< reply: valid when has_err
+  msgpack::zone* zone = nullptr;  ///< the decoder's zone, for objects made from `response`
   bool has_meta = false;
   bool has_response = false;
   bool has_err = false;
