@@ -43,6 +43,15 @@ class service_core final : public transport::request_sink,
 
   void on_request(const std::shared_ptr<transport::server_session>& s,
                   transport::packet& p) override {
+    // Callers send the same few patterns byte for byte, so the handler is
+    // looked up by those bytes first; canonicalizing (key order, NestJS's
+    // JSON-in-a-string form) is only needed the first time.
+    auto known = by_bytes_.find(p.packed_pattern);
+    if (known != by_bytes_.end()) {
+      auto& [pattern, handler] = *known->second;
+      handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern));
+      return;
+    }
     canonical_pattern(p.pattern, key_);
     auto it = handlers_.find(key_);
     if (it == handlers_.end()) {
@@ -51,6 +60,7 @@ class service_core final : public transport::request_sink,
       s->flush();
       return;
     }
+    if (by_bytes_.size() < max_pattern_spellings) by_bytes_.emplace(p.packed_pattern, &*it);
     it->second->invoke(p.data, p.meta, responder(s, p.id, this, &it->first));
   }
 
@@ -91,7 +101,18 @@ class service_core final : public transport::request_sink,
   microservice_options options_;
   transport::msgpack_codec wire_;
   transport::server server_;
-  std::unordered_map<std::string, std::unique_ptr<message_handler>> handlers_;
+  using handler_map = std::unordered_map<std::string, std::unique_ptr<message_handler>>;
+  handler_map handlers_;
+  // Handlers by the exact bytes of patterns seen; bounded, since one pattern
+  // has many spellings (key order, integer widths) and peers choose them.
+  struct bytes_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  static constexpr std::size_t max_pattern_spellings = 256;
+  std::unordered_map<std::string, handler_map::value_type*, bytes_hash, std::equal_to<>> by_bytes_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
   std::string key_;  // reused for every lookup
   std::size_t in_flight_ = 0;

@@ -67,6 +67,12 @@ std::string statement::text(int column) const {
 }
 
 sqlite_db::sqlite_db(const std::string& path) {
+  // No memory statistics: with them on (SQLite's default) every allocation
+  // SQLite makes takes a global mutex. Only possible before SQLite starts,
+  // so once per process; if SQLite is already running, this is refused and
+  // harmless.
+  static const int memstatus_off = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+  (void)memstatus_off;
   int rc =
       sqlite3_open_v2(path.c_str(), &db_,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

@@ -1,5 +1,7 @@
 #include "products_repository.hpp"
 
+#include <algorithm>
+
 namespace tern::demo {
 
 new_product validate_new_product(const fields& f) {
@@ -32,6 +34,8 @@ std::vector<product> products_repository::list(const page& p) {
   std::lock_guard lock(db_.mutex());
   auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
   std::vector<product> out;
+  out.reserve(static_cast<std::size_t>(
+      std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
   while (q.step()) out.push_back({q.int64(0), q.text(1), q.real(2)});
   return out;
 }

@@ -1,5 +1,7 @@
 #include "users_repository.hpp"
 
+#include <algorithm>
+
 namespace tern::demo {
 
 new_user validate_new_user(const fields& f) {
@@ -33,6 +35,8 @@ std::vector<user> users_repository::list(const page& p) {
   std::lock_guard lock(db_.mutex());
   auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
   std::vector<user> out;
+  out.reserve(static_cast<std::size_t>(
+      std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
   while (q.step()) out.push_back({q.int64(0), q.text(1), q.text(2)});
   return out;
 }

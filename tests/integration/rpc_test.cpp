@@ -132,6 +132,28 @@ TEST_CASE("object patterns match whatever the caller's key order") {
   });
 }
 
+TEST_CASE("every spelling of a pattern reaches its handler, however many there are") {
+  // The service looks handlers up by a pattern's exact bytes after the first
+  // time, for a bounded number of spellings; past that bound, and for
+  // patterns it has no handler for, it still answers right.
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    f.app.message_pattern({{"cmd", "mul"}}, [](std::vector<int> v) { return v.at(0) * v.at(1); });
+    const std::vector<int> xs{6, 7};
+    for (int round = 0; round < 2; ++round) {
+      for (int spaces = 0; spaces < 300; ++spaces) {
+        // NestJS's JSON-text form, a different byte string each time.
+        tern::pattern p("{" + std::string(static_cast<std::size_t>(spaces), ' ') +
+                        R"("cmd":"mul"})");
+        REQUIRE(co_await f.client->send<int>(p, xs) == 42);
+      }
+      auto e = co_await error_of(f.client->send<int>({{"cmd", "mul "}}, xs));
+      CHECK(e.kind() == errc::no_handler);
+    }
+    CHECK(co_await f.client->send<int>({{"cmd", "mul"}}, xs) == 42);
+  });
+}
+
 TEST_CASE("a reply that does not decode as T is errc::decode_error") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);

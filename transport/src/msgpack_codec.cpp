@@ -221,7 +221,9 @@ void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zo
       out.id = v.u;
       has_id = true;
     } else if (name == "pattern") {
+      const char* start = p;
       object(out.pattern);
+      if (p) out.packed_pattern = std::string_view(start, static_cast<std::size_t>(p - start));
       has_pattern = true;
     } else if (name == "data") {
       object(out.data);

@@ -51,7 +51,8 @@ T load_be(const char* p) noexcept {
 /// nullptr if the bytes end early or hold the never-used byte 0xc1.
 /// Element counts are not checked against the bytes left: callers walking
 /// containers must (every element takes at least one byte).
-inline const char* read_head(const char* p, const char* end, msgpack_head& h) noexcept {
+[[gnu::always_inline]] inline const char* read_head(const char* p, const char* end,
+                                                    msgpack_head& h) noexcept {
   using detail::load_be;
   auto c = static_cast<std::uint8_t>(*p++);
   auto need = [&](std::size_t n) { return static_cast<std::size_t>(end - p) >= n; };

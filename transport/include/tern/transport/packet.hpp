@@ -21,12 +21,13 @@ enum class packet_kind {
 struct packet {
   packet_kind kind = packet_kind::event;
   std::uint64_t id = 0;
-  msgpack::object pattern;        ///< request, event: a string or a map (not interpreted here)
-  msgpack::object data;           ///< request, event: nil when absent
-  msgpack::object meta;           ///< optional map (request id, deadline, trace context)
-  std::string_view response;      ///< reply: the value's msgpack bytes, valid when has_response
-  msgpack::object err;            ///< reply: valid when has_err
-  msgpack::zone* zone = nullptr;  ///< the decoder's zone, for objects made from `response`
+  msgpack::object pattern;          ///< request, event: a string or a map (not interpreted here)
+  std::string_view packed_pattern;  ///< request, event: the pattern's msgpack bytes
+  msgpack::object data;             ///< request, event: nil when absent
+  msgpack::object meta;             ///< optional map (request id, deadline, trace context)
+  std::string_view response;        ///< reply: the value's msgpack bytes, valid when has_response
+  msgpack::object err;              ///< reply: valid when has_err
+  msgpack::zone* zone = nullptr;    ///< the decoder's zone, for objects made from `response`
   bool has_meta = false;
   bool has_response = false;
   bool has_err = false;
