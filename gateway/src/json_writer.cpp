@@ -2,6 +2,7 @@
 
 #include "tern/transport/msgpack_reader.hpp"
 
+#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -26,7 +27,9 @@ constexpr bool needs_escape(std::uint64_t w) {
 // for the most an item can take, so single characters need no checks.
 class json_out {
  public:
-  explicit json_out(std::string& s) : s_(s), start_(s.size()) {
+  // `floor`: where the packed bytes being written from start (see string()).
+  explicit json_out(std::string& s, const char* floor = nullptr)
+      : s_(s), start_(s.size()), floor_(floor) {
     s_.resize(std::max(s_.capacity(), start_ + 256));
     p_ = s_.data() + start_;
   }
@@ -42,6 +45,15 @@ class json_out {
     p_ = s_.data() + used;
   }
   void put(char c) noexcept { *p_++ = c; }
+  static std::uint64_t load(const char* p) noexcept {
+    std::uint64_t w;
+    std::memcpy(&w, p, 8);
+    return w;
+  }
+  void close(char* d) noexcept {
+    *d++ = '"';
+    p_ = d;
+  }
   void put(std::string_view s) noexcept {
     std::memcpy(p_, s.data(), s.size());
     p_ += s.size();
@@ -51,56 +63,76 @@ class json_out {
     p_ = std::to_chars(p_, p_ + 24, v).ptr;
   }
 
-  void string(std::string_view s) {
-    room(6 * s.size() + 2);
-    static constexpr char hex[] = "0123456789abcdef";
-    *p_++ = '"';
-    std::size_t i = 0;
+  // Writes `s` quoted and escaped. Bytes from `floor` up to s are readable
+  // too (the rest of the packed value): a short string is then tested and
+  // copied as one 8-byte word that ends where it ends.
+  void string(std::string_view s, const char* floor) {
     const std::size_t n = s.size();
-    while (i < n) {
-      // Copy 8 plain bytes at a time; most strings have nothing to escape.
-      std::size_t plain = i;
-      while (plain + 8 <= n) {
-        std::uint64_t w;
-        std::memcpy(&w, s.data() + plain, 8);
-        if (needs_escape(w)) break;
-        plain += 8;
+    const char* src = s.data();
+    room(6 * n + 10);  // worst case, plus slack for 8-byte stores
+    char* d = p_;
+    *d++ = '"';
+    if constexpr (std::endian::native == std::endian::little) {
+      if (n >= 8) {
+        bool plain = true;
+        std::size_t i = 0;
+        for (; i + 8 <= n && plain; i += 8) plain = !needs_escape(load(src + i));
+        if (plain && i < n) plain = !needs_escape(load(src + n - 8));
+        if (plain) {
+          for (std::size_t j = 0; j + 8 <= n; j += 8) std::memcpy(d + j, src + j, 8);
+          std::memcpy(d + n - 8, src + n - 8, 8);
+          return close(d + n);
+        }
+      } else if (n > 0 && static_cast<std::size_t>(src - floor) + n >= 8) {
+        unsigned drop = static_cast<unsigned>(8 - n) * 8;  // the bytes before s
+        std::uint64_t w = load(src + n - 8) >> drop;
+        constexpr std::uint64_t spaces = 0x2020202020202020ull;
+        if (!needs_escape(w | spaces << (64 - drop))) {
+          std::memcpy(d, &w, 8);
+          return close(d + n);
+        }
       }
+    }
+    static constexpr char hex[] = "0123456789abcdef";
+    std::size_t i = 0;
+    while (i < n) {
+      std::size_t plain = i;
+      while (plain + 8 <= n && !needs_escape(load(src + plain))) plain += 8;
       while (plain < n) {
-        auto c = static_cast<unsigned char>(s[plain]);
+        auto c = static_cast<unsigned char>(src[plain]);
         if (c < 0x20 || c == '"' || c == '\\') break;
         ++plain;
       }
-      std::memcpy(p_, s.data() + i, plain - i);
-      p_ += plain - i;
+      std::memcpy(d, src + i, plain - i);
+      d += plain - i;
       if (plain == n) break;
-      auto c = static_cast<unsigned char>(s[plain]);
-      *p_++ = '\\';
+      auto c = static_cast<unsigned char>(src[plain]);
+      *d++ = '\\';
       switch (c) {
         case '"':
-          *p_++ = '"';
+          *d++ = '"';
           break;
         case '\\':
-          *p_++ = '\\';
+          *d++ = '\\';
           break;
         case '\n':
-          *p_++ = 'n';
+          *d++ = 'n';
           break;
         case '\r':
-          *p_++ = 'r';
+          *d++ = 'r';
           break;
         case '\t':
-          *p_++ = 't';
+          *d++ = 't';
           break;
         default:
-          std::memcpy(p_, "u00", 3);
-          p_[3] = hex[c >> 4];
-          p_[4] = hex[c & 0xf];
-          p_ += 5;
+          std::memcpy(d, "u00", 3);
+          d[3] = hex[c >> 4];
+          d[4] = hex[c & 0xf];
+          d += 5;
       }
       i = plain + 1;
     }
-    *p_++ = '"';
+    close(d);
   }
 
   void number(double v) {
@@ -161,7 +193,7 @@ class json_out {
       case msgpack_head::str:
       case msgpack_head::bin:
       case msgpack_head::ext:
-        string(h.bytes());
+        string(h.bytes(), floor_);
         break;
       case msgpack_head::array:
         if (depth >= transport::max_msgpack_depth || h.count > std::size_t(end - p)) return nullptr;
@@ -205,22 +237,23 @@ class json_out {
   const char* key(const char* p, const char* end, int depth) {
     msgpack_head h;
     if (p < end && transport::read_head(p, end, h) && h.kind == msgpack_head::str) {
-      string(h.bytes());
+      string(h.bytes(), floor_);
       return h.payload + h.count;
     }
     std::string text;
     const char* next;
     {
-      json_out inner(text);
+      json_out inner(text, floor_);
       next = inner.value(p, end, depth);
       if (next) inner.finish();
     }
-    if (next) string(text);
+    if (next) string(text, text.data());
     return next;
   }
 
   std::string& s_;
   std::size_t start_;
+  const char* floor_;
   char* p_;
   bool finished_ = false;
 };
@@ -228,7 +261,7 @@ class json_out {
 }  // namespace
 
 void append_json(std::string_view packed, std::string& out) {
-  json_out w(out);
+  json_out w(out, packed.data());
   const char* end = packed.data() + packed.size();
   if (w.value(packed.data(), end, 0) != end || packed.empty()) {
     throw std::invalid_argument("not exactly one well-formed msgpack value");
@@ -238,7 +271,7 @@ void append_json(std::string_view packed, std::string& out) {
 
 void append_json_string(std::string_view s, std::string& out) {
   json_out w(out);
-  w.string(s);
+  w.string(s, s.data());
   w.finish();
 }
 

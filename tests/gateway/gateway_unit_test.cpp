@@ -163,6 +163,37 @@ TEST_CASE("strings are escaped wherever the special character falls") {
   CHECK(out == '"' + utf8 + '"');
 }
 
+TEST_CASE("strings inside packed values are escaped at every length and offset") {
+  // Short strings are tested and copied as one word that reaches back into
+  // the bytes before them; long ones a word at a time with an overlapping
+  // tail. Exact-size heap copies let ASan catch any read out of the value.
+  for (std::size_t len = 0; len <= 20; ++len) {
+    for (char special : {'"', '\\', '\n', '\x01', '\x1f', '~'}) {
+      for (std::size_t at = 0; at <= len; ++at) {
+        std::string text(len, 'a');
+        if (at < len) text[at] = special;
+        for (bool first : {true, false}) {
+          msgpack::sbuffer b;
+          msgpack::packer<msgpack::sbuffer> pk(b);
+          if (first) {
+            pk.pack(text);  // nothing before it but its header
+          } else {
+            pk.pack_map(1);
+            pk.pack(text);
+            pk.pack(text);
+          }
+          std::vector<char> bytes(b.data(), b.data() + b.size());
+          std::string out;
+          append_json(std::string_view(bytes.data(), bytes.size()), out);
+          INFO("len ", len, " special ", int(special), " at ", at, " first ", first);
+          auto parsed = nlohmann::json::parse(out);
+          CHECK(parsed == (first ? nlohmann::json(text) : nlohmann::json{{text, text}}));
+        }
+      }
+    }
+  }
+}
+
 TEST_CASE("call data: params, query and body, merged in order") {
   std::vector<std::pair<std::string_view, std::string>> params{{"id", "42"}, {"slug", "a b"}};
   CHECK(decoded(build_call_data({data_source::params}, params, "", "")) ==
