@@ -28,10 +28,12 @@ constexpr bool needs_escape(std::uint64_t w) {
 class json_out {
  public:
   // `floor`: where the packed bytes being written from start (see string()).
-  explicit json_out(std::string& s, const char* floor = nullptr)
+  // `expect`: room to make at once (JSON is rarely much longer than msgpack).
+  explicit json_out(std::string& s, const char* floor = nullptr, std::size_t expect = 256)
       : s_(s), start_(s.size()), floor_(floor) {
-    s_.resize(std::max(s_.capacity(), start_ + 256));
+    s_.resize(start_ + expect);
     p_ = s_.data() + start_;
+    end_ = s_.data() + s_.size();
   }
   json_out(const json_out&) = delete;
   json_out& operator=(const json_out&) = delete;
@@ -39,10 +41,7 @@ class json_out {
   void finish() noexcept { finished_ = true; }
 
   void room(std::size_t n) {
-    if (static_cast<std::size_t>(s_.data() + s_.size() - p_) >= n) return;
-    auto used = static_cast<std::size_t>(p_ - s_.data());
-    s_.resize(std::max(used + n, s_.size() * 2));
-    p_ = s_.data() + used;
+    if (static_cast<std::size_t>(end_ - p_) < n) grow(n);
   }
   void put(char c) noexcept { *p_++ = c; }
   static std::uint64_t load(const char* p) noexcept {
@@ -251,17 +250,25 @@ class json_out {
     return next;
   }
 
+  [[gnu::noinline]] void grow(std::size_t n) {
+    auto used = static_cast<std::size_t>(p_ - s_.data());
+    s_.resize(std::max(used + n, s_.size() * 2));
+    p_ = s_.data() + used;
+    end_ = s_.data() + s_.size();
+  }
+
   std::string& s_;
   std::size_t start_;
   const char* floor_;
   char* p_;
+  char* end_;
   bool finished_ = false;
 };
 
 }  // namespace
 
 void append_json(std::string_view packed, std::string& out) {
-  json_out w(out, packed.data());
+  json_out w(out, packed.data(), 2 * packed.size() + 64);
   const char* end = packed.data() + packed.size();
   if (w.value(packed.data(), end, 0) != end || packed.empty()) {
     throw std::invalid_argument("not exactly one well-formed msgpack value");
@@ -270,13 +277,13 @@ void append_json(std::string_view packed, std::string& out) {
 }
 
 void append_json_string(std::string_view s, std::string& out) {
-  json_out w(out);
+  json_out w(out, nullptr, 6 * s.size() + 10);
   w.string(s, s.data());
   w.finish();
 }
 
 void append_json_number(double v, std::string& out) {
-  json_out w(out);
+  json_out w(out, nullptr, 32);
   w.number(v);
   w.finish();
 }
