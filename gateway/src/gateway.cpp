@@ -210,10 +210,68 @@ asio::awaitable<http_response> gateway::handle(http_request& req) {
   co_return co_await run(*r, req, captured);
 }
 
+namespace {
+
+// Writes each reply value as JSON into its slot (a stream's last value wins,
+// as in send()).
+struct json_sink {
+  std::string* out;
+  void operator()(const transport::value_view& v) const {
+    out->clear();
+    append_json(v.packed(), *out);
+  }
+};
+
+// One request's call data, reply JSON and calls. Kept per thread between
+// requests, so their memory is reused instead of allocated for each.
+struct call_buffers {
+  std::vector<std::string> data, json;
+  std::vector<json_sink> sinks;
+  std::vector<tern::raw_call> calls;
+
+  // Buffers that grew large for one big reply are not kept.
+  [[nodiscard]] bool worth_keeping() const {
+    std::size_t bytes = 0;
+    for (const auto& j : json) bytes += j.capacity();
+    return bytes <= 64 * 1024;
+  }
+};
+
+class borrowed_buffers {
+ public:
+  borrowed_buffers() {
+    if (spare().empty()) {
+      b_ = std::make_unique<call_buffers>();
+    } else {
+      b_ = std::move(spare().back());
+      spare().pop_back();
+    }
+  }
+  borrowed_buffers(const borrowed_buffers&) = delete;
+  borrowed_buffers& operator=(const borrowed_buffers&) = delete;
+  ~borrowed_buffers() {
+    if (spare().size() < 1024 && b_->worth_keeping()) spare().push_back(std::move(b_));
+  }
+  call_buffers* operator->() const noexcept { return b_.get(); }
+
+ private:
+  static std::vector<std::unique_ptr<call_buffers>>& spare() {
+    thread_local std::vector<std::unique_ptr<call_buffers>> kept;
+    return kept;
+  }
+  std::unique_ptr<call_buffers> b_;
+};
+
+}  // namespace
+
 asio::awaitable<http_response> gateway::run(const route& r, const http_request& req,
                                             const params& p) {
   const std::size_t n = r.calls.size();
-  std::vector<std::string> data(n);
+  borrowed_buffers b;
+  auto& data = b->data;
+  auto& json = b->json;
+  data.resize(n);
+  json.resize(n);
   try {
     for (std::size_t i = 0; i < n; ++i) {
       data[i] = build_call_data(r.calls[i].second.data, p, req.query, req.body);
@@ -224,24 +282,22 @@ asio::awaitable<http_response> gateway::run(const route& r, const http_request& 
 
   // Every call at once; replies are written as JSON straight from the
   // receive buffer, each into its own slot (they may arrive in any order).
-  std::vector<std::string> json(n);
-  // The sinks are function_refs: the lambdas they point to live in this frame.
-  auto sink = [&json](std::size_t i) {
-    return [&out = json[i]](const transport::value_view& v) {
-      out.clear();  // a stream's last value wins, as in send()
-      append_json(v.packed(), out);
-    };
-  };
-  std::vector<decltype(sink(0))> sinks;
-  sinks.reserve(n);
-  std::vector<tern::raw_call> calls;
-  calls.reserve(n);
+  auto& sinks = b->sinks;
+  auto& calls = b->calls;
+  sinks.clear();
+  calls.clear();
+  for (std::size_t i = 0; i < n; ++i) {
+    json[i].clear();
+    sinks.push_back({&json[i]});
+  }
   for (std::size_t i = 0; i < n; ++i) {
     const auto& spec = r.calls[i].second;
+    // The sinks are function_refs: the sink objects they point to stay put
+    // (all pushed above, before any reference is taken).
     calls.push_back({.client = clients_[spec.upstream].get(),
                      .p = &spec.pattern,
                      .packed_data = data[i],
-                     .on_value = sinks.emplace_back(sink(i))});
+                     .on_value = sinks[i]});
   }
   co_await tern::send_raw_all(calls);
   for (std::size_t i = 0; i < n; ++i) {

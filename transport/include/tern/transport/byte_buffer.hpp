@@ -22,10 +22,9 @@ class byte_buffer {
   ~byte_buffer() { std::free(data_); }
 
   /// Appends n bytes (the msgpack "stream" concept).
-  void write(const char* p, std::size_t n) {
-    if (n == 0) return;  // p may be null then
+  [[gnu::always_inline]] void write(const char* p, std::size_t n) {
     if (capacity_ - size_ < n) grow(n);
-    std::memcpy(data_ + size_, p, n);
+    if (n != 0) std::memcpy(data_ + size_, p, n);  // p may be null when n is 0
     size_ += n;
   }
   /// Appends n uninitialized bytes and returns where they start.
@@ -54,7 +53,7 @@ class byte_buffer {
 
  private:
   // Makes room for n more bytes: at least doubles, so appends are amortized O(1).
-  void grow(std::size_t n) {
+  [[gnu::noinline]] void grow(std::size_t n) {
     std::size_t want = size_ + n;
     reallocate(want > 2 * capacity_ + 256 ? want : 2 * capacity_ + 256);
   }
