@@ -3,10 +3,9 @@
 
 #include "tern/transport/unique_function.hpp"
 
-#include <asio/associated_executor.hpp>
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
-#include <asio/post.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/use_awaitable.hpp>
 
 #include <exception>
@@ -43,8 +42,7 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
   std::exception_ptr error;
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
       [&](auto handler) {
-        auto ex = asio::get_associated_executor(handler);
-        detail::post_to_workers([&, ex, h = std::move(handler)]() mutable {
+        detail::post_to_workers([&, h = std::move(handler)]() mutable {
           try {
             if constexpr (std::is_void_v<R>) {
               f();
@@ -55,7 +53,10 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
           } catch (...) {
             error = std::current_exception();
           }
-          asio::post(ex, std::move(h));
+          // To the caller's executor (the handler's own): queued there, since
+          // this is another thread, without the work-tracking wrapper that
+          // asio::post(executor, h) adds.
+          asio::dispatch(std::move(h));
         });
       },
       asio::use_awaitable);
