@@ -60,7 +60,9 @@ class service_core final : public transport::request_sink,
       s->flush();
       return;
     }
-    if (by_bytes_.size() < max_pattern_spellings) by_bytes_.emplace(p.packed_pattern, &*it);
+    if (by_bytes_.size() < max_pattern_spellings && p.packed_pattern.size() <= max_spelling_bytes) {
+      by_bytes_.emplace(p.packed_pattern, &*it);
+    }
     it->second->invoke(p.data, p.meta, responder(s, p.id, this, &it->first));
   }
 
@@ -112,6 +114,7 @@ class service_core final : public transport::request_sink,
     }
   };
   static constexpr std::size_t max_pattern_spellings = 256;
+  static constexpr std::size_t max_spelling_bytes = 256;
   std::unordered_map<std::string, handler_map::value_type*, bytes_hash, std::equal_to<>> by_bytes_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
   std::string key_;  // reused for every lookup

@@ -250,6 +250,7 @@ class borrowed_buffers {
   borrowed_buffers(const borrowed_buffers&) = delete;
   borrowed_buffers& operator=(const borrowed_buffers&) = delete;
   ~borrowed_buffers() {
+    b_->data.clear();  // request bodies: rebuilt for each request, and not to be kept
     if (spare().size() < 1024 && b_->worth_keeping()) spare().push_back(std::move(b_));
   }
   call_buffers* operator->() const noexcept { return b_.get(); }

@@ -27,6 +27,9 @@ constexpr bool needs_escape(std::uint64_t w) {
 // for the most an item can take, so single characters need no checks.
 class json_out {
  public:
+  /// The longest JSON text of a map key that is not a string.
+  static constexpr std::size_t max_key_text = 64 * 1024;
+
   // `floor`: where the packed bytes being written from start (see string()).
   // `expect`: room to make at once (JSON is rarely much longer than msgpack).
   explicit json_out(std::string& s, const char* floor = nullptr, std::size_t expect = 256)
@@ -68,7 +71,7 @@ class json_out {
   void string(std::string_view s, const char* floor) {
     const std::size_t n = s.size();
     const char* src = s.data();
-    room(6 * n + 10);  // worst case, plus slack for 8-byte stores
+    room(n + 10);  // the string unescaped, quotes, slack for 8-byte stores
     char* d = p_;
     *d++ = '"';
     if constexpr (std::endian::native == std::endian::little) {
@@ -102,6 +105,10 @@ class json_out {
         if (c < 0x20 || c == '"' || c == '\\') break;
         ++plain;
       }
+      // Room for this run, one escape (6 bytes) and the closing quote.
+      p_ = d;
+      room(plain - i + 8);
+      d = p_;
       std::memcpy(d, src + i, plain - i);
       d += plain - i;
       if (plain == n) break;
@@ -239,6 +246,8 @@ class json_out {
       string(h.bytes(), floor_);
       return h.payload + h.count;
     }
+    // Each level of such keys escapes the text of the one inside it again,
+    // so nested ones grow exponentially: their text is capped.
     std::string text;
     const char* next;
     {
@@ -246,7 +255,8 @@ class json_out {
       next = inner.value(p, end, depth);
       if (next) inner.finish();
     }
-    if (next) string(text, text.data());
+    if (!next || text.size() > max_key_text) return nullptr;
+    string(text, text.data());
     return next;
   }
 

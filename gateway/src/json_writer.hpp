@@ -8,10 +8,10 @@
 namespace tern::gateway {
 
 /// Appends the one msgpack value in `packed` as JSON: maps become objects
-/// (non-string keys as their JSON text), binaries and extensions become
-/// strings of their bytes, non-finite floats become null. Throws
-/// std::invalid_argument if `packed` is not exactly one well-formed value
-/// (`out` is then left as it was).
+/// (non-string keys as their JSON text, up to 64 KiB of it), binaries and
+/// extensions become strings of their bytes, non-finite floats become null.
+/// Throws std::invalid_argument if `packed` is not exactly one well-formed
+/// value or has a longer key (`out` is then left as it was).
 void append_json(std::string_view packed, std::string& out);
 
 /// Appends `s` as a quoted JSON string.

@@ -194,6 +194,44 @@ TEST_CASE("strings inside packed values are escaped at every length and offset")
   }
 }
 
+TEST_CASE("long strings with escapes far apart come out whole") {
+  // The writer makes room run by run, not six bytes per input byte up front.
+  std::string text(200000, 'x');
+  for (std::size_t at : {0u, 7u, 4096u, 100001u, 199999u}) text[at] = '\x01';
+  text[150000] = '"';
+  msgpack::sbuffer b;
+  msgpack::pack(b, text);
+  std::string out;
+  append_json(std::string_view(b.data(), b.size()), out);
+  CHECK(nlohmann::json::parse(out) == text);
+  CHECK(out.size() == text.size() + 2 + 5 * 5 + 1);  // five \u0001, one \"
+}
+
+TEST_CASE("map keys that are themselves maps, nested deep, are refused, not expanded") {
+  // Each level escapes the key text inside it again, doubling its backslashes:
+  // 40 levels in under 200 bytes would otherwise be a 2^40-byte key.
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  for (int level = 0; level < 40; ++level) pk.pack_map(1);  // each key is the next map
+  pk.pack("a");
+  pk.pack(1);
+  for (int level = 0; level < 40; ++level) pk.pack(1);  // the values, innermost first
+  REQUIRE(b.size() < 200);
+  std::string out;
+  CHECK_THROWS_AS(append_json(std::string_view(b.data(), b.size()), out), std::invalid_argument);
+  CHECK(out.empty());
+  // A few levels are fine.
+  msgpack::sbuffer small;
+  msgpack::packer<msgpack::sbuffer> sp(small);
+  sp.pack_map(1);
+  sp.pack_map(1);
+  sp.pack("a");
+  sp.pack(1);
+  sp.pack(2);
+  append_json(std::string_view(small.data(), small.size()), out);
+  CHECK(out == R"({"{\"a\":1}":2})");
+}
+
 TEST_CASE("call data: params, query and body, merged in order") {
   std::vector<std::pair<std::string_view, std::string>> params{{"id", "42"}, {"slug", "a b"}};
   CHECK(decoded(build_call_data({data_source::params}, params, "", "")) ==
