@@ -9,26 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 seconds=${2:-10}
-scripts/setup bench
-cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release -DTERN_BUILD_TESTS=OFF >/dev/null
-cmake --build build-release --target users_service products_service gateway >/dev/null
-
-data=$(mktemp -d)
-ports=(13001 13002 13000)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$data"
-}
-trap cleanup EXIT
-export UPSTREAM_USERS=127.0.0.1:13001 UPSTREAM_PRODUCTS=127.0.0.1:13002
-build-release/services/users/users_service --port 13001 --data-dir "$data" --log-level warn & pids+=($!)
-build-release/services/products/products_service --port 13002 --data-dir "$data" --log-level warn & pids+=($!)
-build-release/gateway/gateway --port 13000 --config gateway/routes.json --log-level warn & pids+=($!)
-for port in "${ports[@]}"; do
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-done
+# shellcheck source=bench/demo-stack.sh
+source bench/demo-stack.sh
+start_demo_stack
 
 declare -A rates p50s p99s
 ticks() { for pid in "${pids[@]}"; do awk '{printf "%d %d ", $14, $15}' "/proc/$pid/stat"; done; }
