@@ -287,7 +287,7 @@ void append_json(std::string_view packed, std::string& out) {
 }
 
 void append_json_string(std::string_view s, std::string& out) {
-  json_out w(out, nullptr, 6 * s.size() + 10);
+  json_out w(out, nullptr, s.size() + 10);  // string() makes more room if it escapes
   w.string(s, s.data());
   w.finish();
 }
