@@ -86,24 +86,24 @@ T load_be(const char* p) noexcept {
     h.kind = msgpack_head::str;
     return payload(c & 0x1f);
   }
-  auto sized = [&](msgpack_head::kind_t k, int width) -> const char* {
-    if (!need(width)) return nullptr;
-    h.kind = k;
-    std::uint32_t n = width == 1   ? static_cast<std::uint8_t>(*p)
-                      : width == 2 ? load_be<std::uint16_t>(p)
-                                   : load_be<std::uint32_t>(p);
+  // Reads a big-endian length of 1, 2 or 4 bytes into n.
+  auto length = [&](int width, std::uint32_t& n) {
+    if (!need(static_cast<std::size_t>(width))) return false;
+    n = width == 1   ? static_cast<std::uint8_t>(*p)
+        : width == 2 ? load_be<std::uint16_t>(p)
+                     : load_be<std::uint32_t>(p);
     p += width;
+    return true;
+  };
+  auto sized = [&](msgpack_head::kind_t k, int width) -> const char* {
+    std::uint32_t n;
+    if (!length(width, n)) return nullptr;
+    h.kind = k;
     return payload(n);
   };
   auto ext = [&](int width, std::uint32_t fixed) -> const char* {
     std::uint32_t n = fixed;
-    if (width > 0) {
-      if (!need(width)) return nullptr;
-      n = width == 1   ? static_cast<std::uint8_t>(*p)
-          : width == 2 ? load_be<std::uint16_t>(p)
-                       : load_be<std::uint32_t>(p);
-      p += width;
-    }
+    if (width > 0 && !length(width, n)) return nullptr;
     if (!need(1)) return nullptr;
     h.kind = msgpack_head::ext;
     h.ext_type = static_cast<std::int8_t>(*p++);
@@ -125,10 +125,9 @@ T load_be(const char* p) noexcept {
     return p + sizeof(T);
   };
   auto count = [&](msgpack_head::kind_t k, int width) -> const char* {
-    if (!need(width)) return nullptr;
+    if (!length(width, h.count)) return nullptr;
     h.kind = k;
-    h.count = width == 2 ? load_be<std::uint16_t>(p) : load_be<std::uint32_t>(p);
-    return p + width;
+    return p;
   };
   switch (c) {
     case 0xc0:
