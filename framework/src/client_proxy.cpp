@@ -19,7 +19,8 @@ constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 struct client_proxy::impl {
   impl(asio::io_context& io, client_options o)
       : options(std::move(o)),
-        wire(options.max_frame),
+        wire(options.codec ? options.codec
+                           : std::make_shared<transport::msgpack_codec>(options.max_frame)),
         where(options.host + ":" + std::to_string(options.port)),
         connected(io.get_executor(), std::chrono::steady_clock::time_point::max()) {}
 
@@ -50,10 +51,7 @@ struct client_proxy::impl {
       connecting = true;
       try {
         conn = co_await transport::client_connection::connect(
-            options.host, options.port, wire,
-            transport::connection_options{options.write_high_water,
-                                          options.incomplete_frame_timeout},
-            options.connect_timeout);
+            options.host, options.port, *wire, options.connection, options.connect_timeout);
         failures = 0;
         last_error.reset();
       } catch (const rpc_error& e) {
@@ -71,7 +69,7 @@ struct client_proxy::impl {
   }
 
   client_options options;
-  transport::msgpack_codec wire;
+  std::shared_ptr<const transport::codec> wire;
   std::string where;
   std::shared_ptr<transport::client_connection> conn;
   bool connecting = false;
@@ -109,10 +107,10 @@ asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_wri
   auto self = impl_;
   auto timeout = o.timeout.count() > 0 ? o.timeout : self->options.timeout;
   if (self->conn && self->conn->is_open()) {
-    co_await self->conn->call(p.canonical(), p.packed(), {}, data, on_value, timeout);
+    co_await self->conn->call(p.canonical(), p.packed(), o.meta, data, on_value, timeout);
   } else {
     auto conn = co_await self->get();
-    co_await conn->call(p.canonical(), p.packed(), {}, data, on_value, timeout);
+    co_await conn->call(p.canonical(), p.packed(), o.meta, data, on_value, timeout);
   }
 }
 
@@ -165,7 +163,7 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
         resume();
       };
       auto write = [&c](transport::packer& pk) { pk.pack_packed(c.packed_data); };
-      sl.conn->start_call(sl.state, c.p->packed(), {}, write, timeout);
+      sl.conn->start_call(sl.state, c.p->packed(), c.options.meta, write, timeout);
       ++all.remaining;
     } catch (const rpc_error& e) {
       c.error = e;
@@ -227,7 +225,7 @@ asio::awaitable<detail::raw_stream> client_proxy::stream_packed(const pattern& p
   auto self = impl_;
   auto s = std::make_unique<detail::raw_stream::impl>();
   s->conn = co_await self->get();
-  co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), {}, data,
+  co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), o.meta, data,
                                 o.timeout.count() > 0 ? o.timeout : self->options.timeout);
   co_return detail::raw_stream(std::move(s));
 }

@@ -1,7 +1,9 @@
 #include "tern/microservice.hpp"
 
+#include "tern/transport/log_limit.hpp"
 #include "tern/transport/msgpack_codec.hpp"
 #include "tern/transport/server.hpp"
+#include "tern/transport/wire_error.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
@@ -36,10 +38,9 @@ class service_core final : public transport::request_sink,
   service_core(asio::io_context& io, microservice_options o)
       : io_(io),
         options_(std::move(o)),
-        wire_(options_.max_frame),
-        server_(io.get_executor(), *this, wire_,
-                transport::connection_options{options_.write_high_water,
-                                              options_.incomplete_frame_timeout}) {}
+        wire_(options_.codec ? options_.codec
+                             : std::make_shared<transport::msgpack_codec>(options_.max_frame)),
+        server_(io.get_executor(), *this, *wire_, options_.connection, options_.max_connections) {}
 
   void on_request(const std::shared_ptr<transport::server_session>& s,
                   transport::packet& p) override {
@@ -55,7 +56,7 @@ class service_core final : public transport::request_sink,
     canonical_pattern(p.pattern, key_);
     auto it = handlers_.find(key_);
     if (it == handlers_.end()) {
-      spdlog::debug("[{}] no handler for {}", s->peer(), key_);
+      spdlog::debug("[{}] no handler for {}", s->peer(), transport::clip(key_));
       s->wire().encode_no_handler(s->out(), p.id);
       s->flush();
       return;
@@ -71,10 +72,24 @@ class service_core final : public transport::request_sink,
     canonical_pattern(p.pattern, key_);
     auto it = events_.find(key_);
     if (it == events_.end()) {
-      spdlog::warn("[{}] no event handler for {}", s->peer(), key_);
+      if (std::size_t held = 0; unknown_events_.allow(held)) {
+        spdlog::warn("[{}] no event handler for {}{}", s->peer(), transport::clip(key_),
+                     transport::held_back(held));
+      }
       return;
     }
     for (auto& h : it->second) h->invoke(p.data, p.meta, s->peer(), it->first, this);
+  }
+
+  void on_bad_request(const std::shared_ptr<transport::server_session>& s, std::uint64_t id,
+                      std::string_view why) override {
+    if (std::size_t held = 0; bad_requests_.allow(held)) {
+      spdlog::warn("[{}] request {} refused: {}{}", s->peer(), id, why, transport::held_back(held));
+    }
+    rpc_error e(400, "malformed request: " + std::string(why));
+    s->wire().encode_error(s->out(), id,
+                           [&](transport::packer& pk) { transport::write_error(pk, e); });
+    s->flush();
   }
 
   asio::awaitable<void> shutdown() {
@@ -101,8 +116,9 @@ class service_core final : public transport::request_sink,
 
   asio::io_context& io_;
   microservice_options options_;
-  transport::msgpack_codec wire_;
+  std::shared_ptr<const transport::codec> wire_;
   transport::server server_;
+  transport::log_limiter unknown_events_, bad_requests_;
   using handler_map = std::unordered_map<std::string, std::unique_ptr<message_handler>>;
   handler_map handlers_;
   // Handlers by the exact bytes of patterns seen; bounded, since one pattern
@@ -129,6 +145,7 @@ responder::responder(std::shared_ptr<transport::server_session> session, std::ui
                      service_core* core, const std::string* pattern)
     : session_(std::move(session)), id_(id), core_(core), pattern_(pattern) {
   ++core_->in_flight_;
+  session_->request_started();
 }
 
 responder::responder(responder&& o) noexcept
@@ -147,6 +164,7 @@ responder::~responder() {
 void responder::finished() noexcept {
   done_ = true;
   --core_->in_flight_;
+  session_->request_finished();
 }
 
 bool responder::open() const noexcept {
@@ -187,21 +205,7 @@ void responder::next(transport::value_writer value) {
 
 void responder::fail(const rpc_error& e) {
   if (done_) return;
-  auto write_err = [&](transport::packer& pk) {
-    pk.pack_map(e.has_details() ? 3 : 2);
-    pk.pack("status");
-    if (e.status() != 0) {
-      pk.pack(e.status());
-    } else {
-      pk.pack("error");
-    }
-    pk.pack("message");
-    pk.pack(std::string_view(e.message()));
-    if (e.has_details()) {
-      pk.pack("details");
-      session_->out().write(e.packed_details().data(), e.packed_details().size());
-    }
-  };
+  auto write_err = [&](transport::packer& pk) { transport::write_error(pk, e); };
   try {
     session_->wire().encode_error(session_->out(), id_, write_err);
   } catch (const std::exception& ex) {
@@ -214,14 +218,10 @@ void responder::fail(const rpc_error& e) {
 
 void responder::fail_internal(std::string_view detail) {
   if (done_) return;
-  spdlog::error("[{}] handler for {} failed: {}", session_->peer(), *pattern_, detail);
-  session_->wire().encode_error(session_->out(), id_, [](transport::packer& pk) {
-    pk.pack_map(2);
-    pk.pack("status");
-    pk.pack("error");
-    pk.pack("message");
-    pk.pack("Internal server error");
-  });
+  spdlog::error("[{}] handler for {} failed: {}", session_->peer(), *pattern_,
+                transport::clip(detail));
+  session_->wire().encode_error(session_->out(), id_,
+                                [](transport::packer& pk) { transport::write_internal_error(pk); });
   session_->flush();
   finished();
 }

@@ -1,5 +1,7 @@
 #include "tern/pattern.hpp"
 
+#include "tern/json_depth.hpp"
+
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 
@@ -13,6 +15,11 @@ namespace tern {
 namespace {
 
 constexpr int max_depth = 16;
+// The deepest JSON text parsed as a pattern: what the wire takes in a value.
+constexpr int max_json_depth = 64;
+// Non-string map keys longer than this as text are cut: each level quotes
+// (escapes) the text of the one inside again, so it could grow exponentially.
+constexpr std::size_t max_canonical_bytes = 64 * 1024;
 
 void quote(std::string_view s, std::string& out) {
   out += '"';
@@ -90,6 +97,7 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
         } else {
           std::string k;
           canonical_value(kv.key, k, depth + 1);
+          if (k.size() > max_canonical_bytes) k = "[TOO_LONG]";
           owned_keys.push_back(std::move(k));
           fields.emplace_back(owned_keys.back(), &kv.val);
         }
@@ -187,6 +195,10 @@ pattern::pattern(fields_tag, std::initializer_list<const pattern_field*> fields)
 }
 
 pattern pattern::from_json(std::string_view json_text) {
+  if (json_depth(json_text, max_json_depth) > max_json_depth) {
+    throw std::invalid_argument("a pattern may nest at most " + std::to_string(max_json_depth) +
+                                " levels");
+  }
   auto j = nlohmann::json::parse(json_text, nullptr, false);
   if (j.is_string()) return pattern(j.get<std::string>());
   if (!j.is_object()) {
@@ -205,8 +217,10 @@ void canonical_pattern(const msgpack::object& o, std::string& out) {
   out.clear();
   if (o.type == msgpack::type::STR) {
     std::string_view s(o.via.str.ptr, o.via.str.size);
-    if (!s.empty() && s.front() == '{') {
-      // NestJS parses a string pattern as JSON first: '{"cmd":"x"}' matches {cmd: "x"}.
+    // NestJS parses a string pattern as JSON first: '{"cmd":"x"}' matches
+    // {cmd: "x"}. Text nested deeper than the wire allows stays a string
+    // (which no handler is registered for).
+    if (!s.empty() && s.front() == '{' && json_depth(s, max_json_depth) <= max_json_depth) {
       auto j = nlohmann::json::parse(s, nullptr, false);
       if (!j.is_discarded() && j.is_object()) {
         canonical_json(j, out, 0);

@@ -1,5 +1,7 @@
 #include "tern/pattern.hpp"
 
+#include "tern/json_depth.hpp"
+
 #include <doctest/doctest.h>
 #include <msgpack.hpp>
 
@@ -102,4 +104,36 @@ TEST_CASE("patterns from JSON text equal the same patterns written in C++") {
   CHECK(pattern::from_json(R"("ping")").canonical() == "ping");
   CHECK_THROWS_AS(pattern::from_json("[1,2]"), std::invalid_argument);
   CHECK_THROWS_AS(pattern::from_json("{oops"), std::invalid_argument);
+}
+
+TEST_CASE("json_depth counts brackets outside strings and stops past its limit") {
+  CHECK(tern::json_depth("1", 64) == 0);
+  CHECK(tern::json_depth("[[1],{\"a\":[]}]", 64) == 3);
+  CHECK(tern::json_depth(R"({"a":"[[[[\"{{"})", 64) == 1);  // brackets in strings, escaped quote
+  CHECK(tern::json_depth(std::string(100000, '['), 64) == 65);
+  CHECK(tern::json_depth("]]]}}[", 64) == 1);  // stray closers do not go below zero
+}
+
+TEST_CASE("deeply nested JSON text is refused or left a string, never parsed into a tree") {
+  std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  CHECK_THROWS_AS(pattern::from_json(deep), std::invalid_argument);
+  // As a received string pattern: stays itself (no handler has that name).
+  CHECK(received_value(deep) == deep);
+  // 64 levels are still a pattern.
+  std::string ok = "{\"a\":" + std::string(63, '[') + "1" + std::string(63, ']') + "}";
+  CHECK(pattern::from_json(ok).canonical().starts_with("{\"a\":{\"0\":"));
+}
+
+TEST_CASE("map keys that are maps, nested, do not grow the canonical text without bound") {
+  // {{{...{"\"":1}:1...}:1}:1}: each level quotes (escapes) the key text again.
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  constexpr int levels = 15;
+  for (int i = 0; i < levels; ++i) pk.pack_map(1);
+  pk.pack(std::string(40, '"'));
+  for (int i = 0; i < levels; ++i) pk.pack(1);
+  auto oh = msgpack::unpack(b.data(), b.size());
+  std::string out;
+  tern::canonical_pattern(oh.get(), out);
+  CHECK(out.size() < 1024 * 1024);
 }

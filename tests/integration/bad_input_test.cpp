@@ -7,7 +7,10 @@
 
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/read.hpp>
 #include <asio/write.hpp>
+
+#include <span>
 
 using namespace std::chrono_literals;
 using tern::test::run;
@@ -18,7 +21,8 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 
 struct service {
-  explicit service(asio::io_context& io) : app(io, {.port = 0, .incomplete_frame_timeout = 200ms}) {
+  explicit service(asio::io_context& io)
+      : app(io, {.port = 0, .connection = {.incomplete_frame_timeout = 200ms}}) {
     tern::test::register_test_handlers(app);
     port = app.start();
   }
@@ -192,5 +196,280 @@ TEST_CASE("a request over the client's frame limit is refused before sending") {
       CHECK(e.kind() == tern::errc::protocol_error);
     }
     CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+namespace {
+
+std::string packed_of(const auto& v) {
+  msgpack::sbuffer b;
+  msgpack::pack(b, v);
+  return {b.data(), b.size()};
+}
+
+std::string nested(int levels) {
+  return std::string(static_cast<std::size_t>(levels), '\x91') + '\xc0';  // [[[...nil]]]
+}
+
+// A whole frame holding the map of the given keys and packed values.
+std::string frame_of(std::initializer_list<std::pair<std::string, std::string>> fields) {
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_map(static_cast<std::uint32_t>(fields.size()));
+  for (const auto& [k, v] : fields) {
+    pk.pack(k);
+    b.write(v.data(), v.size());
+  }
+  return header(static_cast<std::uint32_t>(b.size())) + std::string(b.data(), b.size());
+}
+
+// Reads one frame and returns its packet map.
+asio::awaitable<msgpack::object_handle> read_packet(asio::ip::tcp::socket& s) {
+  char h[4];
+  co_await asio::async_read(s, asio::buffer(h), asio::use_awaitable);
+  std::uint32_t len = (std::uint32_t(std::uint8_t(h[0])) << 24) |
+                      (std::uint32_t(std::uint8_t(h[1])) << 16) |
+                      (std::uint32_t(std::uint8_t(h[2])) << 8) | std::uint32_t(std::uint8_t(h[3]));
+  std::string body(len, '\0');
+  co_await asio::async_read(s, asio::buffer(body), asio::use_awaitable);
+  co_return msgpack::unpack(body.data(), body.size());
+}
+
+const msgpack::object* field(const msgpack::object& map, std::string_view name) {
+  for (const auto& kv : std::span(map.via.map.ptr, map.via.map.size)) {
+    if (kv.key.type == msgpack::type::STR && kv.key.as<std::string>() == name) return &kv.val;
+  }
+  return nullptr;
+}
+
+const std::string echo_p = packed_of(std::map<std::string, std::string>{{"cmd", "echo"}});
+
+}  // namespace
+
+TEST_CASE("a request that cannot be taken is answered for its id; the connection stays open") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    service svc(io);
+    bystander b(io, svc.port);
+    auto s = co_await raw_connect(svc.port);
+    // Too deep (100 levels, under the frame limit), then malformed inside,
+    // then a field of the wrong type: each refused for its own id.
+    {
+      auto f = frame_of({{"id", packed_of(1)}, {"pattern", echo_p}, {"data", nested(100)}});
+      co_await send_raw(s, f);
+    }
+    {
+      auto f = frame_of({{"id", packed_of(2)}, {"pattern", echo_p}, {"data", "\xc1"}});
+      co_await send_raw(s, f);
+    }
+    {
+      auto f = frame_of({{"id", packed_of(3)}, {"pattern", echo_p}, {"meta", packed_of(5)}});
+      co_await send_raw(s, f);
+    }
+    for (std::uint64_t id = 1; id <= 3; ++id) {
+      auto reply = co_await read_packet(s);
+      CHECK(field(reply.get(), "id")->as<std::uint64_t>() == id);
+      const auto* err = field(reply.get(), "err");
+      REQUIRE(err);
+      CHECK(field(*err, "status")->as<int>() == 400);
+      CHECK(field(*err, "message")->as<std::string>().starts_with("malformed request: "));
+    }
+    // 64 levels are still data; and the connection still serves.
+    {
+      auto f = frame_of({{"id", packed_of(4)}, {"pattern", echo_p}, {"data", nested(64)}});
+      co_await send_raw(s, f);
+    }
+    {
+      auto f = frame_of({{"id", packed_of(5)}, {"pattern", packed_of(std::string("ping"))}});
+      co_await send_raw(s, f);
+    }
+    auto echoed = co_await read_packet(s);
+    CHECK(field(echoed.get(), "id")->as<int>() == 4);
+    CHECK(field(echoed.get(), "response"));
+    auto pong = co_await read_packet(s);
+    CHECK(field(pong.get(), "response")->as<std::string>() == "pong");
+    co_await b.finish();
+  });
+}
+
+TEST_CASE("an event that cannot be taken is dropped; the connection stays open") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    service svc(io);
+    auto s = co_await raw_connect(svc.port);
+    {
+      auto f = frame_of({{"pattern", packed_of(std::string("note"))}, {"data", nested(100)}});
+      co_await send_raw(s, f);
+    }
+    {
+      auto f = frame_of({{"pattern", packed_of(std::string("note"))}, {"data", packed_of(1)}});
+      co_await send_raw(s, f);
+    }
+    auto notes = packed_of(std::map<std::string, std::string>{{"cmd", "notes"}});
+    {
+      auto f = frame_of({{"id", packed_of(1)}, {"pattern", notes}});
+      co_await send_raw(s, f);
+    }
+    auto reply = co_await read_packet(s);
+    CHECK(field(reply.get(), "response")->as<int>() == 1);  // only the good one
+  });
+}
+
+TEST_CASE("a pattern string holding deeply nested JSON gets no_handler, not a crash") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    service svc(io);
+    tern::client_proxy c(io, {.port = svc.port});
+    std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    try {
+      co_await c.send<int>(tern::pattern(deep));
+      FAIL("expected no_handler");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::no_handler);
+    }
+    CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+  });
+}
+
+TEST_CASE("a frame must arrive whole within its time of its first byte, trickle or not") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    service svc(io);  // 200 ms per frame
+    auto s = co_await raw_connect(svc.port);
+    auto start = std::chrono::steady_clock::now();
+    auto trickle = [&]() -> asio::awaitable<void> {
+      co_await send_raw(s, header(100));
+      for (int i = 0; i < 60; ++i) {  // a byte every 25 ms for 1.5 s
+        co_await sleep_for(25ms);
+        auto [ec, n] = co_await asio::async_write(s, asio::buffer("x", 1), nothrow);
+        if (ec) co_return;
+      }
+    };
+    auto closed = [&]() -> asio::awaitable<void> {
+      char buf[16];
+      co_await s.async_read_some(asio::buffer(buf), nothrow);
+    };
+    co_await (trickle() && closed());
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= 150ms);
+    CHECK(took < 1000ms);
+  });
+}
+
+TEST_CASE("connections over max_connections are closed at once; others are served") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::microservice app(io, {.port = 0, .max_connections = 2});
+    tern::test::register_test_handlers(app);
+    auto port = app.start();
+    auto ping = frame_of({{"id", packed_of(1)}, {"pattern", packed_of(std::string("ping"))}});
+    auto a = co_await raw_connect(port);
+    auto b = co_await raw_connect(port);
+    std::vector<asio::ip::tcp::socket*> both{&a, &b};
+    for (auto* s : both) {  // both accepted and served
+      co_await send_raw(*s, ping);
+      CHECK(field((co_await read_packet(*s)).get(), "response")->as<std::string>() == "pong");
+    }
+    auto c = co_await raw_connect(port);
+    CHECK(co_await time_until_closed(c, 2000ms) < 500ms);
+    CHECK(app.connections() == 2);
+    a.close();
+    // Once the server has seen the close, a new connection is served.
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (app.connections() == 2 && std::chrono::steady_clock::now() < deadline) {
+      co_await sleep_for(2ms);
+    }
+    auto d = co_await raw_connect(port);
+    co_await send_raw(d, ping);
+    CHECK(field((co_await read_packet(d)).get(), "response")->as<std::string>() == "pong");
+  });
+}
+
+TEST_CASE("a client with max_in_flight requests in hand is read no further until one ends") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::microservice app(io, {.port = 0, .connection = {.max_in_flight = 2}});
+    int now = 0, most = 0;
+    app.message_pattern("busy", [&](int ms) -> asio::awaitable<int> {
+      most = std::max(most, ++now);
+      co_await sleep_for(std::chrono::milliseconds(ms));
+      --now;
+      co_return ms;
+    });
+    auto port = app.start();
+    tern::client_proxy c(io, {.port = port});
+    int done = 0;
+    for (int i = 0; i < 6; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            if (co_await c.send<int>("busy", 30) == 30) ++done;
+          },
+          asio::detached);
+    }
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (done < 6 && std::chrono::steady_clock::now() < deadline) co_await sleep_for(2ms);
+    CHECK(done == 6);
+    CHECK(most == 2);
+  });
+}
+
+TEST_CASE("a reply sink that throws fails only its own call") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    service svc(io);
+    tern::client_proxy c(io, {.port = svc.port});
+    auto throwing = [](const tern::transport::value_view&) { throw std::runtime_error("full"); };
+    auto data = packed_of(20);
+    auto bad = [&]() -> asio::awaitable<tern::errc> {
+      try {
+        co_await c.send_raw({{"cmd", "sleep"}}, data, throwing);
+      } catch (const tern::rpc_error& e) {
+        co_return e.kind();
+      }
+      co_return tern::errc::remote;
+    };
+    // A slower call on the same connection is in flight meanwhile.
+    auto [kind, slow] = co_await (bad() && c.send<int>({{"cmd", "sleep"}}, 150));
+    CHECK(kind == tern::errc::decode_error);
+    CHECK(slow == 150);
+    CHECK(svc.app.connections() == 1);  // never reconnected
+  });
+}
+
+TEST_CASE("a reply nested too deep fails only its own call") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          auto s = co_await acceptor.async_accept(asio::use_awaitable);
+          auto first = co_await read_packet(s);
+          auto second = co_await read_packet(s);
+          auto id1 = field(first.get(), "id")->as<std::uint64_t>();
+          auto id2 = field(second.get(), "id")->as<std::uint64_t>();
+          {
+            auto f = frame_of({{"id", packed_of(id1)},
+                               {"response", nested(100)},
+                               {"isDisposed", packed_of(true)}});
+            co_await send_raw(s, f);
+          }
+          {
+            auto f = frame_of({{"id", packed_of(id2)},
+                               {"response", packed_of(7)},
+                               {"isDisposed", packed_of(true)}});
+            co_await send_raw(s, f);
+          }
+          co_await sleep_for(500ms);
+        },
+        asio::detached);
+    using namespace asio::experimental::awaitable_operators;
+    tern::client_proxy c(io, {.port = acceptor.local_endpoint().port()});
+    auto first = [&]() -> asio::awaitable<tern::errc> {
+      try {
+        co_await c.send<int>("a");
+      } catch (const tern::rpc_error& e) {
+        co_return e.kind();
+      }
+      co_return tern::errc::remote;
+    };
+    auto [kind, value] = co_await (first() && c.send<int>("b"));
+    CHECK(kind == tern::errc::decode_error);
+    CHECK(value == 7);
   });
 }

@@ -3,7 +3,10 @@
 #include "harness.hpp"
 #include "tern/tern.hpp"
 
+#include <asio/write.hpp>
+
 #include <csignal>
+#include <fstream>
 
 using namespace std::chrono_literals;
 using tern::errc;
@@ -108,4 +111,47 @@ TEST_CASE("drain time is bounded: a handler slower than drain_timeout does not h
     CHECK(failure->kind() == errc::connection_closed);
   });
   CHECK(server.wait(5s) == 0);
+}
+
+namespace {
+// The resident memory of a process, in KiB, from /proc.
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+}  // namespace
+
+TEST_CASE("lengths a header only announces pin no memory: 20 connections of 4 bytes each") {
+  child_process server(service_binary, {});
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = server.port()});
+    CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+    const long before = rss_kib(server.pid());
+    std::vector<asio::ip::tcp::socket> hostile;
+    for (int i = 0; i < 20; ++i) {
+      hostile.emplace_back(io);
+      co_await hostile.back().async_connect({asio::ip::make_address("127.0.0.1"), server.port()},
+                                            asio::use_awaitable);
+      // 16 MiB - 1 announced (under the limit), one byte sent.
+      co_await asio::async_write(hostile.back(),
+                                 asio::buffer("\x00\xff\xff\xff"
+                                              "x",
+                                              5),
+                                 asio::use_awaitable);
+    }
+    // A ping on a new connection is answered after the service has read them.
+    tern::client_proxy late(io, {.port = server.port()});
+    CHECK(co_await late.send<std::string>("ping") == std::string("pong"));
+    long most = before;
+    for (int i = 0; i < 30; ++i) {  // and it stays so for 300 ms
+      most = std::max(most, rss_kib(server.pid()));
+      co_await sleep_for(10ms);
+    }
+    MESSAGE("RSS before ", before, " KiB, at most ", most, " KiB after");
+    CHECK(before > 0);
+    CHECK(most - before < 20 * 1024);  // 64 KiB or so each, not 16 MiB each
+  });
 }

@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
     } else if (k == "--drain-ms") {
       o.drain_timeout = std::chrono::milliseconds(v);
     } else if (k == "--stall-ms") {
-      o.incomplete_frame_timeout = std::chrono::milliseconds(v);
+      o.connection.incomplete_frame_timeout = std::chrono::milliseconds(v);
     } else if (k == "--max-frame") {
       o.max_frame = static_cast<std::uint32_t>(v);
     } else {

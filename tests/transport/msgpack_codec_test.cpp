@@ -2,6 +2,7 @@
 
 #include "tern/transport/client_connection.hpp"
 #include "tern/transport/msgpack_reader.hpp"
+#include "tern/transport/wire_error.hpp"
 
 #include <doctest/doctest.h>
 
@@ -383,10 +384,49 @@ TEST_CASE("nesting deeper than 64 levels is refused") {
   auto ok = nested(64), deep = nested(65);
   CHECK(skip_value(ok.data(), ok.data() + ok.size()) == ok.data() + ok.size());
   CHECK(skip_value(deep.data(), deep.data() + deep.size()) == nullptr);
-  // In a packet the envelope is the first level.
+  // Empty containers count as a level too.
+  auto empty_inside = std::string(64, '\x91') + '\x90';
+  CHECK_THROWS_AS(decode_value(empty_inside, z, true), protocol_violation);
+  CHECK(skip_value(empty_inside.data(), empty_inside.data() + empty_inside.size()) == nullptr);
+  // In a packet each value may nest as deep: the envelope does not count.
   auto p = packed(std::string("p"));
-  CHECK_NOTHROW(decode_body(map_of({{"pattern", p}, {"data", nested(63)}})));
-  CHECK_THROWS_AS(decode_body(map_of({{"pattern", p}, {"data", nested(64)}})), protocol_violation);
-  CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}, {"response", nested(64)}})),
+  CHECK_NOTHROW(decode_body(map_of({{"pattern", p}, {"data", nested(64)}})));
+  CHECK_THROWS_AS(decode_body(map_of({{"pattern", p}, {"data", nested(65)}})), protocol_violation);
+  CHECK_NOTHROW(decode_body(map_of({{"id", packed(1)}, {"response", nested(64)}})));
+  CHECK_THROWS_AS(decode_body(map_of({{"id", packed(1)}, {"response", nested(65)}})),
                   protocol_violation);
+}
+
+TEST_CASE("a packet that cannot be taken still names its id when it can be read") {
+  auto p = packed(std::string("p"));
+  auto deep = std::string(100000, '\x91') + '\xc0';
+  auto facts = [](const std::string& body) {
+    try {
+      decode_body(body);
+    } catch (const packet_error& e) {
+      return std::tuple(e.id(), e.well_formed(), e.has_pattern());
+    }
+    FAIL("decoded");
+    return std::tuple(std::optional<std::uint64_t>(), false, false);
+  };
+  using facts_t = std::tuple<std::optional<std::uint64_t>, bool, bool>;
+  // Too deep, before or after the id: skipped without a stack.
+  CHECK(facts(map_of({{"id", packed(7)}, {"pattern", p}, {"data", deep}})) ==
+        facts_t{7, true, true});
+  CHECK(facts(map_of({{"pattern", p}, {"data", deep}, {"id", packed(9)}})) ==
+        facts_t{9, true, true});
+  // An event: no id, but a whole map with a pattern.
+  CHECK(facts(map_of({{"pattern", p}, {"data", deep}})) == facts_t{std::nullopt, true, true});
+  // A field of the wrong type.
+  CHECK(facts(map_of({{"id", packed(3)}, {"pattern", p}, {"meta", packed(5)}})) ==
+        facts_t{3, true, true});
+  // Malformed bytes inside: the id read before them still counts.
+  CHECK(facts(map_of({{"id", packed(4)}, {"pattern", p}, {"data", "\xc1"}})) ==
+        facts_t{4, false, true});
+  CHECK(facts(map_of({{"data", "\xc1"}, {"id", packed(4)}})) ==
+        facts_t{std::nullopt, false, false});
+  // Not a map at all, or an id that is not an unsigned integer.
+  CHECK(facts(packed(1)) == facts_t{std::nullopt, false, false});
+  CHECK(facts(map_of({{"id", packed(std::string("x"))}, {"pattern", p}})) ==
+        facts_t{std::nullopt, true, true});
 }

@@ -1,5 +1,7 @@
 #include "tern/transport/client_connection.hpp"
 
+#include "tern/transport/wire_error.hpp"
+
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/connect.hpp>
@@ -14,10 +16,6 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto never = std::chrono::steady_clock::time_point::max();
 
-std::string str_of(const msgpack::object& o) {
-  return o.type == msgpack::type::STR ? std::string(o.via.str.ptr, o.via.str.size) : std::string();
-}
-
 asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock,
                                                      const std::string& host, std::uint16_t port) {
   asio::ip::tcp::resolver resolver(sock.get_executor());
@@ -27,40 +25,6 @@ asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock
   co_return cec;
 }
 }  // namespace
-
-rpc_error to_rpc_error(const packet& reply) {
-  const msgpack::object& err = reply.err;
-  if (err.type == msgpack::type::STR) {
-    auto text = str_of(err);
-    if (reply.status_error && text == no_handler_message) return {errc::no_handler, text};
-    return {errc::remote, text};
-  }
-  if (err.type != msgpack::type::MAP) return {errc::remote, "remote error"};
-  int status = 0;
-  bool generic = false;
-  std::string message = "remote error";
-  std::string details;
-  for (const auto& kv : std::span(err.via.map.ptr, err.via.map.size)) {
-    auto k = str_of(kv.key);
-    if (k == "status") {
-      if (kv.val.type == msgpack::type::POSITIVE_INTEGER && kv.val.via.u64 < 1000) {
-        status = static_cast<int>(kv.val.via.u64);
-      } else if (kv.val.type == msgpack::type::STR) {
-        generic = str_of(kv.val) == "error";
-      }
-    } else if (k == "message") {
-      message = str_of(kv.val);
-    } else if (k == "details") {
-      msgpack::sbuffer buf;
-      msgpack::pack(buf, kv.val);
-      details.assign(buf.data(), buf.size());
-    }
-  }
-  if (generic && message == "Internal server error") return {errc::internal, message, 500};
-  rpc_error e(errc::remote, message, status);
-  if (!details.empty()) e.set_packed_details(std::move(details));
-  return e;
-}
 
 client_connection::client_connection(asio::ip::tcp::socket socket, const codec& wire,
                                      const connection_options& options)
@@ -87,10 +51,17 @@ asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
   }
   auto conn = std::make_shared<client_connection>(std::move(sock), wire, options);
   conn->start();
+  // The expirer holds the connection, which ends it on close; a failure is
+  // logged here, never rethrown into the event loop.
   asio::co_spawn(
       ex, [conn]() { return conn->expirer(); },
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
+      [peer = conn->peer()](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::error("[{}] call expirer failed: {}", peer, ex.what());
+        }
       });
   co_return conn;
 }
@@ -248,10 +219,17 @@ void client_connection::on_packet_(packet& p) {
     return;
   }
   if (p.has_response) {
-    if (s.stream) {
-      s.values.push_back(decode_owned(p.response));  // outlives the receive buffer
-    } else {
-      (*s.sink)(value_view(p.response, *p.zone));
+    // A value the caller cannot take fails that call alone.
+    try {
+      if (s.stream) {
+        s.values.push_back(decode_owned(p.response));  // outlives the receive buffer
+      } else {
+        (*s.sink)(value_view(p.response, *p.zone));
+      }
+    } catch (const std::exception& e) {
+      finish(s, rpc_error(errc::decode_error,
+                          "reply to " + std::string(s.label) + " could not be taken: " + e.what()));
+      return;
     }
   }
   if (p.disposed) {
@@ -259,6 +237,14 @@ void client_connection::on_packet_(packet& p) {
   } else if (s.stream) {
     wake(s);
   }
+}
+
+void client_connection::on_bad_packet_(const packet_error& e) {
+  if (!e.id()) throw e;  // a reply that names no call: the server is broken
+  auto it = calls_.find(*e.id());
+  if (it == calls_.end()) return;
+  finish(*it->second, rpc_error(errc::decode_error, "reply to " + std::string(it->second->label) +
+                                                        " does not decode: " + e.what()));
 }
 
 void client_connection::on_closed_(std::string_view reason, bool protocol_error) {

@@ -1,5 +1,7 @@
 #include "tern/transport/connection.hpp"
 
+#include "tern/transport/log_limit.hpp"
+
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
@@ -73,7 +75,12 @@ void connection::close(std::string_view reason, bool protocol_error) {
   watchdog_timer_.cancel();
   notify_state();
   if (protocol_error) {
-    spdlog::warn("[{}] protocol error, connection closed: {}", peer_, reason);
+    // Many broken or hostile peers at once must not flood the log.
+    thread_local log_limiter limit;
+    if (std::size_t held = 0; limit.allow(held)) {
+      spdlog::warn("[{}] protocol error, connection closed: {}{}", peer_, clip(reason),
+                   held_back(held));
+    }
   } else {
     spdlog::debug("[{}] connection closed: {}", peer_, reason);
   }
@@ -122,17 +129,68 @@ asio::awaitable<void> connection::wait_flushed(std::chrono::steady_clock::time_p
   }
 }
 
-asio::awaitable<void> connection::reader() {
-  std::vector<char> buf(initial_read_buffer);
-  std::size_t have = 0;
+void connection::request_finished() noexcept {
+  if (in_flight_ == 0) return;
+  if (in_flight_-- == options_.max_in_flight) notify_state();  // the reader may go on
+}
+
+std::size_t connection::deliver(const char* data, std::size_t size) {
+  std::size_t pos = 0;
   packet pkt;
+  while (open_ && reading_ && !held()) {
+    frame_result fr = wire_.next_frame(data + pos, size - pos);
+    if (fr.status == frame_status::too_large) {
+      throw protocol_violation("frame of " + std::to_string(fr.length) +
+                               " bytes exceeds the limit of " + std::to_string(wire_.max_frame()));
+    }
+    if (fr.status == frame_status::need_more) break;
+    const char* body = data + pos + fr.header;
+    pos += fr.total();
+    try {
+      wire_.decode(body, fr.length, zone_, true, pkt);
+    } catch (const packet_error& e) {
+      zone_.clear();
+      on_bad_packet_(e);
+      continue;
+    }
+    on_packet_(pkt);
+    zone_.clear();
+  }
+  return pos;
+}
+
+asio::awaitable<void> connection::reader() {
+  using clock = std::chrono::steady_clock;
+  std::vector<char> buf(initial_read_buffer);
+  std::size_t have = 0;  // bytes received and not yet delivered
+  clock::time_point read_at{};
   try {
     while (open_ && reading_) {
-      if (congested()) {
-        // Backpressure: the peer is not reading our replies; stop taking
-        // new requests until the writer catches up.
-        co_await wait_writable();
+      if (std::size_t used = deliver(buf.data(), have); used > 0) {
+        std::memmove(buf.data(), buf.data() + used, have - used);
+        have -= used;
+        frame_started_ = read_at;  // what is left began to arrive in the last read
+      }
+      if (!open_ || !reading_) break;
+      if (held()) {
+        // Backpressure: the peer is not reading our replies, or has as many
+        // requests in hand as it may; take no more until that changes.
+        partial_ = false;
+        ++state_waiters_;
+        co_await state_changed_.async_wait(nothrow);
+        --state_waiters_;
+        read_at = frame_started_ = clock::now();
         continue;
+      }
+      partial_ = have > 0;
+      if (have == buf.size()) {
+        // A frame longer than the buffer: grow with what has arrived, at
+        // most doubling, up to the frame's length (checked against the limit).
+        auto fr = wire_.next_frame(buf.data(), have);
+        buf.resize(std::min<std::size_t>(fr.total(), 2 * buf.size()));
+      } else if (have == 0 && buf.size() > initial_read_buffer) {
+        buf.resize(initial_read_buffer);
+        buf.shrink_to_fit();
       }
       auto [ec, n] = co_await socket_.async_read_some(
           asio::buffer(buf.data() + have, buf.size() - have),
@@ -142,41 +200,9 @@ asio::awaitable<void> connection::reader() {
         close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
         co_return;
       }
+      read_at = clock::now();
+      if (have == 0) frame_started_ = read_at;
       have += n;
-      last_read_ = std::chrono::steady_clock::now();
-      std::size_t pos = 0;
-      while (open_) {
-        frame_result fr = wire_.next_frame(buf.data() + pos, have - pos);
-        if (fr.status == frame_status::too_large) {
-          throw protocol_violation("frame of " + std::to_string(fr.length) +
-                                   " bytes exceeds the limit of " +
-                                   std::to_string(wire_.max_frame()));
-        }
-        if (fr.status == frame_status::need_more) {
-          if (fr.header != 0 && fr.total() > buf.size()) {
-            // Grow only once the header has been checked against the limit.
-            std::memmove(buf.data(), buf.data() + pos, have - pos);
-            have -= pos;
-            pos = 0;
-            buf.resize(fr.total());
-          }
-          break;
-        }
-        wire_.decode(buf.data() + pos + fr.header, fr.length, zone_, true, pkt);
-        pos += fr.total();
-        on_packet_(pkt);
-        zone_.clear();
-      }
-      if (pos > 0) {
-        std::memmove(buf.data(), buf.data() + pos, have - pos);
-        have -= pos;
-      }
-      if (have == buf.size() && have < initial_read_buffer) buf.resize(initial_read_buffer);
-      if (have == 0 && buf.size() > initial_read_buffer) {
-        buf.resize(initial_read_buffer);
-        buf.shrink_to_fit();
-      }
-      partial_ = have > 0;
     }
   } catch (const protocol_violation& e) {
     close(e.what(), true);
@@ -212,11 +238,11 @@ asio::awaitable<void> connection::watchdog() {
   const auto limit = options_.incomplete_frame_timeout;
   while (open_) {
     auto now = std::chrono::steady_clock::now();
-    if (partial_ && now - last_read_ >= limit) {
-      close("stalled in the middle of a frame for " + std::to_string(limit.count()) + " ms", true);
+    if (partial_ && now - frame_started_ >= limit) {
+      close("a frame did not arrive whole within " + std::to_string(limit.count()) + " ms", true);
       co_return;
     }
-    watchdog_timer_.expires_at(partial_ ? last_read_ + limit : now + limit / 2);
+    watchdog_timer_.expires_at(partial_ ? frame_started_ + limit : now + limit / 2);
     co_await watchdog_timer_.async_wait(nothrow);
   }
 }

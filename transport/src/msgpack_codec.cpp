@@ -1,10 +1,12 @@
 #include "tern/transport/msgpack_codec.hpp"
 
 #include "tern/transport/msgpack_reader.hpp"
+#include "tern/transport/wire_error.hpp"
 
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace tern::transport {
@@ -162,11 +164,26 @@ const char* skip_value(const char* p, const char* end, int depth) noexcept {
     if (h.kind == msgpack_head::array || h.kind == msgpack_head::map) {
       std::uint64_t n = h.kind == msgpack_head::map ? 2ull * h.count : h.count;
       if (n > static_cast<std::size_t>(end - p)) return nullptr;  // each takes a byte at least
+      if (depth + top + 1 > max_msgpack_depth) return nullptr;    // empty ones count too
       if (n == 0) continue;
-      if (depth + top + 1 > max_msgpack_depth) return nullptr;
       pending[++top] = n;
     }
   }
+}
+
+const char* skip_any(const char* p, const char* end) noexcept {
+  std::uint64_t remaining = 1;
+  while (remaining > 0) {
+    if (p >= end) return nullptr;
+    msgpack_head h;
+    p = read_head(p, end, h);
+    if (!p) return nullptr;
+    --remaining;
+    if (h.kind == msgpack_head::array) remaining += h.count;
+    if (h.kind == msgpack_head::map) remaining += 2ull * h.count;
+    if (remaining > static_cast<std::size_t>(end - p)) return nullptr;
+  }
+  return p;
 }
 
 msgpack::object decode_value(std::string_view packed, msgpack::zone& zone, bool reference) {
@@ -184,8 +201,52 @@ msgpack::object_handle decode_owned(std::string_view packed) {
   return {o, std::move(zone)};
 }
 
+namespace {
+
+// What can still be read of an envelope that failed to decode: its id, and
+// whether it is one well-formed map at all (however deep).
+struct envelope_facts {
+  std::optional<std::uint64_t> id;
+  bool well_formed = false;
+  bool has_pattern = false;
+};
+
+envelope_facts scan_envelope(const char* p, const char* end) {
+  envelope_facts f;
+  msgpack_head root;
+  if (p >= end || !(p = read_head(p, end, root)) || root.kind != msgpack_head::map) return f;
+  for (std::uint32_t i = 0; i < root.count; ++i) {
+    msgpack_head k, v;
+    const char* key = p;
+    if (p >= end || !(p = read_head(p, end, k))) return f;
+    if (k.kind != msgpack_head::str) p = skip_any(key, end);
+    if (!p || p >= end) return f;
+    const char* value = p;
+    if (k.kind == msgpack_head::str && k.bytes() == "id" && read_head(p, end, v) &&
+        v.kind == msgpack_head::uint) {
+      f.id = v.u;
+    }
+    if (k.kind == msgpack_head::str && k.bytes() == "pattern") f.has_pattern = true;
+    if (!(p = skip_any(value, end))) return f;
+  }
+  f.well_formed = p == end;
+  return f;
+}
+
+}  // namespace
+
 void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
                            packet& out) const {
+  try {
+    decode_strict(body, size, zone, reference, out);
+  } catch (const protocol_violation& e) {
+    auto f = scan_envelope(body, body + size);
+    throw packet_error(e.what(), f.id, f.well_formed, f.has_pattern);
+  }
+}
+
+void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::zone& zone,
+                                  bool reference, packet& out) const {
   // The envelope is read head by head; pattern, data, meta and err are built
   // as objects, while a reply's response stays bytes (a relay writes them on
   // as they are; a typed caller decodes them once).
@@ -204,10 +265,11 @@ void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zo
     const char* start = p;
     p = read_head(p, end, h);
     if (p && (h.kind == msgpack_head::array || h.kind == msgpack_head::map)) {
-      p = skip_value(start, end, 1);
+      p = skip_value(start, end, 0);
     }
   };
-  auto object = [&](msgpack::object& o) { p = build(p, end, zone, reference, 1, o); };
+  // Each value may nest max_msgpack_depth levels; the envelope does not count.
+  auto object = [&](msgpack::object& o) { p = build(p, end, zone, reference, 0, o); };
   for (std::uint32_t i = 0; i < root.count; ++i) {
     msgpack_head k, v;
     if (p < end) next(k);
@@ -230,7 +292,7 @@ void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zo
       has_data = true;
     } else if (name == "response") {
       const char* start = p;
-      p = skip_value(p, end, 1);
+      p = skip_value(p, end, 0);
       if (p) out.response = std::string_view(start, static_cast<std::size_t>(p - start));
       out.has_response = true;
     } else if (name == "err") {
@@ -254,7 +316,7 @@ void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zo
       out.status_error = v.kind == msgpack_head::str;
     } else {
       // Other keys are ignored, as NestJS does, so packets can grow.
-      p = skip_value(p, end, 1);
+      p = skip_value(p, end, 0);
     }
     if (!p) malformed("truncated, malformed or too deeply nested value");
   }

@@ -1,8 +1,9 @@
 #include "tern/transport/server.hpp"
 
+#include "tern/transport/log_limit.hpp"
+
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -40,14 +41,36 @@ void server_session::on_packet_(packet& p) {
   }
 }
 
+void server_session::on_bad_packet_(const packet_error& e) {
+  if (!owner_) return;
+  if (e.id()) {
+    owner_->sink_.on_bad_request(std::static_pointer_cast<server_session>(shared_from_this()),
+                                 *e.id(), e.what());
+    return;
+  }
+  if (!e.well_formed() || !e.has_pattern()) throw e;  // nothing to answer: a broken peer
+  // An event (no id, so no one to answer) that cannot be taken: dropped.
+  thread_local log_limiter limit;
+  if (std::size_t held = 0; limit.allow(held)) {
+    spdlog::warn("[{}] dropped an event that does not decode: {}{}", peer(), e.what(),
+                 held_back(held));
+  }
+}
+
 void server_session::on_closed_(std::string_view, bool) {
   if (owner_) owner_->sessions_.erase(this);
   owner_ = nullptr;
 }
 
 server::server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
-               const connection_options& options)
-    : executor_(ex), sink_(sink), wire_(wire), options_(options), acceptor_(ex) {}
+               const connection_options& options, std::size_t max_connections)
+    : executor_(ex),
+      sink_(sink),
+      wire_(wire),
+      options_(options),
+      max_connections_(max_connections),
+      acceptor_(ex),
+      tasks_(ex, "server") {}
 
 server::~server() {
   stop_accepting();
@@ -69,7 +92,7 @@ std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string
 std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
   auto bound = open_acceptor(acceptor_, host, port);
   accepting_ = true;
-  asio::co_spawn(executor_, accept_loop(), asio::detached);
+  tasks_.spawn(accept_loop());
   return bound;
 }
 
@@ -80,16 +103,31 @@ std::string server::address() const {
 }
 
 asio::awaitable<void> server::accept_loop() {
+  auto alive = tasks_.alive();
   asio::steady_timer pause(executor_);
+  log_limiter over_limit;
   while (accepting_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
-    if (!accepting_) co_return;
+    if (!*alive || !accepting_) co_return;
     if (ec) {
       // Out of descriptors and the like: keep serving the connections we
       // have and try again shortly.
       spdlog::warn("accept on {} failed: {}", address(), ec.message());
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(nothrow);
+      if (!*alive) co_return;
+      continue;
+    }
+    if (sessions_.size() >= max_connections_) {
+      if (std::size_t held = 0; over_limit.allow(held)) {
+        std::error_code pec;
+        auto ep = sock.remote_endpoint(pec);
+        spdlog::warn("connection from {} closed: {} connections open, the most allowed{}",
+                     pec ? std::string("(unknown peer)") : to_string(ep), sessions_.size(),
+                     held_back(held));
+      }
+      std::error_code cec;
+      sock.close(cec);
       continue;
     }
     auto session = std::make_shared<server_session>(std::move(sock), wire_, options_, *this);

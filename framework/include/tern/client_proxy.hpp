@@ -5,6 +5,7 @@
 #include "tern/rpc_error.hpp"
 #include "tern/stream.hpp"
 #include "tern/transport/codec.hpp"
+#include "tern/transport/connection_options.hpp"
 #include "tern/transport/function_ref.hpp"
 
 #include <asio/awaitable.hpp>
@@ -36,15 +37,23 @@ struct client_options {
   /// backoff_max, and resets on success.
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{5000};
-  std::uint32_t max_frame = 16u * 1024 * 1024;
-  /// Queued request bytes above which send() waits for the writer.
-  std::size_t write_high_water = 4u * 1024 * 1024;
-  std::chrono::milliseconds incomplete_frame_timeout{30000};
+  /// Largest frame accepted or sent (with a `codec` given, that codec's).
+  std::uint32_t max_frame = transport::default_max_frame;
+  /// The connection's limits: queued request bytes above which send()
+  /// waits for the writer (write_high_water), and the time a reply frame
+  /// has to arrive whole (incomplete_frame_timeout).
+  transport::connection_options connection{};
+  /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
+  std::shared_ptr<const transport::codec> codec{};
 };
 
 struct call_options {
   /// This call's deadline; zero means client_options::timeout.
   std::chrono::milliseconds timeout{0};
+  /// The packet's `meta`: one packed msgpack map (request id, trace
+  /// context, identity, deadline travel there), or empty for none. Must
+  /// stay valid until the call has been sent (the awaiting frame).
+  std::string_view meta{};
 };
 
 /// A client of one service (host:port), NestJS's ClientProxy:

@@ -3,6 +3,7 @@
 
 #include "tern/detail/handler.hpp"
 #include "tern/pattern.hpp"
+#include "tern/transport/connection_options.hpp"
 
 #include <asio/awaitable.hpp>
 
@@ -26,14 +27,19 @@ struct microservice_options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 3000;  ///< 0 picks a free port (see start())
   /// Largest frame accepted or sent; a bigger one closes the connection.
-  std::uint32_t max_frame = 16u * 1024 * 1024;
-  /// Queued reply bytes per connection above which the connection stops
-  /// reading new requests until its client catches up.
-  std::size_t write_high_water = 4u * 1024 * 1024;
-  /// A client quiet in the middle of a frame this long is disconnected.
-  std::chrono::milliseconds incomplete_frame_timeout{30000};
+  /// (With a `codec` given, that codec's own limit applies.)
+  std::uint32_t max_frame = transport::default_max_frame;
+  /// Each client connection's limits: queued reply bytes above which it
+  /// stops reading new requests (write_high_water), the time a frame has
+  /// to arrive whole (incomplete_frame_timeout), and the requests it may
+  /// have in hand at once (max_in_flight).
+  transport::connection_options connection{};
+  /// Open client connections above which a new one is closed at once.
+  std::size_t max_connections = 4096;
   /// On shutdown, how long in-flight handlers may take to finish.
   std::chrono::milliseconds drain_timeout{10000};
+  /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
+  std::shared_ptr<const transport::codec> codec{};
 };
 
 /// A microservice: register handlers for message patterns (request/reply)

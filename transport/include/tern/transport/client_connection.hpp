@@ -47,7 +47,8 @@ struct call_state {
 /// error, its deadline (errc::timeout), cancellation (errc::cancelled), or
 /// the connection's loss (errc::connection_closed / errc::protocol_error),
 /// which fails every pending call at once. Replies to calls that already
-/// ended are dropped.
+/// ended are dropped. A reply whose value does not decode, or that the
+/// call's sink throws on, fails that call alone with errc::decode_error.
 ///
 /// Thread safety: none; use it from its executor's (single) thread.
 class client_connection final : public connection {
@@ -101,6 +102,7 @@ class client_connection final : public connection {
  protected:
   void on_packet_(packet& p) override;
   void on_closed_(std::string_view reason, bool protocol_error) override;
+  void on_bad_packet_(const packet_error& e) override;
 
  private:
   struct deadline_list {
@@ -122,8 +124,5 @@ class client_connection final : public connection {
   std::chrono::steady_clock::time_point armed_for_ = std::chrono::steady_clock::time_point::max();
   std::string closed_reason_;
 };
-
-/// The rpc_error a reply's `err` stands for (errc::remote, internal or no_handler).
-rpc_error to_rpc_error(const packet& reply);
 
 }  // namespace tern::transport

@@ -62,6 +62,8 @@ class value_view {
 
 /// Receives each value of a reply while its frame is being read: the view
 /// is valid during the call only (convert or copy what it needs there).
+/// A sink may throw: its call then ends with errc::decode_error, and later
+/// values of that reply are dropped; other calls are not affected.
 using value_sink = function_ref<void(const value_view&)>;
 
 /// Framing plus packet encoding for one wire format.
@@ -82,7 +84,8 @@ class codec {
 
   /// Decodes a frame body. With `reference`, strings and binaries may point
   /// into [body, body + size) instead of being copied into `zone`.
-  /// Throws protocol_violation for an undecodable or wrongly shaped packet.
+  /// Throws packet_error for an undecodable or wrongly shaped packet, with
+  /// its id when that can still be read.
   virtual void decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
                       packet& out) const = 0;
 
@@ -103,9 +106,5 @@ class codec {
 
   [[nodiscard]] virtual std::uint32_t max_frame() const noexcept = 0;
 };
-
-/// The text NestJS sends, and we send, when no handler matches a request.
-inline constexpr std::string_view no_handler_message =
-    "There is no matching message handler defined in the remote service.";
 
 }  // namespace tern::transport

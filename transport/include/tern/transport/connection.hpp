@@ -4,6 +4,7 @@
 
 #include "tern/transport/byte_buffer.hpp"
 #include "tern/transport/codec.hpp"
+#include "tern/transport/connection_options.hpp"
 
 #include <asio/awaitable.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -18,18 +19,11 @@
 
 namespace tern::transport {
 
-struct connection_options {
-  /// Queued outgoing bytes above which producers wait (and a server stops
-  /// reading new requests) until the writer catches up.
-  std::size_t write_high_water = 4u * 1024 * 1024;
-  /// A peer that goes quiet in the middle of a frame for this long is
-  /// disconnected (0 disables). Idle connections between frames stay open.
-  std::chrono::milliseconds incomplete_frame_timeout{30000};
-};
-
 /// A connection: the reader decodes frames and hands each packet to
 /// on_packet_; one writer coroutine sends everything queued in out() in one
-/// write per wake-up; a watchdog drops a peer stalled mid-frame.
+/// write per wake-up; a watchdog drops a peer whose frame does not arrive
+/// whole in time. The receive buffer grows with the bytes that arrive (at
+/// most doubling per read), never to a length a header merely announces.
 ///
 /// Thread safety: none; every member runs on the connection's executor,
 /// which must be single-threaded (an io_context run by one thread).
@@ -70,15 +64,31 @@ class connection : public std::enable_shared_from_this<connection> {
   /// Completes once everything queued is written, the connection closed, or the deadline passed.
   asio::awaitable<void> wait_flushed(std::chrono::steady_clock::time_point deadline);
 
+  /// Counts a request of the peer's as being handled (see max_in_flight).
+  void request_started() noexcept { ++in_flight_; }
+  /// Counts it as finished; the reader resumes if it was held by the cap.
+  void request_finished() noexcept;
+  /// The peer's requests being handled now.
+  [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_; }
+
  protected:
   /// Called for each packet received. The packet's objects point into the
   /// receive buffer and a reused zone: valid during the call only.
   virtual void on_packet_(packet& p) = 0;
   /// Called once when the connection closes.
   virtual void on_closed_(std::string_view reason, bool protocol_error) = 0;
+  /// Called for a whole frame whose packet does not decode. The default
+  /// rethrows it, which closes the connection as a protocol error.
+  virtual void on_bad_packet_(const packet_error& e) { throw e; }
 
  private:
   asio::awaitable<void> reader();
+  /// Hands every whole frame at the front of [data, data + size) to
+  /// on_packet_ while the connection may take more; returns the bytes used.
+  std::size_t deliver(const char* data, std::size_t size);
+  [[nodiscard]] bool held() const noexcept {
+    return congested() || (options_.max_in_flight > 0 && in_flight_ >= options_.max_in_flight);
+  }
   asio::awaitable<void> writer();
   asio::awaitable<void> watchdog();
   void notify_state();
@@ -91,7 +101,8 @@ class connection : public std::enable_shared_from_this<connection> {
   bool open_ = true;
   bool reading_ = true;
   bool partial_ = false;  // the receive buffer holds part of a frame
-  std::chrono::steady_clock::time_point last_read_{};
+  std::chrono::steady_clock::time_point frame_started_{};  // when that part began to arrive
+  std::size_t in_flight_ = 0;
   byte_buffer out_;
   byte_buffer writing_;
   std::size_t writing_bytes_ = 0;

@@ -28,6 +28,8 @@ class msgpack_codec final : public codec {
   [[nodiscard]] std::uint32_t max_frame() const noexcept override { return decoder_.max_frame(); }
 
  private:
+  void decode_strict(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
+                     packet& out) const;
   frame_decoder decoder_;
 };
 

@@ -208,11 +208,17 @@ T load_be(const char* p) noexcept {
   }
 }
 
-/// The deepest nesting of arrays and maps a decoder accepts.
+/// The deepest nesting of arrays and maps a decoder accepts in one value
+/// (pattern, data, meta, response, err): `[[1]]` is 2 levels, a scalar 0.
 inline constexpr int max_msgpack_depth = 64;
 
 /// Returns the end of the one whole value at `p`, or nullptr if it is
-/// truncated, malformed, or nested deeper than max_msgpack_depth.
+/// truncated, malformed, or nested deeper than max_msgpack_depth - depth.
 const char* skip_value(const char* p, const char* end, int depth = 0) noexcept;
+
+/// Returns the end of the one whole value at `p` however deep it nests
+/// (one counter of values still to skip, no stack), or nullptr if it is
+/// truncated or malformed. For reading past a value that was refused.
+const char* skip_any(const char* p, const char* end) noexcept;
 
 }  // namespace tern::transport

@@ -4,6 +4,7 @@
 #include <msgpack.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 
@@ -39,10 +40,34 @@ struct packet {
 };
 
 /// A frame that breaks the protocol: oversized, undecodable, or of the wrong
-/// shape. The connection it came on is closed.
+/// shape. The connection it came on is closed, unless the frame is a
+/// packet_error that names its id.
 class protocol_violation : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+};
+
+/// A whole frame whose packet cannot be accepted (a value nested too deep,
+/// malformed bytes inside a value, a field of the wrong type), with what
+/// could still be read of it. The frame's length delimited it, so the
+/// stream is intact: a packet whose id was read is answered (server) or
+/// fails its call (client) on its own, and the connection stays open.
+class packet_error : public protocol_violation {
+ public:
+  packet_error(const std::string& what, std::optional<std::uint64_t> id, bool well_formed,
+               bool has_pattern)
+      : protocol_violation(what), id_(id), well_formed_(well_formed), has_pattern_(has_pattern) {}
+  /// The packet's `id`, when it could be read.
+  [[nodiscard]] std::optional<std::uint64_t> id() const noexcept { return id_; }
+  /// The frame holds exactly one msgpack map, whatever its depth.
+  [[nodiscard]] bool well_formed() const noexcept { return well_formed_; }
+  /// The map has a `pattern` key (a request, or without an id an event).
+  [[nodiscard]] bool has_pattern() const noexcept { return has_pattern_; }
+
+ private:
+  std::optional<std::uint64_t> id_;
+  bool well_formed_;
+  bool has_pattern_;
 };
 
 }  // namespace tern::transport

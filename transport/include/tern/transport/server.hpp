@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tern/transport/connection.hpp"
+#include "tern/transport/task_group.hpp"
 
 #include <asio/ip/tcp.hpp>
 
@@ -29,6 +30,10 @@ class request_sink {
   virtual ~request_sink() = default;
   virtual void on_request(const std::shared_ptr<server_session>& session, packet& p) = 0;
   virtual void on_event(const std::shared_ptr<server_session>& session, packet& p) = 0;
+  /// A request that does not decode (`why` says how) but whose id was read:
+  /// answer it with an error for that id; the connection stays open.
+  virtual void on_bad_request(const std::shared_ptr<server_session>& session, std::uint64_t id,
+                              std::string_view why) = 0;
 };
 
 /// An accepted connection. Replies are encoded into out() with wire() and
@@ -42,6 +47,7 @@ class server_session final : public connection {
  protected:
   void on_packet_(packet& p) override;
   void on_closed_(std::string_view reason, bool protocol_error) override;
+  void on_bad_packet_(const packet_error& e) override;
 
  private:
   friend class server;
@@ -53,11 +59,13 @@ class server_session final : public connection {
 ///
 /// Thread safety: none; use it from its executor's (single) thread.
 /// Errors: listen() throws std::system_error when the address cannot be
-/// bound; accept errors are logged and retried after a short pause.
+/// bound; accept errors are logged and retried after a short pause. A
+/// connection over `max_connections` is closed as soon as it is accepted,
+/// with a (rate-limited) warning.
 class server {
  public:
   server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
-         const connection_options& options);
+         const connection_options& options, std::size_t max_connections = 4096);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -85,9 +93,11 @@ class server {
   request_sink& sink_;
   const codec& wire_;
   connection_options options_;
+  std::size_t max_connections_;
   asio::ip::tcp::acceptor acceptor_;
   bool accepting_ = false;
   std::unordered_set<server_session*> sessions_;
+  task_group tasks_;  // the accept loop
 };
 
 }  // namespace tern::transport

@@ -1,0 +1,70 @@
+#include "tern/transport/task_group.hpp"
+
+#include <spdlog/spdlog.h>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <list>
+
+namespace tern::transport {
+
+struct task_group::state {
+  explicit state(asio::any_io_executor ex, std::string n) : name(std::move(n)), changed(ex) {}
+  std::string name;
+  std::list<asio::cancellation_signal> signals;  // one per running task; nodes stay put
+  asio::steady_timer changed;                    // cancelled when a task ends
+};
+
+task_group::task_group(asio::any_io_executor ex, std::string name)
+    : executor_(ex), state_(std::make_shared<state>(ex, std::move(name))) {}
+
+task_group::~task_group() {
+  *alive_ = false;
+  cancel();
+}
+
+void task_group::spawn(asio::awaitable<void> task) {
+  auto st = state_;
+  auto it = st->signals.emplace(st->signals.end());
+  asio::co_spawn(executor_, std::move(task),
+                 asio::bind_cancellation_slot(it->slot(), [st, it](std::exception_ptr e) {
+                   if (e) {
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& ex) {
+                       spdlog::error("{}: task failed: {}", st->name, ex.what());
+                     } catch (...) {
+                       spdlog::error("{}: task failed", st->name);
+                     }
+                   }
+                   st->signals.erase(it);
+                   st->changed.cancel();
+                 }));
+}
+
+void task_group::cancel() {
+  // A task may end (and leave the list) as it is cancelled: step first.
+  for (auto it = state_->signals.begin(); it != state_->signals.end();) {
+    auto& sig = *it++;
+    sig.emit(asio::cancellation_type::terminal);
+  }
+}
+
+asio::awaitable<bool> task_group::join(std::chrono::steady_clock::time_point deadline) {
+  auto st = state_;
+  while (!st->signals.empty() && std::chrono::steady_clock::now() < deadline) {
+    st->changed.expires_at(deadline);
+    co_await st->changed.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+  }
+  co_return st->signals.empty();
+}
+
+std::size_t task_group::running() const noexcept {
+  return state_->signals.size();
+}
+
+}  // namespace tern::transport
