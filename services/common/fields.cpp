@@ -1,5 +1,7 @@
 #include "fields.hpp"
 
+#include <tern/utf8.hpp>
+
 #include <cmath>
 
 namespace tern::demo {
@@ -31,7 +33,9 @@ std::optional<std::string> fields::text(std::string_view name) const {
   auto* v = find(name);
   if (!v) return std::nullopt;
   if (v->type != msgpack::type::STR) bad(name, "must be a string");
-  return std::string(v->via.str.ptr, v->via.str.size);
+  std::string_view text(v->via.str.ptr, v->via.str.size);
+  if (!is_valid_utf8(text)) bad(name, "must be valid UTF-8 text");
+  return std::string(text);
 }
 
 std::optional<std::int64_t> fields::integer(std::string_view name) const {

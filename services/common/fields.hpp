@@ -13,8 +13,8 @@
 namespace tern::demo {
 
 /// The fields of a request's data. Nil data counts as an empty map; any
-/// other non-map, or a field of the wrong type, is answered with
-/// rpc_error 400 naming the field.
+/// other non-map, a field of the wrong type, or text that is not valid
+/// UTF-8, is answered with rpc_error 400 naming the field.
 class fields {
  public:
   explicit fields(const msgpack::object& data);

@@ -473,3 +473,25 @@ TEST_CASE("a reply nested too deep fails only its own call") {
     CHECK(value == 7);
   });
 }
+
+TEST_CASE("a request written a byte at a time is answered once, whole") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    service svc(io);
+    auto s = co_await raw_connect(svc.port);
+    s.set_option(asio::ip::tcp::no_delay(true));
+    auto sum = packed_of(std::map<std::string, std::string>{{"cmd", "sum"}});
+    const std::vector<int> xs{2, 3};
+    auto f = frame_of({{"id", packed_of(9)}, {"pattern", sum}, {"data", packed_of(xs)}});
+    for (char c : f) {
+      co_await asio::async_write(s, asio::buffer(&c, 1), asio::use_awaitable);
+      co_await sleep_for(1ms);  // apart, so the service reads them apart
+    }
+    auto reply = co_await read_packet(s);
+    CHECK(field(reply.get(), "id")->as<int>() == 9);
+    CHECK(field(reply.get(), "response")->as<int>() == 5);
+    auto ping = frame_of({{"id", packed_of(10)}, {"pattern", packed_of(std::string("ping"))}});
+    co_await send_raw(s, ping);
+    auto next = co_await read_packet(s);  // the next reply is for the next request
+    CHECK(field(next.get(), "id")->as<int>() == 10);
+  });
+}

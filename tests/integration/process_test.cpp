@@ -16,7 +16,16 @@ using tern::test::sleep_for;
 
 namespace {
 const std::string service_binary = tern::test::sibling_binary("tern_test_service");
+
+// Waits until the service reports `n` requests in hand besides the query.
+asio::awaitable<void> being_handled(tern::client_proxy& c, int n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (co_await c.send<int>({{"cmd", "in_flight"}}) < n &&
+         std::chrono::steady_clock::now() < deadline) {
+    co_await sleep_for(1ms);
+  }
 }
+}  // namespace
 
 TEST_CASE("a killed server fails every pending call at once; a restarted one is reached") {
   auto server = std::make_unique<child_process>(service_binary, std::vector<std::string>{});
@@ -39,7 +48,7 @@ TEST_CASE("a killed server fails every pending call at once; a restarted one is 
           },
           asio::detached);
     }
-    co_await sleep_for(100ms);
+    co_await being_handled(c, n);
     CHECK(c.pending() == n);
     auto killed_at = std::chrono::steady_clock::now();
     server->signal(SIGKILL);
@@ -73,7 +82,7 @@ TEST_CASE("SIGTERM drains in-flight requests, then the process exits 0") {
           }
         },
         asio::detached);
-    co_await sleep_for(50ms);
+    co_await being_handled(c, 1);
     server.signal(SIGTERM);
     while (reply == 0 && !failure) co_await sleep_for(5ms);
     CHECK(reply == 300);
@@ -105,7 +114,7 @@ TEST_CASE("drain time is bounded: a handler slower than drain_timeout does not h
           }
         },
         asio::detached);
-    co_await sleep_for(50ms);
+    co_await being_handled(c, 1);
     server.signal(SIGTERM);
     while (!failure) co_await sleep_for(5ms);
     CHECK(failure->kind() == errc::connection_closed);

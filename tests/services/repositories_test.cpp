@@ -72,6 +72,13 @@ TEST_CASE("users: validation names the field") {
   check({{"name", "A"}}, "email");
   check({{"name", "A"}, {"email", "nope"}}, "email");
   check({{"name", "A"}, {"email", "a@b"}}, "email");
+  check({{"name",
+          "Ad\xff"
+          "a"},
+         {"email", "a@b.co"}},
+        "name must be valid UTF-8");
+  check({{"name", "\xed\xa0\x80"}, {"email", "a@b.co"}}, "name must be valid UTF-8");
+  check({{"name", "Ada"}, {"email", "a\xc0@b.co"}}, "email must be valid UTF-8");
   auto ok = data({{"name", "A"}, {"email", "a@b.co"}});
   CHECK(validate_new_user(fields(ok.get())).email == "a@b.co");
 }

@@ -34,6 +34,18 @@ inline void run(std::function<asio::awaitable<void>(asio::io_context&)> body,
   if (error) std::rethrow_exception(error);
 }
 
+/// Waits until `done()` holds, checking it each millisecond, for at most
+/// `limit` (the caller's checks then report what did not happen).
+inline asio::awaitable<void> until(std::function<bool()> done,
+                                   std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+
 /// Suspends the calling coroutine for `d`.
 inline asio::awaitable<void> sleep_for(std::chrono::milliseconds d) {
   asio::steady_timer t(co_await asio::this_coro::executor, d);

@@ -7,12 +7,24 @@
 #include <asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <map>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 namespace tern::test {
+
+namespace {
+// Calls of "meet" waiting for one another, by name, across the services of
+// this process.
+std::map<std::string, int>& arrivals() {
+  static std::map<std::string, int> m;
+  return m;
+}
+}  // namespace
 
 void register_test_handlers(microservice& app) {
   auto notes = std::make_shared<int>(0);
@@ -26,6 +38,23 @@ void register_test_handlers(microservice& app) {
     co_await t.async_wait(asio::use_awaitable);
     co_return ms;
   });
+  // [name, n]: waits (up to 2 s) until n calls named `name` have arrived,
+  // and returns how many had: n proves that they were all in flight at once.
+  app.message_pattern({{"cmd", "meet"}},
+                      [](std::tuple<std::string, int> q) -> asio::awaitable<int> {
+                        auto& [name, n] = q;
+                        int& here = ++arrivals()[name];
+                        asio::steady_timer t(co_await asio::this_coro::executor);
+                        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+                        while (here < n && std::chrono::steady_clock::now() < until) {
+                          t.expires_after(std::chrono::milliseconds(1));
+                          co_await t.async_wait(asio::use_awaitable);
+                        }
+                        co_return here;
+                      });
+  // How many requests the service is handling besides this one.
+  app.message_pattern({{"cmd", "in_flight"}},
+                      [&app]() { return static_cast<int>(app.in_flight()) - 1; });
   app.message_pattern({{"cmd", "fail"}}, []() -> int {
     throw rpc_error(418, "I am a teapot", std::map<std::string, int>{{"spout", 1}});
   });
