@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include <tern/json_depth.hpp>
+
 #include <nlohmann/json.hpp>
 
 #include <cstdlib>
@@ -11,6 +13,8 @@ namespace tern::gateway {
 namespace {
 
 using json = nlohmann::ordered_json;
+
+constexpr int max_config_depth = 64;
 
 [[noreturn]] void bad(const std::string& where, const std::string& why) {
   throw config_error(where + ": " + why);
@@ -80,6 +84,11 @@ call_spec read_call(const json& c, const gateway_config& cfg, const std::string&
 }  // namespace
 
 gateway_config parse_config(const std::string& text) {
+  // Checked before parsing: the parser is iterative, but dump() and the
+  // pattern code walk the tree recursively.
+  if (tern::json_depth(text, max_config_depth) > max_config_depth) {
+    throw config_error("config nests deeper than " + std::to_string(max_config_depth) + " levels");
+  }
   json root = json::parse(text, nullptr, false);
   if (root.is_discarded()) throw config_error("config is not valid JSON");
   if (!root.is_object()) throw config_error("config must be a JSON object");

@@ -3,109 +3,11 @@
 #include "json_writer.hpp"
 
 #include <spdlog/spdlog.h>
-#include <asio/experimental/as_tuple.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
-#include <nlohmann/json.hpp>
 
 #include <array>
 #include <optional>
 
 namespace tern::gateway {
-
-namespace {
-
-constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
-using json = nlohmann::json;
-
-std::string percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else if (plus_is_space && s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
-// Digit-only text (up to 18 digits, optional minus) is a number; anything else a string.
-json scalar(const std::string& v) {
-  std::size_t start = !v.empty() && v[0] == '-' ? 1 : 0;
-  if (v.size() > start && v.size() - start <= 18 &&
-      v.find_first_not_of("0123456789", start) == std::string::npos) {
-    return std::stoll(v);
-  }
-  return v;
-}
-
-json query_object(std::string_view query) {
-  json obj = json::object();
-  while (!query.empty()) {
-    auto amp = query.find('&');
-    auto part = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    if (part.empty()) continue;
-    auto eq = part.find('=');
-    auto key = percent_decode(part.substr(0, eq), true);
-    auto value =
-        eq == std::string_view::npos ? std::string() : percent_decode(part.substr(eq + 1), true);
-    obj[key] = scalar(value);
-  }
-  return obj;
-}
-
-}  // namespace
-
-std::string build_call_data(const std::vector<data_source>& sources,
-                            const std::vector<std::pair<std::string_view, std::string>>& params,
-                            std::string_view query, std::string_view body) {
-  // The common cases without building a document.
-  if (sources.size() == 1 && sources[0] == data_source::none) return std::string(1, '\xc0');
-  if (sources.size() == 1 && sources[0] == data_source::query && query.empty()) {
-    return std::string(1, '\x80');
-  }
-  json merged;
-  for (auto source : sources) {
-    json part;
-    switch (source) {
-      case data_source::none:
-        continue;
-      case data_source::params:
-        part = json::object();
-        for (const auto& [k, v] : params) part[std::string(k)] = scalar(v);
-        break;
-      case data_source::query:
-        part = query_object(query);
-        break;
-      case data_source::body:
-        if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;
-        part = json::parse(body, nullptr, false);
-        if (part.is_discarded()) throw rpc_error(400, "malformed JSON body");
-        break;
-    }
-    if (merged.is_null()) {
-      merged = std::move(part);
-    } else if (merged.is_object() && part.is_object()) {
-      for (auto& [k, v] : part.items()) merged[k] = v;
-    } else {
-      throw rpc_error(400, "the request body must be a JSON object");
-    }
-  }
-  auto bytes = json::to_msgpack(merged);
-  return std::string(bytes.begin(), bytes.end());
-}
 
 http_response error_for(const rpc_error& e, const upstream& service) {
   switch (e.kind()) {
@@ -145,6 +47,10 @@ gateway::gateway(asio::io_context& io, gateway_config cfg)
   }
 }
 
+void gateway::close_upstreams() {
+  for (auto& c : clients_) c->close();
+}
+
 const route* gateway::match(const http_request& req, params& captured, bool& path_known) const {
   std::string_view path = req.path;
   if (path.empty() || path[0] != '/') return nullptr;
@@ -174,7 +80,8 @@ const route* gateway::match(const http_request& req, params& captured, bool& pat
     }
     if (!ok) continue;
     path_known = true;
-    if (r.method == req.method) return &r;
+    // HEAD is GET without the body (the server leaves it out).
+    if (r.method == req.method || (req.method == "HEAD" && r.method == "GET")) return &r;
   }
   return nullptr;
 }

@@ -1,6 +1,7 @@
 // The API gateway: HTTP requests to service patterns, by the config's routes.
 #pragma once
 
+#include "call_data.hpp"
 #include "config.hpp"
 #include "http_server.hpp"
 
@@ -30,6 +31,10 @@ class gateway {
   gateway(asio::io_context& io, gateway_config cfg);
 
   asio::awaitable<http_response> handle(http_request& req);
+  /// Closes every upstream connection: calls still pending end with
+  /// errc::connection_closed (the last step of a drain). A later request
+  /// connects again.
+  void close_upstreams();
 
   [[nodiscard]] const gateway_config& config() const noexcept { return cfg_; }
 
@@ -49,14 +54,6 @@ class gateway {
   std::vector<warning_state> warnings_;                       // per upstream
   std::vector<std::unique_ptr<tern::client_proxy>> clients_;  // one per upstream
 };
-
-/// The msgpack data for a call: its sources (path params, query string,
-/// JSON body) merged in order. Digit-only params and query values become
-/// integers. Throws rpc_error(400) for a malformed body or sources that
-/// cannot be merged.
-std::string build_call_data(const std::vector<data_source>& sources,
-                            const std::vector<std::pair<std::string_view, std::string>>& params,
-                            std::string_view query, std::string_view body);
 
 /// The HTTP error for a failed call to `service`.
 http_response error_for(const rpc_error& e, const upstream& service);

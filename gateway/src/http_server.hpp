@@ -1,5 +1,7 @@
-// HTTP/1.1 on Asio: keep-alive, pipelining, limits, slow-client timeouts.
+// HTTP/1.1 on Asio: keep-alive, pipelining, limits, slow-client timeouts, drain.
 #pragma once
+
+#include "request_parser.hpp"
 
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
@@ -16,21 +18,6 @@
 
 namespace tern::gateway {
 
-struct http_request {
-  std::string_view method;  ///< "GET" (static storage)
-  std::string target;       ///< as sent: "/api-gateway/users?limit=2"
-  std::string path;         ///< target before '?'
-  std::string query;        ///< target after '?', undecoded
-  std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
-  std::string body;
-  std::string peer;
-
-  /// The first header named `name` (lower-case), or empty.
-  [[nodiscard]] std::string_view header(std::string_view name) const;
-  /// Empties every field but `peer`, keeping the storage for the next request.
-  void reset();
-};
-
 struct http_response {
   int status = 200;
   std::string body;
@@ -38,26 +25,26 @@ struct http_response {
   std::vector<std::pair<std::string, std::string>> headers;           ///< extra headers
 };
 
-struct http_limits {
-  std::size_t max_header_bytes = 16 * 1024;  ///< request line + headers; over: 431
-  std::size_t max_body_bytes = 1024 * 1024;  ///< over: 413
-  /// A request must arrive whole within this time of its first byte.
-  std::chrono::milliseconds read_timeout{10000};
-  /// A keep-alive connection with no request in progress is closed after this.
-  std::chrono::milliseconds idle_timeout{60000};
-};
-
 /// JSON error body in NestJS's shape: {"statusCode","message","error"}.
 http_response error_response(int status, std::string_view message);
 /// The reason phrase of a status code ("Not Found").
 std::string_view reason_phrase(int status);
 
-/// Serves HTTP/1.1 on one io_context (single-threaded). Requests on one
-/// connection are handled one after another and answered in order, so
-/// pipelined requests get their responses in order. A malformed request
-/// gets 400, oversized headers 431, an oversized body 413, each followed by
-/// close; a client that does not complete a request within read_timeout,
-/// or idles past idle_timeout, is disconnected.
+/// Serves HTTP/1.1 on one io_context (single-threaded), parsing with
+/// request_parser. Requests on one connection are handled one after
+/// another and answered in order, so pipelined requests get their
+/// responses in order. A request the parser refuses gets its status (400,
+/// 413, 417, 431, 501, 505) followed by close; a request that expects
+/// `100-continue` gets `100 Continue` once its headers are accepted; a HEAD
+/// response has no body. A client that does not complete a request within
+/// read_timeout, or idles past idle_timeout, is disconnected. After a
+/// response with `Connection: close` the server stops sending and reads
+/// (and discards) what the client still sends, until it closes, for at most
+/// min(read_timeout, 2 s), so the response is not lost to a reset.
+///
+/// Thread safety: none; every call on the io_context's thread. The server
+/// must outlive the io_context's run() (a session frame destroyed later,
+/// by io_context shutdown, no longer touches it).
 class http_server {
  public:
   using handler = std::function<asio::awaitable<http_response>(http_request&)>;
@@ -69,12 +56,21 @@ class http_server {
 
   /// Binds and starts accepting; returns the bound port. Throws std::system_error.
   std::uint16_t listen(const std::string& host, std::uint16_t port);
-  /// Stops accepting and closes every connection.
+  /// Stops accepting and closes every connection at once.
   void stop();
+  /// Graceful stop: accepts no new connection; connections idle between
+  /// requests are closed at once; requests in flight (begun, or already in
+  /// the socket's receive buffer) are finished and answered with
+  /// `Connection: close`; pipelined requests after them are not started.
+  /// Completes when every connection is gone, or after `bound`, when what
+  /// is left is closed as stop() does (handlers still running then finish
+  /// on their own, their responses discarded). Never throws.
+  asio::awaitable<void> drain(std::chrono::milliseconds bound);
   [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
 
  private:
   struct session_info;
+  void start_session(asio::ip::tcp::socket socket);
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> session(asio::ip::tcp::socket socket);
@@ -84,7 +80,10 @@ class http_server {
   handler handler_;
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer sweeper_;
+  asio::steady_timer drained_;  // drain() waits on it; the last session to end cancels it
   bool running_ = false;
+  bool draining_ = false;
+  std::size_t starting_ = 0;  // sessions spawned that have not registered yet
   std::unordered_set<session_info*> sessions_;
 };
 

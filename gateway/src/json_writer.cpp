@@ -2,6 +2,8 @@
 
 #include "tern/transport/msgpack_reader.hpp"
 
+#include <tern/utf8.hpp>
+
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -14,13 +16,23 @@ namespace {
 
 using transport::msgpack_head;
 
-// Whether any of the 8 bytes in `w` is a control character, '"' or '\\'
-// (the classic SWAR zero-byte test, applied to w ^ '"' and w ^ '\\').
+// Whether any of the 8 bytes in `w` is a control character, '"', '\\' or
+// not ASCII (the classic SWAR zero-byte test, applied to w ^ '"' and
+// w ^ '\\'; non-ASCII bytes go the slow way, where UTF-8 is checked).
 constexpr bool needs_escape(std::uint64_t w) {
   constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   auto zero_byte = [](std::uint64_t x) { return (x - ones) & ~x & highs; };
   auto below_space = (w - ones * 0x20) & ~w & highs;
-  return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\'))) != 0;
+  return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\')) | (w & highs)) !=
+         0;
+}
+
+// The length of the valid UTF-8 sequence at the front of [p, p + n), or 0.
+std::size_t utf8_sequence(const char* p, std::size_t n) {
+  auto c = static_cast<unsigned char>(*p);
+  std::size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 0;
+  if (len == 0 || n < len) return 0;
+  return tern::valid_utf8_prefix(std::string_view(p, len)) == len ? len : 0;
 }
 
 // Writes into a std::string through a raw cursor: room is made in advance
@@ -102,7 +114,7 @@ class json_out {
       while (plain + 8 <= n && !needs_escape(load(src + plain))) plain += 8;
       while (plain < n) {
         auto c = static_cast<unsigned char>(src[plain]);
-        if (c < 0x20 || c == '"' || c == '\\') break;
+        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
         ++plain;
       }
       // Room for this run, one escape (6 bytes) and the closing quote.
@@ -113,6 +125,20 @@ class json_out {
       d += plain - i;
       if (plain == n) break;
       auto c = static_cast<unsigned char>(src[plain]);
+      if (c >= 0x80) {
+        // A valid UTF-8 sequence is copied; any other byte becomes U+FFFD,
+        // so the output is valid JSON whatever the service sent.
+        if (std::size_t len = utf8_sequence(src + plain, n - plain); len > 0) {
+          std::memcpy(d, src + plain, len);
+          d += len;
+          i = plain + len;
+        } else {
+          std::memcpy(d, "\xef\xbf\xbd", 3);
+          d += 3;
+          i = plain + 1;
+        }
+        continue;
+      }
       *d++ = '\\';
       switch (c) {
         case '"':

@@ -3,7 +3,35 @@
 #include "gateway.hpp"
 
 #include <spdlog/spdlog.h>
+#include <asio/co_spawn.hpp>
+#include <asio/post.hpp>
 #include <asio/signal_set.hpp>
+
+#include <charconv>
+#include <iostream>
+
+namespace {
+
+// An io_context whose pending work can be destroyed (shutdown) while the
+// gateway and server that suspended coroutines refer to still exist: after a
+// drain that ran out of time, some do.
+class io_context : public asio::io_context {
+ public:
+  using asio::execution_context::shutdown;
+  using asio::io_context::io_context;
+};
+
+std::chrono::milliseconds milliseconds(const std::string& text, const std::string& what) {
+  long long v = -1;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size() || v < 0) {
+    std::cerr << what << ": '" << text << "' is not a number of milliseconds\n";
+    std::exit(2);
+  }
+  return std::chrono::milliseconds(v);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   auto args = tern::cli::parse(
@@ -12,8 +40,11 @@ int main(int argc, char** argv) {
        {"port", "PORT", "3000", "port to listen on"},
        {"config", "GATEWAY_CONFIG", "gateway/routes.json",
         "routes and upstreams (JSON); UPSTREAM_<NAME>=host:port overrides an upstream"},
+       {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
+        "on SIGTERM/SIGINT, how long requests in flight may take to finish"},
        {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"}});
   tern::cli::set_log_level(args["log-level"]);
+  auto drain_timeout = milliseconds(args["drain-timeout-ms"], "--drain-timeout-ms");
   tern::gateway::gateway_config cfg;
   try {
     cfg = tern::gateway::load_config(args["config"]);
@@ -23,7 +54,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   try {
-    asio::io_context io(1);
+    io_context io(1);
     tern::gateway::gateway gw(io, std::move(cfg));
     tern::gateway::http_server server(
         io, gw.config().limits, [&gw](tern::gateway::http_request& r) { return gw.handle(r); });
@@ -33,14 +64,26 @@ int main(int argc, char** argv) {
     }
     spdlog::info("gateway listening on {}:{} ({} routes)", args["host"], port,
                  gw.config().routes.size());
+    // The first signal drains, a second one stops at once.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](std::error_code ec, int sig) {
       if (ec) return;
-      spdlog::info("received signal {}, stopping", sig);
-      server.stop();
-      io.stop();
+      spdlog::info("received signal {}, draining (at most {} ms)", sig, drain_timeout.count());
+      asio::co_spawn(io, server.drain(drain_timeout), [&io, &gw](std::exception_ptr) {
+        spdlog::info("drained, stopping");
+        // Calls still pending (the bound passed) end now, so nothing waits
+        // on them when the loop stops; stop once their endings have run.
+        gw.close_upstreams();
+        asio::post(io, [&io] { io.stop(); });
+      });
+      signals.async_wait([&](std::error_code ec2, int) {
+        if (ec2) return;
+        server.stop();
+        io.stop();
+      });
     });
     io.run();
+    io.shutdown();
     return 0;
   } catch (const std::exception& e) {
     spdlog::critical("gateway: {}", e.what());

@@ -3,6 +3,9 @@
 #include "json_writer.hpp"
 
 #include <doctest/doctest.h>
+#include <asio/co_spawn.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <nlohmann/json.hpp>
 
 #include <bit>
@@ -207,6 +210,29 @@ TEST_CASE("long strings with escapes far apart come out whole") {
   CHECK(out.size() == text.size() + 2 + 5 * 5 + 1);  // five \u0001, one \"
 }
 
+TEST_CASE("invalid UTF-8 in a reply becomes U+FFFD, so the JSON is always valid") {
+  const std::string fffd = "\xef\xbf\xbd";
+  CHECK(json_of(std::string("a\xff"
+                            "b")) == "\"a" + fffd + "b\"");
+  CHECK(json_of(std::string("\xc0\xaf")) == "\"" + fffd + fffd + "\"");               // overlong
+  CHECK(json_of(std::string("\xed\xa0\x80")) == "\"" + fffd + fffd + fffd + "\"");    // surrogate
+  CHECK(json_of(std::string("x\xe2\x82")) == "\"x" + fffd + fffd + "\"");             // cut short
+  CHECK(json_of(std::string("\xf4\x90\x80\x80")).find("\xf4") == std::string::npos);  // > U+10FFFF
+  const std::string good = "Jürgen € 😀 日本";
+  CHECK(json_of(good) == "\"" + good + "\"");
+  CHECK(json_of(std::map<std::string, int>{{"k\xfe", 1}}) == "{\"k" + fffd + "\":1}");
+  // At every length and offset, through each of the writer's paths.
+  for (std::size_t n = 1; n <= 40; ++n) {
+    for (std::size_t at = 0; at < n; ++at) {
+      std::string s(n, 'a');
+      s[at] = '\x80';
+      auto out = json_of(s);
+      CHECK_MESSAGE(out == "\"" + s.substr(0, at) + fffd + s.substr(at + 1) + "\"", n, " ", at);
+      CHECK(nlohmann::json::accept(out));
+    }
+  }
+}
+
 TEST_CASE("map keys that are themselves maps, nested deep, are refused, not expanded") {
   // Each level escapes the key text inside it again, doubling its backslashes:
   // 40 levels in under 200 bytes would otherwise be a 2^40-byte key.
@@ -251,6 +277,91 @@ TEST_CASE("call data: params, query and body, merged in order") {
                   tern::rpc_error);
 }
 
+namespace {
+// The rpc_error message build_call_data throws for a body (none: "").
+std::string refusal(std::string_view body, std::vector<data_source> sources = {data_source::body}) {
+  try {
+    build_call_data(sources, {}, "", body);
+  } catch (const tern::rpc_error& e) {
+    CHECK(e.status() == 400);
+    return std::string(e.message());
+  }
+  return "";
+}
+std::string nested_array(int levels) {
+  return std::string(static_cast<std::size_t>(levels), '[') +
+         std::string(static_cast<std::size_t>(levels), ']');
+}
+}  // namespace
+
+TEST_CASE("a JSON body nested past the wire's limit is refused before anything recurses") {
+  CHECK(refusal(nested_array(100000)) == "the JSON body nests deeper than 64 levels");
+  CHECK(refusal("{\"a\":" + nested_array(64) + "}") == "the JSON body nests deeper than 64 levels");
+  CHECK(refusal(nested_array(64)) == "");
+  auto ok =
+      decoded(build_call_data({data_source::body}, {}, "", "{\"a\":" + nested_array(63) + "}"));
+  CHECK(ok.is_object());
+}
+
+TEST_CASE("a JSON body becomes the same value nlohmann reads, with the smallest encodings") {
+  const char* body = R"({"s":"x\u00e9\ud83d\ude00","n":[0,-1,-33,127,128,-129,65536,-2147483649,
+    18446744073709551615,-9223372036854775808,1.5,-0.25,1e300],"t":true,"f":false,"z":null,
+    "o":{"k":{}},"a":[[],{}],"long":"0123456789012345678901234567890123456789"})";
+  auto packed = build_call_data({data_source::body}, {}, "", body);
+  CHECK(decoded(packed) == nlohmann::json::parse(body));
+  CHECK(build_call_data({data_source::body}, {}, "", "[1,2,3]") == "\x93\x01\x02\x03");
+  CHECK(build_call_data({data_source::body}, {}, "", "{}") == "\x80");
+  auto wide = "[" + std::string(17 * 2 - 1, ',') + "]";  // 17 empty slots: malformed
+  CHECK(refusal(wide) == "malformed JSON body");
+  std::string many = "[";
+  for (int i = 0; i < 70000; ++i) many += i ? ",1" : "1";
+  many += "]";
+  auto big = build_call_data({data_source::body}, {}, "", many);
+  CHECK(big.substr(0, 5) == std::string("\xdd\x00\x01\x11\x70", 5));  // array32 of 70000
+  CHECK(decoded(big).size() == 70000);
+}
+
+TEST_CASE("a JSON body with a key twice in one object is refused") {
+  CHECK(refusal(R"({"a":1,"a":2})") == "duplicate key \"a\" in the JSON body");
+  CHECK(refusal(R"({"o":{"b":[{"c":1,"c":1}]}})") == "duplicate key \"c\" in the JSON body");
+  CHECK(refusal(R"({"a":{"a":1},"b":{"a":2}})") == "");  // one per object is fine
+  std::string body = "{";
+  for (int i = 0; i < 100000; ++i) body += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":1";
+  CHECK(decoded(build_call_data({data_source::body}, {}, "", body + "}")).size() == 100000);
+  CHECK(refusal(body + ",\"k99999\":2}") == "duplicate key \"k99999\" in the JSON body");
+}
+
+TEST_CASE("a JSON body with a number out of range, bad text or trailing bytes is refused") {
+  CHECK(refusal("[1e400]") == "malformed JSON body");              // nlohmann's number overflow
+  CHECK(refusal("{\"name\":\"\xff\"}") == "malformed JSON body");  // not UTF-8
+  CHECK(refusal("{\"a\":1} x") == "malformed JSON body");
+}
+
+TEST_CASE("path and query values: 64-bit integers, UTF-8 checked, last repeat wins") {
+  std::vector<std::pair<std::string_view, std::string>> ids{{"a", "18446744073709551615"},
+                                                            {"b", "18446744073709551616"},
+                                                            {"c", "-9223372036854775808"},
+                                                            {"d", "-"},
+                                                            {"e", "+1"},
+                                                            {"f", "007"}};
+  CHECK(decoded(build_call_data({data_source::params}, ids, "", "")) ==
+        nlohmann::json{{"a", 18446744073709551615ull},
+                       {"b", "18446744073709551616"},
+                       {"c", INT64_MIN},
+                       {"d", "-"},
+                       {"e", "+1"},
+                       {"f", 7}});
+  CHECK(decoded(build_call_data({data_source::query}, {}, "a=1&b=2&a=3", "")) ==
+        nlohmann::json{{"a", 3}, {"b", 2}});
+  std::vector<std::pair<std::string_view, std::string>> bad{{"id", "\xc3\x28"}};
+  CHECK_THROWS_WITH(build_call_data({data_source::params}, bad, "", ""),
+                    "path parameter 'id' is not valid UTF-8");
+  CHECK_THROWS_WITH(build_call_data({data_source::query}, {}, "name=%ff", ""),
+                    "query parameter 'name' is not valid UTF-8");
+  CHECK_THROWS_WITH(build_call_data({data_source::query}, {}, "%ff=1", ""),
+                    "a query parameter name is not valid UTF-8");
+}
+
 TEST_CASE("service failures map to HTTP statuses") {
   upstream u{"users", "h", 1, std::chrono::milliseconds(250)};
   CHECK(error_for(tern::rpc_error(404, "user 1 not found"), u).status == 404);
@@ -279,11 +390,53 @@ TEST_CASE("the demo config is valid and routes as documented") {
   CHECK(dash.calls[0].first == "users");  // the file's order is kept
   CHECK(dash.calls[1].first == "products");
   CHECK(cfg.routes[2].status == 201);  // POST
+
+  // Each documented route reaches its upstream (here: nothing listens, so
+  // the answer names the upstream that was called), anything else is 404.
+  asio::io_context io(1);
+  for (auto& u : cfg.upstreams) {
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    u.port = a.local_endpoint().port();  // free once `a` closes
+  }
+  gateway gw(io, cfg);
+  auto answer = [&](std::string method, std::string path, std::string body = "") {
+    http_request req;
+    req.method = std::move(method);
+    req.path = req.target = std::move(path);
+    req.body = std::move(body);
+    http_response r;
+    asio::co_spawn(io, gw.handle(req), [&](std::exception_ptr e, http_response got) {
+      REQUIRE_FALSE(e);
+      r = std::move(got);
+    });
+    io.restart();
+    io.run_for(std::chrono::seconds(10));
+    return std::pair(r.status, nlohmann::json::parse(r.body)["message"].get<std::string>());
+  };
+  using route_answer = std::pair<int, std::string>;
+  const route_answer users{503, "service users is unavailable"},
+      products{503, "service products is unavailable"};
+  CHECK(answer("GET", "/api-gateway/users") == users);
+  CHECK(answer("GET", "/api-gateway/users/7") == users);
+  CHECK(answer("HEAD", "/api-gateway/users/7") == users);  // HEAD is GET without a body
+  CHECK(answer("POST", "/api-gateway/users", R"({"name":"a"})") == users);
+  CHECK(answer("GET", "/api-gateway/products") == products);
+  CHECK(answer("GET", "/api-gateway/products/1") == products);
+  CHECK(answer("POST", "/api-gateway/products", R"({"name":"a"})") == products);
+  CHECK(answer("GET", "/api-gateway/dashboard") == users);  // the first call decides
+  CHECK(answer("DELETE", "/api-gateway/users") ==
+        route_answer{404, "Cannot DELETE /api-gateway/users"});
+  CHECK(answer("GET", "/api-gateway/users/7/x") ==
+        route_answer{404, "Cannot GET /api-gateway/users/7/x"});
+  CHECK(answer("GET", "/api-gateway/user") == route_answer{404, "Cannot GET /api-gateway/user"});
+  CHECK(answer("POST", "/api-gateway/users", "[[") == route_answer{400, "malformed JSON body"});
 }
 
 TEST_CASE("bad configs are refused with the entry named") {
   CHECK_NOTHROW(parse_config(minimal));
   expect_config_error("{", "not valid JSON");
+  expect_config_error(std::string(100000, '[') + std::string(100000, ']'),
+                      "config nests deeper than 64 levels");
   expect_config_error(R"({"routes": []})", "upstreams");
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 0}}, "routes": []})",
                       "upstreams.u.port");

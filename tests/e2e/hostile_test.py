@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Hostile input against the real demo stack (users, products, gateway
+binaries on loopback): each attack gets a clear error, costs only its
+sender, and the stack keeps serving everyone else.
+Usage: hostile_test.py BUILD_DIR [unittest args]"""
+
+import json
+import os
+import socket
+import struct
+import sys
+import threading
+import unittest
+
+import stack_test
+from stack_test import Stack
+
+
+def mp(v):
+    """A minimal msgpack encoder: dict, list, str, bytes (as str bytes), int, bool, None."""
+    if v is None:
+        return b"\xc0"
+    if v is True:
+        return b"\xc3"
+    if v is False:
+        return b"\xc2"
+    if isinstance(v, int):
+        if 0 <= v <= 0x7F:
+            return bytes([v])
+        if 0 <= v <= 0xFFFFFFFF:
+            return b"\xce" + struct.pack(">I", v)
+        return b"\xd3" + struct.pack(">q", v)
+    if isinstance(v, str):
+        v = v.encode()
+    if isinstance(v, bytes):  # a msgpack str holding these bytes, valid UTF-8 or not
+        if len(v) <= 31:
+            return bytes([0xA0 | len(v)]) + v
+        return b"\xdb" + struct.pack(">I", len(v)) + v
+    if isinstance(v, list):
+        return b"\xdd" + struct.pack(">I", len(v)) + b"".join(mp(x) for x in v)
+    if isinstance(v, dict):
+        return b"\xdf" + struct.pack(">I", len(v)) + b"".join(mp(k) + mp(x) for k, x in v.items())
+    raise TypeError(v)
+
+
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def read_exact(s, n):
+    out = b""
+    while len(out) < n:
+        c = s.recv(n - len(out))
+        if not c:
+            raise ConnectionError("closed")
+        out += c
+    return out
+
+
+def read_reply(s):
+    """The reply frame's raw body (tests look for byte strings in it)."""
+    (n,) = struct.unpack(">I", read_exact(s, 4))
+    return read_exact(s, n)
+
+
+class HostileTest(unittest.TestCase):
+    def setUp(self):
+        self.stack = Stack()
+
+    def tearDown(self):
+        self.stack.close()
+
+    def service(self, name):
+        s = socket.create_connection(("127.0.0.1", self.stack.ports[name]), timeout=5)
+        self.addCleanup(s.close)
+        return s
+
+    def test_a_body_nested_100000_deep_gets_400_and_the_gateway_lives(self):
+        s = self.stack
+        body = "[" * 100000 + "]" * 100000  # 200 KB, under the 1 MiB body limit
+        status, err = s.request("POST", "/api-gateway/users", body,
+                                {"Content-Type": "application/json"})
+        self.assertEqual(status, 400)
+        self.assertEqual(err["message"], "the JSON body nests deeper than 64 levels")
+        self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)
+
+    def test_deep_bodies_cost_only_their_sender(self):
+        """An attacker's deep bodies (63 to 100 levels) while others read: every
+        attack gets a 4xx, every bystander request a 200."""
+        s = self.stack
+        failures = []
+
+        def bystander():
+            import http.client
+            conn = http.client.HTTPConnection("127.0.0.1", s.ports["gateway"], timeout=10)
+            for _ in range(300):
+                conn.request("GET", "/api-gateway/dashboard")
+                r = conn.getresponse()
+                r.read()
+                if r.status != 200:
+                    failures.append(r.status)
+            conn.close()
+
+        threads = [threading.Thread(target=bystander) for _ in range(2)]
+        for t in threads:
+            t.start()
+        statuses = set()
+        for levels in range(60, 101):
+            body = '{"name":' + "[" * levels + "]" * levels + ',"email":"a@b.co"}'
+            statuses.add(s.request("POST", "/api-gateway/users", body)[0])
+        for t in threads:
+            t.join()
+        self.assertEqual(failures, [])
+        self.assertEqual(statuses, {400})
+
+    def test_ids_that_fit_64_bits_are_integers(self):
+        s = self.stack
+        self.assertEqual(s.request("GET", "/api-gateway/users/9223372036854775807"),
+                         (404, {"statusCode": 404, "message": "user 9223372036854775807 not found",
+                                "error": "Not Found"}))
+        status, err = s.request("GET", "/api-gateway/users/18446744073709551615")
+        self.assertEqual((status, err["message"]), (400, "id is too large"))
+        status, err = s.request("GET", "/api-gateway/users/99999999999999999999")
+        self.assertEqual((status, err["message"]), (400, "id must be an integer"))
+
+    def test_text_that_is_not_utf8_is_refused_and_json_out_stays_valid(self):
+        s = self.stack
+        # Through the gateway: the body is not JSON (JSON text is UTF-8).
+        status, err = s.request("POST", "/api-gateway/users",
+                                b'{"name":"\xff\xfe","email":"x@y.co"}')
+        self.assertEqual((status, err["message"]), (400, "malformed JSON body"))
+        # Straight to the service's port: refused, naming the field.
+        sock = self.service("users")
+        sock.sendall(frame(mp({"id": 1, "pattern": {"cmd": "create_user"},
+                               "data": {"name": b"Mall\xffory", "email": "m@x.co"}})))
+        reply = read_reply(sock)
+        self.assertIn(b"name must be valid UTF-8 text", reply)
+        # Nothing was stored; what the gateway serves parses as strict JSON.
+        conn_status, users = s.request("GET", "/api-gateway/users")
+        self.assertEqual(conn_status, 200)
+        self.assertEqual(len(users), 3)
+
+    def test_a_deep_pattern_string_and_bad_frames_do_not_stop_a_service(self):
+        s = self.stack
+        sock = self.service("users")
+        deep = '{"a":' + "[" * 100000 + "]" * 100000 + "}"
+        sock.sendall(frame(mp({"id": 1, "pattern": deep, "data": None})))
+        self.assertIn(b"There is no matching message handler", read_reply(sock))
+        # A request nested past the limit: answered for its id, connection kept.
+        deep_data = b"\x91" * 100 + b"\xc0"
+        body = b"\x83" + mp("id") + mp(2) + mp("pattern") + mp({"cmd": "get_users"}) + mp("data") + deep_data
+        sock.sendall(frame(body))
+        self.assertIn(b"malformed request", read_reply(sock))
+        sock.sendall(frame(mp({"id": 3, "pattern": {"cmd": "health"}, "data": None})))
+        self.assertIn(b"ok", read_reply(sock))
+        # Announced lengths, garbage: each such connection is cut off alone.
+        for junk in (b"\x00\xff\xff\xff", b"\xff\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n"):
+            self.service("users").sendall(junk)
+        self.assertEqual(s.request("GET", "/api-gateway/dashboard")[0], 200)
+
+
+if __name__ == "__main__":
+    stack_test.BUILD = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
