@@ -1,7 +1,6 @@
 #include "call_data.hpp"
 
-#include "tern/transport/msgpack_reader.hpp"
-
+#include <tern/packed.hpp>
 #include <tern/rpc_error.hpp>
 #include <tern/utf8.hpp>
 
@@ -310,18 +309,17 @@ std::string query_map(std::string_view query) {
 // The entries of a packed map (as msgpack bytes), or false if it is not one.
 bool map_entries(std::string_view packed,
                  std::vector<std::pair<std::string_view, std::string_view>>& entries) {
-  using transport::msgpack_head;
   const char* p = packed.data();
   const char* end = p + packed.size();
-  msgpack_head h;
-  if (p >= end || !(p = transport::read_head(p, end, h)) || h.kind != msgpack_head::map) {
+  tern::msgpack_head h;
+  if (p >= end || !(p = tern::read_head(p, end, h)) || h.kind != tern::msgpack_head::map) {
     return false;
   }
   for (std::uint32_t i = 0; i < h.count; ++i) {
     const char* k = p;
-    p = transport::skip_value(p, end);
+    p = tern::skip_value(p, end);
     const char* v = p;
-    if (p) p = transport::skip_value(p, end);
+    if (p) p = tern::skip_value(p, end);
     if (!p) return false;  // not from our own writers
     entries.emplace_back(std::string_view(k, static_cast<std::size_t>(v - k)),
                          std::string_view(v, static_cast<std::size_t>(p - v)));

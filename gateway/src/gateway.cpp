@@ -2,6 +2,8 @@
 
 #include "json_writer.hpp"
 
+#include <tern/packed.hpp>
+
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -123,7 +125,7 @@ namespace {
 // as in send()).
 struct json_sink {
   std::string* out;
-  void operator()(const transport::value_view& v) const {
+  void operator()(const tern::value_view& v) const {
     out->clear();
     append_json(v.packed(), *out);
   }

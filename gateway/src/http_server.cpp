@@ -2,11 +2,10 @@
 
 #include "json_writer.hpp"
 
-#include <tern/transport/server.hpp>
+#include <tern/listen.hpp>
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -125,7 +124,13 @@ http_response error_response(int status, std::string_view message) {
 }
 
 http_server::http_server(asio::io_context& io, http_limits limits, handler h)
-    : io_(io), limits_(limits), handler_(std::move(h)), acceptor_(io), sweeper_(io), drained_(io) {}
+    : io_(io),
+      limits_(limits),
+      handler_(std::move(h)),
+      acceptor_(io),
+      sweeper_(io),
+      drained_(io),
+      tasks_(io.get_executor(), "http server") {}
 
 http_server::~http_server() {
   stop();
@@ -133,10 +138,10 @@ http_server::~http_server() {
 }
 
 std::uint16_t http_server::listen(const std::string& host, std::uint16_t port) {
-  auto bound = transport::open_acceptor(acceptor_, host, port);
+  auto bound = tern::open_acceptor(acceptor_, host, port);
   running_ = true;
-  asio::co_spawn(io_, accept_loop(), asio::detached);
-  asio::co_spawn(io_, sweep_loop(), asio::detached);
+  tasks_.spawn(accept_loop());
+  tasks_.spawn(sweep_loop());
   return bound;
 }
 
@@ -185,9 +190,11 @@ asio::awaitable<void> http_server::sweep_loop() {
   auto tick = std::clamp(std::min(limits_.read_timeout, limits_.idle_timeout) / 8,
                          std::chrono::milliseconds(5), std::chrono::milliseconds(1000));
   auto linger = std::min(limits_.read_timeout, max_linger);
+  auto alive = tasks_.alive();
   while (running_) {
     sweeper_.expires_after(tick);
     co_await sweeper_.async_wait(nothrow);
+    if (!*alive) co_return;
     auto now = clock_type::now();
     for (auto* s : sessions_) {
       if (s->busy) continue;  // handling or writing: the client is not the one being slow
@@ -216,15 +223,18 @@ void http_server::start_session(asio::ip::tcp::socket socket) {
 }
 
 asio::awaitable<void> http_server::accept_loop() {
+  auto alive = tasks_.alive();
   asio::steady_timer pause(io_);
   while (running_ && !draining_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
+    if (!*alive) co_return;
     if (!ec && running_ && draining_) start_session(std::move(sock));  // accepted just before
     if (!running_ || draining_) co_return;
     if (ec) {
       spdlog::warn("http accept failed: {}", ec.message());
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(nothrow);
+      if (!*alive) co_return;
       continue;
     }
     start_session(std::move(sock));

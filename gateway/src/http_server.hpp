@@ -3,6 +3,8 @@
 
 #include "request_parser.hpp"
 
+#include <tern/task_group.hpp>
+
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
@@ -85,6 +87,7 @@ class http_server {
   bool draining_ = false;
   std::size_t starting_ = 0;  // sessions spawned that have not registered yet
   std::unordered_set<session_info*> sessions_;
+  tern::task_group tasks_;  // the accept and sweep loops
 };
 
 }  // namespace tern::gateway

@@ -1,7 +1,6 @@
 #include "json_writer.hpp"
 
-#include "tern/transport/msgpack_reader.hpp"
-
+#include <tern/packed.hpp>
 #include <tern/utf8.hpp>
 
 #include <bit>
@@ -14,7 +13,7 @@ namespace tern::gateway {
 
 namespace {
 
-using transport::msgpack_head;
+using tern::msgpack_head;
 
 // Whether any of the 8 bytes in `w` is a control character, '"', '\\' or
 // not ASCII (the classic SWAR zero-byte test, applied to w ^ '"' and
@@ -199,7 +198,7 @@ class json_out {
   const char* value(const char* p, const char* end, int depth) {
     if (p >= end) return nullptr;
     msgpack_head h;
-    p = transport::read_head(p, end, h);
+    p = tern::read_head(p, end, h);
     if (!p) return nullptr;
     switch (h.kind) {
       case msgpack_head::nil:
@@ -228,7 +227,7 @@ class json_out {
         string(h.bytes(), floor_);
         break;
       case msgpack_head::array:
-        if (depth >= transport::max_msgpack_depth || h.count > std::size_t(end - p)) return nullptr;
+        if (depth >= tern::max_value_depth || h.count > std::size_t(end - p)) return nullptr;
         room(2);
         put('[');
         for (std::uint32_t i = 0; i < h.count; ++i) {
@@ -242,7 +241,7 @@ class json_out {
         put(']');
         break;
       case msgpack_head::map:
-        if (depth >= transport::max_msgpack_depth || h.count > std::size_t(end - p) / 2) {
+        if (depth >= tern::max_value_depth || h.count > std::size_t(end - p) / 2) {
           return nullptr;
         }
         room(2);
@@ -268,7 +267,7 @@ class json_out {
   // A string key as it is; any other key as its JSON text, quoted.
   const char* key(const char* p, const char* end, int depth) {
     msgpack_head h;
-    if (p < end && transport::read_head(p, end, h) && h.kind == msgpack_head::str) {
+    if (p < end && tern::read_head(p, end, h) && h.kind == msgpack_head::str) {
       string(h.bytes(), floor_);
       return h.payload + h.count;
     }

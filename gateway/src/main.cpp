@@ -1,5 +1,5 @@
 // The HTTP API gateway in front of tern services.
-#include "cli.hpp"
+#include <tern/cli.hpp>
 #include "gateway.hpp"
 
 #include <spdlog/spdlog.h>

@@ -1,83 +1,13 @@
 #include "cli.hpp"
 
-#include <spdlog/spdlog.h>
 #include <tern/offload.hpp>
 
 #include <algorithm>
-#include <filesystem>
-
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
-#include <sstream>
 
 namespace tern::cli {
-
-namespace {
-std::string usage(const std::string& program, const std::string& summary,
-                  const std::vector<flag>& flags) {
-  std::ostringstream out;
-  out << "usage: " << program << " [options]\n" << summary << "\n\noptions:\n";
-  for (const auto& f : flags) {
-    out << "  --" << f.name << " VALUE\n      " << f.help << " (env " << f.env << ", default \""
-        << f.fallback << "\")\n";
-  }
-  out << "  --help\n      show this text\n";
-  return out.str();
-}
-}  // namespace
-
-std::map<std::string, std::string> parse(int argc, char** argv, const std::string& program,
-                                         const std::string& summary,
-                                         const std::vector<flag>& flags) {
-  std::map<std::string, std::string> values;
-  for (const auto& f : flags) {
-    const char* env = std::getenv(f.env.c_str());
-    values[f.name] = env && *env ? env : f.fallback;
-  }
-  auto fail = [&](const std::string& why) {
-    std::cerr << program << ": " << why << "\n" << usage(program, summary, flags);
-    std::exit(2);
-  };
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage(program, summary, flags);
-      std::exit(0);
-    }
-    if (a.rfind("--", 0) != 0) fail("unexpected argument '" + a + "'");
-    std::string name = a.substr(2), value;
-    auto eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else {
-      if (i + 1 >= argc) fail("--" + name + " needs a value");
-      value = argv[++i];
-    }
-    if (!values.count(name)) fail("unknown option --" + name);
-    values[name] = value;
-  }
-  return values;
-}
-
-unsigned short port(const std::string& text, const std::string& what) {
-  char* end = nullptr;
-  long v = std::strtol(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || v < 0 || v > 65535) {
-    std::cerr << what << ": '" << text << "' is not a port number\n";
-    std::exit(2);
-  }
-  return static_cast<unsigned short>(v);
-}
-
-void set_log_level(const std::string& level) {
-  auto l = spdlog::level::from_str(level);
-  if (l == spdlog::level::off && level != "off") {
-    std::cerr << "unknown log level '" << level << "' (trace, debug, info, warn, error, off)\n";
-    std::exit(2);
-  }
-  spdlog::set_level(l);
-}
 
 std::map<std::string, std::string> parse_service(int argc, char** argv, const std::string& name,
                                                  const std::string& default_port) {
