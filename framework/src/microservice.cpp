@@ -53,7 +53,12 @@ class service_core final : public transport::request_sink,
       handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern));
       return;
     }
-    canonical_pattern(p.pattern, key_);
+    // A pattern this long is no registered one: not worth canonicalizing.
+    if (p.packed_pattern.size() > max_pattern_bytes) {
+      key_.assign("(a pattern of " + std::to_string(p.packed_pattern.size()) + " bytes)");
+    } else {
+      canonical_pattern(p.pattern, key_);
+    }
     auto it = handlers_.find(key_);
     if (it == handlers_.end()) {
       spdlog::debug("[{}] no handler for {}", s->peer(), transport::clip(key_));
@@ -69,7 +74,11 @@ class service_core final : public transport::request_sink,
 
   void on_event(const std::shared_ptr<transport::server_session>& s,
                 transport::packet& p) override {
-    canonical_pattern(p.pattern, key_);
+    if (p.packed_pattern.size() > max_pattern_bytes) {
+      key_.assign("(a pattern of " + std::to_string(p.packed_pattern.size()) + " bytes)");
+    } else {
+      canonical_pattern(p.pattern, key_);
+    }
     auto it = events_.find(key_);
     if (it == events_.end()) {
       if (std::size_t held = 0; unknown_events_.allow(held)) {
@@ -78,7 +87,7 @@ class service_core final : public transport::request_sink,
       }
       return;
     }
-    for (auto& h : it->second) h->invoke(p.data, p.meta, s->peer(), it->first, this);
+    for (auto& h : it->second) h->invoke(p.data, p.meta, it->first, this, s);
   }
 
   void on_bad_request(const std::shared_ptr<transport::server_session>& s, std::uint64_t id,
@@ -129,6 +138,7 @@ class service_core final : public transport::request_sink,
       return std::hash<std::string_view>{}(s);
     }
   };
+  static constexpr std::size_t max_pattern_bytes = 64 * 1024;
   static constexpr std::size_t max_pattern_spellings = 256;
   static constexpr std::size_t max_spelling_bytes = 256;
   std::unordered_map<std::string, handler_map::value_type*, bytes_hash, std::equal_to<>> by_bytes_;
@@ -258,11 +268,23 @@ void log_event_failure(const std::string& pattern, const std::string& peer, cons
   spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
 }
 
-void event_started(service_core* core) noexcept {
-  ++core->in_flight_;
+const std::string& peer_of(const transport::server_session& session) noexcept {
+  return session.peer();
 }
-void event_finished(service_core* core) noexcept {
-  --core->in_flight_;
+
+event_token::event_token(std::shared_ptr<transport::server_session> session, service_core* core)
+    : session_(std::move(session)), core_(core) {
+  ++core_->in_flight_;
+  session_->request_started();
+}
+
+event_token::event_token(event_token&& o) noexcept
+    : session_(std::move(o.session_)), core_(o.core_) {}
+
+event_token::~event_token() {
+  if (!session_) return;  // moved from
+  --core_->in_flight_;
+  session_->request_finished();
 }
 
 }  // namespace detail

@@ -17,9 +17,9 @@ namespace {
 constexpr int max_depth = 16;
 // The deepest JSON text parsed as a pattern: what the wire takes in a value.
 constexpr int max_json_depth = 64;
-// Non-string map keys longer than this as text are cut: each level quotes
-// (escapes) the text of the one inside again, so it could grow exponentially.
-constexpr std::size_t max_canonical_bytes = 64 * 1024;
+// The longest string parsed as a JSON pattern (parsing builds a tree many
+// times the text's size); a longer one stays a string.
+constexpr std::size_t max_json_pattern_bytes = 64 * 1024;
 
 void quote(std::string_view s, std::string& out) {
   out += '"';
@@ -62,14 +62,42 @@ void build_object(std::initializer_list<const pattern_field*> fields, std::strin
 
 void canonical_json(const nlohmann::json& j, std::string& out, int depth);
 
-void canonical_value(const msgpack::object& o, std::string& out, int depth) {
+// Bytes a received pattern's canonical text may take in all (its key texts
+// included): past this it cannot be any registered pattern, and each level of
+// non-string keys would double the text again.
+constexpr std::size_t canonical_budget = 1024 * 1024;
+
+// quote() that charges `budget` for what it writes, and writes nothing once
+// the budget is spent (the caller then gives up on the whole pattern).
+void quote_within(std::string_view s, std::string& out, std::size_t& budget) {
+  std::size_t before = out.size();
+  if (2 * s.size() + 2 > budget) {
+    budget = 0;
+    return;
+  }
+  quote(s, out);
+  budget -= out.size() - before;
+}
+
+// Charges `budget` for sorting n entries (their keys and bookkeeping).
+bool charge(std::size_t& budget, std::size_t n) {
+  if (n * 48 > budget) {
+    budget = 0;
+    return false;
+  }
+  budget -= n * 48;
+  return true;
+}
+
+void canonical_value(const msgpack::object& o, std::string& out, int depth, std::size_t& budget) {
+  if (budget == 0) return;
   if (depth > max_depth) {
     out += "[MAX_DEPTH_REACHED]";
     return;
   }
   switch (o.type) {
     case msgpack::type::STR:
-      quote({o.via.str.ptr, o.via.str.size}, out);
+      quote_within({o.via.str.ptr, o.via.str.size}, out, budget);
       break;
     case msgpack::type::POSITIVE_INTEGER:
       out += std::to_string(o.via.u64);
@@ -88,6 +116,7 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
       out += nlohmann::json(o.via.f64).dump();
       break;
     case msgpack::type::MAP: {
+      if (!charge(budget, o.via.map.size)) return;
       std::vector<std::pair<std::string_view, const msgpack::object*>> fields;
       std::vector<std::string> owned_keys;  // non-string keys, as text
       owned_keys.reserve(o.via.map.size);
@@ -96,8 +125,8 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
           fields.emplace_back(std::string_view(kv.key.via.str.ptr, kv.key.via.str.size), &kv.val);
         } else {
           std::string k;
-          canonical_value(kv.key, k, depth + 1);
-          if (k.size() > max_canonical_bytes) k = "[TOO_LONG]";
+          canonical_value(kv.key, k, depth + 1, budget);
+          if (budget == 0) return;
           owned_keys.push_back(std::move(k));
           fields.emplace_back(owned_keys.back(), &kv.val);
         }
@@ -109,15 +138,17 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
       for (const auto& [k, v] : fields) {
         if (!first) out += ',';
         first = false;
-        quote(k, out);
+        quote_within(k, out, budget);
         out += ':';
-        canonical_value(*v, out, depth + 1);
+        canonical_value(*v, out, depth + 1, budget);
+        if (budget == 0) return;
       }
       out += '}';
       break;
     }
     case msgpack::type::ARRAY: {
       // As NestJS does: an array is an object keyed "0", "1", ...
+      if (!charge(budget, o.via.array.size)) return;
       std::vector<std::pair<std::string, const msgpack::object*>> fields;
       for (std::uint32_t i = 0; i < o.via.array.size; ++i) {
         fields.emplace_back(std::to_string(i), &o.via.array.ptr[i]);
@@ -129,7 +160,8 @@ void canonical_value(const msgpack::object& o, std::string& out, int depth) {
         if (i) out += ',';
         quote(fields[i].first, out);
         out += ':';
-        canonical_value(*fields[i].second, out, depth + 1);
+        canonical_value(*fields[i].second, out, depth + 1, budget);
+        if (budget == 0) return;
       }
       out += '}';
       break;
@@ -220,7 +252,8 @@ void canonical_pattern(const msgpack::object& o, std::string& out) {
     // NestJS parses a string pattern as JSON first: '{"cmd":"x"}' matches
     // {cmd: "x"}. Text nested deeper than the wire allows stays a string
     // (which no handler is registered for).
-    if (!s.empty() && s.front() == '{' && json_depth(s, max_json_depth) <= max_json_depth) {
+    if (!s.empty() && s.front() == '{' && s.size() <= max_json_pattern_bytes &&
+        json_depth(s, max_json_depth) <= max_json_depth) {
       auto j = nlohmann::json::parse(s, nullptr, false);
       if (!j.is_discarded() && j.is_object()) {
         canonical_json(j, out, 0);
@@ -230,7 +263,9 @@ void canonical_pattern(const msgpack::object& o, std::string& out) {
     out.assign(s);
     return;
   }
-  canonical_value(o, out, 0);
+  std::size_t budget = canonical_budget;
+  canonical_value(o, out, 0, budget);
+  if (budget == 0) out.assign("[TOO_LONG]");  // no handler has this name
 }
 
 }  // namespace tern

@@ -117,6 +117,8 @@ gateway_config parse_config(const std::string& text) {
     cfg.limits.max_body_bytes = read_size(s, "max_body_bytes", cfg.limits.max_body_bytes, "server");
     cfg.limits.read_timeout = read_ms(s, "read_timeout_ms", cfg.limits.read_timeout, "server");
     cfg.limits.idle_timeout = read_ms(s, "idle_timeout_ms", cfg.limits.idle_timeout, "server");
+    cfg.limits.max_connections =
+        read_size(s, "max_connections", cfg.limits.max_connections, "server");
   }
 
   if (!root.contains("routes") || !root["routes"].is_array()) bad("routes", "must be an array");

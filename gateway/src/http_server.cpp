@@ -3,10 +3,12 @@
 #include "json_writer.hpp"
 
 #include <tern/listen.hpp>
+#include <tern/log_limit.hpp>
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
@@ -24,6 +26,8 @@ using clock_type = std::chrono::steady_clock;
 // A lingering close discards at most this much of what the client still sends.
 constexpr std::size_t linger_bytes = 1024 * 1024;
 constexpr std::chrono::milliseconds max_linger{2000};
+// Responses to pipelined requests queued before they are written.
+constexpr std::size_t max_queued_response_bytes = 64 * 1024;
 
 void append_response(std::string& out, const http_response& r, bool keep_alive, bool head) {
   char num[16];
@@ -52,13 +56,15 @@ struct http_server::session_info {
   http_server* server;  // null once the server is destroyed (the frame may outlive it)
   asio::ip::tcp::socket* socket;
   const std::string* peer;
-  bool busy = false;        // handling or writing a response
+  bool busy = false;     // a handler is working on a response
+  bool writing = false;  // responses are being written (the client must take them)
+  clock_type::time_point write_since{};
   bool in_message = false;  // a request has begun and is not complete
   bool lingering = false;   // closing: discarding what the client still sends
   // When the request began (in_message), the lingering began, or else the
   // last response was done: the start of the running deadline.
   clock_type::time_point since{};
-  [[nodiscard]] bool idle() const { return !busy && !in_message && !lingering; }
+  [[nodiscard]] bool idle() const { return !busy && !writing && !in_message && !lingering; }
 };
 
 std::string_view reason_phrase(int status) {
@@ -169,6 +175,9 @@ asio::awaitable<void> http_server::drain(std::chrono::milliseconds bound) {
     }
     acceptor_.close(ec);
   }
+  // An accept that completed before the close may still be queued: let it
+  // start its session before the sessions are counted.
+  co_await asio::post(io_, asio::use_awaitable);
   // Idle sessions wake, find nothing to read, and close; see session().
   for (auto* s : sessions_) {
     if (s->idle()) s->socket->cancel(ec);
@@ -197,10 +206,13 @@ asio::awaitable<void> http_server::sweep_loop() {
     if (!*alive) co_return;
     auto now = clock_type::now();
     for (auto* s : sessions_) {
-      if (s->busy) continue;  // handling or writing: the client is not the one being slow
-      auto deadline = s->since + (s->in_message  ? limits_.read_timeout
-                                  : s->lingering ? linger
-                                                 : limits_.idle_timeout);
+      if (s->busy) continue;  // a handler is working: the client is not the one being slow
+      // A client must take what is written to it as it must send a request:
+      // within read_timeout.
+      auto deadline = s->writing      ? s->write_since + limits_.read_timeout
+                      : s->in_message ? s->since + limits_.read_timeout
+                      : s->lingering  ? s->since + linger
+                                      : s->since + limits_.idle_timeout;
       if (now >= deadline) {
         spdlog::debug("[{}] http connection timed out", *s->peer);
         std::error_code ec;
@@ -225,16 +237,26 @@ void http_server::start_session(asio::ip::tcp::socket socket) {
 asio::awaitable<void> http_server::accept_loop() {
   auto alive = tasks_.alive();
   asio::steady_timer pause(io_);
+  tern::log_limiter over_limit;
   while (running_ && !draining_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
     if (!*alive) co_return;
-    if (!ec && running_ && draining_) start_session(std::move(sock));  // accepted just before
+    if (!ec && draining_) start_session(std::move(sock));  // accepted just before the drain
     if (!running_ || draining_) co_return;
     if (ec) {
       spdlog::warn("http accept failed: {}", ec.message());
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(nothrow);
       if (!*alive) co_return;
+      continue;
+    }
+    if (sessions_.size() + starting_ >= limits_.max_connections) {
+      if (std::size_t held = 0; over_limit.allow(held)) {
+        spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}",
+                     sessions_.size() + starting_, tern::held_back(held));
+      }
+      std::error_code cec;
+      sock.close(cec);
       continue;
     }
     start_session(std::move(sock));
@@ -266,6 +288,17 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
   std::string out;
   bool close_after = false;  // the last response said Connection: close
   bool sent_continue = false;
+  // Writes what is queued; false if the client is gone (or too slow).
+  auto write_out = [&]() -> asio::awaitable<bool> {
+    info.writing = true;
+    info.write_since = clock_type::now();
+    auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
+    info.writing = false;
+    if (!info.in_message) info.since = clock_type::now();
+    out.clear();
+    co_return !wec;
+  };
+  bool gone = false;
   while (!close_after) {
     // Draining: a connection between requests closes, unless the next
     // request is already waiting in the socket.
@@ -317,17 +350,16 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
       bool keep = req.keep_alive && !draining_;
       append_response(out, r, keep, req.method == "HEAD");
       close_after = !keep;
-    }
-    if (!out.empty()) {
-      info.busy = true;
-      auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
-      info.busy = false;
-      if (!info.in_message) info.since = clock_type::now();
-      out.clear();
-      if (wec) {
-        close_after = false;  // nothing to linger for
+      // Pipelined requests are answered in batches, but a client that does
+      // not read gets no more than this queued for it.
+      if (out.size() >= max_queued_response_bytes && !close_after && !co_await write_out()) {
+        gone = true;
         break;
       }
+    }
+    if (gone || (!out.empty() && !co_await write_out())) {
+      close_after = false;  // nothing to linger for
+      break;
     }
   }
   if (close_after && socket.is_open()) {

@@ -17,10 +17,14 @@ struct http_limits {
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_body_bytes = 1024 * 1024;  ///< over: 413
   std::size_t max_headers = 100;             ///< header + trailer field lines; over: 431
-  /// A request must arrive whole within this time of its first byte.
+  /// A request must arrive whole within this time of its first byte, and a
+  /// response must be taken by the client within it.
   std::chrono::milliseconds read_timeout{10000};
   /// A keep-alive connection with no request in progress is closed after this.
   std::chrono::milliseconds idle_timeout{60000};
+  /// Open connections above which a new one is closed at once (with a
+  /// rate-limited warning).
+  std::size_t max_connections = 10000;
 };
 
 struct http_request {

@@ -137,3 +137,24 @@ TEST_CASE("map keys that are maps, nested, do not grow the canonical text withou
   tern::canonical_pattern(oh.get(), out);
   CHECK(out.size() < 1024 * 1024);
 }
+
+TEST_CASE("a pattern of many such keys costs a bounded amount, then matches nothing") {
+  // An array of 2000 chains of 14 map keys each: ~30 bytes of input per
+  // 64 KiB of text, which would have asked for 128 MiB in all.
+  msgpack::sbuffer b;
+  msgpack::packer<msgpack::sbuffer> pk(b);
+  pk.pack_array(2000);
+  for (int n = 0; n < 2000; ++n) {
+    for (int i = 0; i < 14; ++i) pk.pack_map(1);
+    pk.pack(std::string(2, '"'));
+    for (int i = 0; i < 14; ++i) pk.pack_nil();
+  }
+  auto oh = msgpack::unpack(b.data(), b.size());
+  std::string out;
+  tern::canonical_pattern(oh.get(), out);
+  CHECK(out == "[TOO_LONG]");
+  // A JSON text pattern longer than 64 KiB is not parsed: it stays a string.
+  std::string text = "{\"a\":[" + std::string(40000, '0') + "]}";
+  for (std::size_t i = 7; i + 1 < text.size() - 2; i += 2) text[i] = ',';
+  CHECK(received_value(text) == text);
+}

@@ -291,7 +291,7 @@ TEST_CASE("a chunked body is read strictly") {
   CHECK(status_of(chunked("0\r\n" + trailers + "T: 1\r\n\r\n")) == 431);
 }
 
-TEST_CASE("HTTP/1.1 needs exactly one valid Host header; HTTP/1.0 none") {
+TEST_CASE("HTTP/1.1 needs exactly one valid Host header, HTTP/1.0 none") {
   CHECK(status_of("GET / HTTP/1.1\r\n\r\n") == 400);
   CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n") == 400);
   CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhOST: b\r\n\r\n") == 400);
@@ -332,7 +332,7 @@ TEST_CASE("an absolute-form target is routed by its path and query") {
   CHECK(status_of("OPTIONS *x HTTP/1.1\r\nHost: x\r\n\r\n") == 400);
 }
 
-TEST_CASE("Expect: 100-continue is reported once the headers are in; others get 417") {
+TEST_CASE("Expect: 100-continue is reported once the headers are in, others get 417") {
   std::string head =
       "POST /c HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n";
   auto o = whole(head);
@@ -705,7 +705,7 @@ TEST_CASE("a HEAD response has no body, so the keep-alive connection stays in sy
   });
 }
 
-TEST_CASE("100 Continue comes before the body is read; 413 or 417 instead of it") {
+TEST_CASE("100 Continue comes before the body is read, 413 or 417 instead of it") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     test_app app(io);
     http_server server(io, test_limits(), app.handler());
@@ -875,5 +875,50 @@ TEST_CASE("drain closes what is left when its bound passes") {
     co_await server.drain(std::chrono::seconds(5));
     CHECK(server.connections() == 0);
     CHECK(app.calls == 1);
+  });
+}
+
+TEST_CASE("a client that does not read its responses is cut off after read_timeout") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    http_limits limits;
+    limits.read_timeout = std::chrono::milliseconds(300);
+    http_server server(io, limits, [](http_request&) -> asio::awaitable<http_response> {
+      http_response r;
+      r.body.assign(64 * 1024, 'x');
+      co_return r;
+    });
+    auto port = server.listen("127.0.0.1", 0);
+    auto c = co_await connect(io, port);
+    std::string many;
+    for (int i = 0; i < 300; ++i) many += "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+    co_await send(c, many);  // 19 MiB of responses asked for; none read
+    auto start = std::chrono::steady_clock::now();
+    co_await tern::test::until([&] { return server.connections() == 0; });
+    CHECK(server.connections() == 0);
+    CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(3));
+  });
+}
+
+TEST_CASE("connections over max_connections are closed at once, the others are served") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    auto limits = test_limits();
+    limits.max_connections = 2;
+    http_server server(io, limits, app.handler());
+    auto port = server.listen("127.0.0.1", 0);
+    auto a = co_await connect(io, port);
+    auto b = co_await connect(io, port);
+    std::string buf;
+    for (auto* s : std::vector<tcp::socket*>{&a, &b}) {
+      co_await send(*s, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK((co_await read_response(*s, buf)).status == 200);
+    }
+    auto refused = co_await connect(io, port);
+    CHECK((co_await read_to_end(refused)).empty());  // closed without a word
+    a.close();
+    co_await tern::test::until([&] { return server.connections() == 1; });
+    auto d = co_await connect(io, port);
+    co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK((co_await read_response(d, buf)).body == "GET /y ");
   });
 }

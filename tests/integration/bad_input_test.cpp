@@ -5,16 +5,20 @@
 #include "tern/transport/frame_decoder.hpp"
 #include "test_handlers.hpp"
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 
 #include <span>
+#include <sstream>
 
 using namespace std::chrono_literals;
 using tern::test::run;
 using tern::test::sleep_for;
+using tern::test::until;
 
 namespace {
 
@@ -246,7 +250,7 @@ const std::string echo_p = packed_of(std::map<std::string, std::string>{{"cmd", 
 
 }  // namespace
 
-TEST_CASE("a request that cannot be taken is answered for its id; the connection stays open") {
+TEST_CASE("a request that cannot be taken is answered for its id, the connection stays open") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     service svc(io);
     bystander b(io, svc.port);
@@ -291,7 +295,7 @@ TEST_CASE("a request that cannot be taken is answered for its id; the connection
   });
 }
 
-TEST_CASE("an event that cannot be taken is dropped; the connection stays open") {
+TEST_CASE("an event that cannot be taken is dropped, the connection stays open") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     service svc(io);
     auto s = co_await raw_connect(svc.port);
@@ -353,7 +357,7 @@ TEST_CASE("a frame must arrive whole within its time of its first byte, trickle 
   });
 }
 
-TEST_CASE("connections over max_connections are closed at once; others are served") {
+TEST_CASE("connections over max_connections are closed at once, others are served") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     tern::microservice app(io, {.port = 0, .max_connections = 2});
     tern::test::register_test_handlers(app);
@@ -493,5 +497,63 @@ TEST_CASE("a request written a byte at a time is answered once, whole") {
     co_await send_raw(s, ping);
     auto next = co_await read_packet(s);  // the next reply is for the next request
     CHECK(field(next.get(), "id")->as<int>() == 10);
+  });
+}
+
+TEST_CASE("events with unknown patterns cannot amplify the log") {
+  std::ostringstream log;
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(log)));
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    service svc(io);
+    tern::client_proxy c(io, {.port = svc.port});
+    const tern::pattern big(std::string(1 << 20, 'x'));  // 1 MiB of pattern
+    for (int i = 0; i < 10; ++i) co_await c.emit(big, i);
+    // Answered after the events on the same connection were handled.
+    CHECK(co_await c.send<std::string>("ping") == std::string("pong"));
+  });
+  spdlog::set_default_logger(previous);
+  MESSAGE("log: ", log.str().size(), " bytes for 10 MiB of unknown patterns");
+  CHECK(log.str().find("no event handler for (a pattern of 1048") != std::string::npos);
+  CHECK(log.str().size() < 4096);  // one clipped line, the rest counted
+}
+
+TEST_CASE("a client that stops reading its replies is cut off after write_timeout") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::microservice app(io, {.port = 0, .connection = {.write_timeout = 300ms}});
+    tern::test::register_test_handlers(app);
+    auto port = app.start();
+    bystander b(io, port);
+    auto s = co_await raw_connect(port);
+    // 40 echoes of 1 MiB each are asked for, and none is read.
+    const std::string mib(1 << 20, 'x');
+    auto f = frame_of({{"id", packed_of(1)}, {"pattern", echo_p}, {"data", packed_of(mib)}});
+    for (int i = 0; i < 40; ++i) {  // the service stops reading, then cuts us off
+      auto [ec, n] = co_await asio::async_write(s, asio::buffer(f), nothrow);
+      if (ec) break;
+    }
+    co_await until([&] { return app.connections() == 1; });  // only the bystander's left
+    CHECK(app.connections() == 1);
+    co_await b.finish();
+  });
+}
+
+TEST_CASE("coroutine event handlers count against max_in_flight") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::microservice app(io, {.port = 0, .connection = {.max_in_flight = 2}});
+    int now = 0, most = 0, done = 0;
+    app.event_pattern("slow", [&](int ms) -> asio::awaitable<void> {
+      most = std::max(most, ++now);
+      co_await sleep_for(std::chrono::milliseconds(ms));
+      --now;
+      ++done;
+    });
+    auto port = app.start();
+    tern::client_proxy c(io, {.port = port});
+    for (int i = 0; i < 8; ++i) co_await c.emit("slow", 20);
+    co_await until([&] { return done == 8; });
+    CHECK(done == 8);
+    CHECK(most == 2);
   });
 }

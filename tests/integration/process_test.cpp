@@ -27,7 +27,7 @@ asio::awaitable<void> being_handled(tern::client_proxy& c, int n) {
 }
 }  // namespace
 
-TEST_CASE("a killed server fails every pending call at once; a restarted one is reached") {
+TEST_CASE("a killed server fails every pending call at once, a restarted one is reached") {
   auto server = std::make_unique<child_process>(service_binary, std::vector<std::string>{});
   auto port = server->port();
   run([&](asio::io_context& io) -> asio::awaitable<void> {

@@ -175,7 +175,7 @@ TEST_CASE("request data that does not fit the handler is a 400 from the service"
   });
 }
 
-TEST_CASE("a handler slower than the deadline times out; its late reply is dropped") {
+TEST_CASE("a handler slower than the deadline times out, its late reply is dropped") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
     auto start = std::chrono::steady_clock::now();
@@ -202,7 +202,7 @@ TEST_CASE("events reach their handler and get no reply") {
   });
 }
 
-TEST_CASE("a streaming handler's values arrive one by one; send yields the last") {
+TEST_CASE("a streaming handler's values arrive one by one, send yields the last") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
     auto s = co_await f.client->stream<int>({{"cmd", "count"}}, 5);

@@ -83,7 +83,7 @@ TEST_CASE("users: validation names the field") {
   CHECK(validate_new_user(fields(ok.get())).email == "a@b.co");
 }
 
-TEST_CASE("products: price must be a number >= 0; names are unique") {
+TEST_CASE("products: price must be a number >= 0, names are unique") {
   temp_dir dir;
   products_repository repo(dir.file("products.db"));
   CHECK(repo.list({}).size() == 3);

@@ -58,7 +58,7 @@ void connection::start() {
       executor_, [self]() { return self->reader(); }, log_failure("reader"));
   asio::co_spawn(
       executor_, [self]() { return self->writer(); }, log_failure("writer"));
-  if (options_.incomplete_frame_timeout.count() > 0) {
+  if (options_.incomplete_frame_timeout.count() > 0 || options_.write_timeout.count() > 0) {
     asio::co_spawn(
         executor_, [self]() { return self->watchdog(); }, log_failure("watchdog"));
   }
@@ -174,12 +174,16 @@ asio::awaitable<void> connection::reader() {
       if (!open_ || !reading_) break;
       if (held()) {
         // Backpressure: the peer is not reading our replies, or has as many
-        // requests in hand as it may; take no more until that changes.
+        // requests in hand as it may; take no more until that changes. The
+        // time held does not count against the frame being received.
         partial_ = false;
+        auto held_since = clock::now();
         ++state_waiters_;
         co_await state_changed_.async_wait(nothrow);
         --state_waiters_;
-        read_at = frame_started_ = clock::now();
+        auto held_for = clock::now() - held_since;
+        read_at += held_for;
+        frame_started_ += held_for;
         continue;
       }
       partial_ = have > 0;
@@ -187,6 +191,9 @@ asio::awaitable<void> connection::reader() {
         // A frame longer than the buffer: grow with what has arrived, at
         // most doubling, up to the frame's length (checked against the limit).
         auto fr = wire_.next_frame(buf.data(), have);
+        if (fr.header == 0 || fr.total() <= have) {
+          throw protocol_violation("the codec cannot tell the length of a frame it holds");
+        }
         buf.resize(std::min<std::size_t>(fr.total(), 2 * buf.size()));
       } else if (have == 0 && buf.size() > initial_read_buffer) {
         buf.resize(initial_read_buffer);
@@ -221,6 +228,7 @@ asio::awaitable<void> connection::writer() {
     }
     writing_.swap(out_);
     writing_bytes_ = writing_.size();
+    write_started_ = std::chrono::steady_clock::now();
     auto [ec, n] = co_await asio::async_write(
         socket_, asio::buffer(writing_.data(), writing_.size()), nothrow);
     writing_.clear();
@@ -235,14 +243,33 @@ asio::awaitable<void> connection::writer() {
 }
 
 asio::awaitable<void> connection::watchdog() {
-  const auto limit = options_.incomplete_frame_timeout;
+  // One timer for both ways: a frame must arrive whole within its time,
+  // and a write must be taken by the peer within its own.
+  using clock = std::chrono::steady_clock;
+  const auto read_limit = options_.incomplete_frame_timeout;
+  const auto write_limit = options_.write_timeout;
   while (open_) {
-    auto now = std::chrono::steady_clock::now();
-    if (partial_ && now - frame_started_ >= limit) {
-      close("a frame did not arrive whole within " + std::to_string(limit.count()) + " ms", true);
-      co_return;
+    auto now = clock::now();
+    auto next = clock::time_point::max();
+    if (read_limit.count() > 0) {
+      if (partial_ && now - frame_started_ >= read_limit) {
+        close("a frame did not arrive whole within " + std::to_string(read_limit.count()) + " ms",
+              true);
+        co_return;
+      }
+      next = std::min(next, partial_ ? frame_started_ + read_limit : now + read_limit / 2);
     }
-    watchdog_timer_.expires_at(partial_ ? frame_started_ + limit : now + limit / 2);
+    if (write_limit.count() > 0) {
+      if (writing_bytes_ > 0 && now - write_started_ >= write_limit) {
+        close("the peer took none of a write for " + std::to_string(write_limit.count()) +
+                  " ms (it does not read its replies)",
+              true);
+        co_return;
+      }
+      next =
+          std::min(next, writing_bytes_ > 0 ? write_started_ + write_limit : now + write_limit / 2);
+    }
+    watchdog_timer_.expires_at(next);
     co_await watchdog_timer_.async_wait(nothrow);
   }
 }

@@ -240,12 +240,12 @@ class event_handler {
  public:
   virtual ~event_handler() = default;
   virtual void invoke(const msgpack::object& data, const msgpack::object& meta,
-                      const std::string& peer, const std::string& pattern, service_core* core) = 0;
+                      const std::string& pattern, service_core* core,
+                      const std::shared_ptr<transport::server_session>& session) = 0;
 };
 
 void log_event_failure(const std::string& pattern, const std::string& peer, const char* what);
-void event_started(service_core* core) noexcept;
-void event_finished(service_core* core) noexcept;
+const std::string& peer_of(const transport::server_session& session) noexcept;
 
 template <class F>
 class typed_event_handler final : public event_handler {
@@ -262,14 +262,15 @@ class typed_event_handler final : public event_handler {
  public:
   explicit typed_event_handler(F f) : f_(std::move(f)) {}
 
-  void invoke(const msgpack::object& data, const msgpack::object& meta, const std::string& peer,
-              const std::string& pattern, service_core* core) override {
+  void invoke(const msgpack::object& data, const msgpack::object& meta, const std::string& pattern,
+              service_core* core,
+              const std::shared_ptr<transport::server_session>& session) override {
+    const std::string& peer = peer_of(*session);
     try {
       data_type arg = convert_data<data_type>(data);
       message_context ctx(peer, pattern, clone_meta(meta));
       if constexpr (result::coroutine) {
-        event_started(core);
-        spawn(run(f_, std::move(arg), std::move(ctx), core), core);
+        spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core)), core);
       } else {
         call(f_, arg, ctx, static_cast<typename traits::args*>(nullptr));
       }
@@ -291,11 +292,9 @@ class typed_event_handler final : public event_handler {
     return f(pick.template operator()<P>()...);
   }
 
-  static asio::awaitable<void> run(F& f, data_type arg, message_context ctx, service_core* core) {
-    struct done_guard {
-      service_core* c;
-      ~done_guard() { event_finished(c); }
-    } guard{core};
+  // `token` counts the event as in hand until this frame ends.
+  static asio::awaitable<void> run(F& f, data_type arg, message_context ctx,
+                                   [[maybe_unused]] event_token token) {
     try {
       co_await call(f, arg, ctx, static_cast<typename traits::args*>(nullptr));
     } catch (const std::exception& e) {

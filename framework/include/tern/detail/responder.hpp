@@ -52,4 +52,19 @@ class responder {
   bool done_ = false;
 };
 
+/// Counts an event being handled by a coroutine as a request in hand of its
+/// connection (the max_in_flight cap) and of the service (the drain), from
+/// construction to destruction. Move-only.
+class event_token {
+ public:
+  event_token(std::shared_ptr<transport::server_session> session, service_core* core);
+  event_token(event_token&& o) noexcept;
+  event_token& operator=(event_token&&) = delete;
+  ~event_token();
+
+ private:
+  std::shared_ptr<transport::server_session> session_;
+  service_core* core_;
+};
+
 }  // namespace tern::detail

@@ -102,6 +102,7 @@ class connection : public std::enable_shared_from_this<connection> {
   bool reading_ = true;
   bool partial_ = false;  // the receive buffer holds part of a frame
   std::chrono::steady_clock::time_point frame_started_{};  // when that part began to arrive
+  std::chrono::steady_clock::time_point write_started_{};  // when the write in progress began
   std::size_t in_flight_ = 0;
   byte_buffer out_;
   byte_buffer writing_;

@@ -15,6 +15,10 @@ struct connection_options {
   /// peer is disconnected (0 disables); a trickle of bytes does not extend
   /// it. Idle connections between frames stay open.
   std::chrono::milliseconds incomplete_frame_timeout{30000};
+  /// A write the peer has not taken whole within this time closes the
+  /// connection (0 disables): a peer that stops reading its replies cannot
+  /// pin write_high_water bytes for ever.
+  std::chrono::milliseconds write_timeout{30000};
   /// Requests from this peer being handled at once above which the
   /// connection stops reading until one finishes (backpressure; 0: no cap).
   std::size_t max_in_flight = 1024;
