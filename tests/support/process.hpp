@@ -32,6 +32,7 @@ class child_process {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   unsigned short port_ = 0;
+  int last_signal_ = 0;
 };
 
 /// Path of a binary built next to the test executable.
