@@ -12,7 +12,6 @@
 #include <cstring>
 #include <memory>
 #include <unordered_map>
-#include <unordered_set>
 
 namespace tern::gateway {
 
@@ -140,18 +139,48 @@ class body_writer {
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
 
  private:
+  struct key_ref {
+    std::size_t at, size;  // the key's bytes in out_ (before the object closes)
+  };
+  // The keys of one object with many: open addressing over their bytes in
+  // out_, which stay put while the object is open (no string is copied).
+  struct key_table {
+    std::vector<key_ref> keys;
+    std::vector<std::uint32_t> slots;  // 0: empty; else 1 + an index into keys
+    // Whether `k` is there; if not, adds it as the key whose bytes will be at `at`.
+    bool seen(std::string_view k, std::size_t at, const std::string& out) {
+      if (2 * (keys.size() + 1) > slots.size()) grow(out);
+      std::size_t mask = slots.size() - 1;
+      for (std::size_t i = std::hash<std::string_view>{}(k)&mask;; i = (i + 1) & mask) {
+        if (slots[i] == 0) {
+          keys.push_back({at, k.size()});
+          slots[i] = static_cast<std::uint32_t>(keys.size());
+          return false;
+        }
+        const auto& r = keys[slots[i] - 1];
+        if (std::string_view(out.data() + r.at, r.size) == k) return true;
+      }
+    }
+    void grow(const std::string& out) {
+      slots.assign(std::max<std::size_t>(64, 2 * slots.size()), 0);
+      std::size_t mask = slots.size() - 1;
+      for (std::size_t n = 0; n < keys.size(); ++n) {
+        std::string_view k(out.data() + keys[n].at, keys[n].size);
+        std::size_t i = std::hash<std::string_view>{}(k)&mask;
+        while (slots[i] != 0) i = (i + 1) & mask;
+        slots[i] = static_cast<std::uint32_t>(n + 1);
+      }
+    }
+  };
   struct frame {
     bool map;
     std::size_t start;  // where its 5 reserved header bytes begin
     std::size_t count = 0;
     std::size_t keys_from = 0;  // its keys in keys_ (while they are few)
-    std::unique_ptr<std::unordered_set<std::string>> many_keys;
+    std::unique_ptr<key_table> many_keys;
   };
   // Keys are compared by a linear scan while an object has few of them.
   static constexpr std::size_t few_keys = 16;
-  struct key_ref {
-    std::size_t at, size;  // the key's bytes in out_ (before the object closes)
-  };
 
   bool fail(std::string why) {
     if (error_.empty()) error_ = std::move(why);
@@ -185,23 +214,21 @@ class body_writer {
     return true;
   }
   bool duplicate(frame& f, const std::string& k) {
-    if (f.many_keys) return !f.many_keys->insert(k).second;
+    // Where the key's bytes will be: after its msgpack str header.
+    std::size_t header = k.size() <= 31 ? 1 : k.size() <= 0xff ? 2 : k.size() <= 0xffff ? 3 : 5;
+    std::size_t at = out_.size() + header;
+    if (f.many_keys) return f.many_keys->seen(k, at, out_);
     for (std::size_t i = f.keys_from; i < keys_.size(); ++i) {
       if (std::string_view(out_.data() + keys_[i].at, keys_[i].size) == k) return true;
     }
     if (keys_.size() - f.keys_from < few_keys) {
-      // Where the key's bytes will be: after its msgpack str header.
-      std::size_t header = k.size() <= 31 ? 1 : k.size() <= 0xff ? 2 : k.size() <= 0xffff ? 3 : 5;
-      keys_.push_back({out_.size() + header, k.size()});
+      keys_.push_back({at, k.size()});
       return false;
     }
-    f.many_keys = std::make_unique<std::unordered_set<std::string>>();
-    for (std::size_t i = f.keys_from; i < keys_.size(); ++i) {
-      f.many_keys->emplace(out_.data() + keys_[i].at, keys_[i].size);
-    }
+    f.many_keys = std::make_unique<key_table>();
+    f.many_keys->keys.assign(keys_.begin() + static_cast<std::ptrdiff_t>(f.keys_from), keys_.end());
     keys_.resize(f.keys_from);
-    f.many_keys->insert(k);
-    return false;
+    return f.many_keys->seen(k, at, out_);
   }
 
   std::string& out_;
