@@ -13,7 +13,7 @@ start_demo_stack
 python3 - "$n" <<'PY'
 import http.client, statistics, sys, threading, time
 n = int(sys.argv[1])
-body = "{" + ",".join(f'"k{i}":{i}' for i in range(100000)) + "}"
+body = "{" + ",".join(f'"{i:x}":1' for i in range(100000)) + "}"
 body = body[:-1] + "," + '"pad":"' + "x" * max(0, (1 << 20) - len(body) - 10) + '"}'
 assert len(body) <= 1 << 20, len(body)
 stop = False
