@@ -128,6 +128,7 @@ class service_core final : public transport::request_sink,
   std::shared_ptr<const transport::codec> wire_;
   transport::server server_;
   transport::log_limiter unknown_events_, bad_requests_;
+  std::unique_ptr<asio::signal_set> signals_;  // listen()'s, until the service goes
   using handler_map = std::unordered_map<std::string, std::unique_ptr<message_handler>>;
   handler_map handlers_;
   // Handlers by the exact bytes of patterns seen; bounded, since one pattern
@@ -322,7 +323,10 @@ asio::awaitable<void> microservice::shutdown() {
 
 int microservice::listen(const std::function<void(std::uint16_t port)>& ready) {
   auto& io = core_->io_;
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  // Kept by the core, not this frame: a repeated signal that comes as the
+  // service ends is absorbed, instead of killing it with the default action.
+  core_->signals_ = std::make_unique<asio::signal_set>(io, SIGINT, SIGTERM);
+  auto& signals = *core_->signals_;
   auto port = start();
   if (ready) ready(port);
   signals.async_wait([this, &io](std::error_code ec, int sig) {

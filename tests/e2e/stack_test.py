@@ -79,8 +79,9 @@ class Stack:
         if sig == signal.SIGKILL or name == "gateway":
             return proc.wait(timeout=10)
         # A service idle in epoll_wait under ThreadSanitizer may not see the
-        # signal (TSan defers it to the next intercepted call): say it again.
-        # A second SIGTERM or SIGINT changes nothing for a service.
+        # signal (TSan defers it to the next intercepted call): say it again,
+        # but only while it still listens (a service that saw the signal has
+        # closed its port, and a repeat as it exits would kill it).
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -88,7 +89,11 @@ class Stack:
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:
                     raise
-                proc.send_signal(sig)
+                try:
+                    with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=0.2):
+                        proc.send_signal(sig)
+                except OSError:
+                    pass
 
     def close(self):
         for name in list(self.procs):

@@ -1,8 +1,11 @@
 #include "process.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +15,20 @@
 #include <thread>
 
 namespace tern::test {
+
+namespace {
+[[maybe_unused]] bool still_listening(unsigned short port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+}  // namespace
 
 child_process::child_process(const std::string& path, const std::vector<std::string>& args,
                              std::chrono::milliseconds limit) {
@@ -80,8 +97,10 @@ int child_process::wait(std::chrono::milliseconds limit) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
 #if defined(__SANITIZE_THREAD__)
     // ThreadSanitizer defers a signal to the next intercepted call, and a
-    // child idle in epoll_wait may never make one: say it again.
-    if (last_signal_ != 0 && ++waits % 50 == 0) kill(pid_, last_signal_);
+    // child idle in epoll_wait may never make one: say it again, while the
+    // child still listens (one that saw it has closed its port, and a repeat
+    // as it exits would kill it).
+    if (last_signal_ != 0 && ++waits % 50 == 0 && still_listening(port_)) kill(pid_, last_signal_);
 #endif
   }
 }
