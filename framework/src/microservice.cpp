@@ -53,12 +53,7 @@ class service_core final : public transport::request_sink,
       handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern));
       return;
     }
-    // A pattern this long is no registered one: not worth canonicalizing.
-    if (p.packed_pattern.size() > max_pattern_bytes) {
-      key_.assign("(a pattern of " + std::to_string(p.packed_pattern.size()) + " bytes)");
-    } else {
-      canonical_pattern(p.pattern, key_);
-    }
+    pattern_key(p);
     auto it = handlers_.find(key_);
     if (it == handlers_.end()) {
       spdlog::debug("[{}] no handler for {}", s->peer(), transport::clip(key_));
@@ -74,11 +69,7 @@ class service_core final : public transport::request_sink,
 
   void on_event(const std::shared_ptr<transport::server_session>& s,
                 transport::packet& p) override {
-    if (p.packed_pattern.size() > max_pattern_bytes) {
-      key_.assign("(a pattern of " + std::to_string(p.packed_pattern.size()) + " bytes)");
-    } else {
-      canonical_pattern(p.pattern, key_);
-    }
+    pattern_key(p);
     auto it = events_.find(key_);
     if (it == events_.end()) {
       if (std::size_t held = 0; unknown_events_.allow(held)) {
@@ -88,6 +79,16 @@ class service_core final : public transport::request_sink,
       return;
     }
     for (auto& h : it->second) h->invoke(p.data, p.meta, it->first, this, s);
+  }
+
+  // The canonical pattern of a packet into key_; a pattern this long is no
+  // registered one, so it is not worth canonicalizing.
+  void pattern_key(const transport::packet& p) {
+    if (p.packed_pattern.size() > max_pattern_bytes) {
+      key_.assign("(a pattern of " + std::to_string(p.packed_pattern.size()) + " bytes)");
+    } else {
+      canonical_pattern(p.pattern, key_);
+    }
   }
 
   void on_bad_request(const std::shared_ptr<transport::server_session>& s, std::uint64_t id,

@@ -4,9 +4,9 @@
 #include <tern/rpc_error.hpp>
 #include <tern/utf8.hpp>
 
+#include <msgpack.hpp>
 #include <nlohmann/json.hpp>
 
-#include <bit>
 #include <charconv>
 #include <cmath>
 #include <cstring>
@@ -21,53 +21,23 @@ namespace {
   throw rpc_error(400, std::move(message));
 }
 
-// msgpack written into a std::string, smallest encoding first, as
-// msgpack-c's packer writes it.
+// msgpack written into a std::string with msgpack-c's packer (smallest
+// encodings), plus container headers written into reserved bytes.
 class msgpack_out {
  public:
-  explicit msgpack_out(std::string& s) : s_(s) {}
+  explicit msgpack_out(std::string& s) : stream_{s}, pk_(stream_) {}
 
-  void byte(unsigned char c) { s_ += static_cast<char>(c); }
-  template <class T>
-  void big_endian(unsigned char tag, T v) {
-    char b[1 + sizeof(T)];
-    b[0] = static_cast<char>(tag);
-    for (std::size_t i = 0; i < sizeof(T); ++i) {
-      b[1 + i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (8 * (sizeof(T) - 1 - i)));
-    }
-    s_.append(b, sizeof b);
-  }
-  void uint(std::uint64_t v) {
-    if (v <= 0x7f) return byte(static_cast<unsigned char>(v));
-    if (v <= 0xff) return big_endian<std::uint8_t>(0xcc, static_cast<std::uint8_t>(v));
-    if (v <= 0xffff) return big_endian<std::uint16_t>(0xcd, static_cast<std::uint16_t>(v));
-    if (v <= 0xffffffff) return big_endian<std::uint32_t>(0xce, static_cast<std::uint32_t>(v));
-    big_endian<std::uint64_t>(0xcf, v);
-  }
-  void sint(std::int64_t v) {
-    if (v >= 0) return uint(static_cast<std::uint64_t>(v));
-    if (v >= -32) return byte(static_cast<unsigned char>(v));
-    if (v >= INT8_MIN) return big_endian<std::uint8_t>(0xd0, static_cast<std::uint8_t>(v));
-    if (v >= INT16_MIN) return big_endian<std::uint16_t>(0xd1, static_cast<std::uint16_t>(v));
-    if (v >= INT32_MIN) return big_endian<std::uint32_t>(0xd2, static_cast<std::uint32_t>(v));
-    big_endian<std::uint64_t>(0xd3, static_cast<std::uint64_t>(v));
-  }
-  void real(double v) { big_endian<std::uint64_t>(0xcb, std::bit_cast<std::uint64_t>(v)); }
+  void byte(unsigned char c) { stream_.s.push_back(static_cast<char>(c)); }
+  void uint(std::uint64_t v) { pk_.pack_uint64(v); }
+  void sint(std::int64_t v) { pk_.pack_int64(v); }
+  void real(double v) { pk_.pack_double(v); }
   void str(std::string_view v) {
-    auto n = v.size();
-    if (n <= 31) {
-      byte(static_cast<unsigned char>(0xa0 | n));
-    } else if (n <= 0xff) {
-      big_endian<std::uint8_t>(0xd9, static_cast<std::uint8_t>(n));
-    } else if (n <= 0xffff) {
-      big_endian<std::uint16_t>(0xda, static_cast<std::uint16_t>(n));
-    } else {
-      big_endian<std::uint32_t>(0xdb, static_cast<std::uint32_t>(n));
-    }
-    s_.append(v);
+    pk_.pack_str(static_cast<std::uint32_t>(v.size()));
+    pk_.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
   }
-  // The header of a map or array of n entries, written at `at` (where
-  // `reserved` bytes were kept for it); returns the bytes it took.
+  void map_header(std::size_t n) { pk_.pack_map(static_cast<std::uint32_t>(n)); }
+  // The header of a map or array of n entries, written at `at` (where 5
+  // bytes were kept for it); returns the bytes it took.
   static std::size_t container_header(char* at, bool map, std::size_t n) {
     if (n <= 15) {
       at[0] = static_cast<char>((map ? 0x80 : 0x90) | n);
@@ -82,13 +52,14 @@ class msgpack_out {
     if (n <= 0xffff) return write(map ? 0xde : 0xdc, 2);
     return write(map ? 0xdf : 0xdd, 4);
   }
-  void map_header(std::size_t n) {
-    char h[5];
-    s_.append(h, container_header(h, true, n));
-  }
 
  private:
-  std::string& s_;
+  struct string_stream {  // msgpack-c's stream concept over a std::string
+    std::string& s;
+    void write(const char* p, std::size_t n) { s.append(p, n); }
+  };
+  string_stream stream_;
+  msgpack::packer<string_stream> pk_;
 };
 
 // nlohmann's SAX events written straight as msgpack, with the depth, key
