@@ -102,6 +102,11 @@ std::size_t client_proxy::pending() const noexcept {
   return impl_->conn ? impl_->conn->pending() : 0;
 }
 
+client_proxy::connection_state client_proxy::state() const noexcept {
+  if (impl_->conn && impl_->conn->is_open()) return connection_state::connected;
+  return impl_->connecting ? connection_state::connecting : connection_state::disconnected;
+}
+
 asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_writer data,
                                           transport::value_sink on_value, call_options o) {
   auto self = impl_;
@@ -157,7 +162,8 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
       auto timeout = c.options.timeout.count() > 0 ? c.options.timeout : self.options.timeout;
       sl.state.label = c.p->canonical();
       sl.state.sink = &c.on_value;
-      sl.state.waiter = [&all] {
+      sl.state.waiter = [&all, &c] {
+        c.ended = std::chrono::steady_clock::now();
         if (--all.remaining > 0 || !all.resume) return;
         auto resume = std::move(all.resume);  // the frame holding `all` ends inside
         resume();
@@ -167,6 +173,7 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
       ++all.remaining;
     } catch (const rpc_error& e) {
       c.error = e;
+      c.ended = std::chrono::steady_clock::now();
       sl.state.waiter = {};
     }
   }

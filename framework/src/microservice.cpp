@@ -1,5 +1,10 @@
 #include "tern/microservice.hpp"
 
+#include "admin_endpoint.hpp"
+#include "service_metrics.hpp"
+#include "tern/context.hpp"
+#include "tern/offload.hpp"
+
 #include "tern/transport/log_limit.hpp"
 #include "tern/transport/msgpack_codec.hpp"
 #include "tern/transport/server.hpp"
@@ -14,6 +19,7 @@
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <map>
 #include <unordered_map>
 #include <vector>
 
@@ -40,7 +46,18 @@ class service_core final : public transport::request_sink,
         options_(std::move(o)),
         wire_(options_.codec ? options_.codec
                              : std::make_shared<transport::msgpack_codec>(options_.max_frame)),
-        server_(io.get_executor(), *this, *wire_, options_.connection, options_.max_connections) {}
+        server_(io.get_executor(), *this, *wire_, options_.connection, options_.max_connections),
+        stats_(metrics_) {
+    metrics_.add_gauge("rpc_server_active_requests", "Requests and coroutine events in hand.",
+                       [this] { return static_cast<double>(in_flight_); });
+    metrics_.add_gauge("rpc_server_connections", "Open client connections.",
+                       [this] { return static_cast<double>(server_.connections()); });
+    metrics_.add_gauge("tern_offload_queue_depth",
+                       "Jobs handed to tern::offload() waiting for a worker thread.",
+                       [] { return static_cast<double>(offload_stats().queued); });
+    metrics_.add_gauge("tern_offload_busy_workers", "Worker threads running an offloaded job.",
+                       [] { return static_cast<double>(offload_stats().busy); });
+  }
 
   void on_request(const std::shared_ptr<transport::server_session>& s,
                   transport::packet& p) override {
@@ -49,14 +66,15 @@ class service_core final : public transport::request_sink,
     // JSON-in-a-string form) is only needed the first time.
     auto known = by_bytes_.find(p.packed_pattern);
     if (known != by_bytes_.end()) {
-      auto& [pattern, handler] = *known->second;
-      handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern));
+      auto& [pattern, entry] = *known->second;
+      entry.handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern, entry.stats));
       return;
     }
     pattern_key(p);
     auto it = handlers_.find(key_);
     if (it == handlers_.end()) {
       spdlog::debug("[{}] no handler for {}", s->peer(), transport::clip(key_));
+      service_metrics::record(*stats_.unknown(), outcome_of(errc::no_handler), {});
       s->wire().encode_no_handler(s->out(), p.id);
       s->flush();
       return;
@@ -64,7 +82,8 @@ class service_core final : public transport::request_sink,
     if (by_bytes_.size() < max_pattern_spellings && p.packed_pattern.size() <= max_spelling_bytes) {
       by_bytes_.emplace(p.packed_pattern, &*it);
     }
-    it->second->invoke(p.data, p.meta, responder(s, p.id, this, &it->first));
+    it->second.handler->invoke(p.data, p.meta,
+                               responder(s, p.id, this, &it->first, it->second.stats));
   }
 
   void on_event(const std::shared_ptr<transport::server_session>& s,
@@ -96,6 +115,7 @@ class service_core final : public transport::request_sink,
     if (std::size_t held = 0; bad_requests_.allow(held)) {
       spdlog::warn("[{}] request {} refused: {}{}", s->peer(), id, why, transport::held_back(held));
     }
+    service_metrics::record(*stats_.malformed(), outcome_of(errc::decode_error), {});
     rpc_error e(400, "malformed request: " + std::string(why));
     s->wire().encode_error(s->out(), id,
                            [&](transport::packer& pk) { transport::write_error(pk, e); });
@@ -108,6 +128,7 @@ class service_core final : public transport::request_sink,
     auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
     server_.stop_accepting();
     server_.stop_reading();
+    spdlog::debug("not ready: draining");
     if (in_flight_ > 0) {
       spdlog::info("draining {} in-flight request(s)", in_flight_);
     }
@@ -121,6 +142,7 @@ class service_core final : public transport::request_sink,
     }
     co_await server_.flush(deadline);
     server_.close_all();
+    if (admin_) admin_->stop();
     spdlog::info("stopped");
   }
 
@@ -130,7 +152,15 @@ class service_core final : public transport::request_sink,
   transport::server server_;
   transport::log_limiter unknown_events_, bad_requests_;
   std::unique_ptr<asio::signal_set> signals_;  // listen()'s, until the service goes
-  using handler_map = std::unordered_map<std::string, std::unique_ptr<message_handler>>;
+  metrics_registry metrics_;
+  service_metrics stats_;
+  std::unique_ptr<admin_endpoint> admin_;
+  std::uint16_t admin_port_ = 0;
+  struct registered {
+    std::unique_ptr<message_handler> handler;
+    call_stats* stats = nullptr;
+  };
+  using handler_map = std::unordered_map<std::string, registered>;
   handler_map handlers_;
   // Handlers by the exact bytes of patterns seen; bounded, since one pattern
   // has many spellings (key order, integer widths) and peers choose them.
@@ -145,6 +175,7 @@ class service_core final : public transport::request_sink,
   static constexpr std::size_t max_spelling_bytes = 256;
   std::unordered_map<std::string, handler_map::value_type*, bytes_hash, std::equal_to<>> by_bytes_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
+  std::unordered_map<std::string, call_stats*> event_stats_;
   std::string key_;  // reused for every lookup
   std::size_t in_flight_ = 0;
   std::uint16_t port_ = 0;  // once listening
@@ -154,8 +185,13 @@ class service_core final : public transport::request_sink,
 // ---- responder ----
 
 responder::responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
-                     service_core* core, const std::string* pattern)
-    : session_(std::move(session)), id_(id), core_(core), pattern_(pattern) {
+                     service_core* core, const std::string* pattern, call_stats* stats)
+    : session_(std::move(session)),
+      id_(id),
+      core_(core),
+      pattern_(pattern),
+      stats_(stats),
+      start_(std::chrono::steady_clock::now()) {
   ++core_->in_flight_;
   session_->request_started();
 }
@@ -165,6 +201,9 @@ responder::responder(responder&& o) noexcept
       id_(o.id_),
       core_(o.core_),
       pattern_(o.pattern_),
+      stats_(o.stats_),
+      context_(o.context_),
+      start_(o.start_),
       done_(o.done_) {
   o.done_ = true;
 }
@@ -173,10 +212,33 @@ responder::~responder() {
   if (!done_) fail_internal("the handler ended without replying");
 }
 
-void responder::finished() noexcept {
+void responder::finished(std::size_t outcome) noexcept {
   done_ = true;
   --core_->in_flight_;
   session_->request_finished();
+  auto took = std::chrono::steady_clock::now() - start_;
+  try {
+    service_metrics::record(*stats_, outcome, took);
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("[{}] {} {} in {} us{}", session_->peer(), *pattern_, outcome_name(outcome),
+                    std::chrono::duration_cast<std::chrono::microseconds>(took).count(), log_tag());
+    }
+  } catch (...) {  // a metric or a log line is not worth failing a reply over
+  }
+}
+
+std::string responder::log_tag() const {
+  if (!context_) return {};
+  std::string tag;
+  if (auto id = context_->request_id(); !id.empty()) {
+    tag += " request_id=";
+    tag += id;
+  }
+  if (auto t = context_->trace_id(); !t.empty()) {
+    tag += " trace_id=";
+    tag += t;
+  }
+  return tag;
 }
 
 bool responder::open() const noexcept {
@@ -199,14 +261,14 @@ void responder::reply(transport::value_writer value) {
     return;
   }
   session_->flush();
-  finished();
+  finished(outcome_ok);
 }
 
 void responder::reply_void() {
   if (done_) return;
   session_->wire().encode_response(session_->out(), id_, nullptr, true);
   session_->flush();
-  finished();
+  finished(outcome_ok);
 }
 
 void responder::next(transport::value_writer value) {
@@ -225,17 +287,17 @@ void responder::fail(const rpc_error& e) {
     return;
   }
   session_->flush();
-  finished();
+  finished(outcome_of(e.kind()));
 }
 
 void responder::fail_internal(std::string_view detail) {
   if (done_) return;
-  spdlog::error("[{}] handler for {} failed: {}", session_->peer(), *pattern_,
-                transport::clip(detail));
+  spdlog::error("[{}] handler for {} failed: {}{}", session_->peer(), *pattern_,
+                transport::clip(detail), log_tag());
   session_->wire().encode_error(session_->out(), id_,
                                 [](transport::packer& pk) { transport::write_internal_error(pk); });
   session_->flush();
-  finished();
+  finished(outcome_of(errc::internal));
 }
 
 void responder::fail_decode(std::string_view detail) {
@@ -266,8 +328,13 @@ void spawn(asio::awaitable<void> task, service_core* core) {
                  });
 }
 
-void log_event_failure(const std::string& pattern, const std::string& peer, const char* what) {
-  spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
+void event_done(service_core* core, const std::string& pattern, const std::string& peer,
+                errc outcome_if_failed, const char* what) {
+  if (what) spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
+  auto it = core->event_stats_.find(pattern);
+  if (it != core->event_stats_.end()) {
+    it->second->count(what ? outcome_of(outcome_if_failed) : outcome_ok);
+  }
 }
 
 const std::string& peer_of(const transport::server_session& session) noexcept {
@@ -297,23 +364,43 @@ microservice::microservice(microservice_options options)
     : microservice(default_io_context(), std::move(options)) {}
 
 microservice::microservice(asio::io_context& io, microservice_options options)
-    : core_(std::make_shared<detail::service_core>(io, std::move(options))) {}
+    : core_(std::make_shared<detail::service_core>(io, std::move(options))) {
+  auto* core = core_.get();
+  message_pattern(health_pattern, [core] {
+    if (core->stopping_) throw rpc_error(503, "draining");
+    return std::map<std::string, std::string>{{"status", "ok"}};
+  });
+}
 
 microservice::~microservice() = default;
 
 void microservice::add_message_handler(const pattern& p,
                                        std::unique_ptr<detail::message_handler> h) {
-  core_->handlers_[p.canonical()] = std::move(h);
+  auto key = p.canonical();
+  auto& entry = core_->handlers_[key];
+  entry.handler = std::move(h);
+  entry.stats = core_->stats_.request_stats(key);
 }
 
 void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h) {
-  core_->events_[p.canonical()].push_back(std::move(h));
+  auto key = p.canonical();
+  core_->events_[key].push_back(std::move(h));
+  core_->event_stats_[key] = core_->stats_.event_stats(key);
 }
 
 std::uint16_t microservice::start() {
   if (core_->port_ != 0) return core_->port_;
-  auto port = core_->server_.listen(core_->options_.host, core_->options_.port);
+  auto& o = core_->options_;
+  auto port = core_->server_.listen(o.host, o.port);
   spdlog::info("listening on {}", core_->server_.address());
+  if (o.admin_port) {
+    auto* core = core_.get();
+    core->admin_ = std::make_unique<detail::admin_endpoint>(core->io_, core->metrics_,
+                                                            [core] { return !core->stopping_; });
+    const auto& host = o.admin_host.empty() ? o.host : o.admin_host;
+    core->admin_port_ = core->admin_->listen(host, *o.admin_port);
+    spdlog::info("admin (metrics, health) on {}:{}", host, core->admin_port_);
+  }
   core_->port_ = port;
   return port;
 }
@@ -344,6 +431,12 @@ std::size_t microservice::in_flight() const noexcept {
 }
 std::size_t microservice::connections() const noexcept {
   return core_->server_.connections();
+}
+std::uint16_t microservice::admin_port() const noexcept {
+  return core_->admin_port_;
+}
+metrics_registry& microservice::metrics() noexcept {
+  return core_->metrics_;
 }
 
 }  // namespace tern

@@ -1,6 +1,7 @@
 // The HTTP API gateway in front of tern services.
+#include "app/gateway.hpp"
+
 #include <tern/cli.hpp>
-#include "gateway.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
@@ -40,37 +41,55 @@ int main(int argc, char** argv) {
        {"port", "PORT", "3000", "port to listen on"},
        {"config", "GATEWAY_CONFIG", "gateway/routes.json",
         "routes and upstreams (JSON); UPSTREAM_<NAME>=host:port overrides an upstream"},
+       {"admin-host", "ADMIN_HOST", "127.0.0.1",
+        "address of the admin listener (/metrics, /health/live, /health/ready)"},
+       {"admin-port", "ADMIN_PORT", "9100", "port of the admin listener (0 picks a free one)"},
        {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
         "on SIGTERM/SIGINT, how long requests in flight may take to finish"},
        {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"}});
   tern::cli::set_log_level(args["log-level"]);
   auto drain_timeout = milliseconds(args["drain-timeout-ms"], "--drain-timeout-ms");
-  tern::gateway::gateway_config cfg;
+  namespace gw_ns = tern::gateway;
+  io_context io(1);
+  std::unique_ptr<gw_ns::gateway> made;
   try {
-    cfg = tern::gateway::load_config(args["config"]);
-    tern::gateway::apply_env_overrides(cfg);
+    auto cfg = gw_ns::load_config(args["config"]);
+    gw_ns::apply_env_overrides(cfg);
+    made = std::make_unique<gw_ns::gateway>(io, std::move(cfg));
   } catch (const std::exception& e) {
     spdlog::critical("config error: {}", e.what());
     return 1;
   }
+  auto& gw = *made;
   try {
-    io_context io(1);
-    tern::gateway::gateway gw(io, std::move(cfg));
-    tern::gateway::http_server server(
-        io, gw.config().limits, [&gw](tern::gateway::http_request& r) { return gw.handle(r); });
+    auto render = [&gw](int status, std::string_view message, const tern::http::request& r) {
+      return gw.render_error(status, message, r);
+    };
+    tern::http::server server(
+        io, gw.config().limits, [&gw](tern::http::request& r) { return gw.handle(r); }, render);
+    tern::http::server admin(
+        io, tern::http::limits{.max_body_bytes = 0, .max_connections = 256},
+        [&gw](tern::http::request& r) { return gw.handle_admin(r); }, render);
+    gw.metrics().add_gauge("http_server_open_connections", "Open connections on the public port.",
+                           [&server] { return static_cast<double>(server.connections()); });
     auto port = server.listen(args["host"], tern::cli::port(args["port"], "--port"));
+    auto admin_port =
+        admin.listen(args["admin-host"], tern::cli::port(args["admin-port"], "--admin-port"));
     for (const auto& u : gw.config().upstreams) {
       spdlog::info("upstream {} at {}:{}", u.name, u.host, u.port);
     }
-    spdlog::info("gateway listening on {}:{} ({} routes)", args["host"], port,
-                 gw.config().routes.size());
+    gw.start();
+    spdlog::info("gateway listening on {}:{} ({} routes); metrics and health on {}:{}",
+                 args["host"], port, gw.config().routes.size(), args["admin-host"], admin_port);
     // The first signal drains, a second one stops at once.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](std::error_code ec, int sig) {
       if (ec) return;
       spdlog::info("received signal {}, draining (at most {} ms)", sig, drain_timeout.count());
-      asio::co_spawn(io, server.drain(drain_timeout), [&io, &gw](std::exception_ptr) {
+      gw.set_draining();
+      asio::co_spawn(io, server.drain(drain_timeout), [&io, &gw, &admin](std::exception_ptr) {
         spdlog::info("drained, stopping");
+        admin.stop();
         // Calls still pending (the bound passed) end now, so nothing waits
         // on them when the loop stops; stop once their endings have run.
         gw.close_upstreams();
@@ -79,6 +98,7 @@ int main(int argc, char** argv) {
       signals.async_wait([&](std::error_code ec2, int) {
         if (ec2) return;
         server.stop();
+        admin.stop();
         io.stop();
       });
     });

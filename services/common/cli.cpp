@@ -10,12 +10,17 @@
 namespace tern::cli {
 
 std::map<std::string, std::string> parse_service(int argc, char** argv, const std::string& name,
-                                                 const std::string& default_port) {
+                                                 const std::string& default_port,
+                                                 const std::string& default_admin_port) {
   auto args =
       parse(argc, argv, name + "_service",
             "Serves " + name + " over tern's TCP protocol (data in SQLite).",
             {{"host", "HOST", "127.0.0.1", "address to listen on"},
              {"port", "PORT", default_port, "port to listen on"},
+             {"admin-host", "ADMIN_HOST", "127.0.0.1",
+              "address of the admin listener (/metrics, /health/live, /health/ready)"},
+             {"admin-port", "ADMIN_PORT", default_admin_port,
+              "port of the admin listener (0 picks a free one)"},
              {"data-dir", "DATA_DIR", "data",
               "directory of the " + name + ".db file (created if missing)"},
              {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},

@@ -41,12 +41,18 @@ def wait_port(port, proc, limit=10.0):
 class Stack:
     """users, products and gateway processes; each can be killed and restarted."""
 
-    def __init__(self):
+    def __init__(self, log_level="error", policies=None, capture_logs=False):
+        """policies replaces the config's top-level "policies"; with
+        capture_logs each process writes its output to log(name)'s file."""
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
         self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
+        self.admin = {name: free_port() for name in self.ports}
+        self.log_level = log_level
+        self.capture_logs = capture_logs
         self.procs = {}
         with open(os.path.join(ROOT, "gateway", "routes.json")) as f:
             cfg = json.load(f)
+        cfg["policies"] = policies if policies is not None else {}
         cfg["upstreams"]["users"]["timeout_ms"] = 1000
         cfg["upstreams"]["products"]["timeout_ms"] = 1000
         cfg["server"]["read_timeout_ms"] = 500
@@ -58,20 +64,32 @@ class Stack:
             self.start(name)
 
     def command(self, name):
+        common = ["--port", str(self.ports[name]), "--admin-port", str(self.admin[name]),
+                  "--log-level", self.log_level]
         if name == "gateway":
-            return [os.path.join(BUILD, "gateway", "gateway"), "--port", str(self.ports["gateway"]),
-                    "--config", self.config, "--log-level", "error"]
-        return [os.path.join(BUILD, "services", name, f"{name}_service"), "--port",
-                str(self.ports[name]), "--data-dir", os.path.join(self.dir, "data"),
-                "--log-level", "error"]
+            return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config] + common
+        return [os.path.join(BUILD, "services", name, f"{name}_service"),
+                "--data-dir", os.path.join(self.dir, "data")] + common
+
+    def log_path(self, name):
+        return os.path.join(self.dir, f"{name}.log")
+
+    def log(self, name):
+        """What process `name` has written so far (capture_logs=True)."""
+        with open(self.log_path(name), errors="replace") as f:
+            return f.read()
 
     def start(self, name):
         env = dict(os.environ)
         env["UPSTREAM_USERS"] = f"127.0.0.1:{self.ports['users']}"
         env["UPSTREAM_PRODUCTS"] = f"127.0.0.1:{self.ports['products']}"
-        proc = subprocess.Popen(self.command(name), env=env)
+        out = open(self.log_path(name), "a") if self.capture_logs else None
+        proc = subprocess.Popen(self.command(name), env=env, stdout=out, stderr=out)
+        if out:
+            out.close()
         self.procs[name] = proc
         wait_port(self.ports[name], proc)
+        wait_port(self.admin[name], proc)
 
     def kill(self, name, sig=signal.SIGKILL):
         proc = self.procs.pop(name)

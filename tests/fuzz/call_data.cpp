@@ -2,7 +2,7 @@
 // (the input split at the first two 0x00 bytes) into one msgpack value.
 // What it builds must be a value the wire accepts; for a body alone, the
 // same value nlohmann reads from the text.
-#include "call_data.hpp"
+#include "render/call_data.hpp"
 
 #include <tern/rpc_error.hpp>
 #include <tern/transport/codec.hpp>

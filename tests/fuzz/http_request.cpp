@@ -1,23 +1,23 @@
 // The HTTP request path: bytes in, parsed requests or an error status out.
 // Fed whole, a byte at a time, and in pieces of 7, the same bytes must give
 // the same requests and the same verdict.
-#include "request_parser.hpp"
+#include "tern/http/request_parser.hpp"
 
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
-using namespace tern::gateway;
+using namespace tern::http;
 
 namespace {
 
 std::string outcome(std::string_view in, std::size_t piece) {
-  http_limits limits;
-  limits.max_header_bytes = 4096;
-  limits.max_body_bytes = 8192;
-  limits.max_headers = 20;
-  request_parser parser(limits);
-  http_request req;
+  limits lim;
+  lim.max_header_bytes = 4096;
+  lim.max_body_bytes = 8192;
+  lim.max_headers = 20;
+  request_parser parser(lim);
+  request req;
   std::string out, buf;
   std::size_t pos = 0;
   int requests = 0;
@@ -37,7 +37,7 @@ std::string outcome(std::string_view in, std::size_t piece) {
         return out + "error " + std::to_string(st);
       }
       if (s.state == request_parser::result::need_more) break;
-      if (req.body.size() > limits.max_body_bytes) std::abort();
+      if (req.body.size() > lim.max_body_bytes) std::abort();
       if (req.method.empty() || req.path.empty()) std::abort();
       out += req.method + " " + req.path + " ? " + req.query + " " +
              std::to_string(req.headers.size()) + " " + req.body +

@@ -2,7 +2,7 @@
 // one value msgpack-c reads the same way, its output must parse as strict
 // JSON, and where nlohmann can convert the same bytes itself (string keys,
 // no binaries, valid UTF-8) both must give the same JSON value.
-#include "json_writer.hpp"
+#include "render/json_writer.hpp"
 
 #include <msgpack.hpp>
 #include <nlohmann/json.hpp>

@@ -1,6 +1,6 @@
 // The route-config parser: any text is a config or a config_error naming
 // what is wrong, never a crash.
-#include "config.hpp"
+#include "config/config.hpp"
 
 #include <cstdint>
 #include <string>

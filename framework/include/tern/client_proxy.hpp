@@ -159,6 +159,11 @@ class client_proxy {
   /// Calls waiting for replies right now.
   [[nodiscard]] std::size_t pending() const noexcept;
 
+  /// The connection's state: open, being made, or neither (never made,
+  /// lost, or backing off after a failed attempt).
+  enum class connection_state { connected, connecting, disconnected };
+  [[nodiscard]] connection_state state() const noexcept;
+
   struct impl;
   friend asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
@@ -179,6 +184,9 @@ struct raw_call {
   transport::value_sink on_value;  ///< each value of the reply, as it is read
   call_options options{};
   std::optional<rpc_error> error{};  ///< set if the call failed
+  /// When the call ended (its final reply, or its failure): for timing each
+  /// call of a scatter on its own.
+  std::chrono::steady_clock::time_point ended{};
 };
 
 /// Sends every call at once (to one service or several) and completes when

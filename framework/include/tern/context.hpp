@@ -4,12 +4,14 @@
 #include <msgpack.hpp>
 
 #include <string>
+#include <string_view>
 
 namespace tern {
 
 /// Facts about the current message, passed to handlers that take a
 /// `const tern::message_context&` parameter. Valid for the whole handler,
-/// coroutine handlers included.
+/// coroutine handlers included; the string_views it returns point into the
+/// message and share that lifetime.
 class message_context {
  public:
   message_context(const std::string& peer, const std::string& pattern, msgpack::object_handle meta)
@@ -21,6 +23,25 @@ class message_context {
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   /// The packet's `meta` map (request id, deadline, trace context), or nil.
   [[nodiscard]] const msgpack::object& meta() const noexcept { return meta_.get(); }
+
+  /// The request id the caller sent (the gateway's X-Request-Id), or empty.
+  [[nodiscard]] std::string_view request_id() const noexcept;
+  /// The W3C trace id (32 hex digits) of a valid `traceparent`, or empty.
+  [[nodiscard]] std::string_view trace_id() const noexcept;
+  /// The caller's `traceparent` and `tracestate`, or empty.
+  [[nodiscard]] std::string_view traceparent() const noexcept;
+  [[nodiscard]] std::string_view tracestate() const noexcept;
+
+  /// The `meta` for a call made while handling this message, so the
+  /// request id and the trace go on with it (a new span id, child of the
+  /// caller's): pass it as call_options::meta, and keep the string alive
+  /// until the call has been sent.
+  ///
+  /// ```
+  /// auto meta = ctx.forward_meta();
+  /// auto user = co_await users.send<user_dto>({{"cmd", "get_user"}}, id, {.meta = meta});
+  /// ```
+  [[nodiscard]] std::string forward_meta() const;
 
  private:
   const std::string* peer_;

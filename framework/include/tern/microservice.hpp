@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace asio {
@@ -18,6 +19,8 @@ class io_context;
 }
 
 namespace tern {
+
+class metrics_registry;
 
 /// The process-wide event loop that microservice and client_proxy use
 /// unless given another; microservice::listen() runs it.
@@ -40,7 +43,16 @@ struct microservice_options {
   std::chrono::milliseconds drain_timeout{10000};
   /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
   std::shared_ptr<const transport::codec> codec{};
+  /// The admin HTTP listener (GET /metrics, /health/live, /health/ready;
+  /// docs/observability.md): none unless a port is given (0 picks one).
+  std::optional<std::uint16_t> admin_port{};
+  /// Its address; empty means `host`.
+  std::string admin_host{};
 };
+
+/// The pattern every microservice answers with {"status":"ok"} (an error
+/// with status 503 once it drains): what the gateway's readiness calls.
+inline constexpr const char* health_pattern = "tern.health";
 
 /// A microservice: register handlers for message patterns (request/reply)
 /// and event patterns (fire-and-forget), then listen().
@@ -62,6 +74,10 @@ struct microservice_options {
 /// becomes a generic "Internal server error" for the caller and is logged
 /// here with its detail. Registering a pattern again replaces its message
 /// handler; several event handlers on one pattern all run.
+///
+/// Every service counts its requests and events by pattern and outcome
+/// (Prometheus, served on the admin port), answers health_pattern, and
+/// logs each request at debug level with its request and trace id.
 ///
 /// Thread safety: register handlers before start(); everything else runs
 /// on the io_context, which must be run by one thread.
@@ -103,6 +119,11 @@ class microservice {
   [[nodiscard]] std::size_t in_flight() const noexcept;
   /// Open client connections.
   [[nodiscard]] std::size_t connections() const noexcept;
+  /// The admin listener's bound port once started, or 0 if there is none.
+  [[nodiscard]] std::uint16_t admin_port() const noexcept;
+  /// The service's metrics, for a service's own families (register them
+  /// before start()).
+  [[nodiscard]] metrics_registry& metrics() noexcept;
 
  private:
   void add_message_handler(const pattern& p, std::unique_ptr<detail::message_handler> h);

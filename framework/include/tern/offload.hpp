@@ -19,6 +19,13 @@ namespace detail {
 void post_to_workers(transport::unique_function<void()> job);
 }  // namespace detail
 
+/// The worker pool right now: jobs waiting for a thread, and threads busy.
+struct offload_state {
+  std::size_t queued = 0;
+  std::size_t busy = 0;
+};
+[[nodiscard]] offload_state offload_stats() noexcept;
+
 /// Sets the worker pool's size; call before the first offload() (default:
 /// the TERN_WORKERS environment variable, else 4).
 void set_worker_threads(unsigned n);

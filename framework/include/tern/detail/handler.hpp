@@ -122,9 +122,10 @@ msgpack::object_handle clone_meta(const msgpack::object& meta);
 template <class Data, class Item>
 struct invocation {
   invocation(Data d, responder r, msgpack::object_handle meta)
-      : data(std::move(d)),
-        out(std::move(r)),
-        context(out.peer(), out.pattern(), std::move(meta)) {}
+      : data(std::move(d)), out(std::move(r)), context(out.peer(), out.pattern(), std::move(meta)) {
+    out.set_context(&context);
+  }
+  ~invocation() { out.set_context(nullptr); }
   invocation(const invocation&) = delete;
   invocation& operator=(const invocation&) = delete;
   Data data;
@@ -244,7 +245,9 @@ class event_handler {
                       const std::shared_ptr<transport::server_session>& session) = 0;
 };
 
-void log_event_failure(const std::string& pattern, const std::string& peer, const char* what);
+/// Counts an event handled (and logs a failure: `what` not null).
+void event_done(service_core* core, const std::string& pattern, const std::string& peer,
+                errc outcome_if_failed, const char* what);
 const std::string& peer_of(const transport::server_session& session) noexcept;
 
 template <class F>
@@ -266,16 +269,23 @@ class typed_event_handler final : public event_handler {
               service_core* core,
               const std::shared_ptr<transport::server_session>& session) override {
     const std::string& peer = peer_of(*session);
+    data_type arg;
     try {
-      data_type arg = convert_data<data_type>(data);
+      arg = convert_data<data_type>(data);
+    } catch (const std::exception& e) {
+      event_done(core, pattern, peer, errc::decode_error, e.what());
+      return;
+    }
+    try {
       message_context ctx(peer, pattern, clone_meta(meta));
       if constexpr (result::coroutine) {
-        spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core)), core);
+        spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core), core), core);
       } else {
         call(f_, arg, ctx, static_cast<typename traits::args*>(nullptr));
+        event_done(core, pattern, peer, errc::internal, nullptr);
       }
     } catch (const std::exception& e) {
-      log_event_failure(pattern, peer, e.what());
+      event_done(core, pattern, peer, errc::internal, e.what());
     }
   }
 
@@ -294,11 +304,12 @@ class typed_event_handler final : public event_handler {
 
   // `token` counts the event as in hand until this frame ends.
   static asio::awaitable<void> run(F& f, data_type arg, message_context ctx,
-                                   [[maybe_unused]] event_token token) {
+                                   [[maybe_unused]] event_token token, service_core* core) {
     try {
       co_await call(f, arg, ctx, static_cast<typename traits::args*>(nullptr));
+      event_done(core, ctx.pattern(), ctx.peer(), errc::internal, nullptr);
     } catch (const std::exception& e) {
-      log_event_failure(ctx.pattern(), ctx.peer(), e.what());
+      event_done(core, ctx.pattern(), ctx.peer(), errc::internal, e.what());
     }
   }
 

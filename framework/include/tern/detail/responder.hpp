@@ -6,6 +6,7 @@
 
 #include <asio/awaitable.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,9 +15,14 @@ namespace tern::transport {
 class server_session;
 }
 
+namespace tern {
+class message_context;
+}
+
 namespace tern::detail {
 
 class service_core;
+struct call_stats;
 
 /// Sends the replies of one request. Move-only; exactly one final reply
 /// (reply, reply_void or a fail_*) goes out, and a responder destroyed
@@ -24,7 +30,7 @@ class service_core;
 class responder {
  public:
   responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
-            service_core* core, const std::string* pattern);
+            service_core* core, const std::string* pattern, call_stats* stats);
   responder(responder&& o) noexcept;
   responder& operator=(responder&&) = delete;
   ~responder();
@@ -42,13 +48,20 @@ class responder {
   [[nodiscard]] const std::string& peer() const noexcept;
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   [[nodiscard]] service_core* core() const noexcept { return core_; }
+  /// The handler's context, for log lines (request and trace id); the
+  /// invocation that owns both sets it, and clears it before it goes.
+  void set_context(const message_context* c) noexcept { context_ = c; }
 
  private:
-  void finished() noexcept;
+  void finished(std::size_t outcome) noexcept;
+  [[nodiscard]] std::string log_tag() const;  // " request_id=… trace_id=…", or empty
   std::shared_ptr<transport::server_session> session_;
   std::uint64_t id_;
   service_core* core_;
   const std::string* pattern_;
+  call_stats* stats_;
+  const message_context* context_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
   bool done_ = false;
 };
 

@@ -1,4 +1,4 @@
-#include "call_data.hpp"
+#include "render/call_data.hpp"
 
 #include <tern/packed.hpp>
 #include <tern/rpc_error.hpp>

@@ -1,9 +1,9 @@
 // HTTP/1.1 on Asio: keep-alive, pipelining, limits, slow-client timeouts, drain.
 #pragma once
 
-#include "request_parser.hpp"
+#include "tern/http/request_parser.hpp"
 
-#include <tern/task_group.hpp>
+#include "tern/transport/task_group.hpp"
 
 #include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
@@ -18,19 +18,19 @@
 #include <utility>
 #include <vector>
 
-namespace tern::gateway {
+namespace tern::http {
 
-struct http_response {
+struct response {
   int status = 200;
   std::string body;
   std::string_view content_type = "application/json; charset=utf-8";  ///< static storage
   std::vector<std::pair<std::string, std::string>> headers;           ///< extra headers
 };
 
-/// JSON error body in NestJS's shape: {"statusCode","message","error"}.
-http_response error_response(int status, std::string_view message);
 /// The reason phrase of a status code ("Not Found").
 std::string_view reason_phrase(int status);
+/// A plain-text response: `message` and a newline.
+response text_response(int status, std::string_view message);
 
 /// Serves HTTP/1.1 on one io_context (single-threaded), parsing with
 /// request_parser. Requests on one connection are handled one after
@@ -47,14 +47,20 @@ std::string_view reason_phrase(int status);
 /// Thread safety: none; every call on the io_context's thread. The server
 /// must outlive the io_context's run() (a session frame destroyed later,
 /// by io_context shutdown, no longer touches it).
-class http_server {
+class server {
  public:
-  using handler = std::function<asio::awaitable<http_response>(http_request&)>;
+  using handler = std::function<asio::awaitable<response>(request&)>;
+  /// Makes the response to a request the server answers itself: one the
+  /// parser refused (`req` holds what was parsed of it), or one whose
+  /// handler threw (500).
+  using error_renderer =
+      std::function<response(int status, std::string_view message, const request& req)>;
 
-  http_server(asio::io_context& io, http_limits limits, handler h);
-  ~http_server();
-  http_server(const http_server&) = delete;
-  http_server& operator=(const http_server&) = delete;
+  /// `render` defaults to text_response().
+  server(asio::io_context& io, limits l, handler h, error_renderer render = {});
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
 
   /// Binds and starts accepting; returns the bound port. Throws std::system_error.
   std::uint16_t listen(const std::string& host, std::uint16_t port);
@@ -78,8 +84,9 @@ class http_server {
   asio::awaitable<void> session(asio::ip::tcp::socket socket);
 
   asio::io_context& io_;
-  http_limits limits_;
+  limits limits_;
   handler handler_;
+  error_renderer render_;
   asio::ip::tcp::acceptor acceptor_;
   asio::steady_timer sweeper_;
   asio::steady_timer drained_;  // drain() waits on it; the last session to end cancels it
@@ -87,7 +94,7 @@ class http_server {
   bool draining_ = false;
   std::size_t starting_ = 0;  // sessions spawned that have not registered yet
   std::unordered_set<session_info*> sessions_;
-  tern::task_group tasks_;  // the accept and sweep loops
+  transport::task_group tasks_;  // the accept and sweep loops
 };
 
-}  // namespace tern::gateway
+}  // namespace tern::http

@@ -1,9 +1,7 @@
-#include "http_server.hpp"
+#include "tern/http/server.hpp"
 
-#include "json_writer.hpp"
-
-#include <tern/listen.hpp>
-#include <tern/log_limit.hpp>
+#include "tern/transport/log_limit.hpp"
+#include "tern/transport/server.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/co_spawn.hpp>
@@ -16,7 +14,7 @@
 #include <algorithm>
 #include <charconv>
 
-namespace tern::gateway {
+namespace tern::http {
 
 namespace {
 
@@ -29,7 +27,7 @@ constexpr std::chrono::milliseconds max_linger{2000};
 // Responses to pipelined requests queued before they are written.
 constexpr std::size_t max_queued_response_bytes = 64 * 1024;
 
-void append_response(std::string& out, const http_response& r, bool keep_alive, bool head) {
+void append_response(std::string& out, const response& r, bool keep_alive, bool head) {
   char num[16];
   out += "HTTP/1.1 ";
   out.append(num, std::to_chars(num, num + sizeof num, r.status).ptr);
@@ -52,8 +50,8 @@ void append_response(std::string& out, const http_response& r, bool keep_alive, 
 
 }  // namespace
 
-struct http_server::session_info {
-  http_server* server;  // null once the server is destroyed (the frame may outlive it)
+struct server::session_info {
+  server* owner;  // null once the server is destroyed (the frame may outlive it)
   asio::ip::tcp::socket* socket;
   const std::string* peer;
   bool busy = false;     // a handler is working on a response
@@ -118,40 +116,42 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-http_response error_response(int status, std::string_view message) {
-  http_response r;
+response text_response(int status, std::string_view message) {
+  response r;
   r.status = status;
-  r.body = "{\"statusCode\":" + std::to_string(status) + ",\"message\":";
-  append_json_string(message, r.body);
-  r.body += ",\"error\":";
-  append_json_string(reason_phrase(status), r.body);
-  r.body += '}';
+  r.content_type = "text/plain; charset=utf-8";
+  r.body.reserve(message.size() + 1);
+  r.body.append(message);
+  r.body += '\n';
   return r;
 }
 
-http_server::http_server(asio::io_context& io, http_limits limits, handler h)
+server::server(asio::io_context& io, limits l, handler h, error_renderer render)
     : io_(io),
-      limits_(limits),
+      limits_(l),
       handler_(std::move(h)),
+      render_(render ? std::move(render)
+                     : [](int status, std::string_view message,
+                          const request&) { return text_response(status, message); }),
       acceptor_(io),
       sweeper_(io),
       drained_(io),
       tasks_(io.get_executor(), "http server") {}
 
-http_server::~http_server() {
+server::~server() {
   stop();
-  for (auto* s : sessions_) s->server = nullptr;
+  for (auto* s : sessions_) s->owner = nullptr;
 }
 
-std::uint16_t http_server::listen(const std::string& host, std::uint16_t port) {
-  auto bound = tern::open_acceptor(acceptor_, host, port);
+std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
+  auto bound = transport::open_acceptor(acceptor_, host, port);
   running_ = true;
   tasks_.spawn(accept_loop());
   tasks_.spawn(sweep_loop());
   return bound;
 }
 
-void http_server::stop() {
+void server::stop() {
   running_ = false;
   std::error_code ec;
   acceptor_.close(ec);
@@ -159,7 +159,7 @@ void http_server::stop() {
   for (auto* s : sessions_) s->socket->close(ec);
 }
 
-asio::awaitable<void> http_server::drain(std::chrono::milliseconds bound) {
+asio::awaitable<void> server::drain(std::chrono::milliseconds bound) {
   auto deadline = clock_type::now() + bound;
   draining_ = true;
   std::error_code ec;
@@ -193,7 +193,7 @@ asio::awaitable<void> http_server::drain(std::chrono::milliseconds bound) {
   stop();
 }
 
-asio::awaitable<void> http_server::sweep_loop() {
+asio::awaitable<void> server::sweep_loop() {
   // One timer for every connection, instead of one re-armed per request:
   // a deadline is noticed within one tick of passing.
   auto tick = std::clamp(std::min(limits_.read_timeout, limits_.idle_timeout) / 8,
@@ -222,7 +222,7 @@ asio::awaitable<void> http_server::sweep_loop() {
   }
 }
 
-void http_server::start_session(asio::ip::tcp::socket socket) {
+void server::start_session(asio::ip::tcp::socket socket) {
   ++starting_;
   asio::co_spawn(io_, session(std::move(socket)), [](std::exception_ptr e) {
     if (!e) return;
@@ -234,10 +234,10 @@ void http_server::start_session(asio::ip::tcp::socket socket) {
   });
 }
 
-asio::awaitable<void> http_server::accept_loop() {
+asio::awaitable<void> server::accept_loop() {
   auto alive = tasks_.alive();
   asio::steady_timer pause(io_);
-  tern::log_limiter over_limit;
+  transport::log_limiter over_limit;
   while (running_ && !draining_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
     if (!*alive) co_return;
@@ -253,7 +253,7 @@ asio::awaitable<void> http_server::accept_loop() {
     if (sessions_.size() + starting_ >= limits_.max_connections) {
       if (std::size_t held = 0; over_limit.allow(held)) {
         spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}",
-                     sessions_.size() + starting_, tern::held_back(held));
+                     sessions_.size() + starting_, transport::held_back(held));
       }
       std::error_code cec;
       sock.close(cec);
@@ -263,11 +263,11 @@ asio::awaitable<void> http_server::accept_loop() {
   }
 }
 
-asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
+asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
-  http_request req;
+  request req;
   req.peer = ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
   request_parser parser(limits_);
   session_info info{this, &socket, &req.peer};
@@ -277,7 +277,7 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
   struct unregister {
     session_info* info;
     ~unregister() {
-      auto* s = info->server;
+      auto* s = info->owner;
       if (!s) return;
       s->sessions_.erase(info);
       if (s->draining_ && s->sessions_.empty() && s->starting_ == 0) s->drained_.cancel();
@@ -332,18 +332,18 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
       if (state == request_parser::result::error) {
         spdlog::debug("[{}] bad request ({}): {}", req.peer, parser.error_status(),
                       parser.error_message());
-        append_response(out, error_response(parser.error_status(), parser.error_message()), false,
+        append_response(out, render_(parser.error_status(), parser.error_message(), req), false,
                         req.method == "HEAD");
         close_after = true;
         break;
       }
       info.busy = true;
-      http_response r;
+      response r;
       try {
         r = co_await handler_(req);
       } catch (const std::exception& e) {
         spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, req.target, e.what());
-        r = error_response(500, "Internal server error");
+        r = render_(500, "Internal server error", req);
       }
       info.busy = false;
       info.since = clock_type::now();
@@ -378,4 +378,4 @@ asio::awaitable<void> http_server::session(asio::ip::tcp::socket socket) {
   socket.close(ec);
 }
 
-}  // namespace tern::gateway
+}  // namespace tern::http

@@ -2,7 +2,7 @@
 // body, made into one msgpack value without building a JSON tree.
 #pragma once
 
-#include "config.hpp"
+#include "config/config.hpp"
 
 #include <string>
 #include <string_view>

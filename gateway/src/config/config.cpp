@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "config/config.hpp"
 
 #include <tern/json_depth.hpp>
 
@@ -121,6 +121,20 @@ gateway_config parse_config(const std::string& text) {
         read_size(s, "max_connections", cfg.limits.max_connections, "server");
   }
 
+  if (root.contains("policies")) {
+    if (!root["policies"].is_object()) bad("policies", "must be an object");
+    cfg.policies = root["policies"].dump();
+  }
+  if (root.contains("admin")) {
+    const auto& a = root["admin"];
+    if (!a.is_object()) bad("admin", "must be an object");
+    for (const auto& [key, v] : a.items()) {
+      if (key != "on_public_port") bad("admin." + key, "is not a known setting");
+      if (!v.is_boolean()) bad("admin.on_public_port", "must be true or false");
+      cfg.admin_on_public = v.get<bool>();
+    }
+  }
+
   if (!root.contains("routes") || !root["routes"].is_array()) bad("routes", "must be an array");
   const auto& routes = root["routes"];
   for (std::size_t i = 0; i < routes.size(); ++i) {
@@ -163,6 +177,10 @@ gateway_config parse_config(const std::string& text) {
       for (const auto& [key, c] : agg.items()) {
         rt.calls.emplace_back(key, read_call(c, cfg, where + ".aggregate." + key));
       }
+    }
+    if (r.contains("policies")) {
+      if (!r["policies"].is_object()) bad(where + ".policies", "must be an object");
+      rt.policies = r["policies"].dump();
     }
     for (const auto& other : cfg.routes) {
       if (other.method == rt.method && other.path == rt.path)

@@ -1,7 +1,7 @@
 // The gateway's routes and upstreams, read from a JSON file.
 #pragma once
 
-#include "http_server.hpp"
+#include <tern/http/request_parser.hpp>
 
 #include <tern/pattern.hpp>
 
@@ -43,12 +43,20 @@ struct route {
   std::vector<std::pair<std::string, call_spec>>
       calls;  ///< one call, or an aggregate's keyed calls
   bool aggregate = false;
+  /// The route's "policies" object as JSON text ("{}" when absent): each
+  /// policy's factory reads and validates its own key (pipeline/registry).
+  std::string policies = "{}";
 };
 
 struct gateway_config {
   std::vector<upstream> upstreams;
   std::vector<route> routes;
-  http_limits limits;
+  http::limits limits;
+  /// The top-level "policies" object as JSON text: every route's defaults.
+  std::string policies = "{}";
+  /// admin.on_public_port: the admin paths (/metrics, /health/*) are also
+  /// served on the public port (by default only on the admin port).
+  bool admin_on_public = false;
 };
 
 /// Parses and validates a config; throws config_error naming the entry.

@@ -1,11 +1,11 @@
-#include "request_parser.hpp"
+#include "tern/http/request_parser.hpp"
 
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
 
-namespace tern::gateway {
+namespace tern::http {
 
 namespace {
 
@@ -100,14 +100,14 @@ bool all_of(std::string_view s, std::uint8_t k) {
 
 }  // namespace
 
-std::string_view http_request::header(std::string_view name) const {
+std::string_view request::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
     if (k == name) return v;
   }
   return {};
 }
 
-void http_request::reset() {
+void request::reset() {
   method.clear();
   target.clear();
   path.clear();
@@ -133,13 +133,13 @@ const char* request_parser::fail(const char* p, int status, const char* message)
   return p;
 }
 
-void request_parser::begin(http_request& req) {
+void request_parser::begin(request& req) {
   req.reset();
   m_ = {};
   state_ = state::start;
 }
 
-request_parser::step request_parser::parse(http_request& req, std::string_view bytes) {
+request_parser::step request_parser::parse(request& req, std::string_view bytes) {
   if (state_ == state::error) return {result::error, 0};
   if (state_ == state::idle || state_ == state::done) begin(req);
   const char* const first = bytes.data();
@@ -166,7 +166,7 @@ request_parser::step request_parser::parse(http_request& req, std::string_view b
   return {result::need_more, used()};
 }
 
-const char* request_parser::parse_head(http_request& req, const char* p, const char* end) {
+const char* request_parser::parse_head(request& req, const char* p, const char* end) {
   while (p < end) {
     switch (state_) {
       case state::start:  // empty lines before a request are ignored (RFC 9112 §2.2)
@@ -282,7 +282,7 @@ const char* request_parser::parse_head(http_request& req, const char* p, const c
   return p;
 }
 
-bool request_parser::split_target(http_request& req) {
+bool request_parser::split_target(request& req) {
   std::string_view t = req.target;
   if (t.empty()) return false;
   std::string_view rest;
@@ -329,7 +329,7 @@ bool request_parser::split_target(http_request& req) {
   return true;
 }
 
-bool request_parser::end_request_line(http_request& req) {
+bool request_parser::end_request_line(request& req) {
   std::string_view v(m_.version, m_.version_len);
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
   if (v.size() != 8 || v.substr(0, 5) != "HTTP/" || !digit(v[5]) || v[6] != '.' || !digit(v[7])) {
@@ -418,7 +418,7 @@ bool request_parser::end_field(std::string_view name, std::string_view value) {
   return true;
 }
 
-void request_parser::end_headers(http_request& req) {
+void request_parser::end_headers(request& req) {
   m_.headers_complete = true;
   bool v11 = req.version_minor == 1;
   if (v11 && m_.host_count == 0) {
@@ -470,7 +470,7 @@ void request_parser::end_headers(http_request& req) {
   }
 }
 
-const char* request_parser::parse_body(http_request& req, const char* p, const char* end) {
+const char* request_parser::parse_body(request& req, const char* p, const char* end) {
   while (p < end) {
     switch (state_) {
       case state::body:
@@ -638,10 +638,10 @@ const char* request_parser::parse_chunk_ext(const char* p, const char* end) {
   return p;
 }
 
-parse_outcome parse_one(std::string_view bytes, const http_limits& limits) {
+parse_outcome parse_one(std::string_view bytes, const limits& l) {
   parse_outcome out;
-  request_parser parser(limits);
-  auto s = parser.parse(out.request, bytes);
+  request_parser parser(l);
+  auto s = parser.parse(out.parsed, bytes);
   out.state = s.state;
   out.consumed = s.consumed;
   if (s.state == request_parser::result::error) {
@@ -652,4 +652,4 @@ parse_outcome parse_one(std::string_view bytes, const http_limits& limits) {
   return out;
 }
 
-}  // namespace tern::gateway
+}  // namespace tern::http

@@ -9,9 +9,9 @@
 #include <utility>
 #include <vector>
 
-namespace tern::gateway {
+namespace tern::http {
 
-struct http_limits {
+struct limits {
   /// Request line + header section, and the trailer section of a chunked
   /// body, counted together, every byte including CRLFs; over: 431.
   std::size_t max_header_bytes = 16 * 1024;
@@ -27,7 +27,7 @@ struct http_limits {
   std::size_t max_connections = 10000;
 };
 
-struct http_request {
+struct request {
   std::string method;  ///< "GET", as sent (methods are case-sensitive)
   std::string target;  ///< as sent: "/api-gateway/users?limit=2" or "http://host/users"
   std::string path;    ///< the target's path: "/api-gateway/users" ("*" for OPTIONS *)
@@ -51,7 +51,7 @@ struct http_request {
 ///
 /// Strict: anything RFC 9112 lets a server refuse is refused (see
 /// docs/gateway.md, "HTTP behaviour"), lines end in CRLF only, and the
-/// limits of `http_limits` are enforced as bytes arrive. Memory grows only
+/// limits of `limits` are enforced as bytes arrive. Memory grows only
 /// with bytes received (never reserved from a Content-Length or chunk
 /// size); the work is a loop over the bytes, without recursion.
 ///
@@ -74,11 +74,11 @@ class request_parser {
     std::size_t consumed;
   };
 
-  explicit request_parser(const http_limits& limits = {}) : limits_(limits) {}
+  explicit request_parser(const limits& l = {}) : limits_(l) {}
 
   /// Feeds `bytes` (which may be empty) to the request being parsed into `req`;
   /// pass the same `req` until the request completes. Reads only `bytes`.
-  [[nodiscard]] step parse(http_request& req, std::string_view bytes);
+  [[nodiscard]] step parse(request& req, std::string_view bytes);
   /// Forgets any request in progress and any error.
   void reset() noexcept { state_ = state::idle; }
 
@@ -126,14 +126,14 @@ class request_parser {
     error,
   };
 
-  void begin(http_request& req);
-  const char* parse_head(http_request& req, const char* p, const char* end);
-  const char* parse_body(http_request& req, const char* p, const char* end);
+  void begin(request& req);
+  const char* parse_head(request& req, const char* p, const char* end);
+  const char* parse_body(request& req, const char* p, const char* end);
   const char* parse_chunk_ext(const char* p, const char* end);
-  bool split_target(http_request& req);
-  bool end_request_line(http_request& req);
+  bool split_target(request& req);
+  bool end_request_line(request& req);
   bool end_field(std::string_view name, std::string_view value);
-  void end_headers(http_request& req);
+  void end_headers(request& req);
   const char* fail(const char* p, int status, const char* message);
 
   // What one request has shown so far; reset as a whole by begin().
@@ -162,7 +162,7 @@ class request_parser {
     std::uint64_t remaining = 0;  // of the body or the current chunk
   };
 
-  http_limits limits_;
+  limits limits_;
   state state_ = state::idle;
   progress m_;
   int error_status_ = 0;
@@ -176,8 +176,8 @@ struct parse_outcome {
   int status = 0;            ///< the error status, or 0
   std::string_view message;  ///< the error message (static storage), or empty
   bool expects_continue = false;
-  http_request request;
+  request parsed;
 };
-parse_outcome parse_one(std::string_view bytes, const http_limits& limits = {});
+parse_outcome parse_one(std::string_view bytes, const limits& l = {});
 
-}  // namespace tern::gateway
+}  // namespace tern::http

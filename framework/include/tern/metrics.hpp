@@ -1,0 +1,60 @@
+// A process's Prometheus metrics: the registry its parts record into, the
+// standard process_* metrics, and the text a scrape of /metrics returns.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace prometheus {
+class Registry;
+struct MetricFamily;
+}  // namespace prometheus
+
+namespace tern {
+
+/// The metrics of one server (a microservice, the gateway).
+///
+/// Parts register their families in registry() (prometheus-cpp, Debian's
+/// prometheus-cpp-dev) once, at start-up, and keep the metric references:
+/// recording is then an atomic add (counters) or a short uncontended lock
+/// (histograms), never a lookup. Values that exist anyway (open
+/// connections, requests in hand) are read at scrape time by collectors
+/// instead of being kept up to date on every change.
+///
+/// Thread safety: recording into registered metrics is thread-safe;
+/// add_collector() is not (call it before serving); scrape() runs the
+/// collectors on the calling thread.
+class metrics_registry {
+ public:
+  metrics_registry();
+  ~metrics_registry();
+  metrics_registry(const metrics_registry&) = delete;
+  metrics_registry& operator=(const metrics_registry&) = delete;
+
+  [[nodiscard]] prometheus::Registry& registry() noexcept { return *registry_; }
+
+  /// Appends families computed at scrape time.
+  using collector = std::function<void(std::vector<prometheus::MetricFamily>&)>;
+  void add_collector(collector c);
+  /// An unlabelled gauge read at scrape time.
+  void add_gauge(std::string name, std::string help, std::function<double()> value);
+
+  /// Everything, in the Prometheus text format 0.0.4: the registry's
+  /// families, the collectors', and process_* (resident and virtual memory,
+  /// CPU seconds, open and maximum fds, start time; from /proc/self).
+  [[nodiscard]] std::string scrape() const;
+
+  /// Histogram buckets for request durations in seconds: 0.25 ms to 10 s.
+  static const std::vector<double>& duration_buckets();
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::vector<collector> collectors_;
+};
+
+/// The Content-Type of scrape()'s text.
+inline constexpr const char* metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";
+
+}  // namespace tern

@@ -1,0 +1,121 @@
+#include "tern/metrics.hpp"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+namespace tern {
+
+namespace {
+
+prometheus::MetricFamily family(std::string name, std::string help, prometheus::MetricType type,
+                                double value) {
+  prometheus::MetricFamily f{std::move(name), std::move(help), type, {}};
+  prometheus::ClientMetric m;
+  if (type == prometheus::MetricType::Counter) {
+    m.counter.value = value;
+  } else {
+    m.gauge.value = value;
+  }
+  f.metric.push_back(std::move(m));
+  return f;
+}
+
+// The boot time, for process_start_time_seconds (start ticks count from boot).
+double boot_time_seconds() {
+  std::ifstream in("/proc/stat");
+  std::string key;
+  double value = 0;
+  while (in >> key) {
+    if (key == "btime") {
+      in >> value;
+      return value;
+    }
+    in.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
+void process_metrics(std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  static const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  static const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  static const double boot = boot_time_seconds();
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // Fields after the command name (in parentheses, which may hold spaces).
+  auto close = stat.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream fields(stat.substr(close + 2));
+    std::vector<std::string> f;
+    for (std::string s; fields >> s;) f.push_back(std::move(s));
+    // f[0] is field 3 (state): utime is field 14, stime 15, starttime 22,
+    // vsize 23, rss 24.
+    if (f.size() > 21) {
+      double cpu = (std::stod(f[11]) + std::stod(f[12])) / ticks;
+      out.push_back(family("process_cpu_seconds_total",
+                           "Total user and system CPU time spent in seconds.", MetricType::Counter,
+                           cpu));
+      out.push_back(family("process_start_time_seconds",
+                           "Start time of the process since unix epoch in seconds.",
+                           MetricType::Gauge, boot + std::stod(f[19]) / ticks));
+      out.push_back(family("process_virtual_memory_bytes", "Virtual memory size in bytes.",
+                           MetricType::Gauge, std::stod(f[20])));
+      out.push_back(family("process_resident_memory_bytes", "Resident memory size in bytes.",
+                           MetricType::Gauge, std::stod(f[21]) * page));
+    }
+  }
+  std::error_code ec;
+  double fds = 0;
+  for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    ++fds;
+  }
+  out.push_back(family("process_open_fds", "Number of open file descriptors.", MetricType::Gauge,
+                       fds > 0 ? fds - 1 : 0));  // not the iterator's own
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    out.push_back(family("process_max_fds", "Maximum number of open file descriptors.",
+                         MetricType::Gauge, static_cast<double>(lim.rlim_cur)));
+  }
+}
+
+}  // namespace
+
+metrics_registry::metrics_registry() : registry_(std::make_shared<prometheus::Registry>()) {}
+metrics_registry::~metrics_registry() = default;
+
+void metrics_registry::add_collector(collector c) {
+  collectors_.push_back(std::move(c));
+}
+
+void metrics_registry::add_gauge(std::string name, std::string help,
+                                 std::function<double()> value) {
+  add_collector([name = std::move(name), help = std::move(help),
+                 value = std::move(value)](std::vector<prometheus::MetricFamily>& out) {
+    out.push_back(family(name, help, prometheus::MetricType::Gauge, value()));
+  });
+}
+
+std::string metrics_registry::scrape() const {
+  auto families = registry_->Collect();
+  for (const auto& c : collectors_) c(families);
+  process_metrics(families);
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+const std::vector<double>& metrics_registry::duration_buckets() {
+  static const std::vector<double> b{0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                     0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  return b;
+}
+
+}  // namespace tern

@@ -1,0 +1,91 @@
+#include "app/gateway.hpp"
+
+#include "handlers/handlers.hpp"
+#include "render/errors.hpp"
+
+namespace tern::gateway {
+
+gateway::gateway(asio::io_context& io, gateway_config cfg)
+    : io_(io), cfg_(std::move(cfg)), upstreams_(io, cfg_.upstreams, metrics_) {
+  chain_env env{io_, cfg_, metrics_, shared_, &upstreams_};
+  for (std::size_t i = 0; i < cfg_.routes.size(); ++i) {
+    const auto& r = cfg_.routes[i];
+    route_entry e{
+        .method = r.method, .segments = r.segments, .label = r.path, .config = &r, .serve = {}};
+    // The entry's label string is moved into the table below; a chain keeps
+    // its own copies of what it needs from it.
+    e.serve = build_chain(env, &r, r.path, r.policies, "routes[" + std::to_string(i) + "].policies",
+                          make_rpc_handler(r, upstreams_));
+    public_.add(std::move(e));
+  }
+  add_admin_routes(admin_, env);
+  if (cfg_.admin_on_public) add_admin_routes(public_, env);
+  unmatched_ = build_chain(env, nullptr, "(unmatched)", "{}", "policies", make_not_found_handler());
+  admin_unmatched_ =
+      build_chain(env, nullptr, "(unmatched)", R"({"access_log":false,"metrics":false})", "admin",
+                  make_not_found_handler());
+}
+
+void gateway::add_admin_routes(route_table& t, const chain_env& env) {
+  // Scrapes and probes are neither logged nor counted: they would drown
+  // the traffic they watch.
+  constexpr std::string_view quiet = R"({"access_log":false,"metrics":false})";
+  auto add = [&](std::vector<std::string> segments, std::string path, std::unique_ptr<handler> h) {
+    route_entry e{.method = "GET",
+                  .segments = std::move(segments),
+                  .label = std::move(path),
+                  .config = nullptr,
+                  .serve = {}};
+    e.serve = build_chain(env, nullptr, "(admin)", quiet, "admin", std::move(h));
+    t.add(std::move(e));
+  };
+  add({"metrics"}, "/metrics", make_metrics_handler(metrics_));
+  add({"health", "live"}, "/health/live", make_live_handler());
+  add({"health", "ready"}, "/health/ready", make_ready_handler(upstreams_, draining_));
+}
+
+void gateway::start() {
+  std::vector<std::size_t> used;
+  for (const auto& r : cfg_.routes) {
+    for (const auto& [key, spec] : r.calls) used.push_back(spec.upstream);
+  }
+  upstreams_.watch(std::move(used));
+}
+
+void gateway::close_upstreams() {
+  upstreams_.close();
+}
+
+asio::awaitable<http::response> gateway::handle(http::request& req) {
+  return serve(public_, *unmatched_, req);
+}
+
+asio::awaitable<http::response> gateway::handle_admin(http::request& req) {
+  return serve(admin_, *admin_unmatched_, req);
+}
+
+asio::awaitable<http::response> gateway::serve(const route_table& table, const chain& fallback,
+                                               http::request& req) {
+  request_context ctx(req);
+  bool path_known = false;
+  if (const auto* e = table.match(req, ctx.params, path_known)) {
+    ctx.matched = e->config;
+    ctx.route_label = e->label;
+    co_await e->serve->run(ctx);
+  } else {
+    ctx.route_label = "(unmatched)";
+    co_await fallback.run(ctx);
+  }
+  co_return std::move(ctx.response);
+}
+
+http::response gateway::render_error(int status, std::string_view message,
+                                     const http::request& req) {
+  auto r = error_response(status, message);
+  auto sent = req.header("x-request-id");
+  r.headers.emplace_back("X-Request-Id",
+                         valid_request_id(sent) ? std::string(sent) : new_request_id());
+  return r;
+}
+
+}  // namespace tern::gateway

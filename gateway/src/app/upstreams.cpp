@@ -1,0 +1,144 @@
+#include "app/upstreams.hpp"
+
+#include <tern/microservice.hpp>
+#include <tern/packed.hpp>
+
+#include <prometheus/metric_family.h>
+#include <spdlog/spdlog.h>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <algorithm>
+
+namespace tern::gateway {
+
+namespace {
+
+std::string_view state_name(client_proxy::connection_state s) {
+  switch (s) {
+    case client_proxy::connection_state::connected:
+      return "connected";
+    case client_proxy::connection_state::connecting:
+      return "connecting";
+    case client_proxy::connection_state::disconnected:
+      break;
+  }
+  return "disconnected";
+}
+
+}  // namespace
+
+upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
+                     metrics_registry& metrics)
+    : io_(io),
+      config_(config),
+      answered_(config.size()),
+      reported_(config.size(), false),
+      warnings_(config.size()),
+      tasks_(io.get_executor(), "upstream probes") {
+  for (const auto& u : config_) {
+    clients_.push_back(std::make_unique<tern::client_proxy>(
+        io_, tern::client_options{
+                 .host = u.host,
+                 .port = u.port,
+                 .timeout = u.timeout,
+                 .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
+                 .backoff_initial = std::chrono::milliseconds(50),
+                 .backoff_max = std::chrono::milliseconds(1000)}));
+  }
+  metrics.add_collector([this](std::vector<prometheus::MetricFamily>& out) {
+    prometheus::MetricFamily f{"rpc_client_connections",
+                               "Connections to each upstream, by state (one per upstream).",
+                               prometheus::MetricType::Gauge,
+                               {}};
+    static const client_proxy::connection_state states[] = {
+        client_proxy::connection_state::connected, client_proxy::connection_state::connecting,
+        client_proxy::connection_state::disconnected};
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      auto now = clients_[i]->state();
+      for (auto s : states) {
+        prometheus::ClientMetric m;
+        m.label = {{"service", config_[i].name}, {"state", std::string(state_name(s))}};
+        m.gauge.value = now == s ? 1 : 0;
+        f.metric.push_back(std::move(m));
+      }
+    }
+    out.push_back(std::move(f));
+  });
+}
+
+void upstreams::watch(std::vector<std::size_t> used) {
+  std::sort(used.begin(), used.end());
+  used.erase(std::unique(used.begin(), used.end()), used.end());
+  watched_ = std::move(used);
+  if (!watched_.empty()) tasks_.spawn(probe_loop());
+}
+
+bool upstreams::ready(std::vector<std::string>* failing) const {
+  auto since = std::chrono::steady_clock::now() - ready_window;
+  bool ok = !closed_;
+  for (auto i : watched_) {
+    if (answered_[i] >= since) continue;
+    ok = false;
+    if (failing) failing->push_back(config_[i].name);
+  }
+  return ok;
+}
+
+asio::awaitable<void> upstreams::probe_loop() {
+  auto alive = tasks_.alive();
+  static const tern::pattern health(tern::health_pattern);
+  static constexpr char nil = '\xc0';  // msgpack nil: the call's data
+  asio::steady_timer tick(io_);
+  std::vector<tern::raw_call> calls;
+  auto ignore = [](const tern::value_view&) {};
+  while (!closed_) {
+    auto started = std::chrono::steady_clock::now();
+    calls.clear();
+    for (auto i : watched_) {
+      calls.push_back({.client = clients_[i].get(),
+                       .p = &health,
+                       .packed_data = std::string_view(&nil, 1),
+                       .on_value = ignore,
+                       .options = {.timeout = probe_timeout}});
+    }
+    co_await tern::send_raw_all(calls);
+    if (!*alive) co_return;
+    auto now = std::chrono::steady_clock::now();
+    for (std::size_t k = 0; k < watched_.size(); ++k) {
+      auto i = watched_[k];
+      if (!calls[k].error) answered_[i] = calls[k].ended;
+      bool ready = answered_[i] >= now - ready_window;
+      if (ready == reported_[i]) continue;
+      reported_[i] = ready;
+      if (ready) {
+        spdlog::info("upstream {} is ready", config_[i].name);
+      } else {
+        spdlog::warn("upstream {} is not ready: {}", config_[i].name,
+                     calls[k].error ? calls[k].error->what() : "no answer");
+      }
+    }
+    tick.expires_at(started + probe_interval);
+    co_await tick.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    if (!*alive) co_return;
+  }
+}
+
+void upstreams::warn_failure(std::size_t i, std::string_view method, std::string_view target,
+                             const rpc_error& e) {
+  // A dead service under load must not turn into a log flood.
+  if (std::size_t held = 0; warnings_[i].allow(held)) {
+    spdlog::warn("{} {}: {} failed ({}): {}{}", method, tern::clip(target), config_[i].name,
+                 to_string(e.kind()), e.what(), tern::held_back(held));
+  }
+}
+
+void upstreams::close() {
+  closed_ = true;
+  tasks_.cancel();
+  for (auto& c : clients_) c->close();
+}
+
+}  // namespace tern::gateway

@@ -1,0 +1,27 @@
+// The handlers at the end of the gateway's chains.
+#pragma once
+
+#include "pipeline/policy.hpp"
+
+#include <tern/metrics.hpp>
+
+#include <memory>
+
+namespace tern::gateway {
+
+class upstreams;
+
+/// A config route: its one call, or its aggregate's calls made at once
+/// with each result under its key. Records each call in ctx.calls.
+std::unique_ptr<handler> make_rpc_handler(const route& r, upstreams& u);
+/// 404 "Cannot GET /path", NestJS's answer for no route.
+std::unique_ptr<handler> make_not_found_handler();
+/// GET /health/live: 200 while the process serves.
+std::unique_ptr<handler> make_live_handler();
+/// GET /health/ready: 200 while `ready` and every upstream the routes use
+/// answers its health calls; else 503 naming the failing ones.
+std::unique_ptr<handler> make_ready_handler(const upstreams& u, const bool& draining);
+/// GET /metrics: the Prometheus text.
+std::unique_ptr<handler> make_metrics_handler(const metrics_registry& m);
+
+}  // namespace tern::gateway

@@ -1,0 +1,61 @@
+#include "pipeline/registry.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace tern::gateway {
+
+std::span<const policy_registration> registered_policies() {
+  // The chain's order: the request id first (every later line and reply
+  // carries it), then the access log and the metrics, which time and see
+  // everything after them.
+  static const policy_registration all[] = {
+      {"request_id", make_request_id_policy},
+      {"access_log", make_access_log_policy},
+      {"metrics", make_metrics_policy},
+  };
+  return all;
+}
+
+namespace {
+
+using json = nlohmann::ordered_json;
+
+json parse_policies(std::string_view text, const std::string& where) {
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object()) throw config_error(where + ": must be an object");
+  for (const auto& [key, v] : j.items()) {
+    bool known = false;
+    std::string names;
+    for (const auto& r : registered_policies()) {
+      known = known || r.name == key;
+      names += names.empty() ? "" : ", ";
+      names += r.name;
+    }
+    if (!known) throw config_error(where + "." + key + ": is not a policy (known: " + names + ")");
+  }
+  return j;
+}
+
+}  // namespace
+
+std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
+                                   std::string_view label, std::string_view route_policies,
+                                   const std::string& where, std::unique_ptr<handler> h) {
+  // Parsed again for each route: start-up only, and it keeps the config's
+  // structs free of JSON.
+  const json defaults = parse_policies(env.config.policies, "policies");
+  const json own = parse_policies(route_policies, where);
+  static const json none;
+  std::vector<std::unique_ptr<policy>> policies;
+  for (const auto& r : registered_policies()) {
+    std::string key(r.name);
+    bool local = own.contains(key);
+    const json& piece = local ? own[key] : defaults.contains(key) ? defaults[key] : none;
+    build_context b{env, matched, label, piece,
+                    (local ? where : std::string("policies")) + "." + key};
+    if (auto p = r.make(b)) policies.push_back(std::move(p));
+  }
+  return std::make_unique<chain>(std::move(policies), std::move(h));
+}
+
+}  // namespace tern::gateway

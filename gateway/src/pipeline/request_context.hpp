@@ -1,0 +1,58 @@
+// What the policies of one request's chain and its handler share.
+#pragma once
+
+#include <tern/http/server.hpp>
+#include <tern/trace.hpp>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tern::gateway {
+
+struct call_spec;
+struct route;
+
+/// One upstream call a handler made: for the access log and the metrics.
+struct upstream_call {
+  std::size_t call = 0;      ///< index into the route's calls
+  std::string_view outcome;  ///< "ok" or the errc name (static storage)
+  std::chrono::nanoseconds took{};
+};
+
+/// One HTTP request on its way through a route's chain. Made by the
+/// gateway for each request and alive until its response is written; the
+/// policies fill in their parts (request id, trace) before calling on,
+/// the handler fills `response` and `calls`, and policies may amend the
+/// response on the way back.
+struct request_context {
+  explicit request_context(http::request& r) : request(r) {}
+
+  http::request& request;
+  http::response response;
+  /// The route matched (null for an unmatched request) and its label for
+  /// logs and metrics: the route's template, "(unmatched)" or "(admin)".
+  const route* matched = nullptr;
+  std::string_view route_label;
+  std::vector<std::pair<std::string_view, std::string>> params;  ///< ":id" captures, decoded
+
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+
+  /// The request id (set by the request_id policy; X-Request-Id).
+  std::string request_id;
+  /// The trace this request belongs to (continued or started by the
+  /// request_id policy); `traced` is false until then.
+  trace_parent trace{};
+  bool traced = false;
+  std::string_view tracestate;  ///< into the request's headers
+
+  std::vector<upstream_call> calls;
+
+  /// The `meta` for one upstream call, into `out`: the request id and a
+  /// child span of this request's trace.
+  void call_meta(std::string& out) const;
+};
+
+}  // namespace tern::gateway

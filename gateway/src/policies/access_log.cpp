@@ -1,0 +1,301 @@
+// One line per HTTP request, text or JSON, through spdlog, without a lock or
+// a syscall per request: lines are formatted into a buffer on the event
+// loop, and a writer thread is handed the buffer every 100 ms (or 64 KiB).
+#include "app/upstreams.hpp"
+#include "config/config.hpp"
+#include "pipeline/registry.hpp"
+#include "render/json_writer.hpp"
+
+#include <tern/log_limit.hpp>
+#include <tern/task_group.hpp>
+
+#include <spdlog/details/null_mutex.h>
+#include <spdlog/logger.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/spdlog.h>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace tern::gateway {
+
+namespace {
+
+constexpr std::size_t hand_over_bytes = 64 * 1024;
+constexpr std::size_t max_backlog_bytes = 16 * 1024 * 1024;
+constexpr std::chrono::milliseconds flush_interval{100};
+
+// spdlog's formatting (time, pattern) into a buffer of the event loop's.
+class buffer_sink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
+ public:
+  explicit buffer_sink(std::string& out) : out_(out) {}
+
+ private:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    spdlog::memory_buf_t line;
+    formatter_->format(msg, line);
+    out_.append(line.data(), line.size());
+  }
+  void flush_() override {}
+  std::string& out_;
+};
+
+// Writes what it is handed to one file descriptor, on its own thread.
+class writer {
+ public:
+  writer(asio::io_context& io, const std::string& path)
+      : path_(path), timer_(io), tasks_(io.get_executor(), "access log") {
+    if (path == "stdout") {
+      fd_ = STDOUT_FILENO;
+    } else if (path == "stderr") {
+      fd_ = STDERR_FILENO;
+    } else {
+      fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd_ < 0) throw config_error("access log " + path + ": " + std::strerror(errno));
+      owned_ = true;
+    }
+    text_ = make_logger("%Y-%m-%dT%H:%M:%S.%fZ %v");
+    json_ = make_logger(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ",%v)");
+    thread_ = std::thread([this] { run(); });
+    tasks_.spawn(flush_loop());
+  }
+
+  writer(const writer&) = delete;
+  writer& operator=(const writer&) = delete;
+
+  ~writer() {
+    hand_over();
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_one();
+    thread_.join();
+    if (owned_) ::close(fd_);
+  }
+
+  void log(bool json, std::string_view line) {
+    (json ? json_ : text_)->info(line);
+    if (pending_.size() >= hand_over_bytes) hand_over();
+  }
+
+ private:
+  std::shared_ptr<spdlog::logger> make_logger(const std::string& pattern) {
+    auto sink = std::make_shared<buffer_sink>(pending_);
+    sink->set_formatter(
+        std::make_unique<spdlog::pattern_formatter>(pattern, spdlog::pattern_time_type::utc));
+    auto l = std::make_shared<spdlog::logger>("access", std::move(sink));
+    l->set_level(spdlog::level::info);
+    return l;
+  }
+
+  asio::awaitable<void> flush_loop() {
+    auto alive = tasks_.alive();
+    for (;;) {
+      timer_.expires_after(flush_interval);
+      auto [ec] = co_await timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+      if (!*alive || ec) co_return;
+      hand_over();
+    }
+  }
+
+  // One lock per hand-over, not per line; lines beyond the backlog bound
+  // (a stalled log reader) are dropped and counted rather than kept.
+  void hand_over() {
+    if (pending_.empty()) return;
+    bool dropped = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (queued_.size() + pending_.size() > max_backlog_bytes) {
+        dropped = true;
+      } else {
+        queued_.append(pending_);
+      }
+    }
+    if (dropped) {
+      if (std::size_t held = 0; drops_.allow(held)) {
+        spdlog::warn("access log {}: writer behind, lines dropped{}", path_, tern::held_back(held));
+      }
+    }
+    pending_.clear();
+    if (!dropped) wake_.notify_one();
+  }
+
+  void run() {
+    std::string out;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        wake_.wait(lock, [&] { return stop_ || !queued_.empty(); });
+        if (queued_.empty() && stop_) return;
+        out.swap(queued_);
+      }
+      std::size_t done = 0;
+      while (done < out.size()) {
+        auto n = ::write(fd_, out.data() + done, out.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;  // nowhere to write: these lines are lost
+        done += static_cast<std::size_t>(n);
+      }
+      out.clear();
+    }
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  bool owned_ = false;
+  std::string pending_;  // the event loop's
+  std::shared_ptr<spdlog::logger> text_, json_;
+  tern::log_limiter drops_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::string queued_;  // guarded by mutex_
+  bool stop_ = false;   // guarded by mutex_
+  std::thread thread_;
+  asio::steady_timer timer_;
+  tern::task_group tasks_;
+};
+
+// One writer per destination, shared by the routes that log there.
+struct writers {
+  std::map<std::string, std::unique_ptr<writer>> by_path;
+};
+
+void field(std::string& out, std::string_view key, std::string_view value, bool json) {
+  if (json) {
+    out += ",\"";
+    out += key;
+    out += "\":";
+    append_json_string(value, out);
+  } else {
+    out += ' ';
+    out += key;
+    out += '=';
+    out += tern::clip(value, 512);
+  }
+}
+
+void number(std::string& out, std::string_view key, long long value, bool json) {
+  out += json ? ",\"" : " ";
+  out += key;
+  out += json ? "\":" : "=";
+  out += std::to_string(value);
+}
+
+long long micros(std::chrono::nanoseconds d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+class access_log final : public policy {
+ public:
+  access_log(writer& w, bool json, std::string_view label, const route* r,
+             const upstreams* services)
+      : writer_(w), json_(json), route_(label) {
+    if (!r || !services) return;
+    for (const auto& [key, spec] : r->calls) {
+      call_names_.emplace_back(services->info(spec.upstream).name, spec.pattern.canonical());
+    }
+  }
+
+  asio::awaitable<void> handle(request_context& ctx, next n) override {
+    co_await n(ctx);
+    line_.clear();
+    const auto& req = ctx.request;
+    auto took = std::chrono::steady_clock::now() - ctx.start;
+    if (json_) {
+      line_ += "\"client\":";
+      append_json_string(req.peer, line_);
+    } else {
+      line_ += req.peer;
+    }
+    field(line_, "method", req.method, json_);
+    field(line_, "target", req.target, json_);
+    field(line_, "route", route_, json_);
+    number(line_, "status", ctx.response.status, json_);
+    number(line_, "bytes", static_cast<long long>(ctx.response.body.size()), json_);
+    number(line_, "duration_us", micros(took), json_);
+    field(line_, "request_id", ctx.request_id, json_);
+    if (!ctx.calls.empty()) calls(ctx);
+    if (json_) line_ += '}';
+    writer_.log(json_, line_);
+  }
+
+ private:
+  void calls(const request_context& ctx) {
+    line_ += json_ ? ",\"calls\":[" : " calls=[";
+    bool first = true;
+    for (const auto& c : ctx.calls) {
+      if (c.call >= call_names_.size()) continue;
+      const auto& [service, pattern] = call_names_[c.call];
+      if (!first) line_ += json_ ? "," : " ";
+      first = false;
+      if (json_) {
+        line_ += "{\"service\":";
+        append_json_string(service, line_);
+        field(line_, "pattern", pattern, true);
+        field(line_, "outcome", c.outcome, true);
+        number(line_, "duration_us", micros(c.took), true);
+        line_ += '}';
+      } else {
+        line_ += service;
+        line_ += ' ';
+        line_ += pattern;
+        line_ += ' ';
+        line_ += c.outcome;
+        line_ += ' ';
+        line_ += std::to_string(micros(c.took));
+        line_ += "us";
+      }
+    }
+    line_ += ']';
+  }
+
+  writer& writer_;
+  bool json_;
+  std::string route_;
+  std::vector<std::pair<std::string, std::string>> call_names_;
+  std::string line_;  // reused: one request at a time reaches the line
+};
+
+}  // namespace
+
+std::unique_ptr<policy> make_access_log_policy(const build_context& b) {
+  // Off unless configured: `true`, or {"format": "text"|"json", "path": ...}.
+  if (b.piece.is_null() || b.piece == false) return nullptr;
+  std::string format = "text", path = "stdout";
+  if (b.piece.is_object()) {
+    for (const auto& [key, v] : b.piece.items()) {
+      if ((key != "format" && key != "path") || !v.is_string()) {
+        throw config_error(b.where + "." + key +
+                           ": not a setting (format: \"text\" or \"json\"; path: \"stdout\", "
+                           "\"stderr\" or a file)");
+      }
+      (key == "format" ? format : path) = v.get<std::string>();
+    }
+    if (format != "text" && format != "json") {
+      throw config_error(b.where + ".format: must be \"text\" or \"json\"");
+    }
+    if (path.empty()) throw config_error(b.where + ".path: must not be empty");
+  } else if (b.piece != true) {
+    throw config_error(b.where + ": must be true, false or an object");
+  }
+  auto& all = b.shared.get<writers>([] { return new writers; });
+  auto& w = all.by_path[path];
+  if (!w) w = std::make_unique<writer>(b.io, path);
+  return std::make_unique<access_log>(*w, format == "json", b.route_label, b.matched, b.services);
+}
+
+}  // namespace tern::gateway

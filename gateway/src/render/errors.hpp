@@ -1,0 +1,21 @@
+// The gateway's error responses, in NestJS's shape.
+#pragma once
+
+#include <tern/http/server.hpp>
+#include <tern/rpc_error.hpp>
+
+#include <string_view>
+
+namespace tern::gateway {
+
+struct upstream;
+
+/// JSON error body in NestJS's shape: {"statusCode","message","error"}.
+http::response error_response(int status, std::string_view message);
+
+/// The HTTP error for a failed call to `service`: the service's rpc_error
+/// status (4xx/5xx) and message; 503 when the service is unreachable; 504
+/// when it does not answer in time; 502 for a reply that makes no sense.
+http::response error_for(const rpc_error& e, const upstream& service);
+
+}  // namespace tern::gateway

@@ -1,0 +1,45 @@
+// Routes compiled for matching: method and path segments to a chain.
+#pragma once
+
+#include "pipeline/policy.hpp"
+
+#include <tern/http/request_parser.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace tern::gateway {
+
+struct route;
+
+/// One matchable route: a method, a path template split into segments
+/// (":name" captures one segment), its label for logs and metrics, and
+/// the chain that serves it.
+struct route_entry {
+  std::string method;
+  std::vector<std::string> segments;
+  std::string label;
+  const route* config = nullptr;  ///< null for admin routes
+  std::unique_ptr<chain> serve;
+};
+
+/// Matches requests in the order routes were added. HEAD matches a GET
+/// route (the server leaves the body out).
+class route_table {
+ public:
+  using params = std::vector<std::pair<std::string_view, std::string>>;
+
+  void add(route_entry e) { routes_.push_back(std::move(e)); }
+
+  /// The route for `req`, with its captures (percent-decoded) in `captured`;
+  /// null if none. `path_known` tells whether some route has the path.
+  const route_entry* match(const http::request& req, params& captured, bool& path_known) const;
+
+ private:
+  std::vector<route_entry> routes_;
+};
+
+}  // namespace tern::gateway
