@@ -53,6 +53,7 @@ call_stats* service_metrics::event_stats(const std::string& pattern) {
     s = std::make_unique<call_stats>();
     s->pattern = pattern;
     s->family = events_;
+    s->by_outcome[outcome_ok] = &events_->Add({{"pattern", pattern}, {"outcome", "ok"}});
   }
   return s.get();
 }

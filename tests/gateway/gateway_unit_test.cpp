@@ -13,6 +13,7 @@
 #include <bit>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <random>
@@ -489,4 +490,74 @@ TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {
   setenv("UPSTREAM_USERS", "nonsense", 1);
   CHECK_THROWS_AS(apply_env_overrides(cfg), config_error);
   unsetenv("UPSTREAM_USERS");
+}
+
+namespace {
+
+// The config_error a gateway built from `text` throws (empty if none).
+std::string chain_error(const std::string& text) {
+  asio::io_context io(1);
+  try {
+    gateway gw(io, parse_config(text));
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return {};
+}
+
+std::string with_policies(const std::string& top, const std::string& route) {
+  return R"({"upstreams": {"users": {"host": "127.0.0.1", "port": 1}},)" +
+         (top.empty() ? std::string() : R"("policies": )" + top + ",") + R"("routes": [
+    {"method": "GET", "path": "/a", "service": "users", "pattern": "a")" +
+         (route.empty() ? std::string() : R"(, "policies": )" + route) + R"(},
+    {"method": "GET", "path": "/b", "service": "users", "pattern": "b"}]})";
+}
+
+}  // namespace
+
+TEST_CASE("each policy validates its own piece of the config, by name") {
+  CHECK(chain_error(with_policies("", "")).empty());
+  CHECK(chain_error(with_policies(R"({"access_log": false, "metrics": true})", "")).empty());
+  auto e = chain_error(with_policies(R"({"rate": {}})", ""));
+  CHECK(e == "policies.rate: is not a policy (known: request_id, access_log, metrics)");
+  e = chain_error(with_policies("", R"({"acces_log": true})"));
+  CHECK(e.find("routes[0].policies.acces_log: is not a policy") == 0);
+  e = chain_error(with_policies("", R"({"access_log": {"format": "xml"}})"));
+  CHECK(e == R"(routes[0].policies.access_log.format: must be "text" or "json")");
+  e = chain_error(with_policies(R"({"access_log": {"format": "json", "colour": "red"}})", ""));
+  CHECK(e.find("policies.access_log.colour: not a setting") == 0);
+  e = chain_error(with_policies(R"({"metrics": 3})", ""));
+  CHECK(e == "policies.metrics: must be true, false or {}");
+  e = chain_error(with_policies(R"({"access_log": {"path": "/nonexistent-dir/x.log"}})", ""));
+  CHECK(e.find("access log /nonexistent-dir/x.log: No such file or directory") == 0);
+}
+
+TEST_CASE("a route's own policies piece overrides the default, one policy at a time") {
+  auto path = std::filesystem::temp_directory_path() /
+              ("tern-access-" + std::to_string(std::random_device{}()) + ".log");
+  auto top = R"({"access_log": {"format": "json", "path": ")" + path.string() + R"("}})";
+  {
+    asio::io_context io(1);
+    gateway gw(io, parse_config(with_policies(top, R"({"access_log": false})")));
+    for (const char* p : {"/a", "/b", "/b"}) {
+      tern::http::request req;
+      req.method = "GET";
+      req.path = req.target = p;
+      req.peer = "127.0.0.1:1";
+      bool done = false;
+      asio::co_spawn(io, gw.handle(req), [&](std::exception_ptr e, tern::http::response r) {
+        REQUIRE_FALSE(e);
+        CHECK(r.status == 503);  // nothing listens on port 1
+        done = true;
+      });
+      while (!done) io.run_one_for(std::chrono::milliseconds(100));
+    }
+  }  // the gateway's end writes out what the log holds
+  std::ifstream in(path);
+  std::vector<std::string> routes;
+  for (std::string line; std::getline(in, line);) {
+    routes.push_back(nlohmann::json::parse(line)["route"].get<std::string>());
+  }
+  std::filesystem::remove(path);
+  CHECK(routes == std::vector<std::string>{"/b", "/b"});
 }
