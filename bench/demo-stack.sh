@@ -16,10 +16,22 @@ cleanup() {
 }
 trap cleanup EXIT
 export UPSTREAM_USERS=127.0.0.1:13001 UPSTREAM_PRODUCTS=127.0.0.1:13002
+# The benchmark config: the demo's routes with the default policies (request
+# ids and metrics on, the access log off). bench_config NAME POLICIES writes
+# another one, $work/NAME.json, with the given top-level "policies".
+bench_config() {
+  python3 - "$work/$1.json" "$2" <<'PY'
+import json, sys
+cfg = json.load(open("gateway/routes.json"))
+cfg["policies"] = json.loads(sys.argv[2])
+json.dump(cfg, open(sys.argv[1], "w"))
+PY
+}
+bench_config routes '{}'
 declare -A demo_cmd=(
-  [users]="build-release/services/users/users_service --port 13001 --data-dir $work --log-level warn"
-  [products]="build-release/services/products/products_service --port 13002 --data-dir $work --log-level warn"
-  [gateway]="build-release/gateway/gateway --port 13000 --config gateway/routes.json --log-level warn")
+  [users]="build-release/services/users/users_service --port 13001 --admin-port 0 --data-dir $work --log-level warn"
+  [products]="build-release/services/products/products_service --port 13002 --admin-port 0 --data-dir $work --log-level warn"
+  [gateway]="build-release/gateway/gateway --port 13000 --admin-port 0 --config $work/routes.json --log-level warn")
 
 # start_demo_stack [NAME WRAPPER...]: starts the three, NAME (users,
 # products or gateway) under the WRAPPER command, and waits for their ports.

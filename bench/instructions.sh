@@ -5,6 +5,8 @@
 # shows what a code change bought even on a noisy machine.
 #   bench/instructions.sh [gateway|users|products] [ROUTE] [SECONDS]
 # Example: bench/instructions.sh gateway /api-gateway/dashboard 10
+# POLICIES='{"metrics": false}' sets the gateway config's top-level policies
+# (default: the benchmark config's, request ids and metrics on, no access log).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-gateway}
@@ -16,6 +18,7 @@ case "$which" in
 esac
 # shellcheck source=bench/demo-stack.sh
 source bench/demo-stack.sh
+bench_config routes "${POLICIES:-{\}}"
 start_demo_stack "$which" valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/callgrind.out" --log-file="$work/valgrind.log"
 target=$wrapped_pid

@@ -1,29 +1,48 @@
 #include "tern/trace.hpp"
 
-#include <msgpack.hpp>
-
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <random>
 
 namespace tern {
 
 namespace {
 
-// Ids need to be unique, not secret: a per-thread generator seeded from the
-// OS is enough, and costs no syscall per id.
+// Ids need to be unique, not secret: splitmix64 per thread, seeded from the
+// OS once, costs a few instructions and no syscall per id.
 std::uint64_t random64() noexcept {
-  thread_local std::mt19937_64 gen([] {
+  thread_local std::uint64_t state = [] {
     std::random_device rd;
     return (static_cast<std::uint64_t>(rd()) << 32) ^ rd();
-  }());
-  return gen();
+  }();
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
 }
 
-void hex(std::uint64_t v, char* out) noexcept {
+// Two hex digits per byte value, so an id is 8 table lookups.
+constexpr auto hex_pairs = [] {
+  std::array<char, 512> t{};
   constexpr char digits[] = "0123456789abcdef";
-  for (int i = 15; i >= 0; --i) {
-    out[i] = digits[v & 0xf];
-    v >>= 4;
+  for (int i = 0; i < 256; ++i) {
+    t[2 * i] = digits[i >> 4];
+    t[2 * i + 1] = digits[i & 0xf];
+  }
+  return t;
+}();
+
+void hex(std::uint64_t v, char* out) noexcept {
+  for (int i = 14; i >= 0; i -= 2) {
+    std::memcpy(out + i, &hex_pairs[2 * (v & 0xff)], 2);
+    v >>= 8;
+  }
+}
+
+std::uint64_t random_nonzero() noexcept {
+  for (;;) {
+    if (auto v = random64()) return v;
   }
 }
 
@@ -36,26 +55,27 @@ bool all_zero(std::string_view s) noexcept {
   return std::all_of(s.begin(), s.end(), [](char c) { return c == '0'; });
 }
 
-void random_nonzero_hex(char* out, int words) noexcept {
-  for (;;) {
-    for (int i = 0; i < words; ++i) hex(random64(), out + 16 * i);
-    if (!all_zero({out, static_cast<std::size_t>(16 * words)})) return;
-  }
-}
-
 int hex_value(char c) noexcept {
   return c <= '9' ? c - '0' : c - 'a' + 10;
 }
 
-struct string_out {
-  std::string* s;
-  void write(const char* p, std::size_t n) { s->append(p, n); }
-};
-using packer = msgpack::packer<string_out>;
+// A msgpack str header (fixstr, str8 or str16: meta strings are short).
+void str_header(std::string& out, std::size_t n) {
+  if (n < 32) {
+    out += static_cast<char>(0xa0 | n);
+  } else if (n < 256) {
+    out += '\xd9';
+    out += static_cast<char>(n);
+  } else {
+    out += '\xda';
+    out += static_cast<char>(n >> 8);
+    out += static_cast<char>(n & 0xff);
+  }
+}
 
-void pack_str(packer& pk, std::string_view s) {
-  pk.pack_str(static_cast<std::uint32_t>(s.size()));
-  pk.pack_str_body(s.data(), static_cast<std::uint32_t>(s.size()));
+void pack_str(std::string& out, std::string_view s) {
+  str_header(out, s.size());
+  out.append(s);
 }
 
 }  // namespace
@@ -69,10 +89,10 @@ bool valid_request_id(std::string_view id) noexcept {
 }
 
 std::string new_request_id() {
-  std::string id(32, '0');
-  hex(random64(), id.data());
-  hex(random64(), id.data() + 16);
-  return id;
+  char id[32];
+  hex(random64(), id);
+  hex(random64(), id + 16);
+  return std::string(id, sizeof id);
 }
 
 bool parse_traceparent(std::string_view text, trace_parent& out) noexcept {
@@ -93,27 +113,28 @@ bool parse_traceparent(std::string_view text, trace_parent& out) noexcept {
 
 trace_parent new_trace() noexcept {
   trace_parent t;
-  random_nonzero_hex(t.trace_id, 2);
-  random_nonzero_hex(t.parent_id, 1);
+  hex(random_nonzero(), t.trace_id);  // one non-zero half: the id is not all zeros
+  hex(random64(), t.trace_id + 16);
+  hex(random_nonzero(), t.parent_id);
   t.flags = 1;
   return t;
 }
 
 trace_parent child_of(const trace_parent& t) noexcept {
   trace_parent c = t;
-  random_nonzero_hex(c.parent_id, 1);
+  hex(random_nonzero(), c.parent_id);
   return c;
 }
 
 void append_traceparent(const trace_parent& t, std::string& out) {
-  constexpr char digits[] = "0123456789abcdef";
-  out += "00-";
-  out.append(t.trace_id, 32);
-  out += '-';
-  out.append(t.parent_id, 16);
-  out += '-';
-  out += digits[t.flags >> 4];
-  out += digits[t.flags & 0xf];
+  char line[55];
+  std::memcpy(line, "00-", 3);
+  std::memcpy(line + 3, t.trace_id, 32);
+  line[35] = '-';
+  std::memcpy(line + 36, t.parent_id, 16);
+  line[52] = '-';
+  std::memcpy(line + 53, &hex_pairs[2 * t.flags], 2);
+  out.append(line, sizeof line);
 }
 
 bool valid_tracestate(std::string_view text) noexcept {
@@ -123,22 +144,24 @@ bool valid_tracestate(std::string_view text) noexcept {
 
 void append_trace_meta(std::string& out, std::string_view request_id, const trace_parent* parent,
                        std::string_view tracestate) {
-  string_out sink{&out};
-  packer pk(sink);
-  std::uint32_t n = (request_id.empty() ? 0 : 1) + (parent ? 1 : 0) + (tracestate.empty() ? 0 : 1);
-  pk.pack_map(n);
+  // Packed by hand: this runs for every upstream call, and a packer's
+  // generality costs several times more here.
+  if (tracestate.size() > 0xffff) tracestate = {};
+  out.reserve(out.size() + 96 + request_id.size() + tracestate.size());
+  int n = (request_id.empty() ? 0 : 1) + (parent ? 1 : 0) + (tracestate.empty() ? 0 : 1);
+  out += static_cast<char>(0x80 | n);  // fixmap
   if (!request_id.empty()) {
-    pack_str(pk, meta_request_id);
-    pack_str(pk, request_id);
+    pack_str(out, meta_request_id);
+    pack_str(out, request_id.substr(0, 0xffff));
   }
   if (parent) {
-    pack_str(pk, meta_traceparent);
-    pk.pack_str(55);
+    pack_str(out, meta_traceparent);
+    str_header(out, 55);
     append_traceparent(*parent, out);
   }
   if (!tracestate.empty()) {
-    pack_str(pk, meta_tracestate);
-    pack_str(pk, tracestate);
+    pack_str(out, meta_tracestate);
+    pack_str(out, tracestate);
   }
 }
 

@@ -26,14 +26,16 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
                       });
 
   app.message_pattern({{"cmd", "create_user"}},
-                      [&repo, events](msgpack::object_handle data) -> asio::awaitable<user> {
+                      [&repo, events](msgpack::object_handle data,
+                                      const message_context& ctx) -> asio::awaitable<user> {
                         auto u = validate_new_user(fields(data.get()));
                         auto created = co_await offload([&repo, &u] { return repo.create(u); });
                         if (events) {
                           try {
                             co_await events->emit("user_created", created);
                           } catch (const rpc_error& e) {
-                            spdlog::warn("user_created not sent: {}", e.what());
+                            spdlog::warn("user_created not sent: {} (request_id={})", e.what(),
+                                         ctx.request_id());
                           }
                         }
                         co_return created;

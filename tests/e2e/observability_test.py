@@ -162,9 +162,14 @@ class ObservabilityTest(unittest.TestCase):
         get(self.stack.ports["gateway"], "/api-gateway/users/123456")
         get(self.stack.ports["gateway"], "/no/such/path/31337")
         get(self.stack.ports["gateway"], "/api-gateway/users", headers={})
+        raw = self.stack.raw(b"FOOBAR /api-gateway/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(raw.startswith(b"HTTP/1.1 404"), raw)
         m = self.scrape("gateway")
         routes = {l["route"] for l, _ in m.matching("http_server_requests_total")}
+        methods = {l["method"] for l, _ in m.matching("http_server_requests_total")}
         self.assertIn("(unmatched)", routes)
+        self.assertIn("other", methods)  # any token is a method: the label is bounded
+        self.assertNotIn("FOOBAR", methods)
         for r in routes:
             self.assertNotIn("123456", r)
             self.assertNotIn("31337", r)

@@ -88,6 +88,15 @@ bool upstreams::ready(std::vector<std::string>* failing) const {
 }
 
 asio::awaitable<void> upstreams::probe_loop() {
+  try {
+    co_await probe_rounds();
+  } catch (const std::system_error& e) {
+    // close() cancels the probes; Asio reports it at the next co_await.
+    if (e.code() != asio::error::operation_aborted) throw;
+  }
+}
+
+asio::awaitable<void> upstreams::probe_rounds() {
   auto alive = tasks_.alive();
   static const tern::pattern health(tern::health_pattern);
   static constexpr char nil = '\xc0';  // msgpack nil: the call's data

@@ -50,6 +50,7 @@ class upstreams {
 
  private:
   asio::awaitable<void> probe_loop();
+  asio::awaitable<void> probe_rounds();
 
   asio::io_context& io_;
   const std::vector<upstream>& config_;

@@ -7,21 +7,19 @@ namespace tern::gateway {
 
 asio::awaitable<void> next::operator()(request_context& ctx) const {
   if (index_ < chain_->policies_.size()) {
-    co_await chain_->policies_[index_]->handle(ctx, next(*chain_, index_ + 1));
-    co_return;
+    return chain_->policies_[index_]->handle(ctx, next(*chain_, index_ + 1));
   }
+  return chain_->run_handler(ctx);
+}
+
+asio::awaitable<void> chain::run_handler(request_context& ctx) const {
   try {
-    co_await chain_->handler_->handle(ctx);
+    co_await handler_->handle(ctx);
   } catch (const std::exception& e) {
     spdlog::error("[{}] {} {} failed: {} (request_id={})", ctx.request.peer, ctx.request.method,
                   ctx.request.target, e.what(), ctx.request_id);
     ctx.response = error_response(500, "Internal server error");
   }
-}
-
-asio::awaitable<void> chain::run(request_context& ctx) const {
-  // A coroutine, not a forwarder: the `next` it awaits must live in a frame.
-  co_await next(*this, 0)(ctx);
 }
 
 void request_context::call_meta(std::string& out) const {

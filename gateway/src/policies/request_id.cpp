@@ -22,7 +22,8 @@ class request_id final : public policy {
       ctx.trace = new_trace();  // and tracestate is dropped with the old trace
     }
     co_await n(ctx);
-    ctx.response.headers.emplace_back("X-Request-Id", ctx.request_id);
+    // The outermost policy: nothing after this reads the id.
+    ctx.response.headers.emplace_back("X-Request-Id", std::move(ctx.request_id));
   }
 };
 
