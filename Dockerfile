@@ -25,7 +25,7 @@ FROM debian:bookworm
 # PID 1 so signals reach the server and `docker stop` is quick.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libspdlog1.10 libsqlite3-0 libmimalloc2.0 tini \
+        libspdlog1.10 libsqlite3-0 libmimalloc2.0 libprometheus-cpp-core1.0 tini \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && groupadd --system --gid 10001 tern \
@@ -38,10 +38,11 @@ COPY gateway/routes.json /etc/tern/routes.json
 RUN if ldd /usr/local/bin/* | grep -F 'not found'; then exit 1; fi
 # Defaults for running in a container; docker-compose.yml sets the rest.
 ENV HOST=0.0.0.0 \
+    ADMIN_HOST=0.0.0.0 \
     DATA_DIR=/var/lib/tern \
     GATEWAY_CONFIG=/etc/tern/routes.json
 USER tern
 WORKDIR /var/lib/tern
-EXPOSE 3000 3001 3002
+EXPOSE 3000 3001 3002 9100 9101 9102
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["gateway"]
