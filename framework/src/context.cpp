@@ -27,7 +27,9 @@ std::string_view message_context::request_id() const noexcept {
 }
 
 std::string_view message_context::traceparent() const noexcept {
-  return meta_string(meta(), meta_traceparent);
+  trace_parent t;
+  auto text = meta_string(meta(), meta_traceparent);
+  return parse_traceparent(text, t) ? text : std::string_view();
 }
 
 std::string_view message_context::tracestate() const noexcept {
@@ -36,9 +38,8 @@ std::string_view message_context::tracestate() const noexcept {
 }
 
 std::string_view message_context::trace_id() const noexcept {
-  trace_parent t;
   auto text = traceparent();
-  return parse_traceparent(text, t) ? text.substr(3, 32) : std::string_view();
+  return text.empty() ? text : text.substr(3, 32);
 }
 
 std::string message_context::forward_meta() const {

@@ -218,7 +218,7 @@ void responder::finished(std::size_t outcome) noexcept {
   session_->request_finished();
   auto took = std::chrono::steady_clock::now() - start_;
   try {
-    service_metrics::record(*stats_, outcome, took);
+    if (stats_) service_metrics::record(*stats_, outcome, took);
     if (spdlog::should_log(spdlog::level::debug)) {
       spdlog::debug("[{}] {} {} in {} us{}", session_->peer(), *pattern_, outcome_name(outcome),
                     std::chrono::duration_cast<std::chrono::microseconds>(took).count(), log_tag());
@@ -278,6 +278,10 @@ void responder::next(transport::value_writer value) {
 }
 
 void responder::fail(const rpc_error& e) {
+  fail_as(e, outcome_of(e.kind()));
+}
+
+void responder::fail_as(const rpc_error& e, std::size_t outcome) {
   if (done_) return;
   auto write_err = [&](transport::packer& pk) { transport::write_error(pk, e); };
   try {
@@ -287,7 +291,7 @@ void responder::fail(const rpc_error& e) {
     return;
   }
   session_->flush();
-  finished(outcome_of(e.kind()));
+  finished(outcome);
 }
 
 void responder::fail_internal(std::string_view detail) {
@@ -301,7 +305,9 @@ void responder::fail_internal(std::string_view detail) {
 }
 
 void responder::fail_decode(std::string_view detail) {
-  fail(rpc_error(400, "invalid data for " + *pattern_ + ": " + std::string(detail)));
+  // A 400 on the wire, counted as what it is: data that does not decode.
+  fail_as(rpc_error(400, "invalid data for " + *pattern_ + ": " + std::string(detail)),
+          outcome_of(errc::decode_error));
 }
 
 // ---- helpers for the handler templates ----
@@ -377,9 +383,15 @@ microservice::~microservice() = default;
 void microservice::add_message_handler(const pattern& p,
                                        std::unique_ptr<detail::message_handler> h) {
   auto key = p.canonical();
+  bool health = key == pattern(health_pattern).canonical();
+  if (health && core_->handlers_.count(key)) {
+    throw std::invalid_argument(std::string(health_pattern) +
+                                " is tern's own pattern (readiness); choose another");
+  }
   auto& entry = core_->handlers_[key];
   entry.handler = std::move(h);
-  entry.stats = core_->stats_.request_stats(key);
+  // Readiness probes arrive several times a second: they are not traffic.
+  entry.stats = health ? nullptr : core_->stats_.request_stats(key);
 }
 
 void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h) {

@@ -30,19 +30,21 @@ service_metrics::service_metrics(metrics_registry& m)
                       .Name("rpc_server_request_duration_seconds")
                       .Help("Time from a request's arrival to its final reply, by pattern.")
                       .Register(m.registry())),
-      unknown_(request_stats("(unknown)")),
-      malformed_(request_stats("(malformed)")) {}
+      unknown_(request_stats("(unknown)", false)),
+      malformed_(request_stats("(malformed)", false)) {}
 
 service_metrics::~service_metrics() = default;
 
-call_stats* service_metrics::request_stats(const std::string& pattern) {
+call_stats* service_metrics::request_stats(const std::string& pattern, bool timed) {
   auto& s = by_request_[pattern];
   if (!s) {
     s = std::make_unique<call_stats>();
     s->pattern = pattern;
     s->family = requests_;
     s->by_outcome[outcome_ok] = &requests_->Add({{"pattern", pattern}, {"outcome", "ok"}});
-    s->duration = &durations_->Add({{"pattern", pattern}}, metrics_registry::duration_buckets());
+    if (timed) {
+      s->duration = &durations_->Add({{"pattern", pattern}}, metrics_registry::duration_buckets());
+    }
   }
   return s.get();
 }

@@ -49,7 +49,9 @@ class service_metrics {
   explicit service_metrics(metrics_registry& m);
   ~service_metrics();
 
-  call_stats* request_stats(const std::string& pattern);
+  /// `timed`: with a duration histogram (not for "(unknown)" and
+  /// "(malformed)", answered at once).
+  call_stats* request_stats(const std::string& pattern, bool timed = true);
   call_stats* event_stats(const std::string& pattern);
   [[nodiscard]] call_stats* unknown() noexcept { return unknown_; }
   [[nodiscard]] call_stats* malformed() noexcept { return malformed_; }

@@ -107,7 +107,8 @@ bool parse_traceparent(std::string_view text, trace_parent& out) noexcept {
   if (all_zero(trace) || all_zero(parent)) return false;
   std::copy(trace.begin(), trace.end(), out.trace_id);
   std::copy(parent.begin(), parent.end(), out.parent_id);
-  out.flags = static_cast<std::uint8_t>(hex_value(flags[0]) * 16 + hex_value(flags[1]));
+  // Version 00 defines one flag, sampled; the others are not passed on.
+  out.flags = static_cast<std::uint8_t>(hex_value(flags[1]) & 1);
   return true;
 }
 

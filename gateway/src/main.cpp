@@ -67,9 +67,8 @@ int main(int argc, char** argv) {
     };
     tern::http::server server(
         io, gw.config().limits, [&gw](tern::http::request& r) { return gw.handle(r); }, render);
-    tern::http::server admin(
-        io, tern::http::limits{.max_body_bytes = 0, .max_connections = 256},
-        [&gw](tern::http::request& r) { return gw.handle_admin(r); }, render);
+    tern::http::server admin(io, tern::http::limits{.max_body_bytes = 0, .max_connections = 256},
+                             [&gw](tern::http::request& r) { return gw.handle_admin(r); });
     gw.metrics().add_gauge("http_server_open_connections", "Open connections on the public port.",
                            [&server] { return static_cast<double>(server.connections()); });
     auto port = server.listen(args["host"], tern::cli::port(args["port"], "--port"));

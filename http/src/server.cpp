@@ -130,9 +130,8 @@ server::server(asio::io_context& io, limits l, handler h, error_renderer render)
     : io_(io),
       limits_(l),
       handler_(std::move(h)),
-      render_(render ? std::move(render)
-                     : [](int status, std::string_view message,
-                          const request&) { return text_response(status, message); }),
+      render_(render ? std::move(render) : [](int status, std::string_view message, const request&)
+                  -> asio::awaitable<response> { co_return text_response(status, message); }),
       acceptor_(io),
       sweeper_(io),
       drained_(io),
@@ -293,6 +292,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
     info.writing = true;
     info.write_since = clock_type::now();
     auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
+    if (!info.owner) co_return false;  // the server is gone: touch nothing of it
     info.writing = false;
     if (!info.in_message) info.since = clock_type::now();
     out.clear();
@@ -304,6 +304,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
     // request is already waiting in the socket.
     if (draining_ && !info.in_message && socket.available(ec) == 0) break;
     auto [rec, n] = co_await socket.async_read_some(asio::buffer(in), nothrow);
+    if (!info.owner) co_return;
     if (rec) {
       // drain() cancels the reads of idle connections so they look again.
       if (rec == asio::error::operation_aborted && draining_ && !info.in_message &&
@@ -332,18 +333,27 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
       if (state == request_parser::result::error) {
         spdlog::debug("[{}] bad request ({}): {}", req.peer, parser.error_status(),
                       parser.error_message());
-        append_response(out, render_(parser.error_status(), parser.error_message(), req), false,
-                        req.method == "HEAD");
+        info.busy = true;
+        response refused = co_await render_(parser.error_status(), parser.error_message(), req);
+        if (!info.owner) co_return;
+        info.busy = false;
+        append_response(out, refused, false, req.method == "HEAD");
         close_after = true;
         break;
       }
       info.busy = true;
       response r;
+      bool failed = false;
       try {
         r = co_await handler_(req);
       } catch (const std::exception& e) {
         spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, req.target, e.what());
-        r = render_(500, "Internal server error", req);
+        failed = true;
+      }
+      if (!info.owner) co_return;
+      if (failed) {
+        r = co_await render_(500, "Internal server error", req);
+        if (!info.owner) co_return;
       }
       info.busy = false;
       info.since = clock_type::now();

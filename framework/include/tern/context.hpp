@@ -28,7 +28,7 @@ class message_context {
   [[nodiscard]] std::string_view request_id() const noexcept;
   /// The W3C trace id (32 hex digits) of a valid `traceparent`, or empty.
   [[nodiscard]] std::string_view trace_id() const noexcept;
-  /// The caller's `traceparent` and `tracestate`, or empty.
+  /// The caller's `traceparent` and `tracestate` if valid, or empty.
   [[nodiscard]] std::string_view traceparent() const noexcept;
   [[nodiscard]] std::string_view tracestate() const noexcept;
 

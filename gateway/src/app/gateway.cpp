@@ -21,6 +21,7 @@ gateway::gateway(asio::io_context& io, gateway_config cfg)
   add_admin_routes(admin_, env);
   if (cfg_.admin_on_public) add_admin_routes(public_, env);
   unmatched_ = build_chain(env, nullptr, "(unmatched)", "{}", "policies", make_not_found_handler());
+  rejected_ = build_chain(env, nullptr, "(rejected)", "{}", "policies", make_refused_handler());
   admin_unmatched_ =
       build_chain(env, nullptr, "(unmatched)", R"({"access_log":false,"metrics":false})", "admin",
                   make_not_found_handler());
@@ -70,22 +71,20 @@ asio::awaitable<http::response> gateway::serve(const route_table& table, const c
   bool path_known = false;
   if (const auto* e = table.match(req, ctx.params, path_known)) {
     ctx.matched = e->config;
-    ctx.route_label = e->label;
     co_await e->serve->run(ctx);
   } else {
-    ctx.route_label = "(unmatched)";
     co_await fallback.run(ctx);
   }
   co_return std::move(ctx.response);
 }
 
-http::response gateway::render_error(int status, std::string_view message,
-                                     const http::request& req) {
-  auto r = error_response(status, message);
-  auto sent = req.header("x-request-id");
-  r.headers.emplace_back("X-Request-Id",
-                         valid_request_id(sent) ? std::string(sent) : new_request_id());
-  return r;
+asio::awaitable<http::response> gateway::render_error(int status, std::string_view message,
+                                                      const http::request& req) {
+  request_context ctx(req);
+  ctx.refused_status = status;
+  ctx.refused_message = message;
+  co_await rejected_->run(ctx);
+  co_return std::move(ctx.response);
 }
 
 }  // namespace tern::gateway

@@ -38,8 +38,10 @@ class gateway {
   /// The admin port's requests.
   asio::awaitable<http::response> handle_admin(http::request& req);
   /// The response to a request the HTTP server refuses itself (a parse
-  /// error, a handler that threw): NestJS's error body and a request id.
-  http::response render_error(int status, std::string_view message, const http::request& req);
+  /// error): NestJS's error body, through the top-level policies (request
+  /// id, access log, metrics) as route "(rejected)".
+  asio::awaitable<http::response> render_error(int status, std::string_view message,
+                                               const http::request& req);
 
   /// Starts the upstreams' health probes (readiness).
   void start();
@@ -64,7 +66,7 @@ class gateway {
   shared_state shared_;
   bool draining_ = false;
   route_table public_, admin_;
-  std::unique_ptr<chain> unmatched_, admin_unmatched_;
+  std::unique_ptr<chain> unmatched_, admin_unmatched_, rejected_;
 };
 
 }  // namespace tern::gateway

@@ -73,7 +73,7 @@ void upstreams::watch(std::vector<std::size_t> used) {
   std::sort(used.begin(), used.end());
   used.erase(std::unique(used.begin(), used.end()), used.end());
   watched_ = std::move(used);
-  if (!watched_.empty()) tasks_.spawn(probe_loop());
+  for (auto i : watched_) tasks_.spawn(probe_loop(i));
 }
 
 bool upstreams::ready(std::vector<std::string>* failing) const {
@@ -87,46 +87,41 @@ bool upstreams::ready(std::vector<std::string>* failing) const {
   return ok;
 }
 
-asio::awaitable<void> upstreams::probe_loop() {
+asio::awaitable<void> upstreams::probe_loop(std::size_t i) {
   try {
-    co_await probe_rounds();
+    co_await probe_rounds(i);
   } catch (const std::system_error& e) {
     // close() cancels the probes; Asio reports it at the next co_await.
     if (e.code() != asio::error::operation_aborted) throw;
   }
 }
 
-asio::awaitable<void> upstreams::probe_rounds() {
+// One loop per upstream: a service that never answers (or whose connect
+// hangs) delays only its own probes, never another's.
+asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
   auto alive = tasks_.alive();
   static const tern::pattern health(tern::health_pattern);
   static constexpr char nil = '\xc0';  // msgpack nil: the call's data
   asio::steady_timer tick(io_);
-  std::vector<tern::raw_call> calls;
   auto ignore = [](const tern::value_view&) {};
   while (!closed_) {
     auto started = std::chrono::steady_clock::now();
-    calls.clear();
-    for (auto i : watched_) {
-      calls.push_back({.client = clients_[i].get(),
-                       .p = &health,
-                       .packed_data = std::string_view(&nil, 1),
-                       .on_value = ignore,
-                       .options = {.timeout = probe_timeout}});
-    }
-    co_await tern::send_raw_all(calls);
+    tern::raw_call call{.client = clients_[i].get(),
+                        .p = &health,
+                        .packed_data = std::string_view(&nil, 1),
+                        .on_value = ignore,
+                        .options = {.timeout = probe_timeout}};
+    co_await tern::send_raw_all(std::span(&call, 1));
     if (!*alive) co_return;
-    auto now = std::chrono::steady_clock::now();
-    for (std::size_t k = 0; k < watched_.size(); ++k) {
-      auto i = watched_[k];
-      if (!calls[k].error) answered_[i] = calls[k].ended;
-      bool ready = answered_[i] >= now - ready_window;
-      if (ready == reported_[i]) continue;
+    if (!call.error) answered_[i] = call.ended;
+    bool ready = answered_[i] >= std::chrono::steady_clock::now() - ready_window;
+    if (ready != reported_[i]) {
       reported_[i] = ready;
       if (ready) {
         spdlog::info("upstream {} is ready", config_[i].name);
       } else {
         spdlog::warn("upstream {} is not ready: {}", config_[i].name,
-                     calls[k].error ? calls[k].error->what() : "no answer");
+                     call.error ? call.error->what() : "no answer");
       }
     }
     tick.expires_at(started + probe_interval);

@@ -20,8 +20,9 @@ namespace tern::gateway {
 /// next call that needs it.
 ///
 /// Readiness: every `probe_interval` each watched upstream gets a call of
-/// tern::health_pattern; ready() holds while every one of them answered
-/// within the last `ready_window`, so a readiness check costs no call.
+/// tern::health_pattern (each upstream on its own loop); ready() holds
+/// while every one of them answered within the last `ready_window`, so a
+/// readiness check costs no call.
 ///
 /// Thread safety: the io_context's thread.
 class upstreams {
@@ -49,8 +50,8 @@ class upstreams {
   void close();
 
  private:
-  asio::awaitable<void> probe_loop();
-  asio::awaitable<void> probe_rounds();
+  asio::awaitable<void> probe_loop(std::size_t i);
+  asio::awaitable<void> probe_rounds(std::size_t i);
 
   asio::io_context& io_;
   const std::vector<upstream>& config_;

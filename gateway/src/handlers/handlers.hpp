@@ -16,6 +16,8 @@ class upstreams;
 std::unique_ptr<handler> make_rpc_handler(const route& r, upstreams& u);
 /// 404 "Cannot GET /path", NestJS's answer for no route.
 std::unique_ptr<handler> make_not_found_handler();
+/// A request the HTTP server refused: ctx.refused_status and its message.
+std::unique_ptr<handler> make_refused_handler();
 /// GET /health/live: 200 while the process serves.
 std::unique_ptr<handler> make_live_handler();
 /// GET /health/ready: 200 while `ready` and every upstream the routes use

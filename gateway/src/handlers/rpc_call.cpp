@@ -169,7 +169,19 @@ class not_found final : public handler {
   }
 };
 
+class refused final : public handler {
+ public:
+  asio::awaitable<void> handle(request_context& ctx) override {
+    ctx.response = error_response(ctx.refused_status, ctx.refused_message);
+    co_return;
+  }
+};
+
 }  // namespace
+
+std::unique_ptr<handler> make_refused_handler() {
+  return std::make_unique<refused>();
+}
 
 std::unique_ptr<handler> make_rpc_handler(const route& r, upstreams& u) {
   return std::make_unique<rpc_call>(r, u);

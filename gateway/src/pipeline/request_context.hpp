@@ -28,14 +28,18 @@ struct upstream_call {
 /// the handler fills `response` and `calls`, and policies may amend the
 /// response on the way back.
 struct request_context {
-  explicit request_context(http::request& r) : request(r) {}
+  explicit request_context(const http::request& r) : request(r) {}
 
-  http::request& request;
+  const http::request& request;
   http::response response;
-  /// The route matched (null for an unmatched request) and its label for
-  /// logs and metrics: the route's template, "(unmatched)" or "(admin)".
+  /// The route matched: null for admin paths and for requests that match
+  /// no route or that the HTTP server refused. (Policies know their
+  /// route's label from when their chain was built.)
   const route* matched = nullptr;
-  std::string_view route_label;
+  /// For a request the HTTP server refused itself (a parse error): its
+  /// status and message, which the "(rejected)" chain's handler answers.
+  int refused_status = 0;
+  std::string_view refused_message;
   std::vector<std::pair<std::string_view, std::string>> params;  ///< ":id" captures, decoded
 
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();

@@ -21,8 +21,10 @@
 #include <nlohmann/json.hpp>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -38,6 +40,7 @@ namespace {
 constexpr std::size_t hand_over_bytes = 64 * 1024;
 constexpr std::size_t max_backlog_bytes = 16 * 1024 * 1024;
 constexpr std::chrono::milliseconds flush_interval{100};
+constexpr std::chrono::milliseconds final_flush{2000};
 
 // spdlog's formatting (time, pattern) into a buffer of the event loop's.
 class buffer_sink final : public spdlog::sinks::base_sink<spdlog::details::null_mutex> {
@@ -54,38 +57,100 @@ class buffer_sink final : public spdlog::sinks::base_sink<spdlog::details::null_
   std::string& out_;
 };
 
-// Writes what it is handed to one file descriptor, on its own thread.
+// What the writer thread owns: shared, so a thread stuck writing to a
+// destination that never drains can be left behind at exit.
+struct outlet {
+  int fd = -1;
+  bool owned = false;
+  std::mutex mutex;
+  std::condition_variable wake, finished;
+  std::string queued;  // guarded by mutex, as are the flags
+  bool stop = false;
+  bool done = false;
+  ~outlet() {
+    if (owned) ::close(fd);
+  }
+};
+
+// Writes whole lines, at most PIPE_BUF bytes per write where lines allow:
+// such writes to a pipe are atomic, so lines other loggers write to the
+// same stdout never land inside these.
+void write_lines(int fd, std::string_view out) {
+  while (!out.empty()) {
+    std::size_t n = out.size();
+    if (n > PIPE_BUF) {
+      auto cut = out.rfind('\n', PIPE_BUF - 1);
+      if (cut == std::string_view::npos) cut = out.find('\n');  // one line longer than that
+      n = cut == std::string_view::npos ? out.size() : cut + 1;
+    }
+    auto chunk = out.substr(0, n);
+    while (!chunk.empty()) {
+      auto w = ::write(fd, chunk.data(), chunk.size());
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return;  // nowhere to write: these lines are lost
+      chunk.remove_prefix(static_cast<std::size_t>(w));
+    }
+    out.remove_prefix(n);
+  }
+}
+
+void run_outlet(const std::shared_ptr<outlet>& o) {
+  std::string out;
+  for (;;) {
+    {
+      std::unique_lock lock(o->mutex);
+      o->wake.wait(lock, [&] { return o->stop || !o->queued.empty(); });
+      if (o->queued.empty() && o->stop) break;
+      out.swap(o->queued);
+    }
+    write_lines(o->fd, out);
+    out.clear();
+  }
+  std::lock_guard lock(o->mutex);
+  o->done = true;
+  o->finished.notify_all();
+}
+
+// Formats lines on the event loop and hands them to its outlet's thread.
 class writer {
  public:
   writer(asio::io_context& io, const std::string& path)
-      : path_(path), timer_(io), tasks_(io.get_executor(), "access log") {
+      : path_(path),
+        out_(std::make_shared<outlet>()),
+        timer_(io),
+        tasks_(io.get_executor(), "access log") {
     if (path == "stdout") {
-      fd_ = STDOUT_FILENO;
+      out_->fd = STDOUT_FILENO;
     } else if (path == "stderr") {
-      fd_ = STDERR_FILENO;
+      out_->fd = STDERR_FILENO;
     } else {
-      fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd_ < 0) throw config_error("access log " + path + ": " + std::strerror(errno));
-      owned_ = true;
+      out_->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (out_->fd < 0) throw config_error("access log " + path + ": " + std::strerror(errno));
+      out_->owned = true;
     }
     text_ = make_logger("%Y-%m-%dT%H:%M:%S.%fZ %v");
     json_ = make_logger(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ",%v)");
-    thread_ = std::thread([this] { run(); });
+    thread_ = std::thread([o = out_] { run_outlet(o); });
     tasks_.spawn(flush_loop());
   }
 
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
 
+  // Writes out what is buffered, waiting at most final_flush for a slow
+  // destination; a thread still stuck in write() then is left to the exit.
   ~writer() {
     hand_over();
-    {
-      std::lock_guard lock(mutex_);
-      stop_ = true;
+    std::unique_lock lock(out_->mutex);
+    out_->stop = true;
+    out_->wake.notify_one();
+    if (out_->finished.wait_for(lock, final_flush, [&] { return out_->done; })) {
+      lock.unlock();
+      thread_.join();
+    } else {
+      lock.unlock();
+      thread_.detach();
     }
-    wake_.notify_one();
-    thread_.join();
-    if (owned_) ::close(fd_);
   }
 
   void log(bool json, std::string_view line) {
@@ -119,11 +184,11 @@ class writer {
     if (pending_.empty()) return;
     bool dropped = false;
     {
-      std::lock_guard lock(mutex_);
-      if (queued_.size() + pending_.size() > max_backlog_bytes) {
+      std::lock_guard lock(out_->mutex);
+      if (out_->queued.size() + pending_.size() > max_backlog_bytes) {
         dropped = true;
       } else {
-        queued_.append(pending_);
+        out_->queued.append(pending_);
       }
     }
     if (dropped) {
@@ -132,39 +197,14 @@ class writer {
       }
     }
     pending_.clear();
-    if (!dropped) wake_.notify_one();
-  }
-
-  void run() {
-    std::string out;
-    for (;;) {
-      {
-        std::unique_lock lock(mutex_);
-        wake_.wait(lock, [&] { return stop_ || !queued_.empty(); });
-        if (queued_.empty() && stop_) return;
-        out.swap(queued_);
-      }
-      std::size_t done = 0;
-      while (done < out.size()) {
-        auto n = ::write(fd_, out.data() + done, out.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;  // nowhere to write: these lines are lost
-        done += static_cast<std::size_t>(n);
-      }
-      out.clear();
-    }
+    if (!dropped) out_->wake.notify_one();
   }
 
   std::string path_;
-  int fd_ = -1;
-  bool owned_ = false;
+  std::shared_ptr<outlet> out_;
   std::string pending_;  // the event loop's
   std::shared_ptr<spdlog::logger> text_, json_;
   tern::log_limiter drops_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::string queued_;  // guarded by mutex_
-  bool stop_ = false;   // guarded by mutex_
   std::thread thread_;
   asio::steady_timer timer_;
   tern::task_group tasks_;

@@ -8,6 +8,12 @@ namespace tern::gateway {
 
 namespace {
 
+std::size_t count(const http::request& req, std::string_view name) {
+  std::size_t n = 0;
+  for (const auto& [k, v] : req.headers) n += k == name;
+  return n;
+}
+
 class request_id final : public policy {
  public:
   asio::awaitable<void> handle(request_context& ctx, next n) override {
@@ -15,9 +21,11 @@ class request_id final : public policy {
     auto sent = req.header("x-request-id");
     ctx.request_id = valid_request_id(sent) ? std::string(sent) : new_request_id();
     ctx.traced = true;
-    if (parse_traceparent(req.header("traceparent"), ctx.trace)) {
+    // Two traceparent headers make it invalid (W3C); two tracestate ones are
+    // dropped rather than joined.
+    if (count(req, "traceparent") == 1 && parse_traceparent(req.header("traceparent"), ctx.trace)) {
       auto state = req.header("tracestate");
-      if (valid_tracestate(state)) ctx.tracestate = state;
+      if (count(req, "tracestate") == 1 && valid_tracestate(state)) ctx.tracestate = state;
     } else {
       ctx.trace = new_trace();  // and tracestate is dropped with the old trace
     }

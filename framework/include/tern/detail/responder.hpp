@@ -54,6 +54,7 @@ class responder {
 
  private:
   void finished(std::size_t outcome) noexcept;
+  void fail_as(const rpc_error& e, std::size_t outcome);
   [[nodiscard]] std::string log_tag() const;  // " request_id=… trace_id=…", or empty
   std::shared_ptr<transport::server_session> session_;
   std::uint64_t id_;

@@ -45,16 +45,18 @@ response text_response(int status, std::string_view message);
 /// min(read_timeout, 2 s), so the response is not lost to a reset.
 ///
 /// Thread safety: none; every call on the io_context's thread. The server
-/// must outlive the io_context's run() (a session frame destroyed later,
-/// by io_context shutdown, no longer touches it).
+/// may be destroyed while the io_context runs: its sessions' sockets are
+/// closed, and each session, when it resumes, touches nothing of the
+/// server again (the handler it may be awaiting must look after itself).
 class server {
  public:
   using handler = std::function<asio::awaitable<response>(request&)>;
   /// Makes the response to a request the server answers itself: one the
-  /// parser refused (`req` holds what was parsed of it), or one whose
-  /// handler threw (500).
-  using error_renderer =
-      std::function<response(int status, std::string_view message, const request& req)>;
+  /// parser refused (`req` holds what was parsed of it, only characters the
+  /// parser accepted), or one whose handler threw (500). A coroutine, so an
+  /// owner may run it through its own machinery (the gateway's policies).
+  using error_renderer = std::function<asio::awaitable<response>(
+      int status, std::string_view message, const request& req)>;
 
   /// `render` defaults to text_response().
   server(asio::io_context& io, limits l, handler h, error_renderer render = {});
