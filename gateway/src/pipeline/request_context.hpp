@@ -4,7 +4,10 @@
 #include <tern/http/server.hpp>
 #include <tern/trace.hpp>
 
+#include <tern/rpc_error.hpp>
+
 #include <chrono>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -17,8 +20,11 @@ struct route;
 
 /// One upstream call a handler made: for the access log and the metrics.
 struct upstream_call {
-  std::size_t call = 0;      ///< index into the route's calls
-  std::string_view outcome;  ///< "ok" or the errc name (static storage)
+  std::size_t call = 0;       ///< index into the route's calls
+  std::optional<errc> error;  ///< how it failed, if it did
+  [[nodiscard]] std::string_view outcome() const noexcept {
+    return error ? to_string(*error) : std::string_view("ok");
+  }
   std::chrono::nanoseconds took{};
 };
 

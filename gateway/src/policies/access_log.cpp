@@ -292,7 +292,7 @@ class access_log final : public policy {
         line_ += "{\"service\":";
         append_json_string(service, line_);
         field(line_, "pattern", pattern, true);
-        field(line_, "outcome", c.outcome, true);
+        field(line_, "outcome", c.outcome(), true);
         number(line_, "duration_us", micros(c.took), true);
         line_ += '}';
       } else {
@@ -300,7 +300,7 @@ class access_log final : public policy {
         line_ += ' ';
         line_ += pattern;
         line_ += ' ';
-        line_ += c.outcome;
+        line_ += c.outcome();
         line_ += ' ';
         append_number(line_, micros(c.took));
         line_ += "us";

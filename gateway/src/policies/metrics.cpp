@@ -64,7 +64,7 @@ std::string_view method_label(std::string_view m) {
 // front, the other outcomes' counters on first use.
 struct call_metrics {
   std::string service, pattern;
-  std::array<Counter*, 10> by_outcome{};  // indexed by errc; 0 is ok
+  std::array<Counter*, static_cast<std::size_t>(errc::cancelled) + 1> by_outcome{};  // 0: ok
   Histogram* took = nullptr;
 };
 
@@ -96,7 +96,7 @@ class metrics final : public policy {
     for (const auto& call : ctx.calls) {
       if (call.call >= calls_.size()) continue;
       auto& c = calls_[call.call];
-      outcome_counter(c, call.outcome).Increment();
+      outcome_counter(c, call).Increment();
       c.took->Observe(std::chrono::duration<double>(call.took).count());
     }
   }
@@ -114,17 +114,12 @@ class metrics final : public policy {
     return *c;
   }
 
-  Counter& outcome_counter(call_metrics& c, std::string_view outcome) {
-    std::size_t slot = 0;
-    if (outcome != "ok") {
-      for (std::size_t e = 1; e < c.by_outcome.size(); ++e) {
-        if (to_string(static_cast<errc>(e)) == outcome) slot = e;
-      }
-    }
-    auto*& counter = c.by_outcome[slot];
+  Counter& outcome_counter(call_metrics& c, const upstream_call& call) {
+    auto*& counter = c.by_outcome[call.error ? static_cast<std::size_t>(*call.error) : 0];
     if (!counter) {
-      counter = &f_.calls.Add(
-          {{"service", c.service}, {"pattern", c.pattern}, {"outcome", std::string(outcome)}});
+      counter = &f_.calls.Add({{"service", c.service},
+                               {"pattern", c.pattern},
+                               {"outcome", std::string(call.outcome())}});
     }
     return *counter;
   }
