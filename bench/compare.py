@@ -163,7 +163,8 @@ def http_bench(args):
     data = tempfile.mkdtemp(prefix="tern-bench-")
     systems = {}
     try:
-        env = {"UPSTREAM_USERS": "127.0.0.1:23001", "UPSTREAM_PRODUCTS": "127.0.0.1:23002"}
+        env = {"UPSTREAM_USERS": "127.0.0.1:23001", "UPSTREAM_PRODUCTS": "127.0.0.1:23002",
+               "TERN_JWT_SECRET": "bench-secret-that-is-at-least-32-bytes"}
         systems["tern"] = System("tern", [
             [f"{REL}/services/users/users_service", "--port", "23001", "--data-dir", data, "--log-level", "warn"],
             [f"{REL}/services/products/products_service", "--port", "23002", "--data-dir", data, "--log-level", "warn"],

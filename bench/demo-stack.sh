@@ -16,6 +16,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export UPSTREAM_USERS=127.0.0.1:13001 UPSTREAM_PRODUCTS=127.0.0.1:13002
+export TERN_JWT_SECRET=bench-secret-that-is-at-least-32-bytes  # the demo config's HS256 key
 # The benchmark config: the demo's routes with the default policies (request
 # ids and metrics on, the access log off). bench_config NAME POLICIES writes
 # another one, $work/NAME.json, with the given top-level "policies".

@@ -144,13 +144,14 @@ bool valid_tracestate(std::string_view text) noexcept {
 }
 
 void append_trace_meta(std::string& out, std::string_view request_id, const trace_parent* parent,
-                       std::string_view tracestate) {
+                       std::string_view tracestate, std::string_view identity) {
   // Packed by hand: this runs for every upstream call, and a packer's
   // generality costs several times more here.
   if (tracestate.size() > 0xffff) tracestate = {};
-  if (request_id.empty() && !parent) return;  // nothing to send: no meta at all
-  out.reserve(out.size() + 96 + request_id.size() + tracestate.size());
-  int n = (request_id.empty() ? 0 : 1) + (parent ? 1 : 0) + (tracestate.empty() ? 0 : 1);
+  if (request_id.empty() && !parent && identity.empty()) return;  // no meta at all
+  out.reserve(out.size() + 112 + request_id.size() + tracestate.size() + identity.size());
+  int n = (request_id.empty() ? 0 : 1) + (parent ? 1 : 0) + (tracestate.empty() ? 0 : 1) +
+          (identity.empty() ? 0 : 1);
   out += static_cast<char>(0x80 | n);  // fixmap
   if (!request_id.empty()) {
     pack_str(out, meta_request_id);
@@ -164,6 +165,10 @@ void append_trace_meta(std::string& out, std::string_view request_id, const trac
   if (!tracestate.empty()) {
     pack_str(out, meta_tracestate);
     pack_str(out, tracestate);
+  }
+  if (!identity.empty()) {
+    pack_str(out, meta_identity);
+    out += identity;
   }
 }
 

@@ -1,5 +1,6 @@
 // The HTTP API gateway in front of tern services.
 #include "app/gateway.hpp"
+#include "app/token_command.hpp"
 
 #include <tern/cli.hpp>
 
@@ -35,8 +36,13 @@ std::chrono::milliseconds milliseconds(const std::string& text, const std::strin
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == "token") {
+    return tern::gateway::token_command(argc, argv);
+  }
   auto args = tern::cli::parse(
-      argc, argv, "gateway", "HTTP API gateway: routes HTTP requests to tern service patterns.",
+      argc, argv, "gateway",
+      "HTTP API gateway: routes HTTP requests to tern service patterns.\n"
+      "`gateway token --help`: how to mint a token signed with the configured key.",
       {{"host", "HOST", "127.0.0.1", "address to listen on"},
        {"port", "PORT", "3000", "port to listen on"},
        {"config", "GATEWAY_CONFIG", "gateway/routes.json",

@@ -23,11 +23,15 @@ void register_products_handlers(microservice& app, products_repository& repo) {
                         co_return *found;
                       });
 
-  app.message_pattern({{"cmd", "create_product"}},
-                      [&repo](msgpack::object_handle data) -> asio::awaitable<product> {
-                        auto p = validate_new_product(fields(data.get()));
-                        co_return co_await offload([&repo, &p] { return repo.create(p); });
-                      });
+  app.message_pattern(
+      {{"cmd", "create_product"}},
+      [&repo](msgpack::object_handle data, const message_context& ctx) -> asio::awaitable<product> {
+        if (!ctx.has_role("admin")) {
+          throw rpc_error(403, "create_product needs an admin identity");
+        }
+        auto p = validate_new_product(fields(data.get()));
+        co_return co_await offload([&repo, &p] { return repo.create(p); });
+      });
 
   app.message_pattern({{"cmd", "health"}}, []() { return std::string("ok"); });
 }

@@ -6,6 +6,17 @@
 
 namespace tern::demo {
 
+namespace {
+
+struct caller {
+  std::string sub;
+  std::vector<std::string> roles;
+  std::map<std::string, std::string> claims;  ///< the propagated ones it knows (email)
+  MSGPACK_DEFINE_MAP(sub, roles, claims);
+};
+
+}  // namespace
+
 void register_users_handlers(microservice& app, users_repository& repo, client_proxy* events) {
   auto created_events = std::make_shared<std::int64_t>(0);
 
@@ -28,6 +39,10 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
   app.message_pattern({{"cmd", "create_user"}},
                       [&repo, events](msgpack::object_handle data,
                                       const message_context& ctx) -> asio::awaitable<user> {
+                        // Also when called straight on this port, past the gateway.
+                        if (!ctx.has_role("admin")) {
+                          throw rpc_error(403, "create_user needs an admin identity");
+                        }
                         auto u = validate_new_user(fields(data.get()));
                         auto created = co_await offload([&repo, &u] { return repo.create(u); });
                         if (events) {
@@ -40,6 +55,17 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
                         }
                         co_return created;
                       });
+
+  // Who the caller is, as the gateway's auth policy verified it.
+  app.message_pattern({{"cmd", "whoami"}}, [](const message_context& ctx) {
+    if (!ctx.authenticated()) throw rpc_error(401, "whoami needs an identity");
+    caller c{std::string(ctx.subject()), {}, {}};
+    for (auto r : ctx.roles()) c.roles.emplace_back(r);
+    if (const auto* email = ctx.claim("email"); email && email->type == msgpack::type::STR) {
+      c.claims.emplace("email", email->as<std::string>());
+    }
+    return c;
+  });
 
   app.event_pattern("user_created", [created_events](const user& u) {
     ++*created_events;

@@ -10,7 +10,8 @@ namespace tern::demo {
 
 /// Registers {cmd:get_users} {limit?, offset?}, {cmd:get_user} {id},
 /// {cmd:create_user} {name, email} (then emits user_created to `events`, if
-/// given), the user_created event (counted), and {cmd:health}.
+/// given; admins only), {cmd:whoami} (the caller's verified identity), the
+/// user_created event (counted), and {cmd:health}.
 void register_users_handlers(microservice& app, users_repository& repo,
                              client_proxy* events = nullptr);
 

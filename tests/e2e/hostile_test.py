@@ -79,7 +79,7 @@ class HostileTest(unittest.TestCase):
         s = self.stack
         body = "[" * 100000 + "]" * 100000  # 200 KB, under the 1 MiB body limit
         status, err = s.request("POST", "/api-gateway/users", body,
-                                {"Content-Type": "application/json"})
+                                {**s.as_admin, "Content-Type": "application/json"})
         self.assertEqual(status, 400)
         self.assertEqual(err["message"], "the JSON body nests deeper than 64 levels")
         self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)
@@ -107,7 +107,7 @@ class HostileTest(unittest.TestCase):
         statuses = set()
         for levels in range(60, 101):
             body = '{"name":' + "[" * levels + "]" * levels + ',"email":"a@b.co"}'
-            statuses.add(s.request("POST", "/api-gateway/users", body)[0])
+            statuses.add(s.request("POST", "/api-gateway/users", body, s.as_admin)[0])
         for t in threads:
             t.join()
         self.assertEqual(failures, [])
@@ -127,12 +127,13 @@ class HostileTest(unittest.TestCase):
         s = self.stack
         # Through the gateway: the body is not JSON (JSON text is UTF-8).
         status, err = s.request("POST", "/api-gateway/users",
-                                b'{"name":"\xff\xfe","email":"x@y.co"}')
+                                b'{"name":"\xff\xfe","email":"x@y.co"}', s.as_admin)
         self.assertEqual((status, err["message"]), (400, "malformed JSON body"))
         # Straight to the service's port: refused, naming the field.
         sock = self.service("users")
         sock.sendall(frame(mp({"id": 1, "pattern": {"cmd": "create_user"},
-                               "data": {"name": b"Mall\xffory", "email": "m@x.co"}})))
+                               "data": {"name": b"Mall\xffory", "email": "m@x.co"},
+                               "meta": {"identity": {"sub": "t", "roles": ["admin"]}}})))
         reply = read_reply(sock)
         self.assertIn(b"name must be valid UTF-8 text", reply)
         # Nothing was stored; what the gateway serves parses as strict JSON.

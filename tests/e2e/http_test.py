@@ -60,8 +60,14 @@ def connect(port):
     return s
 
 
-CHUNKED_POST = (b"POST /api-gateway/users HTTP/1.1\r\nHost: x\r\n"
-                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+def admin_post(stack, extra=b""):
+    """The start of a POST /api-gateway/users with the admin's token."""
+    return (b"POST /api-gateway/users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s"
+            % (stack.admin_token.encode(), extra))
+
+
+def chunked_post(stack):
+    return admin_post(stack, b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
 
 
 class HttpTest(unittest.TestCase):
@@ -81,14 +87,14 @@ class HttpTest(unittest.TestCase):
             return status, headers, body
 
     def test_chunk_data_must_end_where_its_size_says(self):
-        status, headers, _ = self.one(CHUNKED_POST + b"3\r\nabcdef\r\n0\r\n\r\n")
+        status, headers, _ = self.one(chunked_post(self.stack) + b"3\r\nabcdef\r\n0\r\n\r\n")
         self.assertEqual((status, headers["connection"]), (400, "close"))
 
     def test_a_chunked_body_with_extensions_and_trailers_is_read(self):
         body = b'{"name": "Chunky", "email": "chunky@example.org"}'
         chunks = b"%x;ext=1\r\n%s\r\n%x\r\n%s\r\n0\r\nX-Trailer: t\r\n\r\n" % (
             10, body[:10], len(body) - 10, body[10:])
-        status, _, reply = self.one(CHUNKED_POST + chunks)
+        status, _, reply = self.one(chunked_post(self.stack) + chunks)
         self.assertEqual(status, 201)
         self.assertEqual(json.loads(reply)["name"], "Chunky")
 
@@ -108,8 +114,8 @@ class HttpTest(unittest.TestCase):
     def test_expect_100_continue(self):
         body = b'{"name": "Patient", "email": "patient@example.org"}'
         with connect(self.stack.ports["gateway"]) as s:
-            s.sendall(b"POST /api-gateway/users HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                      b"Content-Length: %d\r\n\r\n" % len(body))
+            s.sendall(admin_post(self.stack, b"Expect: 100-continue\r\n"
+                                 b"Content-Length: %d\r\n\r\n" % len(body)))
             status, headers, interim, rest = read_response(s)
             self.assertEqual((status, headers, interim, rest), (100, {}, b"", b""))
             s.sendall(body)

@@ -5,6 +5,7 @@ over real HTTP. Usage: stack_test.py BUILD_DIR [unittest args]"""
 
 import http.client
 import json
+import jwt  # Debian's python3-jwt
 import os
 import shutil
 import signal
@@ -41,9 +42,12 @@ def wait_port(port, proc, limit=10.0):
 class Stack:
     """users, products and gateway processes; each can be killed and restarted."""
 
-    def __init__(self, log_level="error", policies=None, capture_logs=False):
-        """policies replaces the config's top-level "policies"; with
-        capture_logs each process writes its output to log(name)'s file."""
+    SECRET = "e2e-secret-that-is-at-least-32-bytes-long"  # the demo key's TERN_JWT_SECRET
+
+    def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None):
+        """policies replaces the config's top-level "policies"; edit(cfg)
+        may change the rest of the config; with capture_logs each process
+        writes its output to log(name)'s file."""
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
         self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
         self.admin = {name: free_port() for name in self.ports}
@@ -57,11 +61,21 @@ class Stack:
         cfg["upstreams"]["products"]["timeout_ms"] = 1000
         cfg["server"]["read_timeout_ms"] = 500
         cfg["server"]["idle_timeout_ms"] = 2000
+        if edit:
+            edit(cfg)
+        self.admin_token = self.token()
+        self.as_admin = {"Authorization": f"Bearer {self.admin_token}"}  # headers for admin calls
         self.config = os.path.join(self.dir, "routes.json")
         with open(self.config, "w") as f:
             json.dump(cfg, f)
         for name in ("users", "products", "gateway"):
             self.start(name)
+
+    def token(self, sub="e2e-admin", roles=("admin",), **claims):
+        """A token the demo config's key accepts (HS256, kid demo, iss tern-demo)."""
+        body = {"sub": sub, "roles": list(roles), "iss": "tern-demo", "exp": int(time.time()) + 600}
+        body.update(claims)
+        return jwt.encode(body, self.SECRET, algorithm="HS256", headers={"kid": "demo"})
 
     def command(self, name):
         common = ["--port", str(self.ports[name]), "--admin-port", str(self.admin[name]),
@@ -83,6 +97,7 @@ class Stack:
         env = dict(os.environ)
         env["UPSTREAM_USERS"] = f"127.0.0.1:{self.ports['users']}"
         env["UPSTREAM_PRODUCTS"] = f"127.0.0.1:{self.ports['products']}"
+        env["TERN_JWT_SECRET"] = self.SECRET
         out = open(self.log_path(name), "a") if self.capture_logs else None
         proc = subprocess.Popen(self.command(name), env=env, stdout=out, stderr=out)
         if out:
@@ -195,10 +210,10 @@ class StackTest(unittest.TestCase):
 
     def test_create_then_read_back(self):
         s = self.stack
-        status, user = s.request("POST", "/api-gateway/users", {"name": "Edsger", "email": "ed@example.org"})
+        status, user = s.request("POST", "/api-gateway/users", {"name": "Edsger", "email": "ed@example.org"}, s.as_admin)
         self.assertEqual(status, 201)
         self.assertEqual(s.request("GET", f"/api-gateway/users/{user['id']}"), (200, user))
-        status, product = s.request("POST", "/api-gateway/products", {"name": "ENIAC", "price": 0})
+        status, product = s.request("POST", "/api-gateway/products", {"name": "ENIAC", "price": 0}, s.as_admin)
         self.assertEqual(status, 201)
         self.assertEqual(s.request("GET", f"/api-gateway/products/{product['id']}"), (200, product))
 
@@ -206,18 +221,18 @@ class StackTest(unittest.TestCase):
         s = self.stack
         self.assertEqual(s.request("GET", "/api-gateway/users/999"),
                          (404, {"statusCode": 404, "message": "user 999 not found", "error": "Not Found"}))
-        status, body = s.request("POST", "/api-gateway/users", {"name": "X", "email": "not-an-email"})
+        status, body = s.request("POST", "/api-gateway/users", {"name": "X", "email": "not-an-email"}, s.as_admin)
         self.assertEqual((status, body["error"]), (400, "Bad Request"))
         self.assertIn("email", body["message"])
-        status, body = s.request("POST", "/api-gateway/users", {"email": "a@b.co"})
+        status, body = s.request("POST", "/api-gateway/users", {"email": "a@b.co"}, s.as_admin)
         self.assertEqual(status, 400)
         self.assertIn("name", body["message"])
-        status, body = s.request("POST", "/api-gateway/users", {"name": "Ada", "email": "ada@example.com"})
+        status, body = s.request("POST", "/api-gateway/users", {"name": "Ada", "email": "ada@example.com"}, s.as_admin)
         self.assertEqual((status, body["statusCode"], body["error"]), (409, 409, "Conflict"))
-        status, body = s.request("POST", "/api-gateway/products", {"name": "Cheap", "price": -1})
+        status, body = s.request("POST", "/api-gateway/products", {"name": "Cheap", "price": -1}, s.as_admin)
         self.assertEqual(status, 400)
         self.assertIn("price", body["message"])
-        status, body = s.request("POST", "/api-gateway/users", "{not json")
+        status, body = s.request("POST", "/api-gateway/users", "{not json", s.as_admin)
         self.assertEqual((status, body["message"]), (400, "malformed JSON body"))
         self.assertEqual(s.request("GET", "/nowhere")[0], 404)
         self.assertEqual(s.request("DELETE", "/api-gateway/users")[0], 404)
@@ -243,7 +258,7 @@ class StackTest(unittest.TestCase):
 
     def test_data_survives_a_service_restart(self):
         s = self.stack
-        _, user = s.request("POST", "/api-gateway/users", {"name": "Barbara", "email": "bl@example.org"})
+        _, user = s.request("POST", "/api-gateway/users", {"name": "Barbara", "email": "bl@example.org"}, s.as_admin)
         self.assertEqual(s.kill("users", signal.SIGTERM), 0)
         s.start("users")
         deadline = time.monotonic() + 5

@@ -1,4 +1,5 @@
 #include "app/gateway.hpp"
+#include "auth/jwt.hpp"
 #include "config/config.hpp"
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
@@ -386,7 +387,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
   ss << in.rdbuf();
   auto cfg = parse_config(ss.str());
   CHECK(cfg.upstreams.size() == 2);
-  CHECK(cfg.routes.size() == 7);
+  CHECK(cfg.routes.size() == 8);
   const auto& dash = cfg.routes.back();
   CHECK(dash.aggregate);
   REQUIRE(dash.calls.size() == 2);
@@ -401,12 +402,17 @@ TEST_CASE("the demo config is valid and routes as documented") {
     asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
     u.port = a.local_endpoint().port();  // free once `a` closes
   }
+  ::setenv("TERN_JWT_SECRET", "a-test-secret-of-at-least-32-bytes", 1);
   gateway gw(io, cfg);
-  auto answer = [&](std::string method, std::string path, std::string body = "") {
+  auto admin = "Bearer " + jwt::verifier(nlohmann::json::parse(cfg.auth), "auth")
+                               .sign({{"sub", "t"}, {"roles", {"admin"}}, {"iss", "tern-demo"}});
+  auto answer = [&](std::string method, std::string path, std::string body = "",
+                    std::string authorization = "") {
     tern::http::request req;
     req.method = std::move(method);
     req.path = req.target = std::move(path);
     req.body = std::move(body);
+    if (!authorization.empty()) req.headers.emplace_back("authorization", authorization);
     tern::http::response r;
     bool done = false;
     asio::co_spawn(io, gw.handle(req), [&](std::exception_ptr e, tern::http::response got) {
@@ -430,17 +436,20 @@ TEST_CASE("the demo config is valid and routes as documented") {
   CHECK(answer("GET", "/api-gateway/users") == users);
   CHECK(answer("GET", "/api-gateway/users/7") == users);
   CHECK(answer("HEAD", "/api-gateway/users/7") == users);  // HEAD is GET without a body
-  CHECK(answer("POST", "/api-gateway/users", R"({"name":"a"})") == users);
+  CHECK(answer("POST", "/api-gateway/users", R"({"name":"a"})") ==
+        route_answer{401, "missing bearer token"});  // admins only
+  CHECK(answer("POST", "/api-gateway/users", R"({"name":"a"})", admin) == users);
   CHECK(answer("GET", "/api-gateway/products") == products);
   CHECK(answer("GET", "/api-gateway/products/1") == products);
-  CHECK(answer("POST", "/api-gateway/products", R"({"name":"a"})") == products);
+  CHECK(answer("POST", "/api-gateway/products", R"({"name":"a"})", admin) == products);
   CHECK(answer("GET", "/api-gateway/dashboard") == users);  // the first call decides
   CHECK(answer("DELETE", "/api-gateway/users") ==
         route_answer{404, "Cannot DELETE /api-gateway/users"});
   CHECK(answer("GET", "/api-gateway/users/7/x") ==
         route_answer{404, "Cannot GET /api-gateway/users/7/x"});
   CHECK(answer("GET", "/api-gateway/user") == route_answer{404, "Cannot GET /api-gateway/user"});
-  CHECK(answer("POST", "/api-gateway/users", "[[") == route_answer{400, "malformed JSON body"});
+  CHECK(answer("POST", "/api-gateway/users", "[[", admin) ==
+        route_answer{400, "malformed JSON body"});
 }
 
 TEST_CASE("bad configs are refused with the entry named") {
@@ -519,7 +528,7 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(chain_error(with_policies("", "")).empty());
   CHECK(chain_error(with_policies(R"({"access_log": false, "metrics": true})", "")).empty());
   auto e = chain_error(with_policies(R"({"rate": {}})", ""));
-  CHECK(e == "policies.rate: is not a policy (known: request_id, access_log, metrics)");
+  CHECK(e == "policies.rate: is not a policy (known: request_id, access_log, metrics, auth)");
   e = chain_error(with_policies("", R"({"acces_log": true})"));
   CHECK(e.find("routes[0].policies.acces_log: is not a policy") == 0);
   e = chain_error(with_policies("", R"({"access_log": {"format": "xml"}})"));
@@ -560,4 +569,80 @@ TEST_CASE("a route's own policies piece overrides the default, one policy at a t
   }
   std::filesystem::remove(path);
   CHECK(routes == std::vector<std::string>{"/b", "/b"});
+}
+
+namespace {
+
+// What constructing a verifier from `auth` throws ("" when it does not).
+std::string auth_error(const nlohmann::json& auth) {
+  try {
+    jwt::verifier v(auth, "auth");
+  } catch (const config_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+nlohmann::json hs_key(std::string env, nlohmann::json algorithms = {"HS256"}) {
+  return {{"kid", "k"}, {"algorithms", std::move(algorithms)}, {"secret_env", std::move(env)}};
+}
+
+}  // namespace
+
+TEST_CASE("auth keys are checked at start-up, naming the entry") {
+  ::setenv("TERN_TEST_SHORT", "only-31-bytes-of-secret-here!!!", 1);
+  ::setenv("TERN_TEST_LONG", "a-secret-of-thirty-two-bytes-ok!", 1);
+  ::unsetenv("TERN_TEST_UNSET");
+  using json = nlohmann::json;
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}}).empty());
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_UNSET")}}}) ==
+        "auth.keys[0].secret_env: the environment variable TERN_TEST_UNSET is not set");
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_SHORT")}}}) ==
+        "auth.keys[0]: HS256 needs a secret of at least 32 bytes");
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG", {"HS512"})}}}) ==
+        "auth.keys[0]: HS512 needs a secret of at least 64 bytes");
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG", {"none"})}}})
+            .find("'none' is not a signature algorithm") != std::string::npos);
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG", json::array())}}})
+            .find("auth.keys[0].algorithms: must list") == 0);
+  CHECK(auth_error({{"keys", {{{"algorithms", {"HS256"}}}}}}) ==
+        "auth.keys[0]: needs exactly one of secret_env, secret_file, public_key_file, jwks_file");
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG"), hs_key("TERN_TEST_LONG")}}}) ==
+        "auth.keys: two keys have the kid 'k'");
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"leeway_s", 1000}})
+            .find("auth.leeway_s") == 0);
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"audiense", "x"}})
+            .find("auth.audiense: is not an auth setting") == 0);
+  CHECK(auth_error({{"keys", json::array()}}) == "auth.keys: must list at least one key");
+  CHECK(
+      auth_error({{"keys", {{{"algorithms", {"RS256"}}, {"public_key_file", "/nonexistent"}}}}}) ==
+      "auth.keys[0].public_key_file: cannot read '/nonexistent'");
+}
+
+TEST_CASE("exp and nbf are checked with the leeway, to the second") {
+  ::setenv("TERN_TEST_LONG", "a-secret-of-thirty-two-bytes-ok!", 1);
+  jwt::verifier v({{"keys", {hs_key("TERN_TEST_LONG")}}, {"leeway_s", 30}}, "auth");
+  auto exp = v.sign({{"sub", "a"}, {"exp", 1000}});
+  CHECK(v.verify(exp, 1029).ok);
+  CHECK(v.verify(exp, 1030).reason == "expired");
+  auto nbf = v.sign({{"sub", "a"}, {"nbf", 1000}});
+  CHECK(v.verify(nbf, 970).ok);
+  CHECK(v.verify(nbf, 969).reason == "not valid yet (nbf)");
+  CHECK(v.verify(nbf, 969).claims.is_null());
+  auto good = v.verify(v.sign({{"sub", "a"}, {"n", 1}}), 0);
+  REQUIRE(good.ok);
+  CHECK(good.claims == nlohmann::json{{"sub", "a"}, {"n", 1}});
+}
+
+TEST_CASE("base64url round-trips every length and refuses other alphabets") {
+  std::string bytes, back;
+  for (int n = 0; n < 64; ++n) {
+    CHECK(jwt::base64url_decode(jwt::base64url_encode(bytes), back));
+    CHECK(back == bytes);
+    bytes += static_cast<char>(n * 37);
+  }
+  CHECK(jwt::base64url_encode("\xfb\xff") == "-_8");
+  CHECK_FALSE(jwt::base64url_decode("ab+c", back));
+  CHECK_FALSE(jwt::base64url_decode("abc=", back));
+  CHECK_FALSE(jwt::base64url_decode("a", back));
 }

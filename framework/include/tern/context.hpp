@@ -5,6 +5,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tern {
 
@@ -32,8 +33,27 @@ class message_context {
   [[nodiscard]] std::string_view traceparent() const noexcept;
   [[nodiscard]] std::string_view tracestate() const noexcept;
 
+  /// The caller's verified identity, as the gateway's auth policy put it in
+  /// `meta` (docs/protocol.md): whether there is one, its subject (`sub`,
+  /// may be empty), its roles and scopes, and the claims its route
+  /// propagates. A service can trust it as far as it trusts whoever can
+  /// reach its port: only the gateway should (docs/gateway.md,
+  /// "Authentication").
+  ///
+  /// ```
+  /// if (!ctx.has_role("admin")) throw tern::rpc_error(403, "create_user needs the admin role");
+  /// ```
+  [[nodiscard]] bool authenticated() const noexcept;
+  [[nodiscard]] std::string_view subject() const noexcept;
+  [[nodiscard]] bool has_role(std::string_view role) const noexcept;
+  [[nodiscard]] bool has_scope(std::string_view scope) const noexcept;
+  [[nodiscard]] std::vector<std::string_view> roles() const;
+  [[nodiscard]] std::vector<std::string_view> scopes() const;
+  /// A propagated claim (the route's "propagate" list), or null.
+  [[nodiscard]] const msgpack::object* claim(std::string_view name) const noexcept;
+
   /// The `meta` for a call made while handling this message, so the
-  /// request id and the trace go on with it (a new span id, child of the
+  /// request id, the identity and the trace go on with it (a new span id, child of the
   /// caller's): pass it as call_options::meta, and keep the string alive
   /// until the call has been sent.
   ///
@@ -44,6 +64,7 @@ class message_context {
   [[nodiscard]] std::string forward_meta() const;
 
  private:
+  [[nodiscard]] const msgpack::object* identity() const noexcept;
   const std::string* peer_;
   const std::string* pattern_;
   msgpack::object_handle meta_;

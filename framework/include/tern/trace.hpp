@@ -12,6 +12,10 @@ namespace tern {
 inline constexpr std::string_view meta_request_id = "request_id";
 inline constexpr std::string_view meta_traceparent = "traceparent";
 inline constexpr std::string_view meta_tracestate = "tracestate";
+/// The caller's verified identity, a map: {"sub": str, "roles": [str],
+/// "scopes": [str], "claims": {name: value}} (set by the gateway's auth
+/// policy; message_context reads it).
+inline constexpr std::string_view meta_identity = "identity";
 
 /// True for a request id worth keeping: 1 to 128 characters of
 /// [A-Za-z0-9._:-].
@@ -43,11 +47,12 @@ void append_traceparent(const trace_parent& t, std::string& out);
 /// ASCII characters; its list syntax is the vendors' business).
 [[nodiscard]] bool valid_tracestate(std::string_view text) noexcept;
 
-/// Appends a packed msgpack map of the request id, traceparent and
-/// tracestate (each left out when empty or null): a call's `meta`. Appends
-/// nothing when there is neither a request id nor a parent (tracestate
-/// alone means nothing).
+/// Appends a packed msgpack map of the request id, traceparent,
+/// tracestate and identity (each left out when empty or null): a call's
+/// `meta`. `identity` is an already packed msgpack value (see
+/// meta_identity). Appends nothing when there is neither a request id, a
+/// parent nor an identity (tracestate alone means nothing).
 void append_trace_meta(std::string& out, std::string_view request_id, const trace_parent* parent,
-                       std::string_view tracestate);
+                       std::string_view tracestate, std::string_view identity = {});
 
 }  // namespace tern

@@ -125,6 +125,10 @@ gateway_config parse_config(const std::string& text) {
     if (!root["policies"].is_object()) bad("policies", "must be an object");
     cfg.policies = root["policies"].dump();
   }
+  if (root.contains("auth")) {
+    if (!root["auth"].is_object()) bad("auth", "must be an object");
+    cfg.auth = root["auth"].dump();
+  }
   if (root.contains("admin")) {
     const auto& a = root["admin"];
     if (!a.is_object()) bad("admin", "must be an object");

@@ -54,6 +54,9 @@ struct gateway_config {
   http::limits limits;
   /// The top-level "policies" object as JSON text: every route's defaults.
   std::string policies = "{}";
+  /// The top-level "auth" object as JSON text (keys, issuer, audience,
+  /// leeway), or empty: read by the auth policy (auth/jwt.hpp).
+  std::string auth;
   /// admin.on_public_port: the admin paths (/metrics, /health/*) are also
   /// served on the public port (by default only on the admin port).
   bool admin_on_public = false;

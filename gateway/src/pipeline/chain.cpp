@@ -24,11 +24,11 @@ asio::awaitable<void> chain::run_handler(request_context& ctx) const {
 
 void request_context::call_meta(std::string& out) const {
   if (!traced) {
-    append_trace_meta(out, request_id, nullptr, {});
+    append_trace_meta(out, request_id, nullptr, {}, identity);
     return;
   }
   auto span = child_of(trace);
-  append_trace_meta(out, request_id, &span, tracestate);
+  append_trace_meta(out, request_id, &span, tracestate, identity);
 }
 
 }  // namespace tern::gateway

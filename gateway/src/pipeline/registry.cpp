@@ -7,11 +7,13 @@ namespace tern::gateway {
 std::span<const policy_registration> registered_policies() {
   // The chain's order: the request id first (every later line and reply
   // carries it), then the access log and the metrics, which time and see
-  // everything after them.
+  // everything after them; then authentication, whose identity later
+  // policies and the calls use.
   static const policy_registration all[] = {
       {"request_id", make_request_id_policy},
       {"access_log", make_access_log_policy},
       {"metrics", make_metrics_policy},
+      {"auth", make_auth_policy},
   };
   return all;
 }

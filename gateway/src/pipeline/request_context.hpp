@@ -58,6 +58,12 @@ struct request_context {
   bool traced = false;
   std::string_view tracestate;  ///< into the request's headers
 
+  /// The verified identity (set by the auth policy on routes that require
+  /// one): its packed msgpack map for the calls' meta (tern::meta_identity),
+  /// and its subject, for keys (rate limits, cache) that are per user.
+  std::string identity;
+  std::string subject;
+
   std::vector<upstream_call> calls;
 
   /// The `meta` for one upstream call, into `out`: the request id and a

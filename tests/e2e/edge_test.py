@@ -1,0 +1,287 @@
+#!/usr/bin/env python3
+"""The gateway's edge policies on the real binaries: JWT authentication and
+roles (tokens made here with Debian's python3-jwt and python3-cryptography,
+and by `gateway token`), with the identity carried to the services.
+Usage: edge_test.py BUILD_DIR [unittest args]"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack_test  # noqa: E402
+from stack_test import Stack  # noqa: E402
+from hostile_test import frame, mp, read_reply  # noqa: E402
+
+
+def call(port, method, path, body=None, headers=None):
+    """(status, headers as a lower-cased dict, parsed JSON body or None)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        payload = None if body is None else json.dumps(body)
+        conn.request(method, path, body=payload, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(data) if data else None
+    finally:
+        conn.close()
+
+
+def b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_by_hand(header, claims, secret):
+    """An HS256 token over any header and any secret bytes (PyJWT refuses a
+    PEM as an HMAC secret, which is the attack)."""
+    text = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    return text + "." + b64(hmac.new(secret, text.encode(), hashlib.sha256).digest())
+
+
+def pem_public(key):
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def jwk_of(key, kid):
+    """The public JWK of an RSA or EC private key."""
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())
+                     if isinstance(key, rsa.RSAPrivateKey)
+                     else jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk["kid"] = kid
+    return jwk
+
+
+class AuthTest(unittest.TestCase):
+    """Keys: the demo's HS256 secret (kid demo), an RSA PEM (kid rsa: RS256,
+    PS256), an EC P-384 PEM (kid ec384: ES384), and a JWKS file with an RSA
+    and an EC P-256 key (RS256, ES256); issuer tern-demo, audience tern-e2e."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dir = tempfile.mkdtemp(prefix="tern-auth-")
+        cls.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cls.ec384 = ec.generate_private_key(ec.SECP384R1())
+        cls.jwks_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        cls.jwks_ec = ec.generate_private_key(ec.SECP256R1())
+        cls.rsa_pem = os.path.join(cls.dir, "rsa.pem")
+        with open(cls.rsa_pem, "wb") as f:
+            f.write(pem_public(cls.rsa))
+        ec_pem = os.path.join(cls.dir, "ec384.pem")
+        with open(ec_pem, "wb") as f:
+            f.write(pem_public(cls.ec384))
+        jwks = os.path.join(cls.dir, "jwks.json")
+        with open(jwks, "w") as f:
+            json.dump({"keys": [jwk_of(cls.jwks_rsa, "j-rsa"), jwk_of(cls.jwks_ec, "j-ec")]}, f)
+
+        def edit(cfg):
+            cfg["auth"]["audience"] = "tern-e2e"
+            cfg["auth"]["keys"] += [
+                {"kid": "rsa", "algorithms": ["RS256", "PS256"], "public_key_file": cls.rsa_pem},
+                {"kid": "ec384", "algorithms": ["ES384"], "public_key_file": ec_pem},
+                {"algorithms": ["RS256", "ES256"], "jwks_file": jwks},
+            ]
+            cfg["routes"].append({"method": "GET", "path": "/e2e/scoped", "service": "users",
+                                  "pattern": {"cmd": "whoami"},
+                                  "policies": {"auth": {"scopes": {"all": ["read", "list"]}}}})
+            # Its own route: refusals are logged at most once a second per route.
+            cfg["routes"].append({"method": "GET", "path": "/e2e/logged", "service": "users",
+                                  "pattern": {"cmd": "whoami"}, "policies": {"auth": True}})
+            cfg["routes"].append({"method": "GET", "path": "/e2e/realm", "service": "users",
+                                  "pattern": {"cmd": "whoami"},
+                                  "policies": {"auth": {"roles": {"all": ["a", "b"]},
+                                                        "roles_claim": "realm.roles"}}})
+
+        cls.stack = Stack(log_level="info", capture_logs=True, edit=edit)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def claims(self, **extra):
+        now = int(time.time())
+        c = {"sub": "ada", "roles": ["admin"], "iss": "tern-demo", "aud": "tern-e2e",
+             "exp": now + 300, "email": "ada@example.com", "secret": "not propagated"}
+        c.update(extra)
+        return {k: v for k, v in c.items() if v is not None}
+
+    def hs(self, secret=Stack.SECRET, kid="demo", alg="HS256", **extra):
+        return jwt.encode(self.claims(**extra), secret, algorithm=alg, headers={"kid": kid})
+
+    def get(self, path, token=None, headers=None):
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = f"Bearer {token}"
+        return call(self.stack.ports["gateway"], "GET", path, headers=h)
+
+    def assert_invalid(self, token, why, path="/api-gateway/me"):
+        status, headers, body = self.get(path, token)
+        self.assertEqual(status, 401, why)
+        self.assertEqual(headers["www-authenticate"], 'Bearer error="invalid_token"', why)
+        # The client learns nothing of the reason; the log has it.
+        self.assertEqual(body, {"statusCode": 401, "message": "invalid token",
+                                "error": "Unauthorized"}, why)
+
+    def test_a_good_token_reaches_the_service_with_its_identity(self):
+        status, _, me = self.get("/api-gateway/me", self.hs())
+        self.assertEqual(status, 200)
+        # Only the claims the route propagates travel.
+        self.assertEqual(me, {"sub": "ada", "roles": ["admin"], "claims": {"email": "ada@example.com"}})
+
+    def test_every_key_kind_verifies_its_algorithms(self):
+        cases = [
+            ("RS256 PEM", jwt.encode(self.claims(), self.rsa, algorithm="RS256", headers={"kid": "rsa"})),
+            ("PS256 PEM", jwt.encode(self.claims(), self.rsa, algorithm="PS256", headers={"kid": "rsa"})),
+            ("ES384 PEM", jwt.encode(self.claims(), self.ec384, algorithm="ES384",
+                                     headers={"kid": "ec384"})),
+            ("RS256 JWKS", jwt.encode(self.claims(), self.jwks_rsa, algorithm="RS256",
+                                      headers={"kid": "j-rsa"})),
+            ("ES256 JWKS", jwt.encode(self.claims(), self.jwks_ec, algorithm="ES256",
+                                      headers={"kid": "j-ec"})),
+            ("aud in a list", self.hs(aud=["other", "tern-e2e"])),
+            ("expired within the 30 s leeway", self.hs(exp=int(time.time()) - 10)),
+        ]
+        for what, token in cases:
+            status, _, me = self.get("/api-gateway/me", token)
+            self.assertEqual((what, status, me["sub"]), (what, 200, "ada"))
+
+    def test_bad_tokens_get_401_invalid_token(self):
+        now = int(time.time())
+        header_none = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+        payload = b64(json.dumps(self.claims()).encode())
+        with open(self.rsa_pem, "rb") as f:
+            rsa_pem_text = f.read()
+        forged = self.hs()[:-4] + ("AAAA" if not self.hs().endswith("AAAA") else "BBBB")
+        cases = [
+            ("forged signature", forged),
+            ("signed with another secret", self.hs(secret="another-secret-that-is-32-bytes-or-more")),
+            ("expired", self.hs(exp=now - 120)),
+            ("not yet valid", self.hs(nbf=now + 120)),
+            ("wrong iss", self.hs(iss="someone-else")),
+            ("no iss", self.hs(iss=None)),
+            ("wrong aud", self.hs(aud="other")),
+            ("alg none", f"{header_none}.{payload}."),
+            ("alg none, kid demo", b64(json.dumps({"alg": "none", "kid": "demo"}).encode()) + f".{payload}."),
+            ("HS256 with the RSA public key as secret, kid rsa",
+             hs256_by_hand({"alg": "HS256", "kid": "rsa"}, self.claims(), rsa_pem_text)),
+            ("HS256 with the RSA public key as secret, no kid",
+             hs256_by_hand({"alg": "HS256"}, self.claims(), rsa_pem_text)),
+            ("RS384 not allowed for kid rsa",
+             jwt.encode(self.claims(), self.rsa, algorithm="RS384", headers={"kid": "rsa"})),
+            ("ES256 key used for ES384", jwt.encode(self.claims(), self.jwks_ec, algorithm="ES256",
+                                                    headers={"kid": "ec384"})),
+            ("unknown kid", self.hs(kid="nobody")),
+            ("9 KiB token", self.hs(padding="x" * 9 * 1024)),
+            ("garbage", "garbage"),
+            ("four parts", self.hs() + ".x"),
+            ("not base64url", "a*b.c.d"),
+            ("exp not a number", self.hs(exp="tomorrow")),
+        ]
+        for what, token in cases:
+            self.assert_invalid(token, what)
+        self.assert_invalid("", "Bearer with nothing after it")
+        status, headers, _ = self.get("/api-gateway/me", headers={"Authorization": "Basic YTpi"})
+        self.assertEqual((status, headers["www-authenticate"]), (401, 'Bearer error="invalid_token"'))
+
+    def test_the_reason_is_logged_not_sent(self):
+        self.assert_invalid(self.hs(exp=int(time.time()) - 3600), "expired", "/e2e/logged")
+        until_logged = time.monotonic() + 5
+        while "expired" not in self.stack.log("gateway") and time.monotonic() < until_logged:
+            time.sleep(0.05)
+        self.assertIn("refused (401): expired", self.stack.log("gateway"))
+
+    def test_no_token_gets_401_with_a_bare_challenge(self):
+        status, headers, body = self.get("/api-gateway/me")
+        self.assertEqual((status, headers["www-authenticate"]), (401, 'Bearer realm="tern"'))
+        self.assertEqual(body["message"], "missing bearer token")
+        # Public routes need none.
+        self.assertEqual(self.get("/api-gateway/users")[0], 200)
+
+    def test_roles_and_scopes(self):
+        s = self.stack
+        port = s.ports["gateway"]
+        user = {"name": "Hedy", "email": "hedy@example.org"}
+        status, headers, body = call(port, "POST", "/api-gateway/users", user,
+                                     {"Authorization": f"Bearer {self.hs(roles=['reader'])}"})
+        self.assertEqual((status, headers["www-authenticate"], body["message"]),
+                         (403, 'Bearer error="insufficient_scope"', "Forbidden resource"))
+        status, _, created = call(port, "POST", "/api-gateway/users", user,
+                                  {"Authorization": f"Bearer {self.hs()}"})
+        self.assertEqual(status, 201)
+        self.assertEqual(self.get(f"/api-gateway/users/{created['id']}")[2]["name"], "Hedy")
+
+        for what, token, want in [
+            ("scope string with both", self.hs(scope="read list write"), 200),
+            ("scp array with both", self.hs(scp=["list", "read"]), 200),
+            ("one of the two", self.hs(scope="read"), 403),
+            ("none", self.hs(), 403),
+        ]:
+            self.assertEqual((what, self.get("/e2e/scoped", token)[0]), (what, want))
+        for what, token, want in [
+            ("both roles at the claim path", self.hs(realm={"roles": ["b", "a"]}), 200),
+            ("one of them", self.hs(realm={"roles": ["a"]}), 403),
+            ("top-level roles do not count", self.hs(roles=["a", "b"]), 403),
+        ]:
+            self.assertEqual((what, self.get("/e2e/realm", token)[0]), (what, want))
+
+    def test_the_service_refuses_create_user_without_an_admin_identity(self):
+        def create(meta):
+            with socket.create_connection(("127.0.0.1", self.stack.ports["users"]), timeout=5) as sock:
+                packet = {"id": 1, "pattern": {"cmd": "create_user"},
+                          "data": {"name": "Mallory", "email": "mallory@example.org"}}
+                if meta is not None:
+                    packet["meta"] = meta
+                sock.sendall(frame(mp(packet)))
+                return read_reply(sock)
+        self.assertIn(b"create_user needs an admin identity", create(None))
+        self.assertIn(b"create_user needs an admin identity",
+                      create({"identity": {"sub": "mallory", "roles": ["reader"]}}))
+        status, _, users = self.get("/api-gateway/users?limit=100")
+        self.assertNotIn("Mallory", [u["name"] for u in users])
+
+    def test_gateway_token_mints_what_the_gateway_accepts(self):
+        cfg = os.path.join(self.dir, "token.json")
+        with open(stack_test.ROOT + "/gateway/routes.json") as f:
+            demo = json.load(f)
+        with open(cfg, "w") as f:
+            json.dump(demo, f)
+        env = dict(os.environ, TERN_JWT_SECRET=Stack.SECRET)
+        out = subprocess.run([os.path.join(stack_test.BUILD, "gateway", "gateway"), "token", "--sub", "demo",
+                              "--role", "admin", "--ttl", "60", "--config", cfg],
+                             capture_output=True, text=True, env=env, timeout=10)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        token = out.stdout.strip()
+        claims = jwt.decode(token, Stack.SECRET, algorithms=["HS256"], issuer="tern-demo")
+        self.assertEqual((claims["sub"], claims["roles"]), ("demo", ["admin"]))
+        self.assertTrue(0 < claims["exp"] - time.time() <= 60)
+        # The demo config has no audience; this stack wants one.
+        self.assert_invalid(token, "no aud")
+        demo_stack = Stack()
+        try:
+            status, me = demo_stack.request("GET", "/api-gateway/me", headers={"Authorization": f"Bearer {token}"})
+            self.assertEqual((status, me["sub"], me["roles"]), (200, "demo", ["admin"]))
+        finally:
+            demo_stack.close()
+        out = subprocess.run([os.path.join(stack_test.BUILD, "gateway", "gateway"), "token", "--sub", "x",
+                              "--config", cfg], capture_output=True, text=True,
+                             env={k: v for k, v in env.items() if k != "TERN_JWT_SECRET"}, timeout=10)
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("TERN_JWT_SECRET is not set", out.stderr)
+
+
+if __name__ == "__main__":
+    stack_test.BUILD = os.path.abspath(sys.argv.pop(1))
+    unittest.main(verbosity=2)
