@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The gateway's edge policies on the real binaries: JWT authentication and
 roles (tokens made here with Debian's python3-jwt and python3-cryptography,
-and by `gateway token`), with the identity carried to the services.
+and by `gateway token`), with the identity carried to the services; rate
+limits.
 Usage: edge_test.py BUILD_DIR [unittest args]"""
 
 import base64
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack_test  # noqa: E402
 from stack_test import Stack  # noqa: E402
 from hostile_test import frame, mp, read_reply  # noqa: E402
+from observability_test import Metrics, until  # noqa: E402
 
 
 def call(port, method, path, body=None, headers=None):
@@ -280,6 +282,132 @@ class AuthTest(unittest.TestCase):
                              env={k: v for k, v in env.items() if k != "TERN_JWT_SECRET"}, timeout=10)
         self.assertEqual(out.returncode, 1)
         self.assertIn("TERN_JWT_SECRET is not set", out.stderr)
+
+
+def users_route(path, **policies):
+    return {"method": "GET", "path": path, "service": "users", "pattern": {"cmd": "get_users"},
+            "policies": policies}
+
+
+class RateLimitTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        by_header = {"key": "header:X-Client"}
+
+        def edit(cfg):
+            cfg["server"]["trusted_proxies"] = ["127.0.0.1"]
+            cfg["routes"] += [
+                users_route("/e2e/limited", rate_limit={"limits": [{"requests": 2, "per_s": 1}], **by_header}),
+                users_route("/e2e/two", rate_limit={"limits": [{"requests": 3, "per_s": 1},
+                                                               {"requests": 4, "per_s": 60, "name": "minute"}],
+                                                    **by_header}),
+                users_route("/e2e/shadow", rate_limit={"limits": [{"requests": 1, "per_s": 60}], "shadow": True}),
+                users_route("/e2e/keys", rate_limit={"limits": [{"requests": 1, "per_s": 60}], "max_keys": 1000,
+                                                     **by_header}),
+                users_route("/e2e/client", rate_limit={"limits": [{"requests": 1, "per_s": 60}]}),
+            ]
+
+        cls.stack = Stack(log_level="info", capture_logs=True, edit=edit, rate_limits=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def get(self, path, **headers):
+        status, h, _ = call(self.stack.ports["gateway"], "GET", path, headers=headers)
+        return status, h
+
+    def metrics(self):
+        status, _, _ = call(self.stack.admin["gateway"], "GET", "/health/live")
+        self.assertEqual(status, 200)
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.admin["gateway"], timeout=10)
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+        conn.close()
+        return Metrics(text)
+
+    def test_the_demo_posts_allow_5_per_10_s_then_429_with_the_fields(self):
+        s = self.stack
+        port = s.ports["gateway"]
+        for i in range(5):  # invalid bodies: still requests, and nothing is stored
+            status, h, _ = call(port, "POST", "/api-gateway/users", {}, s.as_admin)
+            self.assertEqual(status, 400)
+            self.assertEqual(h["ratelimit-policy"], '"5-per-10s";q=5;w=10')
+            self.assertEqual(h["ratelimit"], f'"5-per-10s";r={4 - i};t={2 * (i + 1)}')
+        status, h, body = call(port, "POST", "/api-gateway/users", {}, s.as_admin)
+        self.assertEqual((status, body["message"]), (429, "Too Many Requests"))
+        self.assertEqual(h["retry-after"], "2")
+        self.assertEqual(h["ratelimit"], '"5-per-10s";r=0;t=10')
+        self.assertGreaterEqual(self.metrics().value("gateway_rate_limited_requests_total",
+                                                     route="/api-gateway/users", mode="enforced"), 1)
+        # Reads are not limited.
+        for _ in range(50):
+            status, h = self.get("/api-gateway/users")
+            self.assertEqual(status, 200)
+            self.assertNotIn("ratelimit", h)
+
+    def test_a_burst_over_the_limit_gets_429_and_is_allowed_after_the_refill(self):
+        first = self.get("/e2e/limited", **{"X-Client": "burst"})
+        self.assertEqual((first[0], first[1]["ratelimit"]), (200, '"2-per-1s";r=1;t=1'))
+        self.assertEqual(first[1]["ratelimit-policy"], '"2-per-1s";q=2;w=1')
+        self.assertEqual(self.get("/e2e/limited", **{"X-Client": "burst"})[0], 200)
+        status, h = self.get("/e2e/limited", **{"X-Client": "burst"})
+        self.assertEqual((status, h["retry-after"], h["ratelimit"]), (429, "1", '"2-per-1s";r=0;t=1'))
+        self.assertEqual(self.get("/e2e/limited", **{"X-Client": "someone else"})[0], 200)
+        time.sleep(int(h["retry-after"]))  # the refill time is what is tested
+        self.assertEqual(self.get("/e2e/limited", **{"X-Client": "burst"})[0], 200)
+
+    def test_every_limit_of_a_route_applies(self):
+        key = {"X-Client": "two"}
+        self.assertEqual([self.get("/e2e/two", **key)[0] for _ in range(4)], [200, 200, 200, 429])
+        time.sleep(1)  # the per-second limit refills; the minute one has 1 left
+        status, h = self.get("/e2e/two", **key)
+        self.assertEqual(status, 200)
+        self.assertEqual(h["ratelimit-policy"], '"3-per-1s";q=3;w=1, "minute";q=4;w=60')
+        self.assertTrue(h["ratelimit"].endswith('"minute";r=0;t=59'), h["ratelimit"])  # 60 s from the first, 1 s ago
+        time.sleep(1)
+        status, h = self.get("/e2e/two", **key)
+        self.assertEqual((status, h["retry-after"]), (429, "13"))  # 4 per minute: one per 15 s
+
+    def test_shadow_mode_counts_and_logs_but_never_refuses(self):
+        for _ in range(5):
+            status, h = self.get("/e2e/shadow")
+            self.assertEqual(status, 200)
+            self.assertNotIn("ratelimit", h)
+        self.assertEqual(self.metrics().value("gateway_rate_limited_requests_total",
+                                              route="/e2e/shadow", mode="shadow"), 4)
+        until(lambda: "let through (shadow mode)" in self.stack.log("gateway"), what="the shadow log line")
+
+    def test_10000_distinct_keys_keep_memory_bounded(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.ports["gateway"], timeout=10)
+        statuses = {}
+        for i in range(10000):
+            conn.request("GET", "/e2e/keys", headers={"X-Client": f"k{i}"})
+            r = conn.getresponse()
+            r.read()
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+        conn.close()
+        # 1000 keys get buckets; the other 9000 share one (its first request passes).
+        self.assertEqual(statuses, {200: 1001, 429: 8999})
+        self.assertEqual(self.metrics().value("gateway_rate_limit_keys", route="/e2e/keys"), 1000)
+        self.assertEqual(self.get("/e2e/keys", **{"X-Client": "k1"})[0], 429)  # still its own bucket
+
+    def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(self):
+        # The peer (127.0.0.1) is trusted here: the rightmost untrusted hop is the client.
+        self.assertEqual(self.get("/e2e/client", **{"X-Forwarded-For": "203.0.113.1"})[0], 200)
+        self.assertEqual(self.get("/e2e/client", **{"X-Forwarded-For": "203.0.113.2"})[0], 200)
+        self.assertEqual(self.get("/e2e/client", **{"X-Forwarded-For": "198.51.100.9, 203.0.113.1"})[0],
+                         429)
+        self.assertEqual(self.get("/e2e/client", **{"X-Forwarded-For": "203.0.113.2, 127.0.0.1"})[0], 429)
+        untrusted = Stack(rate_limits=True, edit=lambda cfg: cfg["routes"].append(
+            users_route("/e2e/client", rate_limit={"limits": [{"requests": 1, "per_s": 60}]})))
+        try:
+            port = untrusted.ports["gateway"]
+            self.assertEqual(call(port, "GET", "/e2e/client", headers={"X-Forwarded-For": "203.0.113.1"})[0], 200)
+            # Without trusted proxies the header is the client's word: ignored.
+            self.assertEqual(call(port, "GET", "/e2e/client", headers={"X-Forwarded-For": "203.0.113.2"})[0], 429)
+        finally:
+            untrusted.close()
 
 
 if __name__ == "__main__":

@@ -44,9 +44,11 @@ class Stack:
 
     SECRET = "e2e-secret-that-is-at-least-32-bytes-long"  # the demo key's TERN_JWT_SECRET
 
-    def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None):
+    def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None,
+                 rate_limits=False):
         """policies replaces the config's top-level "policies"; edit(cfg)
-        may change the rest of the config; with capture_logs each process
+        may change the rest of the config; the demo's rate limits (5 POSTs
+        per 10 s) are off unless rate_limits; with capture_logs each process
         writes its output to log(name)'s file."""
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
         self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
@@ -61,6 +63,9 @@ class Stack:
         cfg["upstreams"]["products"]["timeout_ms"] = 1000
         cfg["server"]["read_timeout_ms"] = 500
         cfg["server"]["idle_timeout_ms"] = 2000
+        if not rate_limits:
+            for r in cfg["routes"]:
+                r.get("policies", {}).pop("rate_limit", None)
         if edit:
             edit(cfg)
         self.admin_token = self.token()

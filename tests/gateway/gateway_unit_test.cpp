@@ -11,6 +11,8 @@
 #include <asio/ip/tcp.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <array>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -528,7 +530,9 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(chain_error(with_policies("", "")).empty());
   CHECK(chain_error(with_policies(R"({"access_log": false, "metrics": true})", "")).empty());
   auto e = chain_error(with_policies(R"({"rate": {}})", ""));
-  CHECK(e == "policies.rate: is not a policy (known: request_id, access_log, metrics, auth)");
+  CHECK(
+      e ==
+      "policies.rate: is not a policy (known: request_id, access_log, metrics, auth, rate_limit)");
   e = chain_error(with_policies("", R"({"acces_log": true})"));
   CHECK(e.find("routes[0].policies.acces_log: is not a policy") == 0);
   e = chain_error(with_policies("", R"({"access_log": {"format": "xml"}})"));
@@ -539,6 +543,60 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(e == "policies.metrics: must be true, false or {}");
   e = chain_error(with_policies(R"({"access_log": {"path": "/nonexistent-dir/x.log"}})", ""));
   CHECK(e.find("access log /nonexistent-dir/x.log: No such file or directory") == 0);
+}
+
+TEST_CASE("auth and rate_limit pieces are checked, naming the setting") {
+  CHECK(chain_error(with_policies("", R"({"auth": true})")) ==
+        R"(routes[0].policies.auth: needs the top-level "auth" section (its keys))");
+  CHECK(chain_error(with_policies("", R"({"auth": "yes"})")).find("must be true") !=
+        std::string::npos);
+  auto limited = [](const std::string& piece) {
+    return chain_error(with_policies("", R"({"rate_limit": )" + piece + "}"));
+  };
+  CHECK(limited(R"({"limits": [{"requests": 5, "per_s": 10}]})").empty());
+  CHECK(limited(R"({"limits": [{"requests": 5, "per_s": 10}], "key": "header:X-Api-Key",
+                    "shadow": true, "max_keys": 10})")
+            .empty());
+  CHECK(limited(R"({"limits": []})") ==
+        "routes[0].policies.rate_limit.limits: must list 1 to 4 limits");
+  CHECK(
+      limited(R"({"limits": [{"requests": 0, "per_s": 1}]})") ==
+      "routes[0].policies.rate_limit.limits[0].requests: must be a whole number from 1 to 1000000");
+  CHECK(limited(R"({"limits": [{"requests": 1}]})") ==
+        "routes[0].policies.rate_limit.limits[0]: needs requests and per_s");
+  CHECK(limited(R"({"limits": [{"requests": 1, "per_s": 1, "rate": 2}]})")
+            .find("limits[0].rate: is not a limit setting") != std::string::npos);
+  CHECK(limited(R"({"limits": [{"requests": 1, "per_s": 1}], "key": "ip"})") ==
+        R"(routes[0].policies.rate_limit.key: must be "client", "subject" or "header:<name>")");
+  CHECK(limited(R"({"limit": 1})").find("must be {\"limits\"") != std::string::npos);
+}
+
+TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {
+  auto cfg = parse_config(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "server": {"trusted_proxies": ["10.0.0.0/8", "::1", "fd00::/8", "192.168.1.7"]}})");
+  REQUIRE(cfg.trusted_proxies.size() == 4);
+  auto trusted = [&](const char* text) {
+    std::array<std::uint8_t, 16> a{};
+    REQUIRE(parse_address(text, a));
+    return std::any_of(cfg.trusted_proxies.begin(), cfg.trusted_proxies.end(),
+                       [&](const address_range& r) { return r.contains(a); });
+  };
+  CHECK(trusted("10.200.3.4"));
+  CHECK_FALSE(trusted("11.0.0.1"));
+  CHECK(trusted("::1"));
+  CHECK_FALSE(trusted("::2"));
+  CHECK(trusted("fd12:3456::1"));
+  CHECK(trusted("192.168.1.7"));
+  CHECK_FALSE(trusted("192.168.1.8"));
+  std::array<std::uint8_t, 16> a{};
+  CHECK_FALSE(parse_address("10.0.0.1:80", a));
+  CHECK_FALSE(parse_address("", a));
+  for (const char* bad : {"10.0.0.0/33", "::/129", "10.0.0.0/", "host", "10.0.0.0/8x"}) {
+    expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+        "server": {"trusted_proxies": [")" +
+                            std::string(bad) + R"("]}})",
+                        "server.trusted_proxies[0]");
+  }
 }
 
 TEST_CASE("a route's own policies piece overrides the default, one policy at a time") {

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -45,6 +47,23 @@ std::size_t read_size(const json& obj, const char* key, std::size_t def, const s
   return static_cast<std::size_t>(v.get<long>());
 }
 
+address_range read_range(const json& v, const std::string& where) {
+  std::string text = v.is_string() ? v.get<std::string>() : std::string();
+  address_range r;
+  auto slash = text.find('/');
+  bool ok = parse_address(std::string_view(text).substr(0, slash), r.base);
+  bool v4 = text.find(':') == std::string::npos;
+  if (ok && slash != std::string::npos) {
+    auto bits = text.substr(slash + 1);
+    char* end = nullptr;
+    long n = std::strtol(bits.c_str(), &end, 10);
+    ok = !bits.empty() && *end == '\0' && n >= 0 && n <= (v4 ? 32 : 128);
+    r.prefix = static_cast<int>(n) + (v4 ? 96 : 0);
+  }
+  if (!ok) bad(where, "'" + text + "' is not an address or range (10.0.0.0/8, ::1, fd00::/8)");
+  return r;
+}
+
 data_source read_source(const json& v, const std::string& where) {
   if (v == "none") return data_source::none;
   if (v == "params") return data_source::params;
@@ -83,6 +102,30 @@ call_spec read_call(const json& c, const gateway_config& cfg, const std::string&
 
 }  // namespace
 
+bool address_range::contains(const std::array<std::uint8_t, 16>& a) const noexcept {
+  int full = prefix / 8, rest = prefix % 8;
+  for (int i = 0; i < full; ++i) {
+    if (a[static_cast<std::size_t>(i)] != base[static_cast<std::size_t>(i)]) return false;
+  }
+  if (rest == 0) return true;
+  auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
+  return (a[static_cast<std::size_t>(full)] & mask) ==
+         (base[static_cast<std::size_t>(full)] & mask);
+}
+
+bool parse_address(std::string_view text, std::array<std::uint8_t, 16>& out) {
+  char buf[INET6_ADDRSTRLEN + 1];
+  if (text.empty() || text.size() >= sizeof buf) return false;
+  text.copy(buf, text.size());
+  buf[text.size()] = '\0';
+  out = {};
+  if (inet_pton(AF_INET, buf, out.data() + 12) == 1) {
+    out[10] = out[11] = 0xff;
+    return true;
+  }
+  return inet_pton(AF_INET6, buf, out.data()) == 1;
+}
+
 gateway_config parse_config(const std::string& text) {
   // Checked before parsing: the parser is iterative, but dump() and the
   // pattern code walk the tree recursively.
@@ -119,6 +162,15 @@ gateway_config parse_config(const std::string& text) {
     cfg.limits.idle_timeout = read_ms(s, "idle_timeout_ms", cfg.limits.idle_timeout, "server");
     cfg.limits.max_connections =
         read_size(s, "max_connections", cfg.limits.max_connections, "server");
+  }
+
+  if (root.contains("server") && root["server"].contains("trusted_proxies")) {
+    const auto& list = root["server"]["trusted_proxies"];
+    if (!list.is_array()) bad("server.trusted_proxies", "must be an array of addresses or ranges");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      cfg.trusted_proxies.push_back(
+          read_range(list[i], "server.trusted_proxies[" + std::to_string(i) + "]"));
+    }
   }
 
   if (root.contains("policies")) {

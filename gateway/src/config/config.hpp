@@ -5,7 +5,9 @@
 
 #include <tern/pattern.hpp>
 
+#include <array>
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -48,10 +50,24 @@ struct route {
   std::string policies = "{}";
 };
 
+/// An address range from the config ("10.0.0.0/8", "::1"): IPv4 kept as
+/// IPv4-mapped IPv6, so one comparison serves both.
+struct address_range {
+  std::array<std::uint8_t, 16> base{};
+  int prefix = 128;
+  [[nodiscard]] bool contains(const std::array<std::uint8_t, 16>& a) const noexcept;
+};
+
+/// Parses an IPv4 or IPv6 address (no port, no brackets) into `out` as IPv6
+/// (IPv4-mapped); false if it is not one.
+bool parse_address(std::string_view text, std::array<std::uint8_t, 16>& out);
+
 struct gateway_config {
   std::vector<upstream> upstreams;
   std::vector<route> routes;
   http::limits limits;
+  /// server.trusted_proxies: peers whose X-Forwarded-For names the client.
+  std::vector<address_range> trusted_proxies;
   /// The top-level "policies" object as JSON text: every route's defaults.
   std::string policies = "{}";
   /// The top-level "auth" object as JSON text (keys, issuer, audience,

@@ -1,0 +1,312 @@
+// Rate limits per client, subject or header, with the GCRA (a token bucket
+// kept as one time per limit): 429 with Retry-After over the limit, and the
+// IETF RateLimit-Policy / RateLimit fields (draft-ietf-httpapi-ratelimit-
+// headers-08) on every answer of a limited route.
+#include "config/config.hpp"
+#include "pipeline/registry.hpp"
+#include "render/errors.hpp"
+
+#include <tern/log_limit.hpp>
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+#include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <unordered_map>
+
+namespace tern::gateway {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using clock = std::chrono::steady_clock;
+
+constexpr std::size_t max_limits = 4;
+constexpr std::size_t max_key_bytes = 256;  // of a header's value
+constexpr std::chrono::seconds sweep_interval{1};
+
+struct families {
+  explicit families(metrics_registry& m)
+      : limited(prometheus::BuildCounter()
+                    .Name("gateway_rate_limited_requests_total")
+                    .Help("Requests over a rate limit, by route and mode (enforced: refused with "
+                          "429; shadow: counted only).")
+                    .Register(m.registry())),
+        keys(prometheus::BuildGauge()
+                 .Name("gateway_rate_limit_keys")
+                 .Help("Client keys with a bucket, by route (bounded by max_keys).")
+                 .Register(m.registry())) {}
+  prometheus::Family<prometheus::Counter>& limited;
+  prometheus::Family<prometheus::Gauge>& keys;
+};
+
+// One limit: `requests` per `period`, up to `burst` at once. GCRA: a key's
+// state is its theoretical arrival time (tat); a request is allowed when
+// max(tat, now) + interval - now <= burst * interval.
+struct limit {
+  std::string name;
+  std::int64_t requests = 0, burst = 0;
+  double period_s = 0;
+  std::int64_t interval = 0;   // ns between requests at the sustained rate
+  std::int64_t tolerance = 0;  // burst * interval
+};
+
+// A key's times, one per limit; a bucket whose times have all passed is
+// the same as none (full), so it can be evicted without changing anything.
+struct bucket {
+  std::array<std::int64_t, max_limits> tat{};
+};
+
+std::int64_t ceil_seconds(std::int64_t ns) {
+  return (ns + 999'999'999) / 1'000'000'000;
+}
+
+class rate_limit final : public policy {
+ public:
+  rate_limit(families& f, std::string_view label, const std::vector<address_range>& trusted)
+      : route_(label),
+        trusted_(trusted),
+        f_(f),
+        limited_(&f.limited.Add({{"route", route_}, {"mode", "enforced"}})),
+        shadowed_(&f.limited.Add({{"route", route_}, {"mode", "shadow"}})),
+        keys_gauge_(&f.keys.Add({{"route", route_}})) {}
+
+  std::vector<limit> limits;
+  enum class key_kind { client, subject, header } kind = key_kind::client;
+  std::string header;  // lower-cased, for key_kind::header
+  bool shadow = false;
+  std::size_t max_keys = 100000;
+  std::string policy_field;  // RateLimit-Policy, made once
+
+  asio::awaitable<void> handle(request_context& ctx, next n) override {
+    auto now = clock::now().time_since_epoch().count();
+    bucket& b = find(key_of(ctx), now);
+    std::int64_t wait = 0;
+    for (std::size_t i = 0; i < limits.size(); ++i) {
+      auto over = std::max(b.tat[i], now) + limits[i].interval - now - limits[i].tolerance;
+      wait = std::max(wait, over);
+    }
+    if (wait > 0) {
+      (shadow ? shadowed_ : limited_)->Increment();
+      std::size_t held = 0;
+      if (log_.allow(held)) {
+        spdlog::info("[{}] {} {} {} (rate limit, key {}) (request_id={}){}", ctx.request.peer,
+                     ctx.request.method, clip(ctx.request.target),
+                     shadow ? "over the limit, let through (shadow mode)" : "refused (429)",
+                     clip(key_of(ctx)), ctx.request_id, held_back(held));
+      }
+      if (!shadow) {
+        ctx.response = error_response(429, "Too Many Requests");
+        ctx.response.headers.emplace_back("Retry-After", std::to_string(ceil_seconds(wait)));
+        add_fields(ctx.response, b, now);
+        co_return;
+      }
+    } else {
+      for (std::size_t i = 0; i < limits.size(); ++i) {
+        b.tat[i] = std::max(b.tat[i], now) + limits[i].interval;
+      }
+    }
+    if (shadow) {
+      co_await n(ctx);
+      co_return;
+    }
+    // Made before the rest of the chain runs: `b` may not outlive it.
+    http::response fields;
+    add_fields(fields, b, now);
+    co_await n(ctx);
+    for (auto& h : fields.headers) ctx.response.headers.push_back(std::move(h));
+  }
+
+ private:
+  std::string key_of(const request_context& ctx) const {
+    if (kind == key_kind::subject && !ctx.subject.empty()) return "s:" + ctx.subject;
+    if (kind == key_kind::header) {
+      auto v = ctx.request.header(header);
+      if (!v.empty()) return "h:" + std::string(v.substr(0, max_key_bytes));
+    }
+    return "c:" + client(ctx.request);
+  }
+
+  // The client's address: the peer's, or, when the peer is a trusted
+  // proxy, the last address in X-Forwarded-For that is not one.
+  std::string client(const http::request& req) const {
+    std::string_view peer = req.peer;
+    peer = peer.substr(0, peer.rfind(':'));
+    std::array<std::uint8_t, 16> a{};
+    if (trusted_.empty() || !parse_address(peer, a) || !is_trusted(a)) return std::string(peer);
+    std::string_view chosen = peer;
+    // Several X-Forwarded-For fields are one list, in order; read it from
+    // the right (the hops nearest to us), stopping at the first untrusted.
+    for (auto it = req.headers.rbegin(); it != req.headers.rend(); ++it) {
+      if (it->first != "x-forwarded-for") continue;
+      std::string_view list = it->second;
+      while (!list.empty()) {
+        auto comma = list.rfind(',');
+        auto item = comma == list.npos ? list : list.substr(comma + 1);
+        list = comma == list.npos ? std::string_view() : list.substr(0, comma);
+        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+        if (!parse_address(item, a)) return std::string(chosen);  // a hop we cannot read
+        chosen = item;
+        if (!is_trusted(a)) return std::string(chosen);
+      }
+    }
+    return std::string(chosen);
+  }
+
+  bool is_trusted(const std::array<std::uint8_t, 16>& a) const {
+    return std::any_of(trusted_.begin(), trusted_.end(), [&](auto& r) { return r.contains(a); });
+  }
+
+  // The key's bucket. Over max_keys, buckets that are full again are
+  // evicted (at most once a second); if none is, new keys share one bucket.
+  bucket& find(const std::string& key, std::int64_t now) {
+    if (auto it = buckets_.find(key); it != buckets_.end()) return it->second;
+    if (buckets_.size() >= max_keys &&
+        now - last_sweep_ >= std::chrono::nanoseconds(sweep_interval).count()) {
+      last_sweep_ = now;
+      std::erase_if(buckets_, [&](const auto& kv) {
+        return std::all_of(kv.second.tat.begin(), kv.second.tat.end(),
+                           [&](std::int64_t t) { return t <= now; });
+      });
+    }
+    if (buckets_.size() >= max_keys) return overflow_;
+    auto& b = buckets_[key];
+    keys_gauge_->Set(static_cast<double>(buckets_.size()));
+    return b;
+  }
+
+  void add_fields(http::response& r, const bucket& b, std::int64_t now) const {
+    std::string state;
+    for (std::size_t i = 0; i < limits.size(); ++i) {
+      const auto& l = limits[i];
+      auto ahead = std::max<std::int64_t>(b.tat[i] - now, 0);
+      auto remaining = std::max<std::int64_t>((l.tolerance - ahead) / l.interval, 0);
+      state += state.empty() ? "" : ", ";
+      state += "\"" + l.name + "\";r=" + std::to_string(remaining) +
+               ";t=" + std::to_string(ceil_seconds(ahead));
+    }
+    r.headers.emplace_back("RateLimit-Policy", policy_field);
+    r.headers.emplace_back("RateLimit", std::move(state));
+  }
+
+  std::string route_;
+  const std::vector<address_range>& trusted_;
+  families& f_;
+  prometheus::Counter* limited_;
+  prometheus::Counter* shadowed_;
+  prometheus::Gauge* keys_gauge_;
+  std::unordered_map<std::string, bucket> buckets_;
+  bucket overflow_;
+  std::int64_t last_sweep_ = 0;
+  log_limiter log_;
+};
+
+std::string format_number(double v) {
+  if (v == std::floor(v)) return std::to_string(static_cast<long long>(v));
+  auto s = std::to_string(v);
+  while (s.back() == '0') s.pop_back();
+  return s;
+}
+
+limit read_limit(const json& v, const std::string& where) {
+  if (!v.is_object()) throw config_error(where + ": must be {\"requests\": N, \"per_s\": S}");
+  limit l;
+  for (const auto& [key, x] : v.items()) {
+    if (key == "requests" || key == "burst") {
+      if (!x.is_number_integer() || x.get<std::int64_t>() < 1 || x.get<std::int64_t>() > 1000000) {
+        throw config_error(where + "." + key + ": must be a whole number from 1 to 1000000");
+      }
+      (key == "requests" ? l.requests : l.burst) = x.get<std::int64_t>();
+    } else if (key == "per_s") {
+      if (!x.is_number() || x.get<double>() < 0.001 || x.get<double>() > 86400.0 * 366) {
+        throw config_error(where + ".per_s: must be a number of seconds (0.001 to a year)");
+      }
+      l.period_s = x.get<double>();
+    } else if (key == "name") {
+      auto ok = x.is_string() && !x.get<std::string>().empty() &&
+                std::all_of(x.get_ref<const std::string&>().begin(),
+                            x.get_ref<const std::string&>().end(), [](char c) {
+                              return std::isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                                     c == '_' || c == '.';
+                            });
+      if (!ok) throw config_error(where + ".name: must be letters, digits, '-', '_' or '.'");
+      l.name = x.get<std::string>();
+    } else {
+      throw config_error(where + "." + key +
+                         ": is not a limit setting (requests, per_s, burst, name)");
+    }
+  }
+  if (l.requests == 0 || l.period_s == 0) {
+    throw config_error(where + ": needs requests and per_s");
+  }
+  if (l.burst == 0) l.burst = l.requests;
+  l.interval = static_cast<std::int64_t>(l.period_s * 1e9 / static_cast<double>(l.requests));
+  if (l.interval < 1) throw config_error(where + ": more than one request per nanosecond");
+  l.tolerance = l.interval * l.burst;
+  if (l.name.empty())
+    l.name = std::to_string(l.requests) + "-per-" + format_number(l.period_s) + "s";
+  return l;
+}
+
+}  // namespace
+
+std::unique_ptr<policy> make_rate_limit_policy(const build_context& b) {
+  const auto& piece = b.piece;
+  if (piece.is_null() || piece == false) return nullptr;
+  if (!piece.is_object() || !piece.contains("limits")) {
+    throw config_error(b.where + ": must be {\"limits\": [{\"requests\": N, \"per_s\": S}], ...}");
+  }
+  auto& f = b.shared.get<families>([&] { return new families(b.metrics); });
+  auto p = std::make_unique<rate_limit>(f, b.route_label, b.config.trusted_proxies);
+  for (const auto& [key, v] : piece.items()) {
+    std::string at = b.where + "." + key;
+    if (key == "limits") {
+      if (!v.is_array() || v.empty() || v.size() > max_limits) {
+        throw config_error(at + ": must list 1 to " + std::to_string(max_limits) + " limits");
+      }
+      for (std::size_t i = 0; i < v.size(); ++i) {
+        p->limits.push_back(read_limit(v[i], at + "[" + std::to_string(i) + "]"));
+      }
+    } else if (key == "key") {
+      auto k = v.is_string() ? v.get<std::string>() : std::string();
+      if (k == "client") {
+        p->kind = rate_limit::key_kind::client;
+      } else if (k == "subject") {
+        p->kind = rate_limit::key_kind::subject;
+      } else if (k.starts_with("header:") && k.size() > 7) {
+        p->kind = rate_limit::key_kind::header;
+        p->header = k.substr(7);
+        std::transform(p->header.begin(), p->header.end(), p->header.begin(),
+                       [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      } else {
+        throw config_error(at + ": must be \"client\", \"subject\" or \"header:<name>\"");
+      }
+    } else if (key == "shadow") {
+      if (!v.is_boolean()) throw config_error(at + ": must be true or false");
+      p->shadow = v.get<bool>();
+    } else if (key == "max_keys") {
+      if (!v.is_number_integer() || v.get<std::int64_t>() < 1 || v.get<std::int64_t>() > 10000000) {
+        throw config_error(at + ": must be a whole number from 1 to 10000000");
+      }
+      p->max_keys = v.get<std::size_t>();
+    } else {
+      throw config_error(at + ": is not a rate_limit setting (limits, key, shadow, max_keys)");
+    }
+  }
+  for (const auto& l : p->limits) {
+    p->policy_field += p->policy_field.empty() ? "" : ", ";
+    p->policy_field += "\"" + l.name + "\";q=" + std::to_string(l.requests) +
+                       ";w=" + format_number(std::ceil(l.period_s));
+  }
+  return p;
+}
+
+}  // namespace tern::gateway
