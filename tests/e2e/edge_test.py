@@ -2,7 +2,7 @@
 """The gateway's edge policies on the real binaries: JWT authentication and
 roles (tokens made here with Debian's python3-jwt and python3-cryptography,
 and by `gateway token`), with the identity carried to the services; rate
-limits.
+limits; the response cache.
 Usage: edge_test.py BUILD_DIR [unittest args]"""
 
 import base64
@@ -11,10 +11,12 @@ import hmac
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -408,6 +410,181 @@ class RateLimitTest(unittest.TestCase):
             self.assertEqual(call(port, "GET", "/e2e/client", headers={"X-Forwarded-For": "203.0.113.2"})[0], 429)
         finally:
             untrusted.close()
+
+
+class CacheTest(unittest.TestCase):
+    """The demo's cached product reads (5 s, invalidated by POST /api-gateway/products),
+    plus a cached authenticated route and a cached aggregate."""
+
+    @classmethod
+    def setUpClass(cls):
+        def edit(cfg):
+            for u in cfg["upstreams"].values():
+                u["timeout_ms"] = 5000  # a stopped service keeps calls in flight
+            cfg["routes"] += [
+                {"method": "GET", "path": "/e2e/cached-me", "service": "users", "pattern": {"cmd": "whoami"},
+                 "policies": {"auth": True, "cache": {"ttl_s": 60}}},
+                {"method": "GET", "path": "/e2e/cached-dashboard", "policies": {"cache": {"ttl_s": 60}},
+                 "aggregate": {"users": {"service": "users", "pattern": {"cmd": "get_users"}},
+                               "products": {"service": "products", "pattern": {"cmd": "get_products"}}}},
+            ]
+
+        cls.stack = Stack(edit=edit)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def get(self, path, **headers):
+        return call(self.stack.ports["gateway"], "GET", path, headers=headers)
+
+    def served(self, service, pattern):
+        """How many requests for `pattern` the service itself has answered (its own counter)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.admin[service], timeout=10)
+        conn.request("GET", "/metrics")
+        m = Metrics(conn.getresponse().read().decode())
+        conn.close()
+        return sum(v for labels, v in m.matching("rpc_server_requests_total", pattern=pattern))
+
+    def test_a_cached_get_is_served_without_an_upstream_call(self):
+        before = self.served("products", '{"cmd":"get_product"}')
+        status, h, first = self.get("/api-gateway/products/2")
+        self.assertEqual((status, h["x-cache"]), (200, "MISS"))
+        self.assertNotIn("age", h)
+        for _ in range(20):
+            status, h, body = self.get("/api-gateway/products/2")
+            self.assertEqual((status, h["x-cache"], body), (200, "HIT", first))
+            self.assertIn(h["age"], ("0", "1"))
+            self.assertIn("x-request-id", h)  # per request, not cached
+        self.assertEqual(self.served("products", '{"cmd":"get_product"}') - before, 1)
+        # Another id is another entry; errors are not cached.
+        self.assertEqual(self.get("/api-gateway/products/3")[1]["x-cache"], "MISS")
+        for _ in range(2):
+            status, h, _ = self.get("/api-gateway/products/999")
+            self.assertEqual((status, h["x-cache"]), (404, "MISS"))
+
+    def test_no_store_bypasses_and_no_cache_refetches(self):
+        self.get("/api-gateway/products?limit=1")
+        before = self.served("products", '{"cmd":"get_products"}')
+        status, h, _ = self.get("/api-gateway/products?limit=1", **{"Cache-Control": "no-store"})
+        self.assertEqual((status, h["x-cache"]), (200, "MISS"))
+        status, h, _ = self.get("/api-gateway/products?limit=1", **{"Cache-Control": "max-age=5, no-cache"})
+        self.assertEqual((status, h["x-cache"]), (200, "MISS"))
+        self.assertEqual(self.served("products", '{"cmd":"get_products"}') - before, 2)
+        self.assertEqual(self.get("/api-gateway/products?limit=1")[1]["x-cache"], "HIT")
+
+    def test_the_query_is_normalized_into_the_key(self):
+        self.assertEqual(self.get("/api-gateway/products?limit=2&offset=1")[1]["x-cache"], "MISS")
+        self.assertEqual(self.get("/api-gateway/products?offset=1&limit=2")[1]["x-cache"], "HIT")
+        self.assertEqual(self.get("/api-gateway/products?offset=%31&limit=2")[1]["x-cache"], "HIT")
+        self.assertEqual(self.get("/api-gateway/products?offset=2&limit=2")[1]["x-cache"], "MISS")
+
+    def test_100_concurrent_misses_make_exactly_one_upstream_call(self):
+        s = self.stack
+        path = "/api-gateway/products?limit=3&offset=0"
+        before = self.served("products", '{"cmd":"get_products"}')
+        s.procs["products"].send_signal(signal.SIGSTOP)
+        results = []
+        try:
+            threads = [threading.Thread(target=lambda: results.append(self.get(path))) for _ in range(100)]
+            for t in threads:
+                t.start()
+
+            def in_flight():
+                conn = http.client.HTTPConnection("127.0.0.1", s.admin["gateway"], timeout=10)
+                conn.request("GET", "/metrics")
+                m = Metrics(conn.getresponse().read().decode())
+                conn.close()
+                return m.value("http_server_active_requests") >= 100
+            until(in_flight, what="100 requests waiting in the gateway")
+        finally:
+            s.procs["products"].send_signal(signal.SIGCONT)
+        for t in threads:
+            t.join()
+        self.assertEqual(len(results), 100)
+        bodies = {json.dumps(body) for _, _, body in results}
+        self.assertEqual(len(bodies), 1)
+        self.assertEqual(sorted({status for status, _, _ in results}), [200])
+        self.assertEqual(sorted(h["x-cache"] for _, h, _ in results), ["HIT"] * 99 + ["MISS"])
+        self.assertEqual(self.served("products", '{"cmd":"get_products"}') - before, 1)
+
+    def test_two_users_never_share_a_cached_authenticated_response(self):
+        ada = {"Authorization": f"Bearer {self.stack.token(sub='ada', roles=['reader'])}"}
+        bob = {"Authorization": f"Bearer {self.stack.token(sub='bob', roles=['reader'])}"}
+        status, h, me = self.get("/e2e/cached-me", **ada)
+        self.assertEqual((status, h["x-cache"], me["sub"]), (200, "MISS", "ada"))
+        status, h, me = self.get("/e2e/cached-me", **bob)
+        self.assertEqual((status, h["x-cache"], me["sub"]), (200, "MISS", "bob"))
+        status, h, me = self.get("/e2e/cached-me", **ada)
+        self.assertEqual((status, h["x-cache"], me["sub"]), (200, "HIT", "ada"))
+        self.assertEqual(self.get("/e2e/cached-me")[0], 401)  # the cache does not skip auth
+
+    def test_a_post_invalidates_the_reads_it_affects(self):
+        self.get("/api-gateway/products")
+        self.get("/api-gateway/products/1")
+        self.assertEqual(self.get("/api-gateway/products")[1]["x-cache"], "HIT")
+        self.assertEqual(self.get("/api-gateway/products/1")[1]["x-cache"], "HIT")
+        users_before = self.get("/api-gateway/users")[2]
+        status, _, made = call(self.stack.ports["gateway"], "POST", "/api-gateway/products",
+                               {"name": "Zuse Z3", "price": 1941}, self.stack.as_admin)
+        self.assertEqual(status, 201)
+        status, h, products = self.get("/api-gateway/products?limit=100")
+        self.assertIn("Zuse Z3", [p["name"] for p in products])
+        status, h, listed = self.get("/api-gateway/products")
+        self.assertEqual(h["x-cache"], "MISS")
+        self.assertEqual(self.get("/api-gateway/products/1")[1]["x-cache"], "MISS")
+        self.assertEqual(self.get("/api-gateway/users")[2], users_before)
+
+    def test_an_aggregate_is_cached_only_when_every_part_succeeded(self):
+        s = self.stack
+        s.kill("products")
+        try:
+            status, h, _ = self.get("/e2e/cached-dashboard")
+            self.assertEqual((status, h["x-cache"]), (503, "MISS"))
+        finally:
+            s.start("products")
+        until(lambda: self.get("/e2e/cached-dashboard")[0] == 200, what="products back")
+        status, h, body = self.get("/e2e/cached-dashboard")
+        self.assertEqual((status, h["x-cache"]), (200, "HIT"))
+        self.assertTrue(body["users"] and body["products"])
+
+
+class BoundedCacheTest(unittest.TestCase):
+    def test_the_cache_keeps_its_bounds_least_recently_used_first(self):
+        def edit(cfg):
+            cfg["cache"] = {"max_entries": 3, "max_entry_bytes": 600}
+            cfg["routes"].append(users_route("/e2e/cached-users", cache={"ttl_s": 60}))
+            cfg["routes"][-1]["data"] = "query"
+
+        s = Stack(edit=edit)
+        try:
+            def x_cache(path):
+                status, h, _ = call(s.ports["gateway"], "GET", path)
+                self.assertEqual(status, 200)
+                return h["x-cache"]
+
+            self.assertEqual([x_cache(f"/api-gateway/products/{i}") for i in (1, 2, 3)], ["MISS"] * 3)
+            self.assertEqual(x_cache("/api-gateway/products/1"), "HIT")  # now the most recent
+            self.assertEqual(x_cache("/api-gateway/products?limit=1"), "MISS")  # evicts 2
+            self.assertEqual(x_cache("/api-gateway/products/2"), "MISS")  # evicts 3
+            self.assertEqual(x_cache("/api-gateway/products/1"), "HIT")
+            # A response over max_entry_bytes is never stored: 13 users' list.
+            for i in range(10):
+                status, _, _ = call(s.ports["gateway"], "POST", "/api-gateway/users",
+                                    {"name": f"User {i}", "email": f"user{i}@example.org"}, s.as_admin)
+                self.assertEqual(status, 201)
+            self.assertEqual([x_cache("/e2e/cached-users?limit=100") for _ in range(2)], ["MISS", "MISS"])
+            self.assertEqual([x_cache("/e2e/cached-users?limit=1") for _ in range(2)], ["MISS", "HIT"])
+            conn = http.client.HTTPConnection("127.0.0.1", s.admin["gateway"], timeout=10)
+            conn.request("GET", "/metrics")
+            m = Metrics(conn.getresponse().read().decode())
+            conn.close()
+            self.assertEqual(m.value("gateway_cache_entries"), 3)
+            self.assertEqual(m.value("gateway_cache_evictions_total", reason="lru"), 3)
+            self.assertGreater(m.value("gateway_cache_bytes"), 0)
+            self.assertLessEqual(m.value("gateway_cache_bytes"), 3 * 600)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":

@@ -530,9 +530,9 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(chain_error(with_policies("", "")).empty());
   CHECK(chain_error(with_policies(R"({"access_log": false, "metrics": true})", "")).empty());
   auto e = chain_error(with_policies(R"({"rate": {}})", ""));
-  CHECK(
-      e ==
-      "policies.rate: is not a policy (known: request_id, access_log, metrics, auth, rate_limit)");
+  CHECK(e ==
+        "policies.rate: is not a policy (known: request_id, access_log, metrics, auth, rate_limit, "
+        "cache)");
   e = chain_error(with_policies("", R"({"acces_log": true})"));
   CHECK(e.find("routes[0].policies.acces_log: is not a policy") == 0);
   e = chain_error(with_policies("", R"({"access_log": {"format": "xml"}})"));
@@ -545,7 +545,7 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(e.find("access log /nonexistent-dir/x.log: No such file or directory") == 0);
 }
 
-TEST_CASE("auth and rate_limit pieces are checked, naming the setting") {
+TEST_CASE("auth, rate_limit and cache pieces are checked, naming the setting") {
   CHECK(chain_error(with_policies("", R"({"auth": true})")) ==
         R"(routes[0].policies.auth: needs the top-level "auth" section (its keys))");
   CHECK(chain_error(with_policies("", R"({"auth": "yes"})")).find("must be true") !=
@@ -569,6 +569,21 @@ TEST_CASE("auth and rate_limit pieces are checked, naming the setting") {
   CHECK(limited(R"({"limits": [{"requests": 1, "per_s": 1}], "key": "ip"})") ==
         R"(routes[0].policies.rate_limit.key: must be "client", "subject" or "header:<name>")");
   CHECK(limited(R"({"limit": 1})").find("must be {\"limits\"") != std::string::npos);
+  auto cached = [](const std::string& piece) {
+    return chain_error(with_policies("", R"({"cache": )" + piece + "}"));
+  };
+  CHECK(cached(R"({"ttl_s": 5})").empty());
+  CHECK(cached(R"({"ttl_s": 0.5, "invalidates": ["/b"]})").empty());
+  CHECK(cached(R"({"ttl_s": 0})") ==
+        "routes[0].policies.cache.ttl_s: must be a number of seconds (up to 86400)");
+  CHECK(cached(R"({"invalidates": ["/nope"]})") ==
+        "routes[0].policies.cache.invalidates: '/nope' is not the path of a GET route");
+  CHECK(cached(R"({"ttl": 5})").find("must be {\"ttl_s\": N}") != std::string::npos);
+  CHECK(cached(R"({"ttl_s": 5, "vary": []})") ==
+        "routes[0].policies.cache.vary: is not a cache setting (ttl_s, invalidates)");
+  expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "cache": {"max_entries": 10, "max_size": 5}})",
+                      "cache.max_size: is not a cache setting");
 }
 
 TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {

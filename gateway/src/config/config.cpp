@@ -173,6 +173,19 @@ gateway_config parse_config(const std::string& text) {
     }
   }
 
+  if (root.contains("cache")) {
+    const auto& c = root["cache"];
+    if (!c.is_object()) bad("cache", "must be an object");
+    for (const auto& [key, v] : c.items()) {
+      if (key != "max_entries" && key != "max_bytes" && key != "max_entry_bytes") {
+        bad("cache." + key, "is not a cache setting (max_entries, max_bytes, max_entry_bytes)");
+      }
+    }
+    cfg.cache.max_entries = read_size(c, "max_entries", cfg.cache.max_entries, "cache");
+    cfg.cache.max_bytes = read_size(c, "max_bytes", cfg.cache.max_bytes, "cache");
+    cfg.cache.max_entry_bytes = read_size(c, "max_entry_bytes", cfg.cache.max_entry_bytes, "cache");
+  }
+
   if (root.contains("policies")) {
     if (!root["policies"].is_object()) bad("policies", "must be an object");
     cfg.policies = root["policies"].dump();

@@ -62,10 +62,18 @@ struct address_range {
 /// (IPv4-mapped); false if it is not one.
 bool parse_address(std::string_view text, std::array<std::uint8_t, 16>& out);
 
+/// The response cache's bounds (the top-level "cache" section).
+struct cache_limits {
+  std::size_t max_entries = 10000;
+  std::size_t max_bytes = 64 * 1024 * 1024;
+  std::size_t max_entry_bytes = 1024 * 1024;  ///< larger responses are not cached
+};
+
 struct gateway_config {
   std::vector<upstream> upstreams;
   std::vector<route> routes;
   http::limits limits;
+  cache_limits cache;
   /// server.trusted_proxies: peers whose X-Forwarded-For names the client.
   std::vector<address_range> trusted_proxies;
   /// The top-level "policies" object as JSON text: every route's defaults.

@@ -9,11 +9,12 @@ std::span<const policy_registration> registered_policies() {
   // carries it), then the access log and the metrics, which time and see
   // everything after them; then authentication, whose identity later
   // policies and the calls use; then rate limits (keyed by that identity,
-  // or by the client).
+  // or by the client); the cache last, so a hit still passes auth and the
+  // limits, and its key can hold the identity.
   static const policy_registration all[] = {
       {"request_id", make_request_id_policy}, {"access_log", make_access_log_policy},
       {"metrics", make_metrics_policy},       {"auth", make_auth_policy},
-      {"rate_limit", make_rate_limit_policy},
+      {"rate_limit", make_rate_limit_policy}, {"cache", make_cache_policy},
   };
   return all;
 }

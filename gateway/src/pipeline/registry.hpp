@@ -85,5 +85,6 @@ std::unique_ptr<policy> make_access_log_policy(const build_context& b);
 std::unique_ptr<policy> make_metrics_policy(const build_context& b);
 std::unique_ptr<policy> make_auth_policy(const build_context& b);
 std::unique_ptr<policy> make_rate_limit_policy(const build_context& b);
+std::unique_ptr<policy> make_cache_policy(const build_context& b);
 
 }  // namespace tern::gateway

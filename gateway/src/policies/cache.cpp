@@ -1,0 +1,361 @@
+// Response caching for GET routes: one LRU store bounded by entries and
+// bytes, keyed by method, route, the request data the route uses and the
+// caller's identity; concurrent misses for one key make one upstream call
+// (single flight). POST routes may invalidate the reads they affect.
+#include "config/config.hpp"
+#include "pipeline/registry.hpp"
+#include "render/call_data.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/registry.h>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <list>
+#include <map>
+#include <unordered_map>
+
+namespace tern::gateway {
+
+namespace {
+
+using json = nlohmann::ordered_json;
+using clock = std::chrono::steady_clock;
+using prometheus::Counter;
+
+// The store every cached route shares, with its metrics.
+class store {
+ public:
+  store(const cache_limits& limits, metrics_registry& m)
+      : limits_(limits),
+        requests_(prometheus::BuildCounter()
+                      .Name("gateway_cache_requests_total")
+                      .Help("Requests to cached routes, by route and result (hit: answered from "
+                            "the cache or a call in flight; miss: called upstream; bypass: "
+                            "Cache-Control: no-store).")
+                      .Register(m.registry())),
+        evictions_(prometheus::BuildCounter()
+                       .Name("gateway_cache_evictions_total")
+                       .Help("Entries dropped, by reason (lru, expired, invalidated).")
+                       .Register(m.registry())),
+        lru_evictions_(&evictions_.Add({{"reason", "lru"}})),
+        expired_(&evictions_.Add({{"reason", "expired"}})),
+        invalidated_(&evictions_.Add({{"reason", "invalidated"}})) {
+    m.add_gauge("gateway_cache_entries", "Responses in the cache.",
+                [this] { return static_cast<double>(index_.size()); });
+    m.add_gauge("gateway_cache_bytes", "Bytes the cached responses hold (keys, headers, bodies).",
+                [this] { return static_cast<double>(bytes_); });
+  }
+
+  struct entry {
+    std::string key;
+    std::string_view route;  // the route's label (outlives the store's use)
+    clock::time_point stored, expires;
+    http::response response;
+    std::size_t bytes = 0;
+  };
+
+  prometheus::Family<Counter>& requests() { return requests_; }
+  [[nodiscard]] std::size_t max_entry_bytes() const { return limits_.max_entry_bytes; }
+
+  const entry* find(const std::string& key, clock::time_point now) {
+    auto it = index_.find(key);
+    if (it == index_.end()) return nullptr;
+    if (it->second->expires <= now) {
+      erase(it->second);
+      expired_->Increment();
+      return nullptr;
+    }
+    lru_.splice(lru_.begin(), lru_, it->second);  // most recent first
+    return &*it->second;
+  }
+
+  void put(std::string key, std::string_view route, const http::response& r, clock::time_point now,
+           clock::duration ttl) {
+    std::size_t bytes = key.size() + r.body.size() + sizeof(entry);
+    for (const auto& [k, v] : r.headers) bytes += k.size() + v.size();
+    if (bytes > limits_.max_entry_bytes || bytes > limits_.max_bytes) return;
+    if (auto it = index_.find(key); it != index_.end()) erase(it->second);
+    while (!lru_.empty() &&
+           (index_.size() >= limits_.max_entries || bytes_ + bytes > limits_.max_bytes)) {
+      erase(std::prev(lru_.end()));
+      lru_evictions_->Increment();
+    }
+    lru_.push_front({std::move(key), route, now, now + ttl, r, bytes});
+    index_.emplace(lru_.front().key, lru_.begin());
+    bytes_ += bytes;
+  }
+
+  // Drops every entry of these routes, and makes calls in flight for them
+  // not store what they get (it may predate the change).
+  void invalidate(const std::vector<std::string>& routes) {
+    for (const auto& r : routes) ++generation_[r];
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      auto next = std::next(it);
+      if (std::find(routes.begin(), routes.end(), it->route) != routes.end()) {
+        erase(it);
+        invalidated_->Increment();
+      }
+      it = next;
+    }
+  }
+
+  std::uint64_t generation(std::string_view route) {
+    auto it = generation_.find(route);
+    return it == generation_.end() ? 0 : it->second;
+  }
+
+ private:
+  void erase(std::list<entry>::iterator it) {
+    bytes_ -= it->bytes;
+    index_.erase(it->key);
+    lru_.erase(it);
+  }
+
+  cache_limits limits_;
+  prometheus::Family<Counter>& requests_;
+  prometheus::Family<Counter>& evictions_;
+  Counter* lru_evictions_;
+  Counter* expired_;
+  Counter* invalidated_;
+  std::list<entry> lru_;
+  std::unordered_map<std::string_view, std::list<entry>::iterator> index_;  // keys in lru_
+  std::map<std::string, std::uint64_t, std::less<>> generation_;
+  std::size_t bytes_ = 0;
+};
+
+// A miss being answered: later requests for its key wait for it.
+struct flight {
+  explicit flight(asio::io_context& io) : done(io, clock::time_point::max()) {}
+  asio::steady_timer done;  // cancelled when the answer is in
+  http::response answer;
+  bool cacheable = false;
+};
+
+struct cache_control {
+  bool no_store = false, no_cache = false;
+};
+
+cache_control read_cache_control(const http::request& req) {
+  cache_control cc;
+  for (const auto& [k, v] : req.headers) {
+    if (k != "cache-control") continue;
+    std::string_view list = v;
+    while (!list.empty()) {
+      auto comma = list.find(',');
+      auto item = list.substr(0, comma);
+      list = comma == list.npos ? std::string_view() : list.substr(comma + 1);
+      while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+      while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+      auto is = [&](std::string_view name) {
+        return item.size() == name.size() &&
+               std::equal(item.begin(), item.end(), name.begin(), [](char a, char b) {
+                 return std::tolower(static_cast<unsigned char>(a)) == b;
+               });
+      };
+      cc.no_store = cc.no_store || is("no-store");
+      cc.no_cache = cc.no_cache || is("no-cache") || is("max-age=0");
+    }
+  }
+  return cc;
+}
+
+class cache final : public policy {
+ public:
+  cache(store& s, asio::io_context& io, std::string_view label)
+      : store_(s), io_(io), route_(label) {
+    hit_ = &s.requests().Add({{"route", route_}, {"result", "hit"}});
+    miss_ = &s.requests().Add({{"route", route_}, {"result", "miss"}});
+    bypass_ = &s.requests().Add({{"route", route_}, {"result", "bypass"}});
+  }
+
+  std::chrono::milliseconds ttl{0};      // 0: this route is not cached
+  std::vector<std::string> invalidates;  // GET routes a success here makes stale
+  bool uses_params = false, uses_query = false, uses_body = false;
+
+  asio::awaitable<void> handle(request_context& ctx, next n) override {
+    if (ttl.count() == 0) {
+      co_await n(ctx);
+      if (ctx.response.status >= 200 && ctx.response.status < 300) store_.invalidate(invalidates);
+      co_return;
+    }
+    auto cc = read_cache_control(ctx.request);
+    if (cc.no_store) {
+      bypass_->Increment();
+      co_await n(ctx);
+      ctx.response.headers.emplace_back("X-Cache", "MISS");
+      co_return;
+    }
+    auto key = key_of(ctx);
+    auto now = clock::now();
+    if (!cc.no_cache) {
+      if (const auto* e = store_.find(key, now)) {
+        hit_->Increment();
+        ctx.response = e->response;
+        answered_from_cache(ctx, now - e->stored);
+        co_return;
+      }
+      if (auto it = flights_.find(key); it != flights_.end()) {
+        hit_->Increment();
+        auto f = it->second;  // kept alive while waiting
+        co_await f->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+        ctx.response = f->answer;
+        if (f->cacheable) {
+          answered_from_cache(ctx, {});
+        } else {
+          ctx.response.headers.emplace_back("X-Cache", "MISS");
+        }
+        co_return;
+      }
+    }
+    miss_->Increment();
+    // A no-cache request with another call in flight makes its own, and
+    // leaves the flight to that one.
+    std::shared_ptr<flight> f;
+    if (!flights_.contains(key)) {
+      f = std::make_shared<flight>(io_);
+      flights_.emplace(key, f);
+    }
+    struct land {  // also when the chain is torn down mid-call
+      cache& self;
+      const std::string& key;
+      std::shared_ptr<flight> f;
+      ~land() {
+        if (!f) return;
+        self.flights_.erase(key);
+        f->done.cancel();  // waiters take f->answer (a 503 if never set)
+      }
+    } landing{*this, key, f};
+    if (f) f->answer = error_response_for_abandoned();
+    auto generation = store_.generation(route_);
+    co_await n(ctx);
+    bool cacheable = ctx.response.status == 200 &&
+                     std::none_of(ctx.calls.begin(), ctx.calls.end(),
+                                  [](const upstream_call& c) { return c.error.has_value(); });
+    if (cacheable && store_.generation(route_) == generation) {
+      store_.put(key, route_, ctx.response, clock::now(), ttl);
+    }
+    if (f) {
+      f->answer = ctx.response;
+      f->cacheable = cacheable;
+    }
+    ctx.response.headers.emplace_back("X-Cache", "MISS");
+  }
+
+ private:
+  static http::response error_response_for_abandoned() {
+    http::response r;
+    r.status = 503;
+    r.body = R"({"statusCode":503,"message":"the request this one waited on was abandoned",)"
+             R"("error":"Service Unavailable"})";
+    return r;
+  }
+
+  static void answered_from_cache(request_context& ctx, clock::duration age) {
+    ctx.response.headers.emplace_back("X-Cache", "HIT");
+    ctx.response.headers.emplace_back(
+        "Age", std::to_string(std::chrono::duration_cast<std::chrono::seconds>(age).count()));
+  }
+
+  // Method, route, then what the route's calls are made of (params in the
+  // route's order, the query decoded and sorted, last value of a repeated
+  // key winning as in the calls), then the identity on authenticated routes.
+  [[nodiscard]] std::string key_of(const request_context& ctx) const {
+    std::string key = "GET ";  // HEAD is answered as GET
+    key += route_;
+    auto field = [&key](std::string_view s) {
+      key += '\0';
+      key += std::to_string(s.size());
+      key += ':';
+      key += s;
+    };
+    if (uses_params) {
+      for (const auto& [name, value] : ctx.params) {
+        field(name);
+        field(value);
+      }
+    }
+    if (uses_query) {
+      std::map<std::string, std::string> q;
+      std::string_view rest = ctx.request.query;
+      while (!rest.empty()) {
+        auto amp = rest.find('&');
+        auto item = rest.substr(0, amp);
+        rest = amp == rest.npos ? std::string_view() : rest.substr(amp + 1);
+        if (item.empty()) continue;
+        auto eq = item.find('=');
+        q[percent_decode(item.substr(0, eq), true)] =
+            eq == item.npos ? std::string() : percent_decode(item.substr(eq + 1), true);
+      }
+      for (const auto& [k, v] : q) {
+        field(k);
+        field(v);
+      }
+    }
+    if (uses_body) field(ctx.request.body);
+    field(ctx.identity);
+    return key;
+  }
+
+  store& store_;
+  asio::io_context& io_;
+  std::string route_;
+  Counter* hit_;
+  Counter* miss_;
+  Counter* bypass_;
+  std::unordered_map<std::string, std::shared_ptr<flight>> flights_;
+};
+
+}  // namespace
+
+std::unique_ptr<policy> make_cache_policy(const build_context& b) {
+  const auto& piece = b.piece;
+  if (piece.is_null() || piece == false) return nullptr;
+  if (!piece.is_object() || !(piece.contains("ttl_s") || piece.contains("invalidates"))) {
+    throw config_error(b.where +
+                       R"(: must be {"ttl_s": N} (a GET route) or {"invalidates": [...]})");
+  }
+  if (!b.matched) return nullptr;  // the unmatched and admin chains have nothing to cache
+  auto& s = b.shared.get<store>([&] { return new store(b.config.cache, b.metrics); });
+  auto p = std::make_unique<cache>(s, b.io, b.route_label);
+  for (const auto& [key, v] : piece.items()) {
+    std::string at = b.where + "." + key;
+    if (key == "ttl_s") {
+      if (b.matched->method != "GET") throw config_error(at + ": only GET routes are cached");
+      if (!v.is_number() || v.get<double>() <= 0 || v.get<double>() > 86400) {
+        throw config_error(at + ": must be a number of seconds (up to 86400)");
+      }
+      p->ttl = std::chrono::milliseconds(static_cast<long long>(v.get<double>() * 1000));
+      if (p->ttl.count() == 0) throw config_error(at + ": must be at least 0.001");
+    } else if (key == "invalidates") {
+      if (!v.is_array()) throw config_error(at + ": must list GET route paths");
+      for (const auto& path : v) {
+        auto name = path.is_string() ? path.get<std::string>() : std::string();
+        bool found =
+            std::any_of(b.config.routes.begin(), b.config.routes.end(),
+                        [&](const route& r) { return r.method == "GET" && r.path == name; });
+        if (!found) throw config_error(at + ": '" + name + "' is not the path of a GET route");
+        p->invalidates.push_back(name);
+      }
+    } else {
+      throw config_error(at + ": is not a cache setting (ttl_s, invalidates)");
+    }
+  }
+  if (p->ttl.count() == 0 && p->invalidates.empty()) return nullptr;
+  for (const auto& [name, spec] : b.matched->calls) {
+    for (auto d : spec.data) {
+      p->uses_params = p->uses_params || d == data_source::params;
+      p->uses_query = p->uses_query || d == data_source::query;
+      p->uses_body = p->uses_body || d == data_source::body;
+    }
+  }
+  return p;
+}
+
+}  // namespace tern::gateway
