@@ -2,7 +2,7 @@
 """The gateway's edge policies on the real binaries: JWT authentication and
 roles (tokens made here with Debian's python3-jwt and python3-cryptography,
 and by `gateway token`), with the identity carried to the services; rate
-limits; the response cache.
+limits; the response cache; CORS.
 Usage: edge_test.py BUILD_DIR [unittest args]"""
 
 import base64
@@ -585,6 +585,83 @@ class BoundedCacheTest(unittest.TestCase):
             self.assertLessEqual(m.value("gateway_cache_bytes"), 3 * 600)
         finally:
             s.close()
+
+
+class CorsTest(unittest.TestCase):
+    ALLOWED = "http://localhost:8080"
+
+    @classmethod
+    def setUpClass(cls):
+        def edit(cfg):
+            cfg["routes"].append(users_route("/e2e/open", cors={"origins": "*"}))
+
+        cls.stack = Stack(policies={"cors": {"origins": [cls.ALLOWED, "https://app.example"]}}, edit=edit)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stack.close()
+
+    def request(self, method, path, headers):
+        return call(self.stack.ports["gateway"], method, path, headers=headers)
+
+    def preflight(self, path, method, origin=ALLOWED, asked_headers=None):
+        h = {"Origin": origin, "Access-Control-Request-Method": method}
+        if asked_headers:
+            h["Access-Control-Request-Headers"] = asked_headers
+        return self.request("OPTIONS", path, h)
+
+    def cors_fields(self, headers):
+        return {k: v for k, v in headers.items() if k.startswith("access-control-")}
+
+    def served_total(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.stack.admin["users"], timeout=10)
+        conn.request("GET", "/metrics")
+        m = Metrics(conn.getresponse().read().decode())
+        conn.close()
+        return sum(v for _, v in m.matching("rpc_server_requests_total"))
+
+    def test_a_preflight_is_answered_by_the_gateway(self):
+        before = self.served_total()
+        status, h, body = self.preflight("/api-gateway/users", "POST", asked_headers="authorization, Content-Type")
+        self.assertEqual((status, body), (204, None))  # no token needed, no call made
+        self.assertEqual(self.cors_fields(h), {
+            "access-control-allow-origin": self.ALLOWED,
+            "access-control-allow-methods": "POST",
+            "access-control-allow-headers": "Authorization, Content-Type, X-Request-Id, traceparent, tracestate",
+            "access-control-max-age": "600",
+        })
+        self.assertIn("Origin", h["vary"])
+        self.assertEqual(self.served_total(), before)
+        status, h, _ = self.preflight("/api-gateway/users/7", "GET")
+        self.assertEqual((status, h["access-control-allow-methods"]), (204, "GET, HEAD"))
+
+    def test_a_disallowed_preflight_gets_no_cors_fields(self):
+        for what, args in [("origin", dict(origin="https://evil.example")),
+                           ("header", dict(asked_headers="X-Secret")),
+                           ("origin with a path", dict(origin=self.ALLOWED + "/"))]:
+            status, h, body = self.preflight("/api-gateway/users", "POST", **args)
+            self.assertEqual((what, status, self.cors_fields(h)), (what, 403, {}))
+            self.assertIn("CORS preflight refused", body["message"])
+        # A method no route has: nothing to preflight (a plain 404, which fails the preflight).
+        status, h, _ = self.preflight("/api-gateway/users", "DELETE")
+        self.assertEqual(status, 404)
+        self.assertNotIn("access-control-allow-methods", h)
+
+    def test_answers_carry_the_fields_for_allowed_origins_only(self):
+        status, h, _ = self.request("GET", "/api-gateway/users", {"Origin": self.ALLOWED})
+        self.assertEqual((status, h["access-control-allow-origin"], h["vary"]), (200, self.ALLOWED, "Origin"))
+        self.assertIn("X-Request-Id", h["access-control-expose-headers"])
+        status, h, _ = self.request("GET", "/api-gateway/users", {"Origin": "https://evil.example"})
+        self.assertEqual((status, self.cors_fields(h), h["vary"]), (200, {}, "Origin"))
+        # Errors too, so a script can read why (a 401 here).
+        status, h, _ = self.request("POST", "/api-gateway/users", {"Origin": "https://app.example"})
+        self.assertEqual((status, h["access-control-allow-origin"]), (401, "https://app.example"))
+
+    def test_a_public_route_may_allow_any_origin(self):
+        status, h, _ = self.request("GET", "/e2e/open", {"Origin": "https://anyone.example"})
+        self.assertEqual((status, h["access-control-allow-origin"]), (200, "*"))
+        self.assertNotIn("vary", h)
+        self.assertNotIn("access-control-allow-credentials", h)
 
 
 if __name__ == "__main__":

@@ -531,8 +531,8 @@ TEST_CASE("each policy validates its own piece of the config, by name") {
   CHECK(chain_error(with_policies(R"({"access_log": false, "metrics": true})", "")).empty());
   auto e = chain_error(with_policies(R"({"rate": {}})", ""));
   CHECK(e ==
-        "policies.rate: is not a policy (known: request_id, access_log, metrics, auth, rate_limit, "
-        "cache)");
+        "policies.rate: is not a policy (known: request_id, access_log, metrics, cors, auth, "
+        "rate_limit, cache)");
   e = chain_error(with_policies("", R"({"acces_log": true})"));
   CHECK(e.find("routes[0].policies.acces_log: is not a policy") == 0);
   e = chain_error(with_policies("", R"({"access_log": {"format": "xml"}})"));
@@ -584,6 +584,30 @@ TEST_CASE("auth, rate_limit and cache pieces are checked, naming the setting") {
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
       "cache": {"max_entries": 10, "max_size": 5}})",
                       "cache.max_size: is not a cache setting");
+}
+
+TEST_CASE("cors pieces are checked: any origin only for public routes, never with credentials") {
+  auto cors = [](const std::string& top, const std::string& route) {
+    return chain_error(with_policies(top, route));
+  };
+  CHECK(cors(R"({"cors": {"origins": ["https://app.example"]}})", "").empty());
+  CHECK(cors(R"({"cors": {"origins": "*"}})", "").empty());
+  CHECK(cors(R"({"cors": {"origins": "*", "credentials": true}})", "") ==
+        R"(policies.cors.origins: "*" cannot go with credentials (list the origins))");
+  ::setenv("TERN_TEST_LONG", "a-secret-of-thirty-two-bytes-ok!", 1);
+  auto with_auth = with_policies(R"({"cors": {"origins": "*"}})", R"({"auth": true})");
+  with_auth.insert(
+      1, R"("auth": {"keys": [{"algorithms": ["HS256"], "secret_env": "TERN_TEST_LONG"}]},)");
+  CHECK(
+      chain_error(with_auth) ==
+      R"(policies.cors.origins: "*" is for public routes only, and GET /a has auth (list the origins))");
+  CHECK(cors("", R"({"cors": {"origins": ["localhost:8080"]}})").find("is not an origin") !=
+        std::string::npos);
+  CHECK(cors("", R"({"cors": {"origins": ["https://a.example/"]}})").find("is not an origin") !=
+        std::string::npos);
+  CHECK(cors("", R"({"cors": {"origins": ["https://a.example"], "maxage": 1}})")
+            .find("routes[0].policies.cors.maxage: is not a cors setting") == 0);
+  CHECK(cors("", R"({"cors": true})").find("must be {\"origins\"") != std::string::npos);
 }
 
 TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {

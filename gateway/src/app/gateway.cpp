@@ -22,15 +22,15 @@ gateway::gateway(asio::io_context& io, gateway_config cfg)
   if (cfg_.admin_on_public) add_admin_routes(public_, env);
   unmatched_ = build_chain(env, nullptr, "(unmatched)", "{}", "policies", make_not_found_handler());
   rejected_ = build_chain(env, nullptr, "(rejected)", "{}", "policies", make_refused_handler());
-  admin_unmatched_ =
-      build_chain(env, nullptr, "(unmatched)", R"({"access_log":false,"metrics":false})", "admin",
-                  make_not_found_handler());
+  admin_unmatched_ = build_chain(env, nullptr, "(unmatched)",
+                                 R"({"access_log":false,"metrics":false,"cors":false})", "admin",
+                                 make_not_found_handler());
 }
 
 void gateway::add_admin_routes(route_table& t, const chain_env& env) {
   // Scrapes and probes are neither logged nor counted: they would drown
   // the traffic they watch.
-  constexpr std::string_view quiet = R"({"access_log":false,"metrics":false})";
+  constexpr std::string_view quiet = R"({"access_log":false,"metrics":false,"cors":false})";
   auto add = [&](std::vector<std::string> segments, std::string path, std::unique_ptr<handler> h) {
     route_entry e{.method = "GET",
                   .segments = std::move(segments),
@@ -69,6 +69,18 @@ asio::awaitable<http::response> gateway::serve(const route_table& table, const c
                                                http::request& req) {
   request_context ctx(req);
   bool path_known = false;
+  // A CORS preflight goes to the route it asks about, if that one has CORS.
+  if (auto asked = req.header("access-control-request-method");
+      req.method == "OPTIONS" && !asked.empty()) {
+    const auto* e = table.match(asked, req.path, ctx.params, path_known);
+    if (e && e->serve->answers_preflight) {
+      ctx.matched = e->config;
+      ctx.preflight = true;
+      co_await e->serve->run(ctx);
+      co_return std::move(ctx.response);
+    }
+    ctx.params.clear();
+  }
   if (const auto* e = table.match(req, ctx.params, path_known)) {
     ctx.matched = e->config;
     co_await e->serve->run(ctx);

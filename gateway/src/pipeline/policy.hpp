@@ -60,6 +60,8 @@ class chain {
     return next(*this, 0)(ctx);
   }
   [[nodiscard]] std::size_t size() const noexcept { return policies_.size(); }
+  /// Whether the chain has a cors policy, which answers preflights.
+  bool answers_preflight = false;
 
  private:
   friend class next;

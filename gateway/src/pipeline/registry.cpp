@@ -7,14 +7,20 @@ namespace tern::gateway {
 std::span<const policy_registration> registered_policies() {
   // The chain's order: the request id first (every later line and reply
   // carries it), then the access log and the metrics, which time and see
-  // everything after them; then authentication, whose identity later
-  // policies and the calls use; then rate limits (keyed by that identity,
-  // or by the client); the cache last, so a hit still passes auth and the
-  // limits, and its key can hold the identity.
+  // everything after them; CORS, which answers preflights and marks every
+  // answer after it (401s and 429s too, so a browser can read them); then
+  // authentication, whose identity later policies and the calls use; then
+  // rate limits (keyed by that identity, or by the client); the cache last,
+  // so a hit still passes auth and the limits, and its key can hold the
+  // identity.
   static const policy_registration all[] = {
-      {"request_id", make_request_id_policy}, {"access_log", make_access_log_policy},
-      {"metrics", make_metrics_policy},       {"auth", make_auth_policy},
-      {"rate_limit", make_rate_limit_policy}, {"cache", make_cache_policy},
+      {"request_id", make_request_id_policy},
+      {"access_log", make_access_log_policy},
+      {"metrics", make_metrics_policy},
+      {"cors", make_cors_policy},
+      {"auth", make_auth_policy},
+      {"rate_limit", make_rate_limit_policy},
+      {"cache", make_cache_policy},
   };
   return all;
 }
@@ -50,15 +56,21 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
   const json own = parse_policies(route_policies, where);
   static const json none;
   std::vector<std::unique_ptr<policy>> policies;
+  bool answers_preflight = false;
   for (const auto& r : registered_policies()) {
     std::string key(r.name);
     bool local = own.contains(key);
     const json& piece = local ? own[key] : defaults.contains(key) ? defaults[key] : none;
     build_context b{env, matched, label, piece,
                     (local ? where : std::string("policies")) + "." + key};
-    if (auto p = r.make(b)) policies.push_back(std::move(p));
+    auto p = r.make(b);
+    if (!p) continue;
+    answers_preflight = answers_preflight || r.name == "cors";
+    policies.push_back(std::move(p));
   }
-  return std::make_unique<chain>(std::move(policies), std::move(h));
+  auto c = std::make_unique<chain>(std::move(policies), std::move(h));
+  c->answers_preflight = answers_preflight;
+  return c;
 }
 
 }  // namespace tern::gateway

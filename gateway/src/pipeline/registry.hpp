@@ -83,6 +83,7 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
 std::unique_ptr<policy> make_request_id_policy(const build_context& b);
 std::unique_ptr<policy> make_access_log_policy(const build_context& b);
 std::unique_ptr<policy> make_metrics_policy(const build_context& b);
+std::unique_ptr<policy> make_cors_policy(const build_context& b);
 std::unique_ptr<policy> make_auth_policy(const build_context& b);
 std::unique_ptr<policy> make_rate_limit_policy(const build_context& b);
 std::unique_ptr<policy> make_cache_policy(const build_context& b);

@@ -44,6 +44,9 @@ struct request_context {
   const route* matched = nullptr;
   /// For a request the HTTP server refused itself (a parse error): its
   /// status and message, which the "(rejected)" chain's handler answers.
+  /// A CORS preflight (OPTIONS with Access-Control-Request-Method) for
+  /// the route `matched`: the cors policy answers it; nothing after runs.
+  bool preflight = false;
   int refused_status = 0;
   std::string_view refused_message;
   std::vector<std::pair<std::string_view, std::string>> params;  ///< ":id" captures, decoded

@@ -6,9 +6,8 @@
 
 namespace tern::gateway {
 
-const route_entry* route_table::match(const http::request& req, params& captured,
-                                      bool& path_known) const {
-  std::string_view path = req.path;
+const route_entry* route_table::match(std::string_view method, std::string_view path,
+                                      params& captured, bool& path_known) const {
   if (path.empty() || path[0] != '/') return nullptr;
   path.remove_prefix(1);
   std::array<std::string_view, 16> segs;
@@ -36,7 +35,7 @@ const route_entry* route_table::match(const http::request& req, params& captured
     }
     if (!ok) continue;
     path_known = true;
-    if (r.method == req.method || (req.method == "HEAD" && r.method == "GET")) return &r;
+    if (r.method == method || (method == "HEAD" && r.method == "GET")) return &r;
   }
   captured.clear();
   return nullptr;

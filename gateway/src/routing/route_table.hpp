@@ -36,7 +36,13 @@ class route_table {
 
   /// The route for `req`, with its captures (percent-decoded) in `captured`;
   /// null if none. `path_known` tells whether some route has the path.
-  const route_entry* match(const http::request& req, params& captured, bool& path_known) const;
+  const route_entry* match(const http::request& req, params& captured, bool& path_known) const {
+    return match(req.method, req.path, captured, path_known);
+  }
+  /// The same for a method other than the request's (a CORS preflight
+  /// asks about the method it names).
+  const route_entry* match(std::string_view method, std::string_view path, params& captured,
+                           bool& path_known) const;
 
  private:
   std::vector<route_entry> routes_;
