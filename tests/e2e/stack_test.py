@@ -7,6 +7,7 @@ import http.client
 import json
 import jwt  # Debian's python3-jwt
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,22 +22,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, below the ephemeral range (32768+ on Linux), so the
+    outgoing connections of the processes under test cannot take it before
+    the process that is given it binds it. Tests running at once may still
+    pick the same one: Stack retries a start that finds its port taken."""
+    for _ in range(1000):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_port(port, proc, limit=10.0):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+            raise PortTaken(f"process exited with {proc.returncode} before listening on {port}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.02)
     raise RuntimeError(f"nothing listening on {port} after {limit} s")
+
+
+class PortTaken(RuntimeError):
+    """A process exited before listening: most likely another test took its port."""
 
 
 class Stack:
@@ -74,7 +89,14 @@ class Stack:
         with open(self.config, "w") as f:
             json.dump(cfg, f)
         for name in ("users", "products", "gateway"):
-            self.start(name)
+            for attempt in range(5):
+                try:
+                    self.start(name)
+                    break
+                except PortTaken:
+                    if attempt == 4:
+                        raise
+                    self.ports[name], self.admin[name] = free_port(), free_port()
 
     def token(self, sub="e2e-admin", roles=("admin",), **claims):
         """A token the demo config's key accepts (HS256, kid demo, iss tern-demo)."""
