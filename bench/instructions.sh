@@ -6,7 +6,9 @@
 #   bench/instructions.sh [gateway|users|products] [ROUTE] [SECONDS]
 # Example: bench/instructions.sh gateway /api-gateway/dashboard 10
 # POLICIES='{"metrics": false}' sets the gateway config's top-level policies
-# (default: the benchmark config's, request ids and metrics on, no access log).
+# (default: the benchmark config's, request ids and metrics on, no access log);
+# CONFIG=FILE uses that gateway config instead; HEADERS (one per line) are
+# sent with every request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 which=${1:-gateway}
@@ -18,13 +20,19 @@ case "$which" in
 esac
 # shellcheck source=bench/demo-stack.sh
 source bench/demo-stack.sh
-bench_config routes "${POLICIES:-{\}}"
+if [ -n "${CONFIG:-}" ]; then
+  cp "$CONFIG" "$work/routes.json"
+else
+  bench_config routes "${POLICIES:-{\}}"
+fi
+headers=()
+while IFS= read -r h; do [ -n "$h" ] && headers+=(-H "$h"); done <<<"${HEADERS:-}"
 start_demo_stack "$which" valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/callgrind.out" --log-file="$work/valgrind.log"
 target=$wrapped_pid
-wrk -t1 -c64 -d2s "http://127.0.0.1:13000$route" >/dev/null  # warm-up, not counted
+wrk -t1 -c64 -d2s "${headers[@]}" "http://127.0.0.1:13000$route" >/dev/null  # warm-up, not counted
 callgrind_control -i on "$target" >/dev/null 2>&1
-out=$(wrk -t1 -c64 -d"${seconds}s" "http://127.0.0.1:13000$route")
+out=$(wrk -t1 -c64 -d"${seconds}s" "${headers[@]}" "http://127.0.0.1:13000$route")
 callgrind_control -i off "$target" >/dev/null 2>&1
 kill -TERM "$target"
 wait "$target" || true

@@ -743,3 +743,32 @@ TEST_CASE("base64url round-trips every length and refuses other alphabets") {
   CHECK_FALSE(jwt::base64url_decode("abc=", back));
   CHECK_FALSE(jwt::base64url_decode("a", back));
 }
+
+TEST_CASE("the verified-token cache is keyed by the whole token and never outlives exp") {
+  ::setenv("TERN_TEST_LONG", "a-secret-of-thirty-two-bytes-ok!", 1);
+  jwt::token_cache cache(3, 30);
+  nlohmann::json claims{{"sub", "a"}, {"exp", 1000}};
+  cache.add("t1", claims, 900);
+  REQUIRE(cache.find("t1", 900) != nullptr);
+  CHECK(*cache.find("t1", 1029) == claims);
+  CHECK(cache.find("t1x", 900) == nullptr);
+  CHECK(cache.find("t", 900) == nullptr);
+  CHECK(cache.find("t1", 1030) == nullptr);  // exp + leeway: gone, and stays gone
+  CHECK(cache.find("t1", 900) == nullptr);
+  // Without exp it lasts; over max_entries the table starts again.
+  cache.add("a", {{"sub", "a"}}, 0);
+  cache.add("b", {{"sub", "b"}}, 0);
+  cache.add("c", {{"sub", "c"}}, 0);
+  CHECK(cache.find("a", 1'000'000'000) != nullptr);
+  cache.add("d", {{"sub", "d"}}, 0);
+  CHECK(cache.find("a", 0) == nullptr);
+  CHECK(cache.find("d", 0) != nullptr);
+  jwt::token_cache off(0, 30);
+  off.add("t1", claims, 900);
+  CHECK(off.find("t1", 900) == nullptr);
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", false}}).empty());
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", {{"max_entries", 5}}}})
+            .empty());
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", true}}).find(
+            "auth.token_cache: must be false") == 0);
+}

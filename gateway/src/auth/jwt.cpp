@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -428,8 +429,10 @@ bool numeric_date(const json& claims, const char* name, double& out) {
 verifier::verifier(const json& auth, const std::string& where) {
   if (!auth.is_object()) bad(where, "must be an object");
   for (const auto& [name, v] : auth.items()) {
-    if (name != "keys" && name != "issuer" && name != "audience" && name != "leeway_s") {
-      bad(where + "." + name, "is not an auth setting (keys, issuer, audience, leeway_s)");
+    if (name != "keys" && name != "issuer" && name != "audience" && name != "leeway_s" &&
+        name != "token_cache") {
+      bad(where + "." + name,
+          "is not an auth setting (keys, issuer, audience, leeway_s, token_cache)");
     }
   }
   if (!auth.contains("keys") || !auth["keys"].is_array() || auth["keys"].empty()) {
@@ -454,9 +457,53 @@ verifier::verifier(const json& auth, const std::string& where) {
     }
     leeway_ = l.get<std::int64_t>();
   }
+  if (auth.contains("token_cache")) {
+    const auto& c = auth["token_cache"];
+    if (c == false) {
+      cache_entries_ = 0;
+    } else if (c.is_object() && c.size() == 1 && c.contains("max_entries") &&
+               c["max_entries"].is_number_integer() && c["max_entries"].get<std::int64_t>() > 0 &&
+               c["max_entries"].get<std::int64_t>() <= 1000000) {
+      cache_entries_ = c["max_entries"].get<std::size_t>();
+    } else {
+      bad(where + ".token_cache", "must be false or {\"max_entries\": N} (1 to 1000000)");
+    }
+  }
 }
 
 verifier::~verifier() = default;
+
+const json* token_cache::find(std::string_view token, std::int64_t now) {
+  auto it = entries_.find(token);
+  if (it == entries_.end()) return nullptr;
+  if (static_cast<double>(now) >= it->second.expires) {
+    bytes_ -= 2 * it->first.size();
+    entries_.erase(it);
+    return nullptr;
+  }
+  return &it->second.claims;
+}
+
+void token_cache::add(std::string_view token, const json& claims, std::int64_t now) {
+  if (max_entries_ == 0) return;
+  // A token's claims take about as many bytes as its text.
+  if (entries_.size() >= max_entries_ || bytes_ + 2 * token.size() > max_bytes) {
+    std::erase_if(entries_,
+                  [&](const auto& kv) { return static_cast<double>(now) >= kv.second.expires; });
+    bytes_ = 0;
+    for (const auto& kv : entries_) bytes_ += 2 * kv.first.size();
+    if (entries_.size() >= max_entries_ || bytes_ + 2 * token.size() > max_bytes) {
+      entries_.clear();  // all still valid: start again rather than track use
+      bytes_ = 0;
+    }
+  }
+  auto exp = claims.find("exp");
+  double expires = exp != claims.end() && exp->is_number()
+                       ? exp->get<double>() + static_cast<double>(leeway_)
+                       : std::numeric_limits<double>::infinity();
+  bytes_ += 2 * token.size();
+  entries_.emplace(std::string(token), entry{claims, expires});
+}
 
 result verifier::verify(std::string_view token, std::int64_t now) const {
   result r;

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace tern::gateway::jwt {
@@ -50,6 +51,9 @@ class verifier {
 
   [[nodiscard]] const std::string& issuer() const noexcept { return issuer_; }
   [[nodiscard]] const std::string& audience() const noexcept { return audience_; }
+  [[nodiscard]] std::int64_t leeway() const noexcept { return leeway_; }
+  /// auth.token_cache: how many verified tokens to remember (0: off).
+  [[nodiscard]] std::size_t token_cache_entries() const noexcept { return cache_entries_; }
 
   struct key;
 
@@ -57,6 +61,43 @@ class verifier {
   std::vector<std::unique_ptr<key>> keys_;
   std::string issuer_, audience_;
   std::int64_t leeway_ = 30;
+  std::size_t cache_entries_ = 10000;
+};
+
+/// Tokens that verified, with their claims, so a token seen again skips
+/// the signature: keyed by the whole token (any other bytes are another
+/// key), bounded by entries and by bytes, and never used at or past the
+/// token's `exp` plus the leeway (the one check that changes with time: a
+/// cached token already passed `nbf`, which stays passed). Keys are fixed
+/// at start-up, so nothing else can make a cached answer stale.
+/// Thread safety: none (one per event loop).
+class token_cache {
+ public:
+  token_cache(std::size_t max_entries, std::int64_t leeway)
+      : max_entries_(max_entries), leeway_(leeway) {}
+
+  /// The claims of `token` if it verified before and has not expired.
+  [[nodiscard]] const nlohmann::json* find(std::string_view token, std::int64_t now);
+  /// Remembers a token that verified (`claims` as verify() returned them).
+  void add(std::string_view token, const nlohmann::json& claims, std::int64_t now);
+
+  static constexpr std::size_t max_bytes = 8 * 1024 * 1024;
+
+ private:
+  struct entry {
+    nlohmann::json claims;
+    double expires;  // exp + leeway, or infinity
+  };
+  struct hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
+  std::unordered_map<std::string, entry, hash, std::equal_to<>> entries_;
+  std::size_t max_entries_;
+  std::int64_t leeway_;
+  std::size_t bytes_ = 0;
 };
 
 /// base64url without padding (RFC 7515 §2), both ways; decode() is false

@@ -24,7 +24,10 @@ using json = nlohmann::json;
 // The verifier every route's auth policy shares: made from the "auth"
 // section on first use.
 struct shared_verifier {
+  explicit shared_verifier(const json& auth)
+      : keys(auth, "auth"), cache(keys.token_cache_entries(), keys.leeway()) {}
   jwt::verifier keys;
+  jwt::token_cache cache;
 };
 
 // A list a route requires, and whether any one or all of it must be held.
@@ -74,7 +77,7 @@ const json* at_path(const json& claims, const std::vector<std::string>& path) {
 
 class auth final : public policy {
  public:
-  auth(const jwt::verifier& v, std::string_view label) : keys_(v), route_(label) {}
+  explicit auth(shared_verifier& v) : keys_(v.keys), cache_(v.cache) {}
 
   wanted roles, scopes;
   std::vector<std::string> roles_claim{"roles"};
@@ -104,30 +107,38 @@ class auth final : public policy {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
-    auto checked = keys_.verify(token, now);
-    if (!checked.ok) {
-      refuse(ctx, 401, "invalid token", invalid_challenge, checked.reason);
-      co_return;
+    json fresh;
+    const json* claims_seen = cache_.find(token, now);
+    if (!claims_seen) {
+      auto checked = keys_.verify(token, now);
+      if (!checked.ok) {
+        refuse(ctx, 401, "invalid token", invalid_challenge, checked.reason);
+        co_return;
+      }
+      fresh = std::move(checked.claims);
+      claims_seen = &fresh;
+      cache_.add(token, fresh, now);
     }
+    const json& claims = *claims_seen;
     std::vector<std::string> held_roles, held_scopes;
-    add_words(at_path(checked.claims, roles_claim), held_roles);
-    add_words(at_path(checked.claims, {"scope"}), held_scopes);
-    add_words(at_path(checked.claims, {"scp"}), held_scopes);
+    add_words(at_path(claims, roles_claim), held_roles);
+    add_words(at_path(claims, {"scope"}), held_scopes);
+    add_words(at_path(claims, {"scp"}), held_scopes);
     if (!roles.met_by(held_roles) || !scopes.met_by(held_scopes)) {
       refuse(ctx, 403, "Forbidden resource", "Bearer error=\"insufficient_scope\"",
              "lacks a required role or scope");
       co_return;
     }
     json identity = json::object();
-    if (auto sub = checked.claims.find("sub"); sub != checked.claims.end() && sub->is_string()) {
+    if (auto sub = claims.find("sub"); sub != claims.end() && sub->is_string()) {
       identity["sub"] = *sub;
       ctx.subject = sub->get<std::string>();
     }
     identity["roles"] = std::move(held_roles);
     identity["scopes"] = std::move(held_scopes);
-    auto& claims = identity["claims"] = json::object();
+    auto& propagated = identity["claims"] = json::object();
     for (const auto& name : propagate) {
-      if (auto it = checked.claims.find(name); it != checked.claims.end()) claims[name] = *it;
+      if (auto it = claims.find(name); it != claims.end()) propagated[name] = *it;
     }
     auto packed = json::to_msgpack(identity);
     ctx.identity.assign(packed.begin(), packed.end());
@@ -150,7 +161,7 @@ class auth final : public policy {
   }
 
   const jwt::verifier& keys_;
-  std::string route_;
+  jwt::token_cache& cache_;
   log_limiter log_;
 };
 
@@ -188,8 +199,8 @@ std::unique_ptr<policy> make_auth_policy(const build_context& b) {
     throw config_error(b.where + ": needs the top-level \"auth\" section (its keys)");
   }
   auto& shared = b.shared.get<shared_verifier>(
-      [&] { return new shared_verifier{jwt::verifier(json::parse(b.config.auth), "auth")}; });
-  auto p = std::make_unique<auth>(shared.keys, b.route_label);
+      [&] { return new shared_verifier(json::parse(b.config.auth)); });
+  auto p = std::make_unique<auth>(shared);
   if (piece.is_object()) {
     for (const auto& [key, v] : piece.items()) {
       std::string at = b.where + "." + key;

@@ -73,7 +73,6 @@ class rate_limit final : public policy {
   rate_limit(families& f, std::string_view label, const std::vector<address_range>& trusted)
       : route_(label),
         trusted_(trusted),
-        f_(f),
         limited_(&f.limited.Add({{"route", route_}, {"mode", "enforced"}})),
         shadowed_(&f.limited.Add({{"route", route_}, {"mode", "shadow"}})),
         keys_gauge_(&f.keys.Add({{"route", route_}})) {}
@@ -199,7 +198,6 @@ class rate_limit final : public policy {
 
   std::string route_;
   const std::vector<address_range>& trusted_;
-  families& f_;
   prometheus::Counter* limited_;
   prometheus::Counter* shadowed_;
   prometheus::Gauge* keys_gauge_;
