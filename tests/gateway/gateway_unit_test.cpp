@@ -750,7 +750,7 @@ TEST_CASE("the verified-token cache is keyed by the whole token and never outliv
   nlohmann::json claims{{"sub", "a"}, {"exp", 1000}};
   cache.add("t1", claims, 900);
   REQUIRE(cache.find("t1", 900) != nullptr);
-  CHECK(*cache.find("t1", 1029) == claims);
+  CHECK(cache.find("t1", 1029)->claims == claims);
   CHECK(cache.find("t1x", 900) == nullptr);
   CHECK(cache.find("t", 900) == nullptr);
   CHECK(cache.find("t1", 1030) == nullptr);  // exp + leeway: gone, and stays gone
@@ -769,6 +769,6 @@ TEST_CASE("the verified-token cache is keyed by the whole token and never outliv
   CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", false}}).empty());
   CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", {{"max_entries", 5}}}})
             .empty());
-  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", true}}).find(
-            "auth.token_cache: must be false") == 0);
+  CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", true}})
+            .find("auth.token_cache: must be false") == 0);
 }

@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
+#include <openssl/params.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
 
@@ -65,16 +66,38 @@ family family_of(alg a) {
   return i < 3 ? family::hmac : i < 6 ? family::rsa_pkcs1 : i < 9 ? family::rsa_pss : family::ecdsa;
 }
 
-// SHA-256, -384, -512 by the algorithm's number.
+// SHA-256, -384, -512 by the algorithm's number, fetched from OpenSSL's
+// provider once (passing EVP_sha256() makes OpenSSL 3 fetch it again on
+// every use). Kept for the process's life.
 const EVP_MD* digest_of(alg a) {
-  switch (static_cast<int>(a) % 3) {
-    case 0:
-      return EVP_sha256();
-    case 1:
-      return EVP_sha384();
-    default:
-      return EVP_sha512();
+  static EVP_MD* const fetched[3] = {EVP_MD_fetch(nullptr, "SHA2-256", nullptr),
+                                     EVP_MD_fetch(nullptr, "SHA2-384", nullptr),
+                                     EVP_MD_fetch(nullptr, "SHA2-512", nullptr)};
+  return fetched[static_cast<int>(a) % 3];
+}
+
+constexpr std::array<const char*, 3> digest_names = {"SHA2-256", "SHA2-384", "SHA2-512"};
+
+struct mac_ctx_free {
+  void operator()(EVP_MAC_CTX* c) const noexcept { EVP_MAC_CTX_free(c); }
+};
+using mac_ctx_ptr = std::unique_ptr<EVP_MAC_CTX, mac_ctx_free>;
+
+// An HMAC keyed once: each use copies it, so the key's pads are not
+// computed again per token.
+mac_ctx_ptr keyed_hmac(const std::string& secret, alg a) {
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  mac_ctx_ptr c(hmac ? EVP_MAC_CTX_new(hmac) : nullptr);
+  if (!c) return c;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+                                       const_cast<char*>(digest_names[static_cast<int>(a) % 3]), 0),
+      OSSL_PARAM_construct_end()};
+  if (EVP_MAC_init(c.get(), reinterpret_cast<const unsigned char*>(secret.data()), secret.size(),
+                   params) != 1) {
+    c.reset();
   }
+  return c;
 }
 
 // The curve each ES algorithm is defined on (RFC 7518 §3.4), and the size
@@ -125,6 +148,7 @@ struct verifier::key {
   std::string kid;
   std::vector<alg> algorithms;
   std::string secret;
+  std::array<mac_ctx_ptr, 3> hmac;  // keyed, for HS256/384/512 (when listed)
   pkey_ptr pkey;
   const curve* ec = nullptr;  // for EC keys
 
@@ -162,10 +186,13 @@ struct verifier::key {
     const auto* data = reinterpret_cast<const unsigned char*>(signed_part.data());
     const auto* s = reinterpret_cast<const unsigned char*>(sig.data());
     if (family_of(a) == family::hmac) {
+      const auto& keyed = hmac[static_cast<std::size_t>(a)];
+      if (!keyed) return false;
+      mac_ctx_ptr c(EVP_MAC_CTX_dup(keyed.get()));
       unsigned char mac[EVP_MAX_MD_SIZE];
-      unsigned int n = 0;
-      if (!HMAC(digest_of(a), secret.data(), static_cast<int>(secret.size()), data,
-                signed_part.size(), mac, &n)) {
+      std::size_t n = 0;
+      if (!c || EVP_MAC_update(c.get(), data, signed_part.size()) != 1 ||
+          EVP_MAC_final(c.get(), mac, &n, sizeof mac) != 1) {
         return false;
       }
       return sig.size() == n && CRYPTO_memcmp(mac, s, n) == 0;
@@ -322,11 +349,16 @@ std::vector<alg> read_algorithms(const json& entry, const std::string& where) {
   return out;
 }
 
-// Every algorithm a key allows must fit it: checked once, at start-up.
-void check_fit(const key& k, const std::string& where) {
+// Every algorithm a key allows must fit it: checked once, at start-up,
+// when the HMACs are keyed too.
+void check_fit(key& k, const std::string& where) {
   for (auto a : k.algorithms) {
     auto why = k.misfit(a);
     if (!why.empty()) bad(where, std::string(name_of(a)) + " " + why);
+    if (family_of(a) == family::hmac) {
+      k.hmac[static_cast<std::size_t>(a)] = keyed_hmac(k.secret, a);
+      if (!k.hmac[static_cast<std::size_t>(a)]) bad(where, "OpenSSL has no HMAC for it");
+    }
   }
 }
 
@@ -385,6 +417,7 @@ void add_keys(const json& entry, const std::string& where,
       if (k->algorithms.empty()) {
         bad(at, "fits none of the algorithms " + where + ".algorithms allows");
       }
+      check_fit(*k, at);
       keys.push_back(std::move(k));
       ++used;
     }
@@ -473,25 +506,42 @@ verifier::verifier(const json& auth, const std::string& where) {
 
 verifier::~verifier() = default;
 
-const json* token_cache::find(std::string_view token, std::int64_t now) {
+namespace {
+
+// Roughly what an entry holds: its token, claims about as large, and the
+// routes' identities.
+std::size_t weight(std::string_view token, const token_cache::entry& e) {
+  std::size_t n = 2 * token.size();
+  for (const auto& v : e.views) n += v.identity.size() + v.subject.size() + sizeof v;
+  return n;
+}
+
+}  // namespace
+
+token_cache::entry* token_cache::find(std::string_view token, std::int64_t now) {
   auto it = entries_.find(token);
   if (it == entries_.end()) return nullptr;
   if (static_cast<double>(now) >= it->second.expires) {
-    bytes_ -= 2 * it->first.size();
+    bytes_ -= weight(it->first, it->second);
     entries_.erase(it);
     return nullptr;
   }
-  return &it->second.claims;
+  return &it->second;
 }
 
-void token_cache::add(std::string_view token, const json& claims, std::int64_t now) {
-  if (max_entries_ == 0) return;
+const route_view& token_cache::add_view(entry& e, route_view v) {
+  bytes_ += v.identity.size() + v.subject.size() + sizeof v;
+  return e.views.emplace_back(std::move(v));
+}
+
+token_cache::entry* token_cache::add(std::string_view token, json claims, std::int64_t now) {
+  if (max_entries_ == 0) return nullptr;
   // A token's claims take about as many bytes as its text.
   if (entries_.size() >= max_entries_ || bytes_ + 2 * token.size() > max_bytes) {
     std::erase_if(entries_,
                   [&](const auto& kv) { return static_cast<double>(now) >= kv.second.expires; });
     bytes_ = 0;
-    for (const auto& kv : entries_) bytes_ += 2 * kv.first.size();
+    for (const auto& kv : entries_) bytes_ += weight(kv.first, kv.second);
     if (entries_.size() >= max_entries_ || bytes_ + 2 * token.size() > max_bytes) {
       entries_.clear();  // all still valid: start again rather than track use
       bytes_ = 0;
@@ -502,7 +552,8 @@ void token_cache::add(std::string_view token, const json& claims, std::int64_t n
                        ? exp->get<double>() + static_cast<double>(leeway_)
                        : std::numeric_limits<double>::infinity();
   bytes_ += 2 * token.size();
-  entries_.emplace(std::string(token), entry{claims, expires});
+  return &entries_.insert_or_assign(std::string(token), entry{std::move(claims), expires, {}})
+              .first->second;
 }
 
 result verifier::verify(std::string_view token, std::int64_t now) const {
@@ -628,26 +679,37 @@ std::string base64url_encode(std::string_view bytes) {
 }
 
 bool base64url_decode(std::string_view text, std::string& out) {
+  // A table, and the output written in place: tokens are decoded on every
+  // request the token cache has not seen.
+  static constexpr auto table = [] {
+    std::array<std::int8_t, 256> t{};
+    t.fill(-1);
+    for (int i = 0; i < 26; ++i) t[static_cast<std::size_t>('A' + i)] = static_cast<std::int8_t>(i);
+    for (int i = 0; i < 26; ++i)
+      t[static_cast<std::size_t>('a' + i)] = static_cast<std::int8_t>(26 + i);
+    for (int i = 0; i < 10; ++i)
+      t[static_cast<std::size_t>('0' + i)] = static_cast<std::int8_t>(52 + i);
+    t['-'] = 62;
+    t['_'] = 63;
+    return t;
+  }();
   out.clear();
   if (text.size() % 4 == 1) return false;
-  out.reserve(text.size() * 3 / 4);
+  out.resize(text.size() * 3 / 4);
+  std::size_t n = 0;
   std::uint32_t acc = 0;
   int bits = 0;
   for (char c : text) {
-    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
-            : c >= 'a' && c <= 'z' ? c - 'a' + 26
-            : c >= '0' && c <= '9' ? c - '0' + 52
-            : c == '-'             ? 62
-            : c == '_'             ? 63
-                                   : -1;
+    int v = table[static_cast<unsigned char>(c)];
     if (v < 0) return false;
     acc = (acc << 6) | static_cast<std::uint32_t>(v);
     bits += 6;
     if (bits >= 8) {
       bits -= 8;
-      out += static_cast<char>((acc >> bits) & 0xff);
+      out[n++] = static_cast<char>((acc >> bits) & 0xff);
     }
   }
+  out.resize(n);
   return true;
 }
 

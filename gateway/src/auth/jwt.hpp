@@ -64,6 +64,14 @@ class verifier {
   std::size_t cache_entries_ = 10000;
 };
 
+/// What one route's auth policy made of a verified token: whether it may
+/// pass, and the identity (packed msgpack) and subject its calls carry.
+struct route_view {
+  const void* route = nullptr;
+  bool allowed = false;
+  std::string identity, subject;
+};
+
 /// Tokens that verified, with their claims, so a token seen again skips
 /// the signature: keyed by the whole token (any other bytes are another
 /// key), bounded by entries and by bytes, and never used at or past the
@@ -76,18 +84,29 @@ class token_cache {
   token_cache(std::size_t max_entries, std::int64_t leeway)
       : max_entries_(max_entries), leeway_(leeway) {}
 
-  /// The claims of `token` if it verified before and has not expired.
-  [[nodiscard]] const nlohmann::json* find(std::string_view token, std::int64_t now);
-  /// Remembers a token that verified (`claims` as verify() returned them).
-  void add(std::string_view token, const nlohmann::json& claims, std::int64_t now);
+  struct entry {
+    nlohmann::json claims;
+    double expires;                 // exp + leeway, or infinity
+    std::vector<route_view> views;  // one per route that has seen the token
+    [[nodiscard]] const route_view* view(const void* route) const {
+      for (const auto& v : views) {
+        if (v.route == route) return &v;
+      }
+      return nullptr;
+    }
+  };
+
+  /// `token`'s entry if it verified before and has not expired.
+  [[nodiscard]] entry* find(std::string_view token, std::int64_t now);
+  /// Remembers a token that verified (`claims` as verify() returned them);
+  /// its entry, or null when the cache is off.
+  entry* add(std::string_view token, nlohmann::json claims, std::int64_t now);
+  /// Keeps a route's view of an entry's token.
+  const route_view& add_view(entry& e, route_view v);
 
   static constexpr std::size_t max_bytes = 8 * 1024 * 1024;
 
  private:
-  struct entry {
-    nlohmann::json claims;
-    double expires;  // exp + leeway, or infinity
-  };
   struct hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept {

@@ -107,32 +107,51 @@ class auth final : public policy {
     auto now = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();
-    json fresh;
-    const json* claims_seen = cache_.find(token, now);
-    if (!claims_seen) {
+    // A token seen before keeps this route's verdict and identity with it.
+    jwt::route_view own;
+    const jwt::route_view* view = nullptr;
+    if (auto* seen = cache_.find(token, now)) {
+      view = seen->view(this);
+      if (!view) view = &cache_.add_view(*seen, judge(seen->claims));
+    } else {
       auto checked = keys_.verify(token, now);
       if (!checked.ok) {
         refuse(ctx, 401, "invalid token", invalid_challenge, checked.reason);
         co_return;
       }
-      fresh = std::move(checked.claims);
-      claims_seen = &fresh;
-      cache_.add(token, fresh, now);
+      own = judge(checked.claims);
+      view = &own;
+      if (auto* added = cache_.add(token, std::move(checked.claims), now)) {
+        view = &cache_.add_view(*added, std::move(own));
+      }
     }
-    const json& claims = *claims_seen;
-    std::vector<std::string> held_roles, held_scopes;
-    add_words(at_path(claims, roles_claim), held_roles);
-    add_words(at_path(claims, {"scope"}), held_scopes);
-    add_words(at_path(claims, {"scp"}), held_scopes);
-    if (!roles.met_by(held_roles) || !scopes.met_by(held_scopes)) {
+    if (!view->allowed) {
       refuse(ctx, 403, "Forbidden resource", "Bearer error=\"insufficient_scope\"",
              "lacks a required role or scope");
       co_return;
     }
+    ctx.subject = view->subject;
+    ctx.identity = view->identity;
+    co_await n(ctx);
+  }
+
+ private:
+  static constexpr std::string_view invalid_challenge = "Bearer error=\"invalid_token\"";
+
+  // What this route makes of a good token's claims: whether it may pass,
+  // and the identity its calls carry.
+  [[nodiscard]] jwt::route_view judge(const json& claims) const {
+    jwt::route_view v{this, false, {}, {}};
+    std::vector<std::string> held_roles, held_scopes;
+    add_words(at_path(claims, roles_claim), held_roles);
+    add_words(at_path(claims, {"scope"}), held_scopes);
+    add_words(at_path(claims, {"scp"}), held_scopes);
+    v.allowed = roles.met_by(held_roles) && scopes.met_by(held_scopes);
+    if (!v.allowed) return v;
     json identity = json::object();
     if (auto sub = claims.find("sub"); sub != claims.end() && sub->is_string()) {
       identity["sub"] = *sub;
-      ctx.subject = sub->get<std::string>();
+      v.subject = sub->get<std::string>();
     }
     identity["roles"] = std::move(held_roles);
     identity["scopes"] = std::move(held_scopes);
@@ -141,12 +160,9 @@ class auth final : public policy {
       if (auto it = claims.find(name); it != claims.end()) propagated[name] = *it;
     }
     auto packed = json::to_msgpack(identity);
-    ctx.identity.assign(packed.begin(), packed.end());
-    co_await n(ctx);
+    v.identity.assign(packed.begin(), packed.end());
+    return v;
   }
-
- private:
-  static constexpr std::string_view invalid_challenge = "Bearer error=\"invalid_token\"";
 
   void refuse(request_context& ctx, int status, std::string_view message,
               std::string_view challenge, std::string_view reason) {
