@@ -14,6 +14,9 @@
 #   rate_limit  + a rate limit that never triggers (10^6 per second per client)
 #   all         + cors, auth (HS256, cache on) and the rate limit; no cache
 #   cached      base with the dashboard cached (ttl 60 s)
+#   static      the peer: nginx (one worker) answering the dashboard's bytes
+#               from its config, what this machine can do for an answer
+#               that costs nothing to make
 #   bench/edge.sh [ROUNDS] [SECONDS] [VARIANT...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +25,7 @@ seconds=${2:-5}
 shift 2 || true
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] ||
-  variants=(base cors auth_hs auth_hs_nc auth_rs auth_rs_nc rate_limit all cached)
+  variants=(base cors auth_hs auth_hs_nc auth_rs auth_rs_nc rate_limit all cached static)
 # shellcheck source=bench/demo-stack.sh
 source bench/demo-stack.sh
 start_demo_stack
@@ -34,14 +37,39 @@ p=13100
 for v in "${variants[@]}"; do
   port[$v]=$p
   p=$((p + 1))
+  [ "$v" = static ] && continue
   build-release/gateway/gateway --port "${port[$v]}" --admin-port 0 --config "$work/$v.json" \
     --log-level warn &
   pids+=($!)
   gw_pid[$v]=$!
 done
 for v in "${variants[@]}"; do
+  [ "$v" = static ] && continue
   for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"${port[$v]}") 2>/dev/null && break; sleep 0.1; done
 done
+if [ -n "${port[static]:-}" ]; then
+  body=$(curl -sS "http://127.0.0.1:13000/api-gateway/dashboard")
+  mkdir -p "$work/nginx"
+  cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  server {
+    listen 127.0.0.1:${port[static]};
+    location / { default_type application/json; return 200 '$body'; }
+  }
+}
+NGINX
+  nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+  pids+=($!)
+  for _ in $(seq 300); do [ -s "$work/nginx/nginx.pid" ] && pgrep -P "$(cat "$work/nginx/nginx.pid")" >/dev/null && break; sleep 0.1; done
+  gw_pid[static]=$(pgrep -P "$(cat "$work/nginx/nginx.pid")")  # the worker
+  cp "$work/base.token" "$work/static.token"
+fi
 
 run() {  # variant
   local v=$1 pid=${gw_pid[$1]} out before after reqs token
