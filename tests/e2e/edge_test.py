@@ -662,6 +662,9 @@ class CorsTest(unittest.TestCase):
         self.assertEqual((status, h["access-control-allow-origin"]), (200, "*"))
         self.assertNotIn("vary", h)
         self.assertNotIn("access-control-allow-credentials", h)
+        # The same answer without an Origin: nothing for a shared cache to get wrong.
+        status, h, _ = self.request("GET", "/e2e/open", {})
+        self.assertEqual((status, h["access-control-allow-origin"]), (200, "*"))
 
 
 if __name__ == "__main__":

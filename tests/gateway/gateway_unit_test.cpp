@@ -772,3 +772,43 @@ TEST_CASE("the verified-token cache is keyed by the whole token and never outliv
   CHECK(auth_error({{"keys", {hs_key("TERN_TEST_LONG")}}, {"token_cache", true}})
             .find("auth.token_cache: must be false") == 0);
 }
+
+TEST_CASE("a default auth and rate limit leave health, metrics, 404s and parse errors alone") {
+  ::setenv("TERN_TEST_LONG", "a-secret-of-thirty-two-bytes-ok!", 1);
+  auto text = with_policies(
+      R"({"auth": true, "rate_limit": {"limits": [{"requests": 1, "per_s": 60}]}})", "");
+  text.insert(1,
+              R"("auth": {"keys": [{"algorithms": ["HS256"], "secret_env": "TERN_TEST_LONG"}]},)");
+  asio::io_context io(1);
+  gateway gw(io, parse_config(text));
+  auto status = [&](bool admin, std::string path) {
+    tern::http::request req;
+    req.method = "GET";
+    req.path = req.target = std::move(path);
+    req.peer = "127.0.0.1:1";
+    int got = 0;
+    asio::co_spawn(io, admin ? gw.handle_admin(req) : gw.handle(req),
+                   [&](std::exception_ptr e, tern::http::response r) {
+                     REQUIRE_FALSE(e);
+                     got = r.status;
+                   });
+    io.restart();
+    while (got == 0) io.run_one_for(std::chrono::milliseconds(100));
+    return got;
+  };
+  CHECK(status(false, "/a") == 401);  // a route: the default applies
+  for (int i = 0; i < 3; ++i) {
+    CHECK(status(true, "/health/live") == 200);
+    CHECK(status(true, "/metrics") == 200);
+  }
+  CHECK(status(false, "/nope") == 404);  // not a 401
+  tern::http::request bad;
+  bad.method = "GET";
+  bad.path = bad.target = "/a";
+  int got = 0;
+  asio::co_spawn(io, gw.render_error(431, "header fields too large", bad),
+                 [&](std::exception_ptr, tern::http::response r) { got = r.status; });
+  io.restart();
+  while (got == 0) io.run_one_for(std::chrono::milliseconds(100));
+  CHECK(got == 431);
+}

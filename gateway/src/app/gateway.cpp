@@ -22,15 +22,17 @@ gateway::gateway(asio::io_context& io, gateway_config cfg)
   if (cfg_.admin_on_public) add_admin_routes(public_, env);
   unmatched_ = build_chain(env, nullptr, "(unmatched)", "{}", "policies", make_not_found_handler());
   rejected_ = build_chain(env, nullptr, "(rejected)", "{}", "policies", make_refused_handler());
-  admin_unmatched_ = build_chain(env, nullptr, "(unmatched)",
-                                 R"({"access_log":false,"metrics":false,"cors":false})", "admin",
-                                 make_not_found_handler());
+  admin_unmatched_ = build_chain(
+      env, nullptr, "(unmatched)",
+      R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})",
+      "admin", make_not_found_handler());
 }
 
 void gateway::add_admin_routes(route_table& t, const chain_env& env) {
   // Scrapes and probes are neither logged nor counted: they would drown
   // the traffic they watch.
-  constexpr std::string_view quiet = R"({"access_log":false,"metrics":false,"cors":false})";
+  constexpr std::string_view quiet =
+      R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})";
   auto add = [&](std::vector<std::string> segments, std::string path, std::unique_ptr<handler> h) {
     route_entry e{.method = "GET",
                   .segments = std::move(segments),

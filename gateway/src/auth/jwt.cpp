@@ -8,6 +8,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
@@ -233,6 +234,7 @@ struct verifier::key {
     }
     ok = ok && EVP_DigestVerify(md, s, sig.size(), data, signed_part.size()) == 1;
     EVP_MD_CTX_free(md);
+    if (!ok) ERR_clear_error();  // a refused token leaves nothing for later OpenSSL users
     return ok;
   }
 };
@@ -403,7 +405,16 @@ void add_keys(const json& entry, const std::string& where,
     for (std::size_t i = 0; i < (*set)["keys"].size(); ++i) {
       const auto& jwk = (*set)["keys"][i];
       std::string at = where + ".jwks_file[" + std::to_string(i) + "]";
-      if (jwk.is_object() && jwk.value("use", "sig") != "sig") continue;  // encryption keys
+      // Encryption keys are skipped: by "use", or by an "alg" that is not a
+      // signature algorithm (RSA-OAEP, ...).
+      if (jwk.is_object() && jwk.contains("use") &&
+          (!jwk["use"].is_string() || jwk["use"] != "sig")) {
+        continue;
+      }
+      if (jwk.is_object() && jwk.contains("alg") &&
+          (!jwk["alg"].is_string() || !alg_from(jwk["alg"].get<std::string>()))) {
+        continue;
+      }
       auto k = std::make_unique<key>();
       from_jwk(jwk, *k, at);
       k->kid = jwk.contains("kid") ? string_field(jwk, "kid", at) : std::string();

@@ -171,8 +171,8 @@ class auth final : public policy {
     std::size_t held = 0;
     if (log_.allow(held)) {
       spdlog::info("[{}] {} {} refused ({}): {} (request_id={}){}", ctx.request.peer,
-                   ctx.request.method, clip(ctx.request.target), status, reason, ctx.request_id,
-                   held_back(held));
+                   ctx.request.method, clip(ctx.request.target), status, clip(reason),
+                   ctx.request_id, held_back(held));
     }
   }
 
@@ -211,6 +211,9 @@ std::unique_ptr<policy> make_auth_policy(const build_context& b) {
   if (!(piece == true || piece.is_object())) {
     throw config_error(b.where + ": must be true (any valid token), false or an object");
   }
+  // The (unmatched) and (rejected) chains answer 404 and parse errors:
+  // asking those for a token would only hide the real answer.
+  if (!b.matched) return nullptr;
   if (b.config.auth.empty()) {
     throw config_error(b.where + ": needs the top-level \"auth\" section (its keys)");
   }

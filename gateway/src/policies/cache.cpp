@@ -136,6 +136,7 @@ struct flight {
   asio::steady_timer done;  // cancelled when the answer is in
   http::response answer;
   bool cacheable = false;
+  std::uint64_t generation = 0;  // of the route when the call started
 };
 
 struct cache_control {
@@ -201,7 +202,10 @@ class cache final : public policy {
         answered_from_cache(ctx, now - e->stored);
         co_return;
       }
-      if (auto it = flights_.find(key); it != flights_.end()) {
+      // A call that started before an invalidation may answer with what the
+      // write changed: only a call from after it is waited on.
+      if (auto it = flights_.find(key);
+          it != flights_.end() && it->second->generation == store_.generation(route_)) {
         hit_->Increment();
         auto f = it->second;  // kept alive while waiting
         co_await f->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
@@ -215,12 +219,16 @@ class cache final : public policy {
       }
     }
     miss_->Increment();
-    // A no-cache request with another call in flight makes its own, and
-    // leaves the flight to that one.
+    // A no-cache request with a current call in flight makes its own, and
+    // leaves the flight to that one; a call from before an invalidation is
+    // replaced (its waiters still get its answer).
+    auto generation = store_.generation(route_);
     std::shared_ptr<flight> f;
-    if (!flights_.contains(key)) {
+    auto it = flights_.find(key);
+    if (it == flights_.end() || it->second->generation != generation) {
       f = std::make_shared<flight>(io_);
-      flights_.emplace(key, f);
+      f->generation = generation;
+      flights_.insert_or_assign(key, f);
     }
     struct land {  // also when the chain is torn down mid-call
       cache& self;
@@ -228,12 +236,13 @@ class cache final : public policy {
       std::shared_ptr<flight> f;
       ~land() {
         if (!f) return;
-        self.flights_.erase(key);
+        if (auto it = self.flights_.find(key); it != self.flights_.end() && it->second == f) {
+          self.flights_.erase(it);
+        }
         f->done.cancel();  // waiters take f->answer (a 503 if never set)
       }
     } landing{*this, key, f};
     if (f) f->answer = error_response_for_abandoned();
-    auto generation = store_.generation(route_);
     co_await n(ctx);
     bool cacheable = ctx.response.status == 200 &&
                      std::none_of(ctx.calls.begin(), ctx.calls.end(),

@@ -45,8 +45,11 @@ class cors final : public policy {
     }
     co_await n(ctx);
     auto& h = ctx.response.headers;
-    if (!any_origin) h.emplace_back("Vary", "Origin");  // the answer depends on it
-    if (origin.empty()) co_return;
+    // With a list the answer depends on Origin; "*" is the same for all
+    // (sent even without an Origin, so a shared cache cannot keep an
+    // answer without it for a cross-origin request).
+    if (!any_origin) h.emplace_back("Vary", "Origin");
+    if (origin.empty() && !any_origin) co_return;
     h.emplace_back("Access-Control-Allow-Origin", any_origin ? "*" : std::string(origin));
     if (credentials) h.emplace_back("Access-Control-Allow-Credentials", "true");
     if (!expose_field.empty()) h.emplace_back("Access-Control-Expose-Headers", expose_field);

@@ -15,6 +15,8 @@
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -130,7 +132,21 @@ class rate_limit final : public policy {
       auto v = ctx.request.header(header);
       if (!v.empty()) return "h:" + std::string(v.substr(0, max_key_bytes));
     }
-    return "c:" + client(ctx.request);
+    return "c:" + network_of(client(ctx.request));
+  }
+
+  // IPv6 clients are limited by /64: one subscriber usually holds a whole
+  // /64, and would otherwise have 2^64 buckets to spread over.
+  static std::string network_of(std::string address) {
+    std::array<std::uint8_t, 16> a{};
+    if (!parse_address(address, a)) return address;
+    bool v4 = std::all_of(a.begin(), a.begin() + 10, [](auto x) { return x == 0; }) &&
+              a[10] == 0xff && a[11] == 0xff;
+    if (v4) return address;
+    std::fill(a.begin() + 8, a.end(), 0);
+    char text[INET6_ADDRSTRLEN];
+    if (!inet_ntop(AF_INET6, a.data(), text, sizeof text)) return address;
+    return std::string(text) + "/64";
   }
 
   // The client's address: the peer's, or, when the peer is a trusted
@@ -175,6 +191,7 @@ class rate_limit final : public policy {
         return std::all_of(kv.second.tat.begin(), kv.second.tat.end(),
                            [&](std::int64_t t) { return t <= now; });
       });
+      keys_gauge_->Set(static_cast<double>(buckets_.size()));
     }
     if (buckets_.size() >= max_keys) return overflow_;
     auto& b = buckets_[key];
@@ -246,6 +263,11 @@ limit read_limit(const json& v, const std::string& where) {
     throw config_error(where + ": needs requests and per_s");
   }
   if (l.burst == 0) l.burst = l.requests;
+  // The times are int64 nanoseconds: keep burst * interval far from overflow.
+  if (l.period_s * 1e9 / static_cast<double>(l.requests) * static_cast<double>(l.burst + 1) >
+      1e18) {
+    throw config_error(where + ": burst x (per_s / requests) must stay under 30 years");
+  }
   l.interval = static_cast<std::int64_t>(l.period_s * 1e9 / static_cast<double>(l.requests));
   if (l.interval < 1) throw config_error(where + ": more than one request per nanosecond");
   l.tolerance = l.interval * l.burst;
