@@ -307,6 +307,8 @@ class RateLimitTest(unittest.TestCase):
                 users_route("/e2e/keys", rate_limit={"limits": [{"requests": 1, "per_s": 60}], "max_keys": 1000,
                                                      **by_header}),
                 users_route("/e2e/client", rate_limit={"limits": [{"requests": 1, "per_s": 60}]}),
+                users_route("/e2e/subject", auth=True,
+                            rate_limit={"limits": [{"requests": 1, "per_s": 60}], "key": "subject"}),
             ]
 
         cls.stack = Stack(log_level="info", capture_logs=True, edit=edit, rate_limits=True)
@@ -393,6 +395,15 @@ class RateLimitTest(unittest.TestCase):
         self.assertEqual(statuses, {200: 1001, 429: 8999})
         self.assertEqual(self.metrics().value("gateway_rate_limit_keys", route="/e2e/keys"), 1000)
         self.assertEqual(self.get("/e2e/keys", **{"X-Client": "k1"})[0], 429)  # still its own bucket
+
+    def test_a_subject_key_limits_each_user_wherever_they_come_from(self):
+        ada = {"Authorization": f"Bearer {self.stack.token(sub='ada')}"}
+        ada_again = {"Authorization": f"Bearer {self.stack.token(sub='ada', roles=['other'])}"}
+        bob = {"Authorization": f"Bearer {self.stack.token(sub='bob')}"}
+        self.assertEqual(self.get("/e2e/subject", **ada)[0], 200)
+        self.assertEqual(self.get("/e2e/subject", **ada_again)[0], 429)  # another token, same sub
+        self.assertEqual(self.get("/e2e/subject", **bob)[0], 200)  # same address, another sub
+        self.assertEqual(self.get("/e2e/subject")[0], 401)  # auth comes first
 
     def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(self):
         # The peer (127.0.0.1) is trusted here: the rightmost untrusted hop is the client.
