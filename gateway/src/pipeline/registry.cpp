@@ -25,9 +25,21 @@ std::span<const policy_registration> registered_policies() {
   return all;
 }
 
-namespace {
-
 using json = nlohmann::ordered_json;
+
+std::vector<std::string> piece_strings(const json& v, const std::string& where) {
+  std::vector<std::string> out;
+  if (!v.is_array()) throw config_error(where + ": must be an array of strings");
+  for (const auto& x : v) {
+    if (!x.is_string() || x.get<std::string>().empty()) {
+      throw config_error(where + ": must be an array of non-empty strings");
+    }
+    out.push_back(x.get<std::string>());
+  }
+  return out;
+}
+
+namespace {
 
 json parse_policies(std::string_view text, const std::string& where) {
   json j = json::parse(text, nullptr, false);

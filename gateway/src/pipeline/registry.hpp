@@ -17,6 +17,7 @@
 #include <string>
 #include <string_view>
 #include <typeindex>
+#include <vector>
 
 namespace asio {
 class io_context;
@@ -69,6 +70,9 @@ struct policy_registration {
   std::string_view name;  ///< the config key
   policy_factory make;
 };
+
+/// A piece's list of non-empty strings (`where` names it in the error).
+std::vector<std::string> piece_strings(const nlohmann::ordered_json& v, const std::string& where);
 
 /// Every policy, in chain order.
 std::span<const policy_registration> registered_policies();

@@ -181,24 +181,12 @@ class auth final : public policy {
   log_limiter log_;
 };
 
-std::vector<std::string> strings(const json& v, const std::string& where) {
-  std::vector<std::string> out;
-  if (!v.is_array()) throw config_error(where + ": must be an array of strings");
-  for (const auto& x : v) {
-    if (!x.is_string() || x.get<std::string>().empty()) {
-      throw config_error(where + ": must be an array of non-empty strings");
-    }
-    out.push_back(x.get<std::string>());
-  }
-  return out;
-}
-
 // ["a", "b"] (any of them), or {"any": [...]} / {"all": [...]}.
-wanted read_wanted(const json& v, const std::string& where) {
-  if (v.is_array()) return {strings(v, where), false};
+wanted read_wanted(const nlohmann::ordered_json& v, const std::string& where) {
+  if (v.is_array()) return {piece_strings(v, where), false};
   if (v.is_object() && v.size() == 1 && (v.contains("any") || v.contains("all"))) {
     bool all = v.contains("all");
-    return {strings(all ? v["all"] : v["any"], where + (all ? ".all" : ".any")), all};
+    return {piece_strings(all ? v["all"] : v["any"], where + (all ? ".all" : ".any")), all};
   }
   throw config_error(where + ": must be a list (any of) or {\"all\": [...]} / {\"any\": [...]}");
 }
@@ -239,7 +227,7 @@ std::unique_ptr<policy> make_auth_policy(const build_context& b) {
           s.remove_prefix(dot + 1);
         }
       } else if (key == "propagate") {
-        p->propagate = strings(v, at);
+        p->propagate = piece_strings(v, at);
       } else {
         throw config_error(at + ": is not an auth setting (roles, scopes, roles_claim, propagate)");
       }

@@ -103,18 +103,6 @@ class cors final : public policy {
   }
 };
 
-std::vector<std::string> strings(const json& v, const std::string& where) {
-  std::vector<std::string> out;
-  if (!v.is_array()) throw config_error(where + ": must be an array of strings");
-  for (const auto& x : v) {
-    if (!x.is_string() || x.get<std::string>().empty()) {
-      throw config_error(where + ": must be an array of non-empty strings");
-    }
-    out.push_back(x.get<std::string>());
-  }
-  return out;
-}
-
 // Whether a route's chain authenticates: its own auth piece, or the default.
 bool has_auth(const build_context& b) {
   if (!b.matched) return false;
@@ -149,7 +137,7 @@ std::unique_ptr<policy> make_cors_policy(const build_context& b) {
       if (v == "*") {
         p->any_origin = true;
       } else {
-        p->origins = strings(v, at);
+        p->origins = piece_strings(v, at);
         for (const auto& o : p->origins) {
           if (o == "*" || o == "null" || o.find("://") == std::string::npos || o.back() == '/') {
             throw config_error(at + ": '" + o +
@@ -159,11 +147,11 @@ std::unique_ptr<policy> make_cors_policy(const build_context& b) {
         }
       }
     } else if (key == "methods") {
-      p->methods = strings(v, at);
+      p->methods = piece_strings(v, at);
     } else if (key == "headers") {
-      p->headers = strings(v, at);
+      p->headers = piece_strings(v, at);
     } else if (key == "expose_headers") {
-      p->expose = strings(v, at);
+      p->expose = piece_strings(v, at);
     } else if (key == "credentials") {
       if (!v.is_boolean()) throw config_error(at + ": must be true or false");
       p->credentials = v.get<bool>();
