@@ -81,7 +81,9 @@ int main(int argc, char** argv) {
     auto admin_port =
         admin.listen(args["admin-host"], tern::cli::port(args["admin-port"], "--admin-port"));
     for (const auto& u : gw.config().upstreams) {
-      spdlog::info("upstream {} at {}:{}", u.name, u.host, u.port);
+      std::string at;
+      for (const auto& e : u.endpoints) at += (at.empty() ? "" : ", ") + e;
+      spdlog::info("upstream {} at {}", u.name, at);
     }
     gw.start();
     spdlog::info("gateway listening on {}:{} ({} routes); metrics and health on {}:{}",

@@ -369,7 +369,7 @@ TEST_CASE("path and query values: 64-bit integers, UTF-8 checked, last repeat wi
 }
 
 TEST_CASE("service failures map to HTTP statuses") {
-  upstream u{"users", "h", 1, std::chrono::milliseconds(250)};
+  upstream u{"users", {"h:1"}, std::chrono::milliseconds(250)};
   CHECK(error_for(tern::rpc_error(404, "user 1 not found"), u).status == 404);
   CHECK(error_for(tern::rpc_error(418, "teapot"), u).status == 418);
   CHECK(error_for(tern::rpc_error(7, "odd status"), u).status == 500);
@@ -402,7 +402,8 @@ TEST_CASE("the demo config is valid and routes as documented") {
   asio::io_context io(1);
   for (auto& u : cfg.upstreams) {
     asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
-    u.port = a.local_endpoint().port();  // free once `a` closes
+    u.endpoints = {"127.0.0.1:" +
+                   std::to_string(a.local_endpoint().port())};  // free once `a` closes
   }
   ::setenv("TERN_JWT_SECRET", "a-test-secret-of-at-least-32-bytes", 1);
   gateway gw(io, cfg);
@@ -492,12 +493,44 @@ TEST_CASE("bad configs are refused with the entry named") {
       "routes[1]");
 }
 
+TEST_CASE("an upstream is host and port or a list of endpoints, balanced as configured") {
+  auto cfg = parse_config(R"({"upstreams": {
+      "a": {"host": "users", "port": 3001},
+      "b": {"endpoints": ["10.0.0.1:1", "[::1]:2", "users:3"], "balance": "round_robin",
+            "resolve_interval_ms": 250}},
+    "dns": {"servers": ["127.0.0.1:5353", "::1", "[::1]:53"]}, "routes": []})");
+  REQUIRE(cfg.upstreams.size() == 2);
+  CHECK(cfg.upstreams[0].endpoints == std::vector<std::string>{"users:3001"});
+  CHECK_FALSE(cfg.upstreams[0].round_robin);
+  CHECK(cfg.upstreams[1].endpoints == std::vector<std::string>{"10.0.0.1:1", "[::1]:2", "users:3"});
+  CHECK(cfg.upstreams[1].round_robin);
+  CHECK(cfg.upstreams[1].resolve_interval == std::chrono::milliseconds(250));
+  CHECK(cfg.dns_servers.size() == 3);
+
+  auto upstream = [](const std::string& body) {
+    return R"({"upstreams": {"u": )" + body + R"(}, "routes": []})";
+  };
+  expect_config_error(upstream(R"({"endpoints": []})"), "upstreams.u.endpoints");
+  expect_config_error(upstream(R"({"endpoints": ["h:0"]})"), "upstreams.u.endpoints[0]");
+  expect_config_error(upstream(R"({"endpoints": ["::1:80"]})"), "upstreams.u.endpoints[0]");
+  expect_config_error(upstream(R"({"endpoints": ["h:1"], "host": "h"})"),
+                      "host and port, or endpoints");
+  expect_config_error(upstream(R"({"endpoints": ["h:1"], "balance": "random"})"),
+                      "upstreams.u.balance");
+  expect_config_error(upstream(R"({"endpoints": ["h:1"], "timeout": 5})"), "upstreams.u.timeout");
+  expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+                          "dns": {"servers": ["dns.example"]}})",
+                      "dns.servers[0]");
+}
+
 TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {
   auto cfg = parse_config(minimal);
   setenv("UPSTREAM_USERS", "users:4001", 1);
   apply_env_overrides(cfg);
-  CHECK(cfg.upstreams[0].host == "users");
-  CHECK(cfg.upstreams[0].port == 4001);
+  CHECK(cfg.upstreams[0].endpoints == std::vector<std::string>{"users:4001"});
+  setenv("UPSTREAM_USERS", "10.0.0.1:4001,[::1]:4002", 1);
+  apply_env_overrides(cfg);
+  CHECK(cfg.upstreams[0].endpoints == std::vector<std::string>{"10.0.0.1:4001", "[::1]:4002"});
   setenv("UPSTREAM_USERS", "nonsense", 1);
   CHECK_THROWS_AS(apply_env_overrides(cfg), config_error);
   unsetenv("UPSTREAM_USERS");

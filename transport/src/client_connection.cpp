@@ -16,6 +16,29 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto never = std::chrono::steady_clock::time_point::max();
 
+// Ends a connect attempt (a lookup, then the connect) within `timeout`;
+// throws errc::connection_refused naming `where`.
+template <class Attempt>
+asio::awaitable<void> within(Attempt attempt, asio::ip::tcp::socket& sock, const std::string& where,
+                             std::chrono::milliseconds timeout) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer timer(sock.get_executor(), timeout);
+  auto result = co_await (std::move(attempt) || timer.async_wait(asio::use_awaitable));
+  if (result.index() == 1) {
+    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": timed out after " +
+                                                  std::to_string(timeout.count()) + " ms");
+  }
+  if (auto ec = std::get<0>(result)) {
+    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": " + ec.message());
+  }
+}
+
+asio::awaitable<std::error_code> connect_to(asio::ip::tcp::socket& sock,
+                                            asio::ip::tcp::endpoint address) {
+  auto [ec] = co_await sock.async_connect(address, nothrow);
+  co_return ec;
+}
+
 asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock,
                                                      const std::string& host, std::uint16_t port) {
   asio::ip::tcp::resolver resolver(sock.get_executor());
@@ -35,20 +58,24 @@ client_connection::~client_connection() = default;
 asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
     std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
     std::chrono::milliseconds timeout) {
-  using namespace asio::experimental::awaitable_operators;
-  auto ex = co_await asio::this_coro::executor;
-  asio::ip::tcp::socket sock(ex);
-  asio::steady_timer timer(ex, timeout);
-  auto where = host + ":" + std::to_string(port);
-  auto result =
-      co_await (resolve_and_connect(sock, host, port) || timer.async_wait(asio::use_awaitable));
-  if (result.index() == 1) {
-    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": timed out after " +
-                                                  std::to_string(timeout.count()) + " ms");
-  }
-  if (auto ec = std::get<0>(result)) {
-    throw rpc_error(errc::connection_refused, "cannot connect to " + where + ": " + ec.message());
-  }
+  asio::ip::tcp::socket sock(co_await asio::this_coro::executor);
+  co_await within(resolve_and_connect(sock, host, port), sock, host + ":" + std::to_string(port),
+                  timeout);
+  co_return started(std::move(sock), wire, options);
+}
+
+asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
+    const asio::ip::tcp::endpoint& address, const std::string& name, const codec& wire,
+    const connection_options& options, std::chrono::milliseconds timeout) {
+  asio::ip::tcp::socket sock(co_await asio::this_coro::executor);
+  co_await within(connect_to(sock, address), sock, name, timeout);
+  co_return started(std::move(sock), wire, options);
+}
+
+std::shared_ptr<client_connection> client_connection::started(asio::ip::tcp::socket sock,
+                                                              const codec& wire,
+                                                              const connection_options& options) {
+  auto ex = sock.get_executor();
   auto conn = std::make_shared<client_connection>(std::move(sock), wire, options);
   conn->start();
   // The expirer holds the connection, which ends it on close; a failure is
@@ -63,7 +90,7 @@ asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
           spdlog::error("[{}] call expirer failed: {}", peer, ex.what());
         }
       });
-  co_return conn;
+  return conn;
 }
 
 void client_connection::send_request(call_state& s, std::string_view pattern, std::string_view meta,
@@ -125,6 +152,19 @@ void client_connection::finish(call_state& s, std::optional<rpc_error> error) {
   s.done = true;
   s.error = std::move(error);
   wake(s);
+  if (calls_.empty() && !idle_close_reason_.empty()) {
+    // Not from inside the reader's delivery of this reply: on the loop's next turn.
+    asio::post(executor(),
+               [self = std::static_pointer_cast<client_connection>(shared_from_this())] {
+                 if (self->calls_.empty()) self->close(self->idle_close_reason_);
+               });
+  }
+}
+
+void client_connection::close_when_idle(std::string_view reason) {
+  if (!is_open()) return;
+  idle_close_reason_ = reason.empty() ? std::string_view("drained") : reason;
+  if (calls_.empty()) close(idle_close_reason_);
 }
 
 void client_connection::cancel(call_state& s) {

@@ -17,6 +17,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 namespace asio {
 class io_context;
@@ -26,9 +27,30 @@ namespace tern {
 
 struct raw_call;
 
+/// How a call picks one of a service's endpoints.
+enum class balancing {
+  /// Two endpoints at random, the one with fewer calls pending (the
+  /// default: "power of two choices", which follows load without herding).
+  least_outstanding,
+  /// Each endpoint in turn.
+  round_robin,
+};
+
 struct client_options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 3000;
+  /// The service's instances, "host:port" each ("[::1]:3001" for IPv6);
+  /// empty means host:port alone. A host that is a name stands for every A
+  /// and AAAA address it has (compose replicas, a Kubernetes headless
+  /// Service), looked up again every resolve_interval and soon after a
+  /// connect fails. New addresses take calls at once; an address that is
+  /// gone takes no new ones and is closed once its pending calls end.
+  std::vector<std::string> endpoints{};
+  balancing balance = balancing::least_outstanding;
+  std::chrono::milliseconds resolve_interval{5000};
+  /// DNS servers ("10.96.0.10", "127.0.0.1:5353", "[::1]:53"); empty means
+  /// the system's (/etc/resolv.conf, after /etc/hosts).
+  std::vector<std::string> dns_servers{};
   /// Deadline of a call unless the call says otherwise.
   std::chrono::milliseconds timeout{5000};
   std::chrono::milliseconds connect_timeout{3000};
@@ -56,7 +78,7 @@ struct call_options {
   std::string_view meta{};
 };
 
-/// A client of one service (host:port), NestJS's ClientProxy:
+/// A client of one service, NestJS's ClientProxy:
 ///
 /// ```
 /// tern::client_proxy users({.host = "users", .port = 3001});
@@ -64,10 +86,15 @@ struct call_options {
 /// co_await users.emit("user_created", u);
 /// ```
 ///
-/// One TCP connection carries every call, many at once, correlated by id.
-/// It is made on first use (or by connect()); when it is lost, every
-/// pending call fails at once with errc::connection_closed and the next
-/// call connects again, with backoff after failed attempts.
+/// The service may run as several instances (client_options::endpoints, or
+/// a name with several addresses); each call picks one (see balancing).
+/// One TCP connection per endpoint carries every call to it, many at once,
+/// correlated by id. It is made on first use (or by connect()); when it is
+/// lost, every call pending on it fails at once with
+/// errc::connection_closed and the next call connects again, with backoff
+/// after failed attempts. A call whose connect fails is sent to another
+/// endpoint (nothing was sent yet); with none left it fails with
+/// errc::connection_refused.
 ///
 /// Errors: every failure is an rpc_error; see errc for the kinds.
 /// Cancellation: a send() whose awaiting coroutine is cancelled (for
@@ -76,7 +103,8 @@ struct call_options {
 /// the connection.
 class client_proxy {
  public:
-  /// On default_io_context().
+  /// On default_io_context(). Throws std::invalid_argument for a malformed
+  /// endpoint or DNS server.
   explicit client_proxy(client_options options = {});
   client_proxy(asio::io_context& io, client_options options);
   ~client_proxy();
@@ -85,10 +113,11 @@ class client_proxy {
   client_proxy(client_proxy&&) noexcept = default;
   client_proxy& operator=(client_proxy&&) noexcept = default;
 
-  /// Connects now instead of on the first call. Throws rpc_error.
+  /// Connects (to one endpoint) now instead of on the first call. Throws rpc_error.
   asio::awaitable<void> connect();
-  /// Closes the connection; pending calls fail with errc::connection_closed.
-  /// A later call connects again.
+  /// Closes every connection; pending calls fail with errc::connection_closed.
+  /// A later call connects again. With names to look up, the client keeps
+  /// a timer on the loop for its lookups until close() or its destruction.
   void close();
 
   /// Sends `data` to the handler of `p` and returns its reply decoded as T
@@ -156,15 +185,26 @@ class client_proxy {
   asio::awaitable<void> send_raw(const pattern& p, std::string_view packed_data,
                                  transport::value_sink on_value, call_options o = {});
 
-  /// Calls waiting for replies right now.
+  /// Calls waiting for replies right now, on every endpoint.
   [[nodiscard]] std::size_t pending() const noexcept;
 
-  /// The connection's state: open, being made, or neither (never made,
-  /// lost, or backing off after a failed attempt).
+  /// A connection's state: open, being made, or neither (never made, lost,
+  /// or backing off after a failed attempt).
   enum class connection_state { connected, connecting, disconnected };
+  /// connected if any endpoint is, else connecting if any is, else disconnected.
   [[nodiscard]] connection_state state() const noexcept;
 
+  /// One endpoint as it is now.
+  struct endpoint_status {
+    std::string address;  ///< "10.0.0.5:3001", "[::1]:3001"
+    connection_state state = connection_state::disconnected;
+    std::size_t pending = 0;  ///< calls waiting for replies on it
+  };
+  /// The endpoints calls are picked from now (after discovery, if any).
+  [[nodiscard]] std::vector<endpoint_status> endpoints() const;
+
   struct impl;
+  struct endpoint;
   friend asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
  private:

@@ -6,7 +6,7 @@
 namespace tern::gateway {
 
 gateway::gateway(asio::io_context& io, gateway_config cfg)
-    : io_(io), cfg_(std::move(cfg)), upstreams_(io, cfg_.upstreams, metrics_) {
+    : io_(io), cfg_(std::move(cfg)), upstreams_(io, cfg_.upstreams, cfg_.dns_servers, metrics_) {
   chain_env env{io_, cfg_, metrics_, shared_, &upstreams_};
   for (std::size_t i = 0; i < cfg_.routes.size(); ++i) {
     const auto& r = cfg_.routes[i];

@@ -31,7 +31,7 @@ std::string_view state_name(client_proxy::connection_state s) {
 }  // namespace
 
 upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
-                     metrics_registry& metrics)
+                     const std::vector<std::string>& dns_servers, metrics_registry& metrics)
     : io_(io),
       config_(config),
       answered_(config.size()),
@@ -41,27 +41,31 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
   for (const auto& u : config_) {
     clients_.push_back(std::make_unique<tern::client_proxy>(
         io_, tern::client_options{
-                 .host = u.host,
-                 .port = u.port,
+                 .endpoints = u.endpoints,
+                 .balance = u.round_robin ? balancing::round_robin : balancing::least_outstanding,
+                 .resolve_interval = u.resolve_interval,
+                 .dns_servers = dns_servers,
                  .timeout = u.timeout,
                  .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
                  .backoff_initial = std::chrono::milliseconds(50),
                  .backoff_max = std::chrono::milliseconds(1000)}));
   }
   metrics.add_collector([this](std::vector<prometheus::MetricFamily>& out) {
-    prometheus::MetricFamily f{"rpc_client_connections",
-                               "Connections to each upstream, by state (one per upstream).",
-                               prometheus::MetricType::Gauge,
-                               {}};
+    prometheus::MetricFamily f{
+        "rpc_client_connections",
+        "Endpoints of each upstream by the state of their connection (one connection each).",
+        prometheus::MetricType::Gauge,
+        {}};
     static const client_proxy::connection_state states[] = {
         client_proxy::connection_state::connected, client_proxy::connection_state::connecting,
         client_proxy::connection_state::disconnected};
     for (std::size_t i = 0; i < clients_.size(); ++i) {
-      auto now = clients_[i]->state();
+      auto endpoints = clients_[i]->endpoints();
       for (auto s : states) {
         prometheus::ClientMetric m;
         m.label = {{"service", config_[i].name}, {"state", std::string(state_name(s))}};
-        m.gauge.value = now == s ? 1 : 0;
+        m.gauge.value = static_cast<double>(std::count_if(
+            endpoints.begin(), endpoints.end(), [s](const auto& e) { return e.state == s; }));
         f.metric.push_back(std::move(m));
       }
     }

@@ -15,9 +15,9 @@
 
 namespace tern::gateway {
 
-/// One client_proxy (one connection) per upstream of the config; a failing
-/// upstream affects only the routes that use it, and is reconnected on the
-/// next call that needs it.
+/// One client_proxy per upstream of the config (one connection per
+/// endpoint of it); a failing upstream affects only the routes that use it,
+/// and is reconnected on the next call that needs it.
 ///
 /// Readiness: every `probe_interval` each watched upstream gets a call of
 /// tern::health_pattern (each upstream on its own loop); ready() holds
@@ -31,7 +31,8 @@ class upstreams {
   static constexpr std::chrono::milliseconds probe_timeout{750};
   static constexpr std::chrono::milliseconds ready_window{1000};
 
-  upstreams(asio::io_context& io, const std::vector<upstream>& config, metrics_registry& metrics);
+  upstreams(asio::io_context& io, const std::vector<upstream>& config,
+            const std::vector<std::string>& dns_servers, metrics_registry& metrics);
 
   [[nodiscard]] tern::client_proxy& client(std::size_t i) { return *clients_[i]; }
   [[nodiscard]] const upstream& info(std::size_t i) const { return config_[i]; }

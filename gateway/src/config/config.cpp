@@ -1,11 +1,13 @@
 #include "config/config.hpp"
 
+#include <tern/endpoint.hpp>
 #include <tern/json_depth.hpp>
 
 #include <nlohmann/json.hpp>
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -62,6 +64,67 @@ address_range read_range(const json& v, const std::string& where) {
   }
   if (!ok) bad(where, "'" + text + "' is not an address or range (10.0.0.0/8, ::1, fd00::/8)");
   return r;
+}
+
+std::vector<std::string> read_strings(const json& v, const std::string& where) {
+  if (!v.is_array() || v.empty()) bad(where, "must be a non-empty array of strings");
+  std::vector<std::string> out;
+  for (const auto& s : v) {
+    if (!s.is_string() || s.get<std::string>().empty()) bad(where, "must hold non-empty strings");
+    out.push_back(s.get<std::string>());
+  }
+  return out;
+}
+
+std::string checked_endpoint(const std::string& text, const std::string& where) {
+  try {
+    return tern::to_string(tern::parse_endpoint(text));
+  } catch (const std::invalid_argument& e) {
+    bad(where, e.what());
+  }
+}
+
+upstream read_upstream(const std::string& name, const json& u) {
+  std::string where = "upstreams." + name;
+  if (!u.is_object()) bad(where, "must be an object with host and port, or endpoints");
+  for (const auto& [key, v] : u.items()) {
+    static const char* known[] = {"host",       "port",    "endpoints",
+                                  "timeout_ms", "balance", "resolve_interval_ms"};
+    if (std::find(std::begin(known), std::end(known), key) == std::end(known)) {
+      bad(where + "." + key,
+          "unknown setting (host, port, endpoints, timeout_ms, balance, resolve_interval_ms)");
+    }
+  }
+  upstream up;
+  up.name = name;
+  if (u.contains("endpoints")) {
+    if (u.contains("host") || u.contains("port")) {
+      bad(where, "give either host and port, or endpoints");
+    }
+    auto list = read_strings(u["endpoints"], where + ".endpoints");
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      up.endpoints.push_back(
+          checked_endpoint(list[i], where + ".endpoints[" + std::to_string(i) + "]"));
+    }
+  } else {
+    if (!u.contains("host") || !u["host"].is_string() || u["host"].get<std::string>().empty()) {
+      bad(where + ".host", "is required (or endpoints)");
+    }
+    if (!u.contains("port")) bad(where + ".port", "is required");
+    up.endpoints.push_back(tern::to_string(tern::endpoint_address{
+        u["host"].get<std::string>(), read_port(u["port"], where + ".port")}));
+  }
+  up.timeout = read_ms(u, "timeout_ms", up.timeout, where);
+  up.resolve_interval = read_ms(u, "resolve_interval_ms", up.resolve_interval, where);
+  if (u.contains("balance")) {
+    const auto& b = u["balance"];
+    if (b == "round_robin") {
+      up.round_robin = true;
+    } else if (b != "least_outstanding") {
+      bad(where + ".balance", "must be \"least_outstanding\" or \"round_robin\"");
+    }
+  }
+  return up;
 }
 
 data_source read_source(const json& v, const std::string& where) {
@@ -141,15 +204,29 @@ gateway_config parse_config(const std::string& text) {
     bad("upstreams", "must be an object naming at least one service");
   }
   for (const auto& [name, u] : root["upstreams"].items()) {
-    std::string where = "upstreams." + name;
-    if (!u.is_object()) bad(where, "must be an object with host and port");
-    if (!u.contains("host") || !u["host"].is_string() || u["host"].get<std::string>().empty()) {
-      bad(where + ".host", "is required");
+    cfg.upstreams.push_back(read_upstream(name, u));
+  }
+  if (root.contains("dns")) {
+    const auto& d = root["dns"];
+    if (!d.is_object()) bad("dns", "must be an object");
+    for (const auto& [key, v] : d.items()) {
+      if (key != "servers") bad("dns." + key, "unknown setting (servers)");
     }
-    if (!u.contains("port")) bad(where + ".port", "is required");
-    cfg.upstreams.push_back({name, u["host"].get<std::string>(),
-                             read_port(u["port"], where + ".port"),
-                             read_ms(u, "timeout_ms", std::chrono::milliseconds(3000), where)});
+    if (d.contains("servers")) {
+      cfg.dns_servers = read_strings(d["servers"], "dns.servers");
+      for (std::size_t i = 0; i < cfg.dns_servers.size(); ++i) {
+        std::array<std::uint8_t, 16> ignored{};
+        auto text = cfg.dns_servers[i];
+        auto host = text.front() == '[' ? text.substr(1, text.find(']') - 1)
+                    : std::count(text.begin(), text.end(), ':') == 1
+                        ? text.substr(0, text.find(':'))
+                        : text;
+        if (!parse_address(host, ignored)) {
+          bad("dns.servers[" + std::to_string(i) + "]",
+              "'" + text + "' is not an address (10.0.0.2, 127.0.0.1:5353, [::1]:53)");
+        }
+      }
+    }
   }
 
   if (root.contains("server")) {
@@ -280,13 +357,14 @@ void apply_env_overrides(gateway_config& c) {
           static_cast<char>(std::isalnum(static_cast<unsigned char>(ch)) ? std::toupper(ch) : '_');
     const char* v = std::getenv(var.c_str());
     if (!v || !*v) continue;
-    std::string s = v;
-    auto colon = s.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      throw config_error(var + ": must be host:port, not '" + s + "'");
+    std::vector<std::string> list;
+    std::string_view rest = v;
+    while (!rest.empty()) {
+      auto comma = rest.find(',');
+      list.push_back(checked_endpoint(std::string(rest.substr(0, comma)), var));
+      rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
-    u.host = s.substr(0, colon);
-    u.port = read_port(json::parse(s.substr(colon + 1), nullptr, false), var);
+    u.endpoints = std::move(list);
   }
 }
 

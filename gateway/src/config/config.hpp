@@ -23,9 +23,12 @@ class config_error : public std::runtime_error {
 
 struct upstream {
   std::string name;
-  std::string host;
-  std::uint16_t port = 0;
+  /// "host:port" each; a host that is a name stands for all its addresses
+  /// (tern::client_options::endpoints).
+  std::vector<std::string> endpoints;
   std::chrono::milliseconds timeout{3000};
+  bool round_robin = false;  ///< else least outstanding of two random choices
+  std::chrono::milliseconds resolve_interval{5000};
 };
 
 /// Where a call's data comes from; several are merged (objects, in order).
@@ -71,6 +74,8 @@ struct cache_limits {
 
 struct gateway_config {
   std::vector<upstream> upstreams;
+  /// dns.servers: where upstream names are looked up; empty: the system's.
+  std::vector<std::string> dns_servers;
   std::vector<route> routes;
   http::limits limits;
   cache_limits cache;
@@ -90,7 +95,8 @@ struct gateway_config {
 gateway_config parse_config(const std::string& json_text);
 /// Reads and parses a config file.
 gateway_config load_config(const std::string& path);
-/// UPSTREAM_<NAME>=host:port (NAME upper-cased) replaces an upstream's address.
+/// UPSTREAM_<NAME>=host:port[,host:port...] (NAME upper-cased) replaces an
+/// upstream's endpoints.
 void apply_env_overrides(gateway_config& c);
 
 }  // namespace tern::gateway

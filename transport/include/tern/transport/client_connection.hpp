@@ -62,6 +62,10 @@ class client_connection final : public connection {
   static asio::awaitable<std::shared_ptr<client_connection>> connect(
       std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
       std::chrono::milliseconds timeout);
+  /// connect() to one address, without a lookup (`name` labels it in errors).
+  static asio::awaitable<std::shared_ptr<client_connection>> connect(
+      const asio::ip::tcp::endpoint& address, const std::string& name, const codec& wire,
+      const connection_options& options, std::chrono::milliseconds timeout);
 
   /// Sends a request and waits for its final reply; each value of the
   /// reply is handed to `on_value` as its frame is read (no copy is kept).
@@ -99,12 +103,18 @@ class client_connection final : public connection {
   /// Calls waiting for replies.
   [[nodiscard]] std::size_t pending() const noexcept { return calls_.size(); }
 
+  /// Closes the connection once no call is pending (at once if none is):
+  /// for an endpoint that takes no new calls but finishes the ones it has.
+  void close_when_idle(std::string_view reason);
+
  protected:
   void on_packet_(packet& p) override;
   void on_closed_(std::string_view reason, bool protocol_error) override;
   void on_bad_packet_(const packet_error& e) override;
 
  private:
+  static std::shared_ptr<client_connection> started(asio::ip::tcp::socket sock, const codec& wire,
+                                                    const connection_options& options);
   struct deadline_list {
     call_state* head = nullptr;
     call_state* tail = nullptr;
@@ -123,6 +133,7 @@ class client_connection final : public connection {
   asio::steady_timer expiry_;
   std::chrono::steady_clock::time_point armed_for_ = std::chrono::steady_clock::time_point::max();
   std::string closed_reason_;
+  std::string idle_close_reason_;  // set by close_when_idle()
 };
 
 }  // namespace tern::transport

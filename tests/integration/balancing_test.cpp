@@ -1,0 +1,192 @@
+// A client_proxy over several instances of a service: endpoints from a
+// list and from DNS, picked per call, drained when they leave.
+#include "dns_server.hpp"
+#include "harness.hpp"
+#include "tern/tern.hpp"
+
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/steady_timer.hpp>
+
+using namespace std::chrono_literals;
+using tern::test::run;
+using tern::test::until;
+
+namespace {
+
+constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+// One instance: answers "who" with its number; "hold" answers only once
+// release() is called; "slow" after `slow_for`.
+struct instance {
+  instance(asio::io_context& io, int id, std::string host, std::uint16_t port = 0,
+           std::chrono::milliseconds slow_for = 0ms)
+      : app(io, {.host = std::move(host), .port = port}),
+        gate(io, std::chrono::steady_clock::time_point::max()) {
+    app.message_pattern("who", [id] { return id; });
+    app.message_pattern("hold", [this, id]() -> asio::awaitable<int> {
+      ++held;
+      co_await gate.async_wait(nothrow);
+      co_return id;
+    });
+    app.message_pattern("slow", [id, slow_for]() -> asio::awaitable<int> {
+      asio::steady_timer t(co_await asio::this_coro::executor, slow_for);
+      co_await t.async_wait(nothrow);
+      co_return id;
+    });
+    this->port = app.start();
+  }
+  void release() { gate.cancel(); }
+  tern::microservice app;
+  asio::steady_timer gate;
+  int held = 0;
+  std::uint16_t port = 0;
+};
+
+std::string at(const instance& i, const char* host = "127.0.0.1") {
+  return std::string(host) + ":" + std::to_string(i.port);
+}
+
+// `n` calls of "who" one after another: how many each instance answered.
+asio::awaitable<std::map<int, int>> who_answers(tern::client_proxy& c, int n) {
+  std::map<int, int> seen;
+  for (int i = 0; i < n; ++i) ++seen[co_await c.send<int>("who")];
+  co_return seen;
+}
+
+std::vector<std::string> addresses(const tern::client_proxy& c) {
+  std::vector<std::string> out;
+  for (const auto& e : c.endpoints()) out.push_back(e.address);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("round robin takes each endpoint in turn") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance a(io, 1, "127.0.0.1"), b(io, 2, "127.0.0.1"), c(io, 3, "127.0.0.1");
+    tern::client_proxy client(
+        io, {.endpoints = {at(a), at(b), at(c)}, .balance = tern::balancing::round_robin});
+    auto seen = co_await who_answers(client, 30);
+    CHECK(seen == std::map<int, int>{{1, 10}, {2, 10}, {3, 10}});
+    CHECK(client.endpoints().size() == 3);
+  });
+}
+
+TEST_CASE("least outstanding sends most calls to the endpoint that answers faster") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance slow(io, 1, "127.0.0.1", 0, 40ms), fast(io, 2, "127.0.0.1", 0, 1ms);
+    tern::client_proxy client(io, {.endpoints = {at(slow), at(fast)}});
+    // Eight callers, 25 calls each: the slow instance keeps calls pending
+    // longer, so the picks lean to the fast one.
+    std::map<int, int> seen;
+    int finished = 0;
+    for (int w = 0; w < 8; ++w) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < 25; ++i) ++seen[co_await client.send<int>("slow")];
+            ++finished;
+          },
+          asio::detached);
+    }
+    co_await until([&] { return finished == 8; }, 15s);
+    REQUIRE(finished == 8);
+    CHECK(seen[1] + seen[2] == 200);
+    CHECK(seen[2] > 150);  // round robin would give each 100
+    MESSAGE("slow: ", seen[1], ", fast: ", seen[2]);
+  });
+}
+
+TEST_CASE("a call whose endpoint refuses the connect is sent to another") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance a(io, 1, "127.0.0.1");
+    std::uint16_t dead;
+    {
+      asio::ip::tcp::acceptor gone(io, {asio::ip::make_address("127.0.0.1"), 0});
+      dead = gone.local_endpoint().port();
+    }
+    tern::client_proxy client(io, {.endpoints = {"127.0.0.1:" + std::to_string(dead), at(a)},
+                                   .balance = tern::balancing::round_robin});
+    auto seen = co_await who_answers(client, 10);
+    CHECK(seen == std::map<int, int>{{1, 10}});  // none failed
+  });
+}
+
+TEST_CASE("a malformed endpoint is refused when the client is made") {
+  asio::io_context io;
+  for (const char* bad : {"nohost", "h:", "h:0", "h:65536", "::1:80", ":80", "h:8x"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(tern::client_proxy(io, {.endpoints = {bad}}), std::invalid_argument);
+  }
+  CHECK_NOTHROW(tern::client_proxy(io, {.endpoints = {"[::1]:80", "name.example:1"}}));
+}
+
+TEST_CASE(
+    "DNS discovery: every address of a name takes calls; one that leaves is drained, one "
+    "that joins takes calls") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::test::dns_server dns(io);
+    instance two(io, 2, "127.0.0.2");
+    instance three(io, 3, "127.0.0.3", two.port);
+    instance four(io, 4, "127.0.0.4", two.port);
+    auto a = [](const char* s) { return asio::ip::make_address(s); };
+    dns.set("svc.tern.test", {a("127.0.0.2"), a("127.0.0.3")});
+    tern::client_proxy client(io, {.endpoints = {"svc.tern.test:" + std::to_string(two.port)},
+                                   .balance = tern::balancing::round_robin,
+                                   .resolve_interval = 50ms,
+                                   .dns_servers = {dns.address()}});
+    auto seen = co_await who_answers(client, 10);
+    CHECK(seen == std::map<int, int>{{2, 5}, {3, 5}});
+    CHECK(addresses(client) ==
+          std::vector<std::string>{at(two, "127.0.0.2"), at(three, "127.0.0.3")});
+
+    // A call in flight on .3 when .3 leaves the name still gets its answer.
+    std::vector<int> held_answers;
+    for (int i = 0; i < 2; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            held_answers.push_back(co_await client.send<int>("hold"));
+          },
+          asio::detached);
+    }
+    co_await until([&] { return two.held == 1 && three.held == 1; });
+    REQUIRE(three.held == 1);
+    dns.set("svc.tern.test", {a("127.0.0.2")});
+    co_await until([&] { return client.endpoints().size() == 1; });
+    CHECK(addresses(client) == std::vector<std::string>{at(two, "127.0.0.2")});
+    seen = co_await who_answers(client, 10);
+    CHECK(seen == std::map<int, int>{{2, 10}});
+    CHECK(three.app.connections() == 1);  // kept while its call is pending
+    three.release();
+    two.release();
+    co_await until([&] { return held_answers.size() == 2 && three.app.connections() == 0; });
+    std::sort(held_answers.begin(), held_answers.end());
+    CHECK(held_answers == std::vector<int>{2, 3});
+    CHECK(three.app.connections() == 0);  // closed once idle
+
+    // An instance that joins the name takes calls.
+    dns.set("svc.tern.test", {a("127.0.0.2"), a("127.0.0.4")});
+    co_await until([&] { return client.endpoints().size() == 2; });
+    seen = co_await who_answers(client, 10);
+    CHECK(seen == std::map<int, int>{{2, 5}, {4, 5}});
+    client.close();
+  });
+}
+
+TEST_CASE("a name that does not resolve fails calls with connection_refused naming it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    tern::test::dns_server dns(io);
+    tern::client_proxy client(
+        io, {.endpoints = {"nowhere.tern.test:1"}, .dns_servers = {dns.address()}});
+    try {
+      (void)co_await client.send<int>("who");
+      FAIL("the call succeeded");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::connection_refused);
+      CHECK(std::string(e.what()).find("nowhere.tern.test") != std::string::npos);
+    }
+    client.close();
+  });
+}
