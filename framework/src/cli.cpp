@@ -68,6 +68,16 @@ unsigned short port(const std::string& text, const std::string& what) {
   return static_cast<unsigned short>(v);
 }
 
+std::chrono::milliseconds millis(const std::string& text, const std::string& what) {
+  char* end = nullptr;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || v < 0 || v > 24LL * 3600 * 1000) {
+    std::cerr << what << ": '" << text << "' is not a number of milliseconds (0 to a day)\n";
+    std::exit(2);
+  }
+  return std::chrono::milliseconds(v);
+}
+
 void set_log_level(const std::string& level) {
   auto l = spdlog::level::from_str(level);
   if (l == spdlog::level::off && level != "off") {

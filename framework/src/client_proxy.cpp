@@ -95,7 +95,11 @@ struct client_proxy::endpoint {
   }
   // Backing off after a failed connect: calls go elsewhere, or fail at once.
   [[nodiscard]] bool backing_off() const { return last_error && clock::now() < retry_at; }
-  [[nodiscard]] bool usable() const { return !removed && !backing_off(); }
+  // Draining after a goaway: new calls go elsewhere while another endpoint can take them.
+  [[nodiscard]] bool going_away() const noexcept { return open() && conn->going_away(); }
+  [[nodiscard]] bool usable() const { return !removed && !going_away() && !backing_off(); }
+  // Still open though draining: the last resort, when no endpoint is usable.
+  [[nodiscard]] bool last_resort() const noexcept { return !removed && open(); }
   [[nodiscard]] connection_state state() const noexcept {
     if (open()) return connection_state::connected;
     return connecting ? connection_state::connecting : connection_state::disconnected;
@@ -154,14 +158,17 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
   // The endpoint for the next call, or null if none can take one now.
   endpoint* pick() {
     const std::size_t n = endpoints.size();
-    if (n == 1) return endpoints[0]->usable() ? endpoints[0].get() : nullptr;
+    if (n == 1) {
+      auto* ep = endpoints[0].get();
+      return ep->usable() || ep->last_resort() ? ep : nullptr;
+    }
     if (n == 0) return nullptr;
     if (options.balance == balancing::round_robin) {
       for (std::size_t k = 0; k < n; ++k) {
         auto* ep = endpoints[next_turn++ % n].get();
         if (ep->usable()) return ep;
       }
-      return nullptr;
+      return last_resort();
     }
     auto r = random();
     auto* a = endpoints[r % n].get();
@@ -172,6 +179,15 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
     for (std::size_t k = 0; k < n; ++k) {  // both unusable: any that is
       auto* ep = endpoints[(r + k) % n].get();
       if (ep->usable()) return ep;
+    }
+    return last_resort();
+  }
+
+  // With every endpoint draining or backing off: one whose connection is
+  // still open (a draining service answers until it closes).
+  endpoint* last_resort() {
+    for (auto& ep : endpoints) {
+      if (ep->last_resort()) return ep.get();
     }
     return nullptr;
   }
@@ -246,6 +262,7 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
             ep->address, ep->text, *wire, options.connection, options.connect_timeout);
         ep->failures = 0;
         ep->last_error.reset();
+
       } catch (const rpc_error& e) {
         ++ep->failures;
         auto backoff = options.backoff_initial * (1LL << std::min(ep->failures - 1, 16));

@@ -16,8 +16,10 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
+
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
+#include <cstdlib>
 
 #include <map>
 #include <unordered_map>
@@ -122,17 +124,23 @@ class service_core final : public transport::request_sink,
     s->flush();
   }
 
+  // The drain: not ready, goaway to every caller, still serving for the
+  // grace period (for callers that have not seen it yet), then no new
+  // connections; in-flight work finishes within drain_timeout; replies
+  // are flushed and the connections closed.
   asio::awaitable<void> shutdown() {
     if (stopping_) co_return;
     stopping_ = true;
-    auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
+    server_.goaway();
+    spdlog::info("draining: not ready, goaway sent on {} connection(s), accepting for {} ms more",
+                 server_.connections(), options_.drain_grace.count());
+    asio::steady_timer tick(io_, options_.drain_grace);
+    co_await tick.async_wait(nothrow);
     server_.stop_accepting();
-    server_.stop_reading();
-    spdlog::debug("not ready: draining");
+    auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
     if (in_flight_ > 0) {
       spdlog::info("draining {} in-flight request(s)", in_flight_);
     }
-    asio::steady_timer tick(io_);
     while (in_flight_ > 0 && std::chrono::steady_clock::now() < deadline) {
       tick.expires_after(std::chrono::milliseconds(5));
       co_await tick.async_wait(nothrow);
@@ -140,6 +148,7 @@ class service_core final : public transport::request_sink,
     if (in_flight_ > 0) {
       spdlog::warn("drain timeout: {} request(s) still running are abandoned", in_flight_);
     }
+    server_.stop_reading();
     co_await server_.flush(deadline);
     server_.close_all();
     if (admin_) admin_->stop();
@@ -425,10 +434,17 @@ int microservice::listen(const std::function<void(std::uint16_t port)>& ready) {
   auto& signals = *core_->signals_;
   auto port = start();
   if (ready) ready(port);
-  signals.async_wait([this, &io](std::error_code ec, int sig) {
+  signals.async_wait([this, &io, &signals](std::error_code ec, int sig) {
     if (ec) return;
     spdlog::info("received signal {}, shutting down", sig);
     asio::co_spawn(io, core_->shutdown(), [&io](std::exception_ptr) { io.stop(); });
+    // A second signal ends the drain at once: what is still running is lost.
+    signals.async_wait([](std::error_code ec2, int again) {
+      if (ec2) return;
+      spdlog::warn("received signal {} while draining: exiting now", again);
+      spdlog::default_logger()->flush();
+      std::_Exit(1);
+    });
   });
   io.run();
   return 0;

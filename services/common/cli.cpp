@@ -24,6 +24,10 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
              {"data-dir", "DATA_DIR", "data",
               "directory of the " + name + ".db file (created if missing)"},
              {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+             {"drain-grace-ms", "DRAIN_GRACE_MS", "500",
+              "on SIGTERM, how long to go on serving after the goaway"},
+             {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
+              "then how long in-flight requests may take to finish"},
              {"workers", "TERN_WORKERS", "1",
               "worker threads for SQLite (one connection behind a lock: more only contend)"}});
   set_log_level(args["log-level"]);

@@ -91,6 +91,90 @@ TEST_CASE("SIGTERM drains in-flight requests, then the process exits 0") {
   CHECK(server.wait(5s) == 0);
 }
 
+TEST_CASE(
+    "SIGTERM on one of two instances under load: goaway moves new calls to the other, none "
+    "fails, and it exits 0 well before its drain timeout") {
+  child_process a(service_binary, {"--drain-grace-ms", "200"});
+  child_process b(service_binary, {"--drain-grace-ms", "200"});
+  std::chrono::steady_clock::time_point signalled;
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto at = [](const child_process& p) { return "127.0.0.1:" + std::to_string(p.port()); };
+    tern::client_proxy c(io, {.endpoints = {at(a), at(b)}, .timeout = 5s});
+    int ok = 0, failed = 0, running = 4;
+    bool stop = false;
+    std::string first_failure;
+    for (int w = 0; w < running; ++w) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            while (!stop) {
+              try {
+                co_await c.send<int>({{"cmd", "sleep"}}, 5);
+                ++ok;
+              } catch (const tern::rpc_error& e) {
+                if (failed++ == 0) first_failure = e.what();
+              }
+            }
+            --running;
+          },
+          asio::detached);
+    }
+    co_await tern::test::until([&] { return ok >= 100; });
+    signalled = std::chrono::steady_clock::now();
+    a.signal(SIGTERM);
+    // a closes its connection once its last call has been answered.
+    auto a_closed = [&] {
+      for (const auto& e : c.endpoints()) {
+        if (e.address == at(a)) return e.state != tern::client_proxy::connection_state::connected;
+      }
+      return false;
+    };
+    co_await tern::test::until(a_closed);
+    CHECK(a_closed());
+    int before = ok;
+    co_await tern::test::until([&] { return ok >= before + 100; });
+    stop = true;
+    co_await tern::test::until([&] { return running == 0; });
+    CHECK(failed == 0);
+    if (failed) MESSAGE("first failure: ", first_failure);
+  });
+  CHECK(a.wait(5s) == 0);
+  CHECK(std::chrono::steady_clock::now() - signalled < 3s);  // its drain timeout is 10 s
+}
+
+TEST_CASE("a second signal during the drain exits at once with status 1") {
+  child_process server(service_binary, {});
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    tern::client_proxy c(io, {.port = server.port()});
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          try {
+            co_await c.send<int>({{"cmd", "sleep"}}, 5000);
+          } catch (const tern::rpc_error&) {
+          }
+        },
+        asio::detached);
+    co_await being_handled(c, 1);
+    server.signal(SIGTERM);
+    // Draining: the health pattern answers 503.
+    bool draining = false;
+    for (int i = 0; i < 500 && !draining; ++i) {
+      try {
+        co_await c.send(tern::health_pattern);
+        co_await sleep_for(2ms);
+      } catch (const tern::rpc_error& e) {
+        draining = e.status() == 503;
+      }
+    }
+    REQUIRE(draining);
+    auto again = std::chrono::steady_clock::now();
+    server.signal(SIGTERM);
+    CHECK(server.wait(2s) == 1);
+    CHECK(std::chrono::steady_clock::now() - again < 1s);  // not the 5 s call, nor the drain
+  });
+}
+
 TEST_CASE("SIGINT on an idle service exits 0 promptly") {
   child_process server(service_binary, {});
   auto start = std::chrono::steady_clock::now();

@@ -97,12 +97,25 @@ int child_process::wait(std::chrono::milliseconds limit) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
 #if defined(__SANITIZE_THREAD__)
     // ThreadSanitizer defers a signal to the next intercepted call, and a
-    // child idle in epoll_wait may never make one: say it again, while the
-    // child still listens (one that saw it has closed its port, and a repeat
-    // as it exits would kill it).
-    if (last_signal_ != 0 && ++waits % 50 == 0 && still_listening(port_)) kill(pid_, last_signal_);
+    // child idle in epoll_wait may never make one: say it again, until the
+    // child says it saw one (a repeat would be a second signal, which ends
+    // a drain at once).
+    if (last_signal_ != 0 && ++waits % 50 == 0 && !saw_signal() && still_listening(port_)) {
+      kill(pid_, last_signal_);
+    }
 #endif
   }
+}
+
+bool child_process::saw_signal() {
+  char buf[256];
+  pollfd p{out_fd_, POLLIN, 0};
+  while (out_fd_ >= 0 && poll(&p, 1, 0) > 0) {
+    auto n = read(out_fd_, buf, sizeof buf);
+    if (n <= 0) break;
+    output_.append(buf, static_cast<std::size_t>(n));
+  }
+  return output_.find("SIGNALLED\n") != std::string::npos;
 }
 
 std::string sibling_binary(const std::string& name) {

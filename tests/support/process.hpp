@@ -27,12 +27,16 @@ class child_process {
   /// Waits up to `limit` for exit; returns the exit status (128 + signal
   /// when killed), or -1 if it did not exit in time.
   int wait(std::chrono::milliseconds limit = std::chrono::seconds(10));
+  /// Whether the child has printed "SIGNALLED" (tern_test_service does when
+  /// SIGINT or SIGTERM reaches it).
+  bool saw_signal();
 
  private:
   pid_t pid_ = -1;
   int out_fd_ = -1;
   unsigned short port_ = 0;
   int last_signal_ = 0;
+  std::string output_;  // stdout after the READY line
 };
 
 /// Path of a binary built next to the test executable.

@@ -3,6 +3,7 @@
 #include "test_handlers.hpp"
 
 #include <spdlog/spdlog.h>
+#include <asio/signal_set.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -20,6 +21,8 @@ int main(int argc, char** argv) {
       o.port = static_cast<std::uint16_t>(v);
     } else if (k == "--drain-ms") {
       o.drain_timeout = std::chrono::milliseconds(v);
+    } else if (k == "--drain-grace-ms") {
+      o.drain_grace = std::chrono::milliseconds(v);
     } else if (k == "--stall-ms") {
       o.connection.incomplete_frame_timeout = std::chrono::milliseconds(v);
     } else if (k == "--max-frame") {
@@ -32,6 +35,14 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::warn);
   tern::microservice app(o);
   tern::test::register_test_handlers(app);
+  // Says so when a signal arrives (for child_process::saw_signal()); the
+  // service's own signal_set sees it too.
+  asio::signal_set seen(tern::default_io_context(), SIGINT, SIGTERM);
+  seen.async_wait([](std::error_code ec, int) {
+    if (ec) return;
+    std::printf("SIGNALLED\n");
+    std::fflush(stdout);
+  });
   return app.listen([](std::uint16_t port) {
     std::printf("READY %u\n", static_cast<unsigned>(port));
     std::fflush(stdout);

@@ -67,6 +67,23 @@ TEST_CASE("an event has no id") {
   CHECK_FALSE(p.has_meta);
 }
 
+TEST_CASE("goaway: {goaway: true}, told from a reply, and goaway false is no packet") {
+  msgpack_codec c;
+  byte_buffer buf;
+  CHECK(c.encode_goaway(buf));
+  msgpack::zone z;
+  auto p = decode_one(c, buf, z);
+  CHECK(p.kind == packet_kind::goaway);
+
+  msgpack::sbuffer body;
+  msgpack::packer<msgpack::sbuffer> pk(body);
+  pk.pack_map(1);
+  pk.pack(std::string("goaway"));
+  pk.pack(false);
+  packet q;
+  CHECK_THROWS_AS(c.decode(body.data(), body.size(), z, true, q), protocol_violation);
+}
+
 TEST_CASE("replies: value, stream value, completion, error, no handler") {
   msgpack_codec c;
   msgpack::zone z;

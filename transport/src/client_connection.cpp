@@ -245,6 +245,11 @@ asio::awaitable<void> client_connection::emit(std::string_view label, std::strin
 }
 
 void client_connection::on_packet_(packet& p) {
+  if (p.kind == packet_kind::goaway) {
+    if (!going_away_) spdlog::info("[{}] the service is draining (goaway)", peer());
+    going_away_ = true;
+    return;
+  }
   if (p.kind != packet_kind::reply) {
     throw protocol_violation("a server sent a request or event packet");
   }

@@ -260,6 +260,7 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
   out = packet{};
   out.zone = &zone;
   bool has_id = false, has_pattern = false, has_data = false, has_disposed = false;
+  bool goaway = false;
   // Reads the head of the value at p and moves p past the whole value.
   auto next = [&](msgpack_head& h) {
     const char* start = p;
@@ -314,6 +315,9 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
     } else if (name == "status") {
       next(v);
       out.status_error = v.kind == msgpack_head::str;
+    } else if (name == "goaway") {
+      next(v);
+      goaway = p && v.kind == msgpack_head::boolean && v.b;
     } else {
       // Other keys are ignored, as NestJS does, so packets can grow.
       p = skip_value(p, end, 0);
@@ -324,6 +328,10 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
   if (has_pattern) {
     out.kind = has_id ? packet_kind::request : packet_kind::event;
     if (!has_data) out.data = msgpack::object();
+    return;
+  }
+  if (!has_id && goaway) {
+    out.kind = packet_kind::goaway;
     return;
   }
   if (!has_id) throw protocol_violation("packet has neither pattern nor id");
@@ -397,6 +405,16 @@ void msgpack_codec::encode_error(byte_buffer& out, std::uint64_t id, value_write
   key(pk, "isDisposed");
   pk.pack_true();
   frame.finish();
+}
+
+bool msgpack_codec::encode_goaway(byte_buffer& out) const {
+  frame_scope frame(out, max_frame());
+  packer pk(out);
+  pk.pack_map(1);
+  key(pk, "goaway");
+  pk.pack_true();
+  frame.finish();
+  return true;
 }
 
 void msgpack_codec::encode_no_handler(byte_buffer& out, std::uint64_t id) const {

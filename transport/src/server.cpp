@@ -38,6 +38,8 @@ void server_session::on_packet_(packet& p) {
       break;
     case packet_kind::reply:
       throw protocol_violation("a client sent a reply packet");
+    case packet_kind::goaway:
+      break;  // only services drain; a client's is ignored
   }
 }
 
@@ -133,7 +135,17 @@ asio::awaitable<void> server::accept_loop() {
     auto session = std::make_shared<server_session>(std::move(sock), wire_, options_, *this);
     spdlog::debug("[{}] connected", session->peer());
     session->start();
+    if (going_away_) send_goaway(*session);
   }
+}
+
+void server::send_goaway(server_session& s) {
+  if (s.is_open() && wire_.encode_goaway(s.out())) s.flush();
+}
+
+void server::goaway() {
+  going_away_ = true;
+  for (auto* s : sessions_) send_goaway(*s);
 }
 
 void server::stop_accepting() {

@@ -2,6 +2,7 @@
 // the gateway and tools.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,6 +26,10 @@ std::map<std::string, std::string> parse(int argc, char** argv, const std::strin
 
 /// A port number from text; exits 2 with a message if it is not one.
 unsigned short port(const std::string& text, const std::string& what);
+
+/// A duration in milliseconds from text (0 up to a day); exits 2 with a
+/// message if it is not one.
+std::chrono::milliseconds millis(const std::string& text, const std::string& what);
 
 /// Sets spdlog's level from its name (trace, debug, info, warn, error); exits 2 if unknown.
 void set_log_level(const std::string& level);

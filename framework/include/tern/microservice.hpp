@@ -39,7 +39,10 @@ struct microservice_options {
   transport::connection_options connection{};
   /// Open client connections above which a new one is closed at once.
   std::size_t max_connections = 4096;
-  /// On shutdown, how long in-flight handlers may take to finish.
+  /// On shutdown, how long the service goes on accepting and reading after
+  /// it has sent goaway, for callers that have not seen it yet.
+  std::chrono::milliseconds drain_grace{500};
+  /// Then how long in-flight handlers may take to finish.
   std::chrono::milliseconds drain_timeout{10000};
   /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
   std::shared_ptr<const transport::codec> codec{};
@@ -103,10 +106,14 @@ class microservice {
   }
 
   /// Starts serving and runs the io_context until SIGINT or SIGTERM; then
-  /// stops accepting, stops reading, lets in-flight handlers finish (up to
-  /// drain_timeout), sends their replies, closes, and returns 0. Throws
-  /// std::system_error when the address cannot be bound. `ready`, if
-  /// given, is called with the bound port once signals are being handled.
+  /// drains: readiness fails (health_pattern and /health/ready answer 503),
+  /// every connection gets a goaway frame (tern callers send new calls to
+  /// other instances), the service goes on accepting and serving for
+  /// drain_grace, then stops accepting, lets in-flight handlers finish (up
+  /// to drain_timeout), sends their replies, closes, and returns 0. A
+  /// second signal exits at once with status 1. Throws std::system_error
+  /// when the address cannot be bound. `ready`, if given, is called with
+  /// the bound port once signals are being handled.
   int listen(const std::function<void(std::uint16_t port)>& ready = {});
 
   /// Binds and starts accepting on the io_context without running it;

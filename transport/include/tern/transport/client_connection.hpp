@@ -107,6 +107,10 @@ class client_connection final : public connection {
   /// for an endpoint that takes no new calls but finishes the ones it has.
   void close_when_idle(std::string_view reason);
 
+  /// The service sent goaway: it is draining, so new calls belong on
+  /// another connection; pending ones still get their replies.
+  [[nodiscard]] bool going_away() const noexcept { return going_away_; }
+
  protected:
   void on_packet_(packet& p) override;
   void on_closed_(std::string_view reason, bool protocol_error) override;
@@ -134,6 +138,7 @@ class client_connection final : public connection {
   std::chrono::steady_clock::time_point armed_for_ = std::chrono::steady_clock::time_point::max();
   std::string closed_reason_;
   std::string idle_close_reason_;  // set by close_when_idle()
+  bool going_away_ = false;
 };
 
 }  // namespace tern::transport

@@ -103,6 +103,12 @@ class codec {
   virtual void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const = 0;
   /// {id, status: "error", err: "There is no matching message handler ..."}
   virtual void encode_no_handler(byte_buffer& out, std::uint64_t id) const = 0;
+  /// {goaway: true}, a service's notice that it drains; returns false (and
+  /// appends nothing) for a wire format that has no such packet.
+  virtual bool encode_goaway(byte_buffer& out) const {
+    (void)out;
+    return false;
+  }
 
   [[nodiscard]] virtual std::uint32_t max_frame() const noexcept = 0;
 };

@@ -14,6 +14,7 @@ enum class packet_kind {
   request,  ///< {id, pattern, data[, meta]}: wants replies
   event,    ///< {pattern, data[, meta]}: no id, no reply
   reply,    ///< {id, response | err, isDisposed}
+  goaway,   ///< {goaway: true}: the service drains; send new calls elsewhere
 };
 
 /// A decoded packet. The msgpack objects live in the zone given to the

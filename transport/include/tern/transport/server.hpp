@@ -75,6 +75,9 @@ class server {
   std::uint16_t listen(const std::string& host, std::uint16_t port);
   /// Closes the listening socket; open connections are untouched.
   void stop_accepting();
+  /// Sends goaway on every connection, and on each one accepted from now
+  /// on: callers send new calls elsewhere, pending ones still get replies.
+  void goaway();
   /// Stops reading from every connection (in-flight work still replies).
   void stop_reading();
   /// Waits until every connection has written what is queued, or the deadline.
@@ -88,6 +91,7 @@ class server {
  private:
   friend class server_session;
   asio::awaitable<void> accept_loop();
+  void send_goaway(server_session& s);
 
   asio::any_io_executor executor_;
   request_sink& sink_;
@@ -96,6 +100,7 @@ class server {
   std::size_t max_connections_;
   asio::ip::tcp::acceptor acceptor_;
   bool accepting_ = false;
+  bool going_away_ = false;
   std::unordered_set<server_session*> sessions_;
   task_group tasks_;  // the accept loop
 };
