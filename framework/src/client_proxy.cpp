@@ -1,5 +1,6 @@
 #include "tern/client_proxy.hpp"
 
+#include "breaker.hpp"
 #include "dns.hpp"
 #include "tern/endpoint.hpp"
 #include "tern/microservice.hpp"
@@ -11,6 +12,7 @@
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 
@@ -88,8 +90,17 @@ struct client_proxy::endpoint {
   int failures = 0;
   clock::time_point retry_at{};
   std::optional<rpc_error> last_error;
+  // Outlier detection.
+  int consecutive_failures = 0;
+  int times_ejected = 0;
+  clock::time_point ejected_until{};  // epoch: not ejected
+  bool probing = false;
+  const void* lost = nullptr;  // the last connection whose loss the breaker heard of
 
   [[nodiscard]] bool open() const noexcept { return conn && conn->is_open(); }
+  [[nodiscard]] bool ejected() const {
+    return ejected_until != clock::time_point{} && clock::now() < ejected_until;
+  }
   [[nodiscard]] std::size_t load() const noexcept {
     return (conn ? conn->pending() : 0) + static_cast<std::size_t>(waiters) + (connecting ? 1 : 0);
   }
@@ -97,7 +108,9 @@ struct client_proxy::endpoint {
   [[nodiscard]] bool backing_off() const { return last_error && clock::now() < retry_at; }
   // Draining after a goaway: new calls go elsewhere while another endpoint can take them.
   [[nodiscard]] bool going_away() const noexcept { return open() && conn->going_away(); }
-  [[nodiscard]] bool usable() const { return !removed && !going_away() && !backing_off(); }
+  [[nodiscard]] bool usable() const {
+    return !removed && !going_away() && !backing_off() && !ejected();
+  }
   // Still open though draining: the last resort, when no endpoint is usable.
   [[nodiscard]] bool last_resort() const noexcept { return !removed && open(); }
   [[nodiscard]] connection_state state() const noexcept {
@@ -114,7 +127,9 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
         executor(io.get_executor()),
         resolved_signal(io.get_executor(), clock::time_point::max()),
         wake(std::make_shared<asio::steady_timer>(io.get_executor())),
-        rng(std::random_device{}() | 1) {
+        rng(std::random_device{}() | 1),
+        breaker(options.breaker),
+        budget(options.retry) {
     if (options.endpoints.empty()) {
       options.endpoints.push_back(to_string(endpoint_address{options.host, options.port}));
     }
@@ -155,68 +170,78 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
     return rng * 2685821657736338717ULL;
   }
 
-  // The endpoint for the next call, or null if none can take one now.
-  endpoint* pick() {
+  static constexpr std::size_t none = static_cast<std::size_t>(-1);
+
+  // The index of the endpoint for the next call, or `none` if none can
+  // take one now. `avoid` (a retry's last endpoint) is passed over while
+  // another can take the call.
+  std::size_t pick(const endpoint* avoid = nullptr) {
     const std::size_t n = endpoints.size();
     if (n == 1) {
-      auto* ep = endpoints[0].get();
-      return ep->usable() || ep->last_resort() ? ep : nullptr;
+      const auto& ep = *endpoints[0];
+      return ep.usable() || ep.last_resort() ? 0 : none;
     }
-    if (n == 0) return nullptr;
+    if (n == 0) return none;
+    if (avoid) {
+      std::size_t best = none;
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto& ep = *endpoints[i];
+        if (&ep == avoid || !ep.usable()) continue;
+        if (best == none || ep.load() < endpoints[best]->load()) best = i;
+      }
+      if (best != none) return best;
+    }
     if (options.balance == balancing::round_robin) {
       for (std::size_t k = 0; k < n; ++k) {
-        auto* ep = endpoints[next_turn++ % n].get();
-        if (ep->usable()) return ep;
+        auto i = next_turn++ % n;
+        if (endpoints[i]->usable()) return i;
       }
       return last_resort();
     }
     auto r = random();
-    auto* a = endpoints[r % n].get();
-    auto* b = endpoints[(r % n + 1 + (r >> 32) % (n - 1)) % n].get();  // another one
-    bool ua = a->usable(), ub = b->usable();
-    if (ua && ub) return b->load() < a->load() ? b : a;
+    auto a = r % n;
+    auto b = (a + 1 + (r >> 32) % (n - 1)) % n;  // another one
+    bool ua = endpoints[a]->usable(), ub = endpoints[b]->usable();
+    if (ua && ub) return endpoints[b]->load() < endpoints[a]->load() ? b : a;
     if (ua || ub) return ua ? a : b;
     for (std::size_t k = 0; k < n; ++k) {  // both unusable: any that is
-      auto* ep = endpoints[(r + k) % n].get();
-      if (ep->usable()) return ep;
+      auto i = (r + k) % n;
+      if (endpoints[i]->usable()) return i;
     }
     return last_resort();
   }
 
-  // With every endpoint draining or backing off: one whose connection is
-  // still open (a draining service answers until it closes).
-  endpoint* last_resort() {
-    for (auto& ep : endpoints) {
-      if (ep->last_resort()) return ep.get();
+  // With every endpoint draining, ejected or backing off: one whose
+  // connection is still open (a draining service answers until it closes).
+  std::size_t last_resort() {
+    for (std::size_t i = 0; i < endpoints.size(); ++i) {
+      if (endpoints[i]->last_resort()) return i;
     }
-    return nullptr;
+    return none;
   }
 
-  // The fast path: the endpoint for the next call, picked without a
-  // coroutine. If its connection is not open (or nothing was picked), the
-  // call goes through acquire(), given that pick.
-  endpoint* pick_now() { return resolved ? pick() : nullptr; }
-
-  // An open connection for one call, connecting first if needed. A failed
+  // An endpoint with an open connection for one call, connecting first if
+  // needed; `picked` is the fast path's pick, if it made one. A failed
   // connect moves on to another endpoint. Throws rpc_error.
-  asio::awaitable<std::shared_ptr<transport::client_connection>> acquire(
-      endpoint* picked = nullptr) {
+  asio::awaitable<std::shared_ptr<endpoint>> acquire(std::shared_ptr<endpoint> picked = {},
+                                                     const endpoint* avoid = nullptr) {
     auto self = shared_from_this();
     if (needs_dns && !looking_up) start_lookups();
     if (!resolved) co_await first_lookup();
     std::optional<rpc_error> failure;
     for (std::size_t attempt = 0; attempt <= endpoints.size(); ++attempt) {
-      if (attempt > 0 || !picked) picked = pick();
-      if (!picked) break;
-      std::shared_ptr<endpoint> ep;  // held across the connect (discovery may drop it meanwhile)
-      for (auto& e : endpoints) {
-        if (e.get() == picked) ep = e;
+      if (attempt > 0 || !picked) {
+        auto i = pick(attempt == 0 ? avoid : nullptr);
+        if (i == none) break;
+        picked = endpoints[i];  // held across the connect (discovery may drop it meanwhile)
       }
       try {
-        co_return co_await connect(ep);
+        co_await connect(picked);
+        co_return picked;
       } catch (const rpc_error& e) {
         failure = e;
       }
+      picked.reset();
     }
     if (failure) throw *failure;
     throw unavailable();
@@ -271,6 +296,7 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
         ep->last_error = e;
         spdlog::warn("{}", e.what());
         if (!sources[ep->source].literal) lookup_soon();
+        outcome(*ep, true, clock::now());
       }
       ep->connecting = false;
       if (ep->waiters > 0) ep->connected.cancel();
@@ -407,6 +433,115 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
   clock::time_point next_lookup{};  // now: the first lookup runs at once
   std::string lookup_error;
   std::uint64_t rng;
+
+  detail::circuit_breaker breaker;
+  detail::retry_budget budget;
+  counters stats{};
+
+  // ---- outcomes: ejection and the breaker ----
+
+  // One endpoint's outcome (a call's, a connect's): enough failures in a
+  // row eject it, within the share that may be out at once.
+  void outcome(endpoint& ep, bool failed, clock::time_point now) {
+    const auto& o = options.ejection;
+    if (!failed) {
+      ep.consecutive_failures = 0;
+      if (ep.times_ejected > 0 && now > ep.ejected_until + o.max_time) ep.times_ejected = 0;
+      return;
+    }
+    if (o.consecutive_failures <= 0 || ++ep.consecutive_failures < o.consecutive_failures) return;
+    if (ep.ejected() || ep.removed) return;
+    std::size_t out = 0;
+    for (const auto& e : endpoints) out += e->ejected() ? 1 : 0;
+    const std::size_t n = endpoints.size();
+    std::size_t may =
+        n < 2 ? 0
+              : std::max<std::size_t>(
+                    1, n * static_cast<std::size_t>(std::max(0, o.max_ejected_percent)) / 100);
+    if (out >= may) return;
+    ++ep.times_ejected;
+    auto length = std::min<std::chrono::milliseconds>(o.base_time * ep.times_ejected, o.max_time);
+    ep.ejected_until = now + length;
+    ep.consecutive_failures = 0;
+    ++stats.ejections;
+    spdlog::warn("{}: endpoint {} ejected for {} ms after {} failures in a row", where, ep.text,
+                 length.count(), o.consecutive_failures);
+    if (!ep.probing) {
+      for (const auto& e : endpoints) {
+        if (e.get() == &ep) asio::co_spawn(executor, probe(weak_from_this(), e), asio::detached);
+      }
+    }
+  }
+
+  // While an endpoint is out, asks it tern.health now and then; an answer
+  // brings it back before its time is up.
+  static asio::awaitable<void> probe(std::weak_ptr<impl> weak, std::shared_ptr<endpoint> ep) {
+    static const pattern health(health_pattern);
+    static constexpr char nil = '\xc0';
+    ep->probing = true;
+    struct done {
+      endpoint& e;
+      ~done() { e.probing = false; }
+    } guard{*ep};
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    for (;;) {
+      {
+        auto self = weak.lock();
+        if (!self || ep->removed || !ep->ejected()) co_return;
+        tick.expires_after(std::min<clock::duration>(self->options.ejection.probe_interval,
+                                                     ep->ejected_until - clock::now()));
+      }
+      co_await tick.async_wait(nothrow);
+      auto self = weak.lock();
+      if (!self || ep->removed || !ep->ejected()) co_return;
+      try {
+        co_await self->connect(ep);
+        auto conn = ep->conn;
+        auto ignore = [](const transport::value_view&) {};
+        auto write = [](transport::packer& pk) { pk.pack_packed(std::string_view(&nil, 1)); };
+        co_await conn->call(
+            health.canonical(), health.packed(), {}, write, ignore,
+            std::min<std::chrono::milliseconds>(self->options.timeout, std::chrono::seconds(1)));
+        ep->ejected_until = {};
+        spdlog::info("{}: endpoint {} answers {}: back in", self->where, ep->text, health_pattern);
+        co_return;
+      } catch (const rpc_error&) {
+        // still out; asked again at the next tick
+      }
+    }
+  }
+
+  // Fails at once while the breaker is open (a half-open one lets trials through).
+  void admit(clock::time_point now) {
+    if (breaker.admit(now)) return;
+    ++stats.breaker_refused;
+    throw rpc_error(errc::circuit_open,
+                    "circuit breaker for " + where + " is open (next trial in " +
+                        std::to_string(breaker.retry_after(now).count()) + " ms)");
+  }
+
+  void breaker_outcome(bool failed, clock::time_point now) {
+    if (breaker.record(failed, now)) {
+      ++stats.breaker_opened;
+      spdlog::warn("{}: circuit breaker open for {} ms: calls fail at once", where,
+                   options.breaker.open_time.count());
+    }
+  }
+
+  // ---- calls: picking, sending, retries ----
+
+  struct join;
+  void send(call_slot& sl, std::shared_ptr<endpoint> ep);
+  bool try_send(call_slot& sl);
+  asio::awaitable<std::shared_ptr<endpoint>> connect_for(call_slot& sl);
+  void ended(call_slot& sl);
+  void not_sent(call_slot& sl, const rpc_error& e);
+  bool may_retry(call_slot& sl, const rpc_error& e, bool sent, clock::time_point now);
+  void retry_later(call_slot& sl, clock::time_point now);
+  void finish(call_slot& sl, clock::time_point now);
+  static asio::awaitable<void> retry(std::shared_ptr<impl> self, call_slot& sl,
+                                     std::shared_ptr<bool> alive, std::chrono::milliseconds wait);
+  static asio::awaitable<void> run(std::span<call_slot> slots);
 };
 
 client_proxy::client_proxy(client_options options)
@@ -449,82 +584,235 @@ client_proxy::connection_state client_proxy::state() const noexcept {
 std::vector<client_proxy::endpoint_status> client_proxy::endpoints() const {
   std::vector<endpoint_status> out;
   for (const auto& ep : impl_->endpoints) {
-    out.push_back({ep->text, ep->state(), ep->conn ? ep->conn->pending() : 0});
+    out.push_back({ep->text, ep->state(), ep->conn ? ep->conn->pending() : 0, ep->ejected()});
   }
   return out;
 }
 
-asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_writer data,
-                                          transport::value_sink on_value, call_options o) {
-  auto self = impl_;
-  auto timeout = o.timeout.count() > 0 ? o.timeout : self->options.timeout;
-  auto* ep = self->pick_now();
-  if (ep && ep->open()) {
-    auto hold = ep->conn;  // the endpoint may reconnect meanwhile
-    co_await hold->call(p.canonical(), p.packed(), o.meta, data, on_value, timeout);
+client_proxy::breaker_state client_proxy::breaker() const noexcept {
+  switch (impl_->breaker.current(clock::now())) {
+    case detail::circuit_breaker::state::open:
+      return breaker_state::open;
+    case detail::circuit_breaker::state::half_open:
+      return breaker_state::half_open;
+    case detail::circuit_breaker::state::closed:
+      break;
+  }
+  return breaker_state::closed;
+}
+
+std::chrono::milliseconds client_proxy::retry_after() const noexcept {
+  return impl_->breaker.retry_after(clock::now());
+}
+
+client_proxy::counters client_proxy::stats() const noexcept {
+  return impl_->stats;
+}
+
+// One call on its way (send, send_raw, a call of send_raw_all): its
+// attempts and its outcome. Lives in the awaiting frame until it ends.
+struct client_proxy::call_slot {
+  transport::call_state state;
+  impl* owner = nullptr;
+  impl::join* all = nullptr;
+  std::shared_ptr<endpoint> ep;  // of the attempt in flight, or of the last one
+  std::shared_ptr<transport::client_connection> conn;
+  std::shared_ptr<endpoint> picked;  // the fast path's pick, for connect_for()
+  const pattern* p = nullptr;
+  std::string_view packed;                          // the data, packed (raw calls)
+  const transport::value_writer* writer = nullptr;  // or written by this
+  const transport::value_sink* sink = nullptr;
+  std::string_view meta;
+  clock::time_point deadline{};
+  bool idempotent = false;
+  bool cancelled = false;
+  int tries = 0;                          // attempts begun
+  int retries = 0;                        // of them, after the first
+  int breaker_vote = -1;                  // the last attempt's: -1 none, 0 success, 1 failure
+  asio::steady_timer* backoff = nullptr;  // while waiting to retry
+  std::optional<rpc_error> error;
+  clock::time_point ended{};
+};
+
+// The calls of one run(): how many are still going, and who to wake.
+struct client_proxy::impl::join {
+  std::size_t remaining = 0;
+  transport::unique_function<void()> resume;
+  std::shared_ptr<bool> alive;  // made on the first retry; false once the frame is gone
+};
+
+void client_proxy::impl::send(call_slot& sl, std::shared_ptr<endpoint> ep) {
+  auto now = clock::now();
+  sl.ep = std::move(ep);
+  sl.conn = sl.ep->conn;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(sl.deadline - now);
+  auto timeout = std::max(left, std::chrono::milliseconds(1));
+  sl.state.done = false;
+  sl.state.error.reset();
+  sl.state.label = sl.p->canonical();
+  sl.state.sink = sl.sink;
+  sl.state.waiter = [&sl] { sl.owner->ended(sl); };
+  if (sl.writer) {
+    sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, *sl.writer, timeout);
   } else {
-    auto acquired = co_await self->acquire(ep);
-    co_await acquired->call(p.canonical(), p.packed(), o.meta, data, on_value, timeout);
+    auto write = [&sl](transport::packer& pk) { pk.pack_packed(sl.packed); };
+    sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, write, timeout);
   }
 }
 
-asio::awaitable<void> client_proxy::send_raw(const pattern& p, std::string_view packed_data,
-                                             transport::value_sink on_value, call_options o) {
-  // A coroutine, so the writer lives until the request is encoded.
-  auto write = [packed_data](transport::packer& pk) { pk.pack_packed(packed_data); };
-  co_await call_(p, write, on_value, o);
+// Begins an attempt without suspending if it can: the breaker lets it
+// through and the picked endpoint's connection is open and not congested.
+// Else returns false (connect_for() goes on). Throws rpc_error.
+bool client_proxy::impl::try_send(call_slot& sl) {
+  ++sl.tries;
+  admit(clock::now());
+  sl.picked.reset();
+  if (!resolved) return false;
+  auto i = pick(sl.retries > 0 ? sl.ep.get() : nullptr);
+  if (i == none) return false;
+  const auto& ep = endpoints[i];
+  if (!ep->open() || ep->conn->congested()) {
+    sl.picked = ep;
+    return false;
+  }
+  send(sl, ep);
+  return true;
 }
 
-asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
-  struct slot {
-    transport::call_state state;
-    std::shared_ptr<transport::client_connection> conn;
-  };
-  // The calls' states live here, in this one frame, until every call ends.
-  std::unique_ptr<slot[]> slots(new slot[calls.size()]);
-  struct abandon_all {  // if this frame goes away early, forget the calls
-    slot* s;
-    std::size_t n;
-    ~abandon_all() {
-      for (std::size_t i = 0; i < n; ++i) {
-        if (s[i].conn) s[i].conn->abandon(s[i].state);
+asio::awaitable<std::shared_ptr<client_proxy::endpoint>> client_proxy::impl::connect_for(
+    call_slot& sl) {
+  auto avoid = sl.retries > 0 ? sl.ep.get() : nullptr;
+  auto ep = co_await acquire(std::move(sl.picked), avoid);
+  auto conn = ep->conn;
+  if (conn->congested()) co_await conn->wait_writable();
+  if (!conn->is_open()) {
+    throw rpc_error(errc::connection_closed, "connection to " + ep->text + " lost while waiting");
+  }
+  co_return ep;
+}
+
+void client_proxy::impl::ended(call_slot& sl) {
+  auto now = clock::now();
+  std::optional<rpc_error> error = std::move(sl.state.error);
+  bool failed = error && detail::counts_as_failure(*error);
+  if (sl.ep) outcome(*sl.ep, failed, now);
+  // The breaker hears the call's last attempt. The calls a lost connection
+  // fails all at once are one failure: one dropped connection with many
+  // calls in flight says no more about the service than one call would.
+  sl.breaker_vote = failed ? 1 : 0;
+  if (failed && sl.ep &&
+      (error->kind() == errc::connection_closed || error->kind() == errc::protocol_error)) {
+    if (sl.ep->lost == sl.conn.get()) sl.breaker_vote = -1;
+    sl.ep->lost = sl.conn.get();
+  }
+  sl.conn.reset();
+  if (error && may_retry(sl, *error, true, now)) {
+    retry_later(sl, now);
+    return;
+  }
+  sl.error = std::move(error);
+  finish(sl, now);
+}
+
+void client_proxy::impl::not_sent(call_slot& sl, const rpc_error& e) {
+  auto now = clock::now();
+  sl.breaker_vote = e.kind() == errc::circuit_open ? -1 : detail::counts_as_failure(e) ? 1 : 0;
+  if (may_retry(sl, e, false, now)) {
+    retry_later(sl, now);
+    return;
+  }
+  sl.error = e;
+  finish(sl, now);
+}
+
+bool client_proxy::impl::may_retry(call_slot& sl, const rpc_error& e, bool sent,
+                                   clock::time_point now) {
+  if (sl.cancelled || sl.tries >= options.retry.max_attempts) return false;
+  // A call that was sent runs again only if it may; one that never left
+  // (no endpoint would connect) may always be sent.
+  bool retryable = sent ? sl.idempotent && detail::counts_as_failure(e) && e.kind() != errc::timeout
+                        : e.kind() == errc::connection_refused;
+  if (!retryable || now >= sl.deadline) return false;
+  if (!budget.take(now)) {
+    ++stats.retries_refused;
+    return false;
+  }
+  return true;
+}
+
+void client_proxy::impl::retry_later(call_slot& sl, clock::time_point now) {
+  ++sl.retries;
+  ++stats.retries;
+  const auto& o = options.retry;
+  auto cap = std::min<std::chrono::milliseconds>(
+      o.max_backoff, o.base_backoff * (1LL << std::min(sl.tries - 1, 16)));
+  auto wait = std::chrono::milliseconds(cap.count() > 0 ? random() % (cap.count() + 1) : 0);
+  wait = std::min(wait, std::chrono::floor<std::chrono::milliseconds>(sl.deadline - now));
+  if (!sl.all->alive) sl.all->alive = std::make_shared<bool>(true);
+  asio::co_spawn(executor, retry(shared_from_this(), sl, sl.all->alive, wait), asio::detached);
+}
+
+asio::awaitable<void> client_proxy::impl::retry(std::shared_ptr<impl> self, call_slot& sl,
+                                                std::shared_ptr<bool> alive,
+                                                std::chrono::milliseconds wait) {
+  asio::steady_timer t(self->executor, wait);
+  sl.backoff = &t;
+  co_await t.async_wait(nothrow);
+  if (!*alive) co_return;  // the awaiting frame is gone, and the slot with it
+  sl.backoff = nullptr;
+  try {
+    if (sl.cancelled)
+      throw rpc_error(errc::cancelled, std::string(sl.p->canonical()) + " cancelled");
+    if (self->try_send(sl)) co_return;
+    auto ep = co_await self->connect_for(sl);
+    if (!*alive) co_return;
+    if (sl.cancelled)
+      throw rpc_error(errc::cancelled, std::string(sl.p->canonical()) + " cancelled");
+    self->send(sl, std::move(ep));
+  } catch (const rpc_error& e) {
+    // Not from inside this coroutine: finishing the last call resumes the awaiting one.
+    asio::post(self->executor, [self, &sl, alive, e] {
+      if (*alive) self->not_sent(sl, e);
+    });
+  }
+}
+
+void client_proxy::impl::finish(call_slot& sl, clock::time_point now) {
+  sl.ended = now;
+  budget.count_call(now);
+  if (sl.breaker_vote >= 0) breaker_outcome(sl.breaker_vote == 1, now);
+  auto& all = *sl.all;
+  if (--all.remaining > 0 || !all.resume) return;
+  auto resume = std::move(all.resume);  // the frame holding `all` ends inside
+  resume();
+}
+
+// Sends every slot's call at once and completes when all have ended. A
+// call whose endpoint is connected starts without a coroutine.
+asio::awaitable<void> client_proxy::impl::run(std::span<call_slot> slots) {
+  join all;
+  all.remaining = slots.size();
+  struct forget {  // if this frame goes away early, the calls must not reach it
+    std::span<call_slot> slots;
+    join& all;
+    ~forget() {
+      if (all.alive) *all.alive = false;
+      for (auto& sl : slots) {
+        if (sl.conn) sl.conn->abandon(sl.state);
+        if (sl.backoff) sl.backoff->cancel();
       }
     }
-  } guard{slots.get(), calls.size()};
-
-  struct join {
-    std::size_t remaining = 0;
-    transport::unique_function<void()> resume;
-  } all;
-  for (std::size_t i = 0; i < calls.size(); ++i) {
-    auto& c = calls[i];
-    auto& sl = slots[i];
-    c.error.reset();
+  } guard{slots, all};
+  for (auto& sl : slots) {
+    sl.all = &all;
+    auto& self = *sl.owner;
     try {
-      auto& self = *c.client->impl_;
-      auto* ep = self.pick_now();
-      if (ep && ep->open()) {
-        sl.conn = ep->conn;
-      } else {
-        sl.conn = co_await self.acquire(ep);  // (GCC 12 mis-compiles co_await inside ?:)
+      if (!self.try_send(sl)) {
+        auto ep = co_await self.connect_for(sl);
+        self.send(sl, std::move(ep));
       }
-      if (sl.conn->congested()) co_await sl.conn->wait_writable();
-      auto timeout = c.options.timeout.count() > 0 ? c.options.timeout : self.options.timeout;
-      sl.state.label = c.p->canonical();
-      sl.state.sink = &c.on_value;
-      sl.state.waiter = [&all, &c] {
-        c.ended = std::chrono::steady_clock::now();
-        if (--all.remaining > 0 || !all.resume) return;
-        auto resume = std::move(all.resume);  // the frame holding `all` ends inside
-        resume();
-      };
-      auto write = [&c](transport::packer& pk) { pk.pack_packed(c.packed_data); };
-      sl.conn->start_call(sl.state, c.p->packed(), c.options.meta, write, timeout);
-      ++all.remaining;
     } catch (const rpc_error& e) {
-      c.error = e;
-      c.ended = std::chrono::steady_clock::now();
-      sl.state.waiter = {};
+      self.not_sent(sl, e);
     }
   }
   if (all.remaining > 0) {
@@ -533,8 +821,10 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
           auto cancel = asio::get_associated_cancellation_slot(handler);
           if (cancel.is_connected()) {
             cancel.assign([&](asio::cancellation_type) {
-              for (std::size_t i = 0; i < calls.size(); ++i) {
-                if (slots[i].conn) slots[i].conn->cancel(slots[i].state);
+              for (auto& sl : slots) {
+                sl.cancelled = true;
+                if (sl.conn) sl.conn->cancel(sl.state);
+                if (sl.backoff) sl.backoff->cancel();
               }
             });
           }
@@ -546,14 +836,60 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
         },
         asio::use_awaitable);
   }
+}
+
+asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_writer data,
+                                          transport::value_sink on_value, call_options o) {
+  auto self = impl_;
+  call_slot sl;
+  sl.owner = self.get();
+  sl.p = &p;
+  sl.writer = &data;
+  sl.sink = &on_value;
+  sl.meta = o.meta;
+  sl.idempotent = o.idempotent;
+  sl.deadline = clock::now() + (o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+  co_await impl::run(std::span(&sl, 1));
+  if (sl.error) throw *sl.error;
+}
+
+asio::awaitable<void> client_proxy::send_raw(const pattern& p, std::string_view packed_data,
+                                             transport::value_sink on_value, call_options o) {
+  // A coroutine, so the writer lives until the request is encoded.
+  auto write = [packed_data](transport::packer& pk) { pk.pack_packed(packed_data); };
+  co_await call_(p, write, on_value, o);
+}
+
+asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
+  if (calls.empty()) co_return;
+  // The calls' states live here, in this one frame, until every call ends.
+  std::unique_ptr<client_proxy::call_slot[]> slots(new client_proxy::call_slot[calls.size()]);
+  auto now = std::chrono::steady_clock::now();
   for (std::size_t i = 0; i < calls.size(); ++i) {
-    if (slots[i].state.error) calls[i].error = std::move(slots[i].state.error);
+    auto& c = calls[i];
+    auto& sl = slots[i];
+    auto& owner = c.client->impl_;
+    sl.owner = owner.get();
+    sl.p = c.p;
+    sl.packed = c.packed_data;
+    sl.sink = &c.on_value;
+    sl.meta = c.options.meta;
+    sl.idempotent = c.options.idempotent;
+    sl.deadline =
+        now + (c.options.timeout.count() > 0 ? c.options.timeout : owner->options.timeout);
+  }
+  co_await client_proxy::impl::run(std::span(slots.get(), calls.size()));
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    calls[i].error = std::move(slots[i].error);
+    calls[i].ended = slots[i].ended;
+    calls[i].retries = slots[i].retries;
   }
 }
 
 asio::awaitable<void> client_proxy::emit_packed(const pattern& p, transport::value_writer data) {
   auto self = impl_;
-  auto conn = co_await self->acquire();
+  auto ep = co_await self->acquire();
+  auto conn = ep->conn;
   co_await conn->emit(p.canonical(), p.packed(), {}, data);
 }
 
@@ -581,7 +917,7 @@ asio::awaitable<detail::raw_stream> client_proxy::stream_packed(const pattern& p
                                                                 call_options o) {
   auto self = impl_;
   auto s = std::make_unique<detail::raw_stream::impl>();
-  s->conn = co_await self->acquire();
+  s->conn = (co_await self->acquire())->conn;
   co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), o.meta, data,
                                 o.timeout.count() > 0 ? o.timeout : self->options.timeout);
   co_return detail::raw_stream(std::move(s));

@@ -140,8 +140,8 @@ class Stack:
             return proc.wait(timeout=10)
         # A service idle in epoll_wait under ThreadSanitizer may not see the
         # signal (TSan defers it to the next intercepted call): say it again,
-        # but only while it still listens (a service that saw the signal has
-        # closed its port, and a repeat as it exits would kill it).
+        # but only while it is still ready (a service that saw the signal
+        # drains, and a second signal would end the drain at once).
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -150,8 +150,11 @@ class Stack:
                 if time.monotonic() > deadline:
                     raise
                 try:
-                    with socket.create_connection(("127.0.0.1", self.ports[name]), timeout=0.2):
+                    conn = http.client.HTTPConnection("127.0.0.1", self.admin[name], timeout=0.5)
+                    conn.request("GET", "/health/ready")
+                    if conn.getresponse().status == 200:
                         proc.send_signal(sig)
+                    conn.close()
                 except OSError:
                     pass
 

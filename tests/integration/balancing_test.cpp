@@ -23,6 +23,11 @@ struct instance {
       : app(io, {.host = std::move(host), .port = port}),
         gate(io, std::chrono::steady_clock::time_point::max()) {
     app.message_pattern("who", [id] { return id; });
+    app.message_pattern("work", [this, id] {
+      ++worked;
+      if (fail_status) throw tern::rpc_error(fail_status, "failing on purpose");
+      return id;
+    });
     app.message_pattern("hold", [this, id]() -> asio::awaitable<int> {
       ++held;
       co_await gate.async_wait(nothrow);
@@ -39,6 +44,8 @@ struct instance {
   tern::microservice app;
   asio::steady_timer gate;
   int held = 0;
+  int worked = 0;       // "work" calls received
+  int fail_status = 0;  // "work" fails with it when not 0
   std::uint16_t port = 0;
 };
 
@@ -123,7 +130,7 @@ TEST_CASE("a malformed endpoint is refused when the client is made") {
 }
 
 TEST_CASE(
-    "DNS discovery: every address of a name takes calls; one that leaves is drained, one "
+    "DNS discovery: every address of a name takes calls, one that leaves is drained, one "
     "that joins takes calls") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     tern::test::dns_server dns(io);
@@ -187,6 +194,170 @@ TEST_CASE("a name that does not resolve fails calls with connection_refused nami
       CHECK(e.kind() == tern::errc::connection_refused);
       CHECK(std::string(e.what()).find("nowhere.tern.test") != std::string::npos);
     }
+    client.close();
+  });
+}
+
+namespace {
+// Ejection, breaker and retries off unless a test turns them on.
+tern::client_options quiet(std::vector<std::string> endpoints) {
+  tern::client_options o;
+  o.endpoints = std::move(endpoints);
+  o.balance = tern::balancing::round_robin;
+  o.ejection.consecutive_failures = 0;
+  o.breaker.consecutive_failures = 0;
+  o.breaker.failure_rate = 0;
+  return o;
+}
+
+// `n` calls of "work": how many succeeded.
+asio::awaitable<int> work(tern::client_proxy& c, int n, bool idempotent = false) {
+  int ok = 0;
+  for (int i = 0; i < n; ++i) {
+    try {
+      co_await c.send<int>("work", msgpack::type::nil_t{}, {.idempotent = idempotent});
+      ++ok;
+    } catch (const tern::rpc_error&) {
+    }
+  }
+  co_return ok;
+}
+}  // namespace
+
+TEST_CASE("an endpoint failing every call is ejected after consecutive failures, and calls avoid it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance sick(io, 1, "127.0.0.1"), well(io, 2, "127.0.0.1");
+    sick.fail_status = 500;
+    auto o = quiet({at(sick), at(well)});
+    o.ejection = {.consecutive_failures = 3, .base_time = 10s, .probe_interval = 10s};
+    tern::client_proxy client(io, o);
+    int ok = co_await work(client, 40);
+    CHECK(sick.worked == 3);  // then ejected: the other 37 went to the well one
+    CHECK(ok == 37);
+    CHECK(client.stats().ejections == 1);
+    auto eps = client.endpoints();
+    REQUIRE(eps.size() == 2);
+    CHECK(eps[0].ejected);
+    CHECK_FALSE(eps[1].ejected);
+    client.close();
+  });
+}
+
+TEST_CASE("an ejected endpoint that answers tern.health comes back before its time is up") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance sick(io, 1, "127.0.0.1"), well(io, 2, "127.0.0.1");
+    sick.fail_status = 503;
+    auto o = quiet({at(sick), at(well)});
+    o.ejection = {.consecutive_failures = 2, .base_time = 30s, .probe_interval = 20ms};
+    tern::client_proxy client(io, o);
+    (void)co_await work(client, 4);
+    REQUIRE(client.stats().ejections == 1);
+    auto ejected_at = std::chrono::steady_clock::now();
+    sick.fail_status = 0;  // (its health answer never depended on it)
+    co_await until([&] { return !client.endpoints()[0].ejected; });
+    CHECK_FALSE(client.endpoints()[0].ejected);
+    CHECK(std::chrono::steady_clock::now() - ejected_at < 5s);  // not the 30 s
+    int before = sick.worked;
+    (void)co_await work(client, 4);
+    CHECK(sick.worked == before + 2);  // its turns again
+    client.close();
+  });
+}
+
+TEST_CASE("the only endpoint is never ejected, and at most the configured share is") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance a(io, 1, "127.0.0.1"), b(io, 2, "127.0.0.1");
+    a.fail_status = b.fail_status = 500;
+    auto lone = quiet({at(a)});
+    lone.ejection.consecutive_failures = 2;
+    tern::client_proxy one(io, lone);
+    (void)co_await work(one, 10);
+    CHECK(one.stats().ejections == 0);
+    CHECK(a.worked == 10);
+    auto both = quiet({at(a), at(b)});
+    both.ejection = {.consecutive_failures = 2,
+                     .base_time = 10s,
+                     .max_ejected_percent = 50,
+                     .probe_interval = 10s};
+    tern::client_proxy two(io, both);
+    (void)co_await work(two, 20);
+    CHECK(two.stats().ejections == 1);  // one of the two, never both
+    one.close();
+    two.close();
+  });
+}
+
+TEST_CASE(
+    "breaker: a service that times out opens it; calls then fail at once; a half-open "
+    "trial closes it on recovery") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance svc(io, 1, "127.0.0.1");
+    auto o = quiet({at(svc)});
+    o.timeout = 200ms;
+    o.breaker = {.consecutive_failures = 3, .failure_rate = 0, .open_time = 300ms};
+    tern::client_proxy client(io, o);
+    for (int i = 0; i < 3; ++i) {
+      try {
+        (void)co_await client.send<int>("hold");
+      } catch (const tern::rpc_error& e) {
+        CHECK(e.kind() == tern::errc::timeout);
+      }
+    }
+    CHECK(client.breaker() == tern::client_proxy::breaker_state::open);
+    CHECK(client.stats().breaker_opened == 1);
+    auto started = std::chrono::steady_clock::now();
+    std::optional<tern::rpc_error> fast;
+    try {
+      (void)co_await client.send<int>("who");
+    } catch (const tern::rpc_error& e) {
+      fast = e;
+    }
+    auto took = std::chrono::steady_clock::now() - started;
+    REQUIRE(fast.has_value());
+    CHECK(fast->kind() == tern::errc::circuit_open);
+    CHECK(took < 20ms);  // the timeout is 200 ms
+    CHECK(client.retry_after() > 0ms);
+    svc.release();  // the service recovers
+    co_await until(
+        [&] { return client.breaker() == tern::client_proxy::breaker_state::half_open; });
+    CHECK(co_await client.send<int>("who") == 1);  // the trial
+    CHECK(client.breaker() == tern::client_proxy::breaker_state::closed);
+    CHECK(co_await client.send<int>("who") == 1);
+    client.close();
+  });
+}
+
+TEST_CASE("idempotent calls are retried on the other endpoint, others are not") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance sick(io, 1, "127.0.0.1"), well(io, 2, "127.0.0.1");
+    sick.fail_status = 503;
+    tern::client_proxy client(io, quiet({at(sick), at(well)}));
+    CHECK(co_await work(client, 20, true) == 20);  // every one answered
+    CHECK(client.stats().retries == 10);           // the 10 that first went to the sick one
+    CHECK(co_await work(client, 20, false) == 10);
+    CHECK(client.stats().retries == 10);
+    client.close();
+  });
+}
+
+TEST_CASE("retry budget: with one of two endpoints failing every call, retries stay within it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance sick(io, 1, "127.0.0.1"), well(io, 2, "127.0.0.1");
+    sick.fail_status = 500;
+    auto o = quiet({at(sick), at(well)});
+    o.retry = {.max_attempts = 3,
+               .base_backoff = 0ms,
+               .budget_ratio = 0.2,
+               .budget_min_retries = 5,
+               .budget_window = 60s};
+    tern::client_proxy client(io, o);
+    int ok = co_await work(client, 200, true);
+    auto st = client.stats();
+    MESSAGE("retries ", st.retries, ", refused by the budget ", st.retries_refused, ", ok ", ok);
+    CHECK(st.retries <= 45);  // 0.2 x 200 + 5
+    CHECK(st.retries >= 30);  // and it is used
+    CHECK(st.retries_refused > 0);
+    CHECK(ok == 100 + static_cast<int>(st.retries));  // a retry lands on the well one
     client.close();
   });
 }

@@ -144,15 +144,19 @@ TEST_CASE(
 
 TEST_CASE("a second signal during the drain exits at once with status 1") {
   child_process server(service_binary, {});
+  std::chrono::steady_clock::time_point again, call_ended;
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     tern::client_proxy c(io, {.port = server.port()});
+    std::optional<tern::rpc_error> failure;
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
           try {
             co_await c.send<int>({{"cmd", "sleep"}}, 5000);
-          } catch (const tern::rpc_error&) {
+          } catch (const tern::rpc_error& e) {
+            failure = e;
           }
+          call_ended = std::chrono::steady_clock::now();
         },
         asio::detached);
     co_await being_handled(c, 1);
@@ -168,11 +172,15 @@ TEST_CASE("a second signal during the drain exits at once with status 1") {
       }
     }
     REQUIRE(draining);
-    auto again = std::chrono::steady_clock::now();
+    again = std::chrono::steady_clock::now();
     server.signal(SIGTERM);
-    CHECK(server.wait(2s) == 1);
-    CHECK(std::chrono::steady_clock::now() - again < 1s);  // not the 5 s call, nor the drain
+    // The process is gone: the 5 s call ends with its connection.
+    co_await tern::test::until([&] { return failure.has_value(); });
+    REQUIRE(failure.has_value());
+    CHECK(failure->kind() == errc::connection_closed);
   });
+  CHECK(server.wait(2s) == 1);
+  CHECK(call_ended - again < 1s);  // not the 5 s call, nor the drain
 }
 
 TEST_CASE("SIGINT on an idle service exits 0 promptly") {

@@ -22,6 +22,8 @@ std::string_view to_string(errc e) noexcept {
       return "protocol_error";
     case errc::cancelled:
       return "cancelled";
+    case errc::circuit_open:
+      return "circuit_open";
   }
   return "unknown";
 }

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tern/pattern.hpp"
+#include "tern/resilience.hpp"
 #include "tern/rpc_error.hpp"
 #include "tern/stream.hpp"
 #include "tern/transport/codec.hpp"
@@ -67,6 +68,9 @@ struct client_options {
   transport::connection_options connection{};
   /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
   std::shared_ptr<const transport::codec> codec{};
+  ejection_options ejection{};
+  breaker_options breaker{};
+  retry_options retry{};
 };
 
 struct call_options {
@@ -76,6 +80,9 @@ struct call_options {
   /// context, identity, deadline travel there), or empty for none. Must
   /// stay valid until the call has been sent (the awaiting frame).
   std::string_view meta{};
+  /// The call may run twice (a read, or a write the service deduplicates):
+  /// it is retried on another endpoint after failures (retry_options).
+  bool idempotent = false;
 };
 
 /// A client of one service, NestJS's ClientProxy:
@@ -199,12 +206,30 @@ class client_proxy {
     std::string address;  ///< "10.0.0.5:3001", "[::1]:3001"
     connection_state state = connection_state::disconnected;
     std::size_t pending = 0;  ///< calls waiting for replies on it
+    bool ejected = false;     ///< left out after consecutive failures
   };
   /// The endpoints calls are picked from now (after discovery, if any).
   [[nodiscard]] std::vector<endpoint_status> endpoints() const;
 
+  enum class breaker_state { closed, open, half_open };
+  [[nodiscard]] breaker_state breaker() const noexcept;
+  /// While the breaker is open, the time until it lets a trial call
+  /// through (what a gateway puts in Retry-After); else zero.
+  [[nodiscard]] std::chrono::milliseconds retry_after() const noexcept;
+
+  /// Counts since the client was made.
+  struct counters {
+    std::uint64_t retries = 0;          ///< attempts after the first
+    std::uint64_t retries_refused = 0;  ///< retries the budget did not allow
+    std::uint64_t ejections = 0;        ///< endpoints left out
+    std::uint64_t breaker_opened = 0;   ///< times the breaker opened
+    std::uint64_t breaker_refused = 0;  ///< calls failed at once while it was open
+  };
+  [[nodiscard]] counters stats() const noexcept;
+
   struct impl;
   struct endpoint;
+  struct call_slot;
   friend asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
  private:
@@ -224,6 +249,7 @@ struct raw_call {
   transport::value_sink on_value;  ///< each value of the reply, as it is read
   call_options options{};
   std::optional<rpc_error> error{};  ///< set if the call failed
+  int retries = 0;                   ///< attempts after the first (see retry_options)
   /// When the call ended (its final reply, or its failure): for timing each
   /// call of a scatter on its own.
   std::chrono::steady_clock::time_point ended{};

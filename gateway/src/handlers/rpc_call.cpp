@@ -133,6 +133,12 @@ class rpc_call final : public handler {
         upstreams_.warn_failure(upstream, req.method, req.target, *failed);
       }
       ctx.response = error_for(*failed, upstreams_.info(upstream));
+      if (failed->kind() == errc::circuit_open) {
+        // The breaker's next trial, in whole seconds (at least one).
+        auto ms = upstreams_.client(upstream).retry_after().count();
+        ctx.response.headers.emplace_back(
+            "Retry-After", std::to_string(std::max<long long>(1, (ms + 999) / 1000)));
+      }
       co_return;
     }
 

@@ -31,6 +31,9 @@ http::response error_for(const rpc_error& e, const upstream& service) {
     case errc::timeout:
       return error_response(504, "service " + service.name + " did not answer within " +
                                      std::to_string(service.timeout.count()) + " ms");
+    case errc::circuit_open:
+      return error_response(503,
+                            "service " + service.name + " is unavailable (circuit breaker open)");
     case errc::connection_refused:
     case errc::connection_closed:
     case errc::protocol_error:

@@ -21,6 +21,7 @@ enum class errc {
   decode_error,        ///< the reply (or request data) does not decode as the expected type
   protocol_error,      ///< the peer sent a frame that breaks the protocol
   cancelled,           ///< the call was cancelled (client closed, or cancellation requested)
+  circuit_open,        ///< the upstream's circuit breaker is open: the call was not sent
 };
 
 /// Stable lower-case name of an errc ("timeout", "no_handler", ...).
