@@ -60,13 +60,19 @@ class Stack:
     SECRET = "e2e-secret-that-is-at-least-32-bytes-long"  # the demo key's TERN_JWT_SECRET
 
     def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None,
-                 rate_limits=False):
+                 rate_limits=False, users_replicas=1, extra_users_endpoints=()):
         """policies replaces the config's top-level "policies"; edit(cfg)
         may change the rest of the config; the demo's rate limits (5 POSTs
         per 10 s) are off unless rate_limits; with capture_logs each process
-        writes its output to log(name)'s file."""
+        writes its output to log(name)'s file. users_replicas > 1 adds
+        users2, users3, ... (each with its own data directory), all of them
+        the gateway's users endpoints, with extra_users_endpoints
+        ("host:port") after them."""
+        self.extra_users_endpoints = list(extra_users_endpoints)
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
         self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
+        for i in range(2, users_replicas + 1):
+            self.ports[f"users{i}"] = free_port()
         self.admin = {name: free_port() for name in self.ports}
         self.log_level = log_level
         self.capture_logs = capture_logs
@@ -88,7 +94,7 @@ class Stack:
         self.config = os.path.join(self.dir, "routes.json")
         with open(self.config, "w") as f:
             json.dump(cfg, f)
-        for name in ("users", "products", "gateway"):
+        for name in [n for n in self.ports if n != "gateway"] + ["gateway"]:
             for attempt in range(5):
                 try:
                     self.start(name)
@@ -109,8 +115,9 @@ class Stack:
                   "--log-level", self.log_level]
         if name == "gateway":
             return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config] + common
-        return [os.path.join(BUILD, "services", name, f"{name}_service"),
-                "--data-dir", os.path.join(self.dir, "data")] + common
+        service = name.rstrip("0123456789")
+        return [os.path.join(BUILD, "services", service, f"{service}_service"),
+                "--data-dir", os.path.join(self.dir, "data" + name[len(service):])] + common
 
     def log_path(self, name):
         return os.path.join(self.dir, f"{name}.log")
@@ -122,7 +129,9 @@ class Stack:
 
     def start(self, name):
         env = dict(os.environ)
-        env["UPSTREAM_USERS"] = f"127.0.0.1:{self.ports['users']}"
+        env["UPSTREAM_USERS"] = ",".join([f"127.0.0.1:{port}" for name, port in self.ports.items()
+                                          if name.rstrip("0123456789") == "users"]
+                                         + self.extra_users_endpoints)
         env["UPSTREAM_PRODUCTS"] = f"127.0.0.1:{self.ports['products']}"
         env["TERN_JWT_SECRET"] = self.SECRET
         out = open(self.log_path(name), "a") if self.capture_logs else None

@@ -523,6 +523,51 @@ TEST_CASE("an upstream is host and port or a list of endpoints, balanced as conf
                       "dns.servers[0]");
 }
 
+TEST_CASE("an upstream's ejection, breaker and retry settings, and which routes are idempotent") {
+  auto cfg = parse_config(R"({"upstreams": {
+      "a": {"host": "h", "port": 1,
+            "ejection": {"consecutive_failures": 3, "base_ms": 200, "max_ejected_percent": 30},
+            "breaker": {"failure_rate": 0.25, "min_calls": 50, "open_ms": 1500},
+            "retry": {"max_attempts": 2, "budget_ratio": 0.1}},
+      "b": {"host": "h", "port": 2, "ejection": false, "breaker": false, "retry": false}},
+    "routes": [
+      {"method": "GET", "path": "/g", "service": "a", "pattern": "g"},
+      {"method": "POST", "path": "/p", "service": "a", "pattern": "p"},
+      {"method": "PUT", "path": "/u", "service": "a", "pattern": "u", "idempotent": true},
+      {"method": "GET", "path": "/n", "service": "a", "pattern": "n", "idempotent": false}]})");
+  const auto& a = cfg.upstreams[0];
+  CHECK(a.ejection.consecutive_failures == 3);
+  CHECK(a.ejection.base_time == std::chrono::milliseconds(200));
+  CHECK(a.ejection.max_ejected_percent == 30);
+  CHECK(a.breaker.failure_rate == doctest::Approx(0.25));
+  CHECK(a.breaker.min_calls == 50);
+  CHECK(a.breaker.open_time == std::chrono::milliseconds(1500));
+  CHECK(a.breaker.consecutive_failures == tern::breaker_options{}.consecutive_failures);
+  CHECK(a.retry.max_attempts == 2);
+  CHECK(a.retry.budget_ratio == doctest::Approx(0.1));
+  const auto& b = cfg.upstreams[1];
+  CHECK(b.ejection.consecutive_failures == 0);
+  CHECK(b.breaker.consecutive_failures == 0);
+  CHECK(b.breaker.failure_rate == 0);
+  CHECK(b.retry.max_attempts == 1);
+  CHECK(cfg.routes[0].idempotent);
+  CHECK_FALSE(cfg.routes[1].idempotent);
+  CHECK(cfg.routes[2].idempotent);
+  CHECK_FALSE(cfg.routes[3].idempotent);
+
+  auto upstream = [](const std::string& extra) {
+    return R"({"upstreams": {"u": {"host": "h", "port": 1, )" + extra + R"(}}, "routes": []})";
+  };
+  expect_config_error(upstream(R"("breaker": {"failure_rate": 2})"),
+                      "upstreams.u.breaker.failure_rate");
+  expect_config_error(upstream(R"("breaker": {"open": 5})"), "upstreams.u.breaker.open");
+  expect_config_error(upstream(R"("retry": {"max_attempts": 0})"),
+                      "upstreams.u.retry.max_attempts");
+  expect_config_error(upstream(R"("retry": true)"), "upstreams.u.retry");
+  expect_config_error(upstream(R"("ejection": {"max_ejected_percent": 101})"),
+                      "upstreams.u.ejection.max_ejected_percent");
+}
+
 TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {
   auto cfg = parse_config(minimal);
   setenv("UPSTREAM_USERS", "users:4001", 1);

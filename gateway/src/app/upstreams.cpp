@@ -48,7 +48,10 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
                  .timeout = u.timeout,
                  .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
                  .backoff_initial = std::chrono::milliseconds(50),
-                 .backoff_max = std::chrono::milliseconds(1000)}));
+                 .backoff_max = std::chrono::milliseconds(1000),
+                 .ejection = u.ejection,
+                 .breaker = u.breaker,
+                 .retry = u.retry}));
   }
   metrics.add_collector([this](std::vector<prometheus::MetricFamily>& out) {
     prometheus::MetricFamily f{
@@ -70,7 +73,61 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
       }
     }
     out.push_back(std::move(f));
+    resilience_families(out);
   });
+}
+
+// What ejection, the breakers and retries did, per upstream.
+void upstreams::resilience_families(std::vector<prometheus::MetricFamily>& out) const {
+  auto family = [&](const char* name, const char* help, prometheus::MetricType type, auto value) {
+    prometheus::MetricFamily f{name, help, type, {}};
+    for (std::size_t i = 0; i < clients_.size(); ++i) {
+      prometheus::ClientMetric m;
+      m.label = {{"service", config_[i].name}};
+      auto v = static_cast<double>(value(*clients_[i]));
+      (type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value) = v;
+      f.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(f));
+  };
+  using type = prometheus::MetricType;
+  family("rpc_client_retries_total", "Attempts after the first, per upstream.", type::Counter,
+         [](const client_proxy& c) { return c.stats().retries; });
+  family("rpc_client_retries_refused_total",
+         "Retries the retry budget did not allow, per upstream.", type::Counter,
+         [](const client_proxy& c) { return c.stats().retries_refused; });
+  family("rpc_client_ejections_total",
+         "Endpoints left out after consecutive failures, per upstream.", type::Counter,
+         [](const client_proxy& c) { return c.stats().ejections; });
+  family("rpc_client_endpoints_ejected", "Endpoints left out now, per upstream.", type::Gauge,
+         [](const client_proxy& c) {
+           auto eps = c.endpoints();
+           return std::count_if(eps.begin(), eps.end(), [](const auto& e) { return e.ejected; });
+         });
+  family("rpc_client_breaker_opened_total", "Times the upstream's circuit breaker opened.",
+         type::Counter, [](const client_proxy& c) { return c.stats().breaker_opened; });
+  family("rpc_client_breaker_refused_total",
+         "Calls failed at once (503) while the upstream's circuit breaker was open.", type::Counter,
+         [](const client_proxy& c) { return c.stats().breaker_refused; });
+
+  prometheus::MetricFamily f{"rpc_client_breaker_state",
+                             "The upstream's circuit breaker: 1 for its current state.",
+                             type::Gauge,
+                             {}};
+  static const std::pair<client_proxy::breaker_state, const char*> states[] = {
+      {client_proxy::breaker_state::closed, "closed"},
+      {client_proxy::breaker_state::open, "open"},
+      {client_proxy::breaker_state::half_open, "half_open"}};
+  for (std::size_t i = 0; i < clients_.size(); ++i) {
+    auto now = clients_[i]->breaker();
+    for (const auto& [s, name] : states) {
+      prometheus::ClientMetric m;
+      m.label = {{"service", config_[i].name}, {"state", name}};
+      m.gauge.value = now == s ? 1 : 0;
+      f.metric.push_back(std::move(m));
+    }
+  }
+  out.push_back(std::move(f));
 }
 
 void upstreams::watch(std::vector<std::size_t> used) {

@@ -13,6 +13,10 @@
 #include <string>
 #include <vector>
 
+namespace prometheus {
+struct MetricFamily;
+}
+
 namespace tern::gateway {
 
 /// One client_proxy per upstream of the config (one connection per
@@ -51,6 +55,7 @@ class upstreams {
   void close();
 
  private:
+  void resilience_families(std::vector<prometheus::MetricFamily>& out) const;
   asio::awaitable<void> probe_loop(std::size_t i);
   asio::awaitable<void> probe_rounds(std::size_t i);
 

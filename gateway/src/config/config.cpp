@@ -84,17 +84,97 @@ std::string checked_endpoint(const std::string& text, const std::string& where) 
   }
 }
 
+// A section's keys are all known ones; `keys` lists them for the message.
+void known_keys(const json& obj, std::initializer_list<const char*> keys,
+                const std::string& where) {
+  for (const auto& [key, v] : obj.items()) {
+    if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return key == k; })) {
+      std::string list;
+      for (const char* k : keys) list += std::string(list.empty() ? "" : ", ") + k;
+      bad(where + "." + key, "unknown setting (" + list + ")");
+    }
+  }
+}
+
+int read_int(const json& obj, const char* key, int def, int lo, int hi, const std::string& where) {
+  if (!obj.contains(key)) return def;
+  const auto& v = obj[key];
+  if (!v.is_number_integer() || v.get<long>() < lo || v.get<long>() > hi) {
+    bad(where + "." + key,
+        "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  return static_cast<int>(v.get<long>());
+}
+
+double read_share(const json& obj, const char* key, double def, const std::string& where) {
+  if (!obj.contains(key)) return def;
+  const auto& v = obj[key];
+  if (!v.is_number() || v.get<double>() < 0 || v.get<double>() > 1) {
+    bad(where + "." + key, "must be a number from 0 to 1");
+  }
+  return v.get<double>();
+}
+
+// "ejection", "breaker", "retry": an object of settings, or false for off.
+void read_ejection(const json& v, tern::ejection_options& e, const std::string& where) {
+  if (v == false) {
+    e.consecutive_failures = 0;
+    return;
+  }
+  known_keys(
+      v, {"consecutive_failures", "base_ms", "max_ms", "max_ejected_percent", "probe_interval_ms"},
+      where);
+  e.consecutive_failures =
+      read_int(v, "consecutive_failures", e.consecutive_failures, 1, 1000000, where);
+  e.base_time = read_ms(v, "base_ms", e.base_time, where);
+  e.max_time = read_ms(v, "max_ms", e.max_time, where);
+  e.max_ejected_percent = read_int(v, "max_ejected_percent", e.max_ejected_percent, 0, 100, where);
+  e.probe_interval = read_ms(v, "probe_interval_ms", e.probe_interval, where);
+}
+
+void read_breaker(const json& v, tern::breaker_options& b, const std::string& where) {
+  if (v == false) {
+    b.consecutive_failures = 0;
+    b.failure_rate = 0;
+    return;
+  }
+  known_keys(v,
+             {"consecutive_failures", "failure_rate", "window_ms", "min_calls", "open_ms",
+              "half_open_calls"},
+             where);
+  b.consecutive_failures =
+      read_int(v, "consecutive_failures", b.consecutive_failures, 0, 1000000, where);
+  b.failure_rate = read_share(v, "failure_rate", b.failure_rate, where);
+  b.window = read_ms(v, "window_ms", b.window, where);
+  b.min_calls = read_int(v, "min_calls", b.min_calls, 1, 1000000, where);
+  b.open_time = read_ms(v, "open_ms", b.open_time, where);
+  b.half_open_calls = read_int(v, "half_open_calls", b.half_open_calls, 1, 1000, where);
+}
+
+void read_retry(const json& v, tern::retry_options& r, const std::string& where) {
+  if (v == false) {
+    r.max_attempts = 1;
+    return;
+  }
+  known_keys(v,
+             {"max_attempts", "base_backoff_ms", "max_backoff_ms", "budget_ratio",
+              "budget_min_retries", "budget_window_ms"},
+             where);
+  r.max_attempts = read_int(v, "max_attempts", r.max_attempts, 1, 10, where);
+  r.base_backoff = read_ms(v, "base_backoff_ms", r.base_backoff, where);
+  r.max_backoff = read_ms(v, "max_backoff_ms", r.max_backoff, where);
+  r.budget_ratio = read_share(v, "budget_ratio", r.budget_ratio, where);
+  r.budget_min_retries = read_int(v, "budget_min_retries", r.budget_min_retries, 0, 1000000, where);
+  r.budget_window = read_ms(v, "budget_window_ms", r.budget_window, where);
+}
+
 upstream read_upstream(const std::string& name, const json& u) {
   std::string where = "upstreams." + name;
   if (!u.is_object()) bad(where, "must be an object with host and port, or endpoints");
-  for (const auto& [key, v] : u.items()) {
-    static const char* known[] = {"host",       "port",    "endpoints",
-                                  "timeout_ms", "balance", "resolve_interval_ms"};
-    if (std::find(std::begin(known), std::end(known), key) == std::end(known)) {
-      bad(where + "." + key,
-          "unknown setting (host, port, endpoints, timeout_ms, balance, resolve_interval_ms)");
-    }
-  }
+  known_keys(u,
+             {"host", "port", "endpoints", "timeout_ms", "balance", "resolve_interval_ms",
+              "ejection", "breaker", "retry"},
+             where);
   upstream up;
   up.name = name;
   if (u.contains("endpoints")) {
@@ -124,6 +204,17 @@ upstream read_upstream(const std::string& name, const json& u) {
       bad(where + ".balance", "must be \"least_outstanding\" or \"round_robin\"");
     }
   }
+  auto section = [&](const char* key) -> const json* {
+    if (!u.contains(key)) return nullptr;
+    const auto& v = u[key];
+    if (!v.is_object() && v != false) {
+      bad(where + "." + key, "must be an object of settings, or false");
+    }
+    return &v;
+  };
+  if (const auto* v = section("ejection")) read_ejection(*v, up.ejection, where + ".ejection");
+  if (const auto* v = section("breaker")) read_breaker(*v, up.breaker, where + ".breaker");
+  if (const auto* v = section("retry")) read_retry(*v, up.retry, where + ".retry");
   return up;
 }
 
@@ -323,6 +414,11 @@ gateway_config parse_config(const std::string& text) {
       for (const auto& [key, c] : agg.items()) {
         rt.calls.emplace_back(key, read_call(c, cfg, where + ".aggregate." + key));
       }
+    }
+    rt.idempotent = rt.method == "GET";
+    if (r.contains("idempotent")) {
+      if (!r["idempotent"].is_boolean()) bad(where + ".idempotent", "must be true or false");
+      rt.idempotent = r["idempotent"].get<bool>();
     }
     if (r.contains("policies")) {
       if (!r["policies"].is_object()) bad(where + ".policies", "must be an object");

@@ -4,6 +4,7 @@
 #include <tern/http/request_parser.hpp>
 
 #include <tern/pattern.hpp>
+#include <tern/resilience.hpp>
 
 #include <array>
 #include <chrono>
@@ -29,6 +30,9 @@ struct upstream {
   std::chrono::milliseconds timeout{3000};
   bool round_robin = false;  ///< else least outstanding of two random choices
   std::chrono::milliseconds resolve_interval{5000};
+  tern::ejection_options ejection{};
+  tern::breaker_options breaker{};
+  tern::retry_options retry{};
 };
 
 /// Where a call's data comes from; several are merged (objects, in order).
@@ -48,6 +52,9 @@ struct route {
   std::vector<std::pair<std::string, call_spec>>
       calls;  ///< one call, or an aggregate's keyed calls
   bool aggregate = false;
+  /// Its calls may run twice, so failed ones are retried on another
+  /// endpoint ("idempotent"; by default GET and HEAD routes are).
+  bool idempotent = false;
   /// The route's "policies" object as JSON text ("{}" when absent): each
   /// policy's factory reads and validates its own key (pipeline/registry).
   std::string policies = "{}";

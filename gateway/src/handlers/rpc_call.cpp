@@ -107,7 +107,7 @@ class rpc_call final : public handler {
                        .p = &spec.pattern,
                        .packed_data = data[i],
                        .on_value = sinks[i],
-                       .options = {.meta = meta[i]}});
+                       .options = {.meta = meta[i], .idempotent = route_.idempotent}});
     }
     auto sent = std::chrono::steady_clock::now();
     co_await tern::send_raw_all(calls);
@@ -117,7 +117,8 @@ class rpc_call final : public handler {
       const auto& e = calls[i].error;
       ctx.calls.push_back({.call = i,
                            .error = e ? std::optional(e->kind()) : std::nullopt,
-                           .took = calls[i].ended - sent});
+                           .took = calls[i].ended - sent,
+                           .retries = calls[i].retries});
       if (e && !failed) {
         failed = &*e;
         failed_call = i;

@@ -26,6 +26,7 @@ struct upstream_call {
     return error ? to_string(*error) : std::string_view("ok");
   }
   std::chrono::nanoseconds took{};
+  int retries = 0;  ///< attempts after the first
 };
 
 /// One HTTP request on its way through a route's chain. Made by the

@@ -294,6 +294,7 @@ class access_log final : public policy {
         field(line_, "pattern", pattern, true);
         field(line_, "outcome", c.outcome(), true);
         number(line_, "duration_us", micros(c.took), true);
+        if (c.retries > 0) number(line_, "retries", c.retries, true);
         line_ += '}';
       } else {
         line_ += service;
@@ -304,6 +305,10 @@ class access_log final : public policy {
         line_ += ' ';
         append_number(line_, micros(c.took));
         line_ += "us";
+        if (c.retries > 0) {
+          line_ += " retries=";
+          append_number(line_, c.retries);
+        }
       }
     }
     line_ += ']';
