@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <random>
 #include <stdexcept>
+#include <unordered_set>
 
 namespace tern {
 
@@ -437,6 +438,8 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
   detail::circuit_breaker breaker;
   detail::retry_budget budget;
   counters stats{};
+  std::uint64_t closes = 0;  // close() calls: a call begun before one is not retried
+  std::unordered_set<call_slot*> backing_off;  // calls waiting to retry
 
   // ---- outcomes: ejection and the breaker ----
 
@@ -542,6 +545,7 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
   static asio::awaitable<void> retry(std::shared_ptr<impl> self, call_slot& sl,
                                      std::shared_ptr<bool> alive, std::chrono::milliseconds wait);
   static asio::awaitable<void> run(std::span<call_slot> slots);
+  void wake_backoffs();
 };
 
 client_proxy::client_proxy(client_options options)
@@ -558,6 +562,8 @@ asio::awaitable<void> client_proxy::connect() {
 }
 
 void client_proxy::close() {
+  ++impl_->closes;  // the calls it ends are not retried, and those waiting to be end now
+  impl_->wake_backoffs();
   impl_->stop_lookups();
   for (auto& ep : impl_->endpoints) {
     if (ep->conn) ep->conn->close("client closed");
@@ -628,6 +634,7 @@ struct client_proxy::call_slot {
   bool cancelled = false;
   int tries = 0;                          // attempts begun
   int retries = 0;                        // of them, after the first
+  std::uint64_t closes = 0;               // the client's close() count when the call began
   int breaker_vote = -1;                  // the last attempt's: -1 none, 0 success, 1 failure
   asio::steady_timer* backoff = nullptr;  // while waiting to retry
   std::optional<rpc_error> error;
@@ -727,7 +734,7 @@ void client_proxy::impl::not_sent(call_slot& sl, const rpc_error& e) {
 
 bool client_proxy::impl::may_retry(call_slot& sl, const rpc_error& e, bool sent,
                                    clock::time_point now) {
-  if (sl.cancelled || sl.tries >= options.retry.max_attempts) return false;
+  if (sl.cancelled || sl.closes != closes || sl.tries >= options.retry.max_attempts) return false;
   // A call that was sent runs again only if it may; one that never left
   // (no endpoint would connect) may always be sent.
   bool retryable = sent ? sl.idempotent && detail::counts_as_failure(e) && e.kind() != errc::timeout
@@ -757,12 +764,17 @@ asio::awaitable<void> client_proxy::impl::retry(std::shared_ptr<impl> self, call
                                                 std::chrono::milliseconds wait) {
   asio::steady_timer t(self->executor, wait);
   sl.backoff = &t;
+  self->backing_off.insert(&sl);
   co_await t.async_wait(nothrow);
   if (!*alive) co_return;  // the awaiting frame is gone, and the slot with it
+  self->backing_off.erase(&sl);
   sl.backoff = nullptr;
   try {
     if (sl.cancelled)
       throw rpc_error(errc::cancelled, std::string(sl.p->canonical()) + " cancelled");
+    if (sl.closes != self->closes) {
+      throw rpc_error(errc::connection_closed, std::string(sl.p->canonical()) + ": client closed");
+    }
     if (self->try_send(sl)) co_return;
     auto ep = co_await self->connect_for(sl);
     if (!*alive) co_return;
@@ -775,6 +787,11 @@ asio::awaitable<void> client_proxy::impl::retry(std::shared_ptr<impl> self, call
       if (*alive) self->not_sent(sl, e);
     });
   }
+}
+
+// close(): calls waiting to retry wake now, and end (they began before it).
+void client_proxy::impl::wake_backoffs() {
+  for (auto* sl : backing_off) sl->backoff->cancel();
 }
 
 void client_proxy::impl::finish(call_slot& sl, clock::time_point now) {
@@ -799,13 +816,17 @@ asio::awaitable<void> client_proxy::impl::run(std::span<call_slot> slots) {
       if (all.alive) *all.alive = false;
       for (auto& sl : slots) {
         if (sl.conn) sl.conn->abandon(sl.state);
-        if (sl.backoff) sl.backoff->cancel();
+        if (sl.backoff) {
+          sl.owner->backing_off.erase(&sl);
+          sl.backoff->cancel();
+        }
       }
     }
   } guard{slots, all};
   for (auto& sl : slots) {
     sl.all = &all;
     auto& self = *sl.owner;
+    sl.closes = self.closes;
     try {
       if (!self.try_send(sl)) {
         auto ep = co_await self.connect_for(sl);

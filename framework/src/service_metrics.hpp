@@ -20,7 +20,7 @@ class Family;
 namespace tern::detail {
 
 /// Outcome slots: 0 is "ok", then one per errc value.
-inline constexpr std::size_t outcome_slots = static_cast<std::size_t>(errc::cancelled) + 1;
+inline constexpr std::size_t outcome_slots = errc_slots;
 inline constexpr std::size_t outcome_ok = 0;
 [[nodiscard]] inline std::size_t outcome_of(errc e) noexcept {
   return static_cast<std::size_t>(e);

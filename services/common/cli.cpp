@@ -1,5 +1,7 @@
 #include "cli.hpp"
 
+#include "pg_db.hpp"
+
 #include <tern/offload.hpp>
 
 #include <algorithm>
@@ -23,6 +25,9 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
               "port of the admin listener (0 picks a free one)"},
              {"data-dir", "DATA_DIR", "data",
               "directory of the " + name + ".db file (created if missing)"},
+             {"database", "DATABASE_URL", "",
+              "a PostgreSQL URL (postgres://user:password@host:5432/db) to keep " + name +
+                  " in instead of SQLite: what replicas share"},
              {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
              {"drain-grace-ms", "DRAIN_GRACE_MS", "500",
               "on SIGTERM, how long to go on serving after the goaway"},
@@ -32,6 +37,13 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
               "worker threads for SQLite (one connection behind a lock: more only contend)"}});
   set_log_level(args["log-level"]);
   tern::set_worker_threads(static_cast<unsigned>(std::max(1, std::atoi(args["workers"].c_str()))));
+  if (!args["database"].empty() && !demo::is_postgres_url(args["database"])) {
+    std::cerr << name << "_service: --database must be a postgres:// or postgresql:// URL\n";
+    std::exit(2);
+  }
+  // Where the repository keeps its data: the server, or a file in data-dir.
+  args["store"] =
+      args["database"].empty() ? args["data-dir"] + "/" + name + ".db" : args["database"];
   std::error_code ec;
   std::filesystem::create_directories(args["data-dir"], ec);
   if (ec) {

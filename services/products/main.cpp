@@ -7,7 +7,7 @@
 int main(int argc, char** argv) {
   auto args = tern::cli::parse_service(argc, argv, "products", "3002", "9102");
   try {
-    tern::demo::products_repository repo(args["data-dir"] + "/products.db");
+    tern::demo::products_repository repo(args["store"]);
     tern::microservice app(
         {.host = args["host"],
          .port = tern::cli::port(args["port"], "--port"),

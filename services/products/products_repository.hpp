@@ -2,11 +2,11 @@
 #pragma once
 
 #include "fields.hpp"
-#include "sqlite_db.hpp"
 
 #include <msgpack.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,21 +29,31 @@ struct new_product {
 /// Throws rpc_error 400 naming the field.
 new_product validate_new_product(const fields& f);
 
-/// Products in an SQLite file, created and seeded on first use.
-/// Thread-safe (one lock around the connection); calls block, so the
-/// service runs them through tern::offload.
+/// Products in an SQLite file (the default: one instance, no server), or
+/// in PostgreSQL (postgres://... : what replicas share), created and seeded
+/// on first use. Thread-safe (one lock around the connection); calls
+/// block, so the service runs them through tern::offload. With PostgreSQL,
+/// a database that cannot be reached is an rpc_error 503.
 class products_repository {
  public:
-  explicit products_repository(const std::string& db_path);
+  /// `where`: an SQLite file's path, or a PostgreSQL URL.
+  explicit products_repository(const std::string& where);
+  ~products_repository();
 
   std::vector<product> list(const page& p);
   std::optional<product> find(std::int64_t id);
   /// Throws rpc_error 409 when the name is taken.
   product create(const new_product& p);
 
+  struct backend {
+    virtual ~backend() = default;
+    virtual std::vector<product> list(const page& p) = 0;
+    virtual std::optional<product> find(std::int64_t id) = 0;
+    virtual product create(const new_product& n) = 0;
+  };
+
  private:
-  sqlite_db db_;
-  std::unique_ptr<statement> list_, find_, insert_;
+  std::unique_ptr<backend> backend_;
 };
 
 }  // namespace tern::demo

@@ -7,7 +7,7 @@
 int main(int argc, char** argv) {
   auto args = tern::cli::parse_service(argc, argv, "users", "3001", "9101");
   try {
-    tern::demo::users_repository repo(args["data-dir"] + "/users.db");
+    tern::demo::users_repository repo(args["store"]);
     tern::microservice app(
         {.host = args["host"],
          .port = tern::cli::port(args["port"], "--port"),

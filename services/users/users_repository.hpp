@@ -2,11 +2,11 @@
 #pragma once
 
 #include "fields.hpp"
-#include "sqlite_db.hpp"
 
 #include <msgpack.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,21 +29,31 @@ struct new_user {
 /// Throws rpc_error 400 naming the field.
 new_user validate_new_user(const fields& f);
 
-/// Users in an SQLite file, created and seeded on first use.
-/// Thread-safe (one lock around the connection); calls block, so the
-/// service runs them through tern::offload.
+/// Users in an SQLite file (the default: one instance, no server), or
+/// in PostgreSQL (postgres://... : what replicas share), created and seeded
+/// on first use. Thread-safe (one lock around the connection); calls
+/// block, so the service runs them through tern::offload. With PostgreSQL,
+/// a database that cannot be reached is an rpc_error 503.
 class users_repository {
  public:
-  explicit users_repository(const std::string& db_path);
+  /// `where`: an SQLite file's path, or a PostgreSQL URL.
+  explicit users_repository(const std::string& where);
+  ~users_repository();
 
   std::vector<user> list(const page& p);
   std::optional<user> find(std::int64_t id);
   /// Throws rpc_error 409 when the email is taken.
   user create(const new_user& u);
 
+  struct backend {
+    virtual ~backend() = default;
+    virtual std::vector<user> list(const page& p) = 0;
+    virtual std::optional<user> find(std::int64_t id) = 0;
+    virtual user create(const new_user& n) = 0;
+  };
+
  private:
-  sqlite_db db_;
-  std::unique_ptr<statement> list_, find_, insert_;
+  std::unique_ptr<backend> backend_;
 };
 
 }  // namespace tern::demo

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -152,6 +153,94 @@ class BrokenInstanceTest(unittest.TestCase):
         finally:
             stack.close()
             dropper.close()
+
+
+def scratch_postgres():
+    """The URL of ctest's scratch PostgreSQL server, its demo tables dropped."""
+    path = os.environ.get("TERN_TEST_PG")
+    if not path:
+        raise AssertionError("TERN_TEST_PG is not set: run this with ctest, which starts PostgreSQL")
+    with open(path) as f:
+        url = f.read().strip()
+    subprocess.run(["psql", "-q", url, "-c", "DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS products"],
+                   check=True, capture_output=True)
+    return url
+
+
+class SharedDatabaseTest(unittest.TestCase):
+    def test_two_users_instances_on_one_postgres_each_read_what_the_gateway_created(self):
+        stack = Stack(users_replicas=2, database=scratch_postgres())
+        try:
+            port = stack.ports["gateway"]
+            created = []
+            for i in range(50):
+                status, user = call(port, "POST", "/api-gateway/users",
+                                    {"name": f"Shared {i}", "email": f"shared{i}@example.org"}, stack.as_admin)
+                self.assertEqual(status, 201, user)
+                created.append(user)
+            self.assertEqual(len({u["id"] for u in created}), 50)
+            # Straight to each instance, on its own port: every one is there, right away.
+            for name in ("users", "users2"):
+                for user in created:
+                    self.assertEqual(tern_call(stack.ports[name], {"cmd": "get_user"}, {"id": user["id"]}), user)
+            status, body = call(port, "POST", "/api-gateway/users",
+                                {"name": "Again", "email": "shared7@example.org"}, stack.as_admin)
+            self.assertEqual(status, 409)  # one UNIQUE index behind both
+        finally:
+            stack.close()
+
+
+def tern_call(port, pattern, data):
+    out = subprocess.run([os.path.join(stack_test.BUILD, "tools", "tern_call"), "--port", str(port),
+                          json.dumps(pattern), json.dumps(data)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+class BreakerTest(unittest.TestCase):
+    def test_a_service_that_stops_answering_opens_the_breaker_503_with_retry_after_then_recovers(self):
+        def edit(cfg):
+            cfg["upstreams"]["users"]["breaker"] = {"consecutive_failures": 3, "open_ms": 1500}
+        stack = Stack(edit=edit, capture_logs=True, log_level="info")
+        try:
+            port = stack.ports["gateway"]
+            self.assertEqual(call(port, "GET", "/api-gateway/users")[0], 200)
+            stack.procs["users"].send_signal(signal.SIGSTOP)  # frozen: every call times out
+            try:
+                # Timeouts (504; the readiness probes' count too) open it.
+                seen = [call(port, "GET", "/api-gateway/users")[0] for _ in range(2)]
+                self.assertIn(504, seen + [504] if 503 in seen else seen)
+                until(lambda: call(port, "GET", "/api-gateway/users")[0] == 503, what="the breaker open")
+                started = time.monotonic()
+                status, headers, body = call_with_headers(port, "/api-gateway/users")
+                took = time.monotonic() - started
+            finally:
+                stack.procs["users"].send_signal(signal.SIGCONT)
+            self.assertEqual(status, 503)
+            self.assertEqual(body["message"], "service users is unavailable (circuit breaker open)")
+            self.assertIn(headers["retry-after"], ("1", "2"))
+            self.assertLess(took, 0.5)  # at once, not after the 1 s timeout
+            self.assertEqual(call(port, "GET", "/api-gateway/products")[0], 200)  # others unaffected
+            metrics = lambda: Metrics(call(stack.admin["gateway"], "GET", "/metrics", raw=True)[1])
+            self.assertEqual(metrics().value("rpc_client_breaker_state", service="users", state="open"), 1)
+            # After open_ms, a trial call goes through and closes it.
+            until(lambda: call(port, "GET", "/api-gateway/users")[0] == 200, what="a 200 after the breaker")
+            self.assertEqual(metrics().value("rpc_client_breaker_state", service="users", state="closed"), 1)
+            self.assertEqual(metrics().value("rpc_client_breaker_opened_total", service="users"), 1)
+        except Exception:
+            print(stack.log("gateway")[-3000:], "gateway exit:", stack.procs["gateway"].poll(), file=sys.stderr)
+            raise
+        finally:
+            stack.close()
+
+
+def call_with_headers(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, json.loads(r.read())
+    finally:
+        conn.close()
 
 
 def call(port, method, path, body=None, headers=None, raw=False):

@@ -60,14 +60,16 @@ class Stack:
     SECRET = "e2e-secret-that-is-at-least-32-bytes-long"  # the demo key's TERN_JWT_SECRET
 
     def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None,
-                 rate_limits=False, users_replicas=1, extra_users_endpoints=()):
+                 rate_limits=False, users_replicas=1, extra_users_endpoints=(), database=None):
         """policies replaces the config's top-level "policies"; edit(cfg)
         may change the rest of the config; the demo's rate limits (5 POSTs
         per 10 s) are off unless rate_limits; with capture_logs each process
         writes its output to log(name)'s file. users_replicas > 1 adds
         users2, users3, ... (each with its own data directory), all of them
         the gateway's users endpoints, with extra_users_endpoints
-        ("host:port") after them."""
+        ("host:port") after them. database: a PostgreSQL URL the services
+        keep their data in (instead of SQLite files)."""
+        self.database = database
         self.extra_users_endpoints = list(extra_users_endpoints)
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
         self.ports = {"users": free_port(), "products": free_port(), "gateway": free_port()}
@@ -116,8 +118,9 @@ class Stack:
         if name == "gateway":
             return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config] + common
         service = name.rstrip("0123456789")
+        store = ["--database", self.database] if self.database else []
         return [os.path.join(BUILD, "services", service, f"{service}_service"),
-                "--data-dir", os.path.join(self.dir, "data" + name[len(service):])] + common
+                "--data-dir", os.path.join(self.dir, "data" + name[len(service):])] + store + common
 
     def log_path(self, name):
         return os.path.join(self.dir, f"{name}.log")

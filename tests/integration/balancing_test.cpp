@@ -361,3 +361,31 @@ TEST_CASE("retry budget: with one of two endpoints failing every call, retries s
     client.close();
   });
 }
+
+TEST_CASE("close() ends idempotent calls in flight without retrying them") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    instance a(io, 1, "127.0.0.1"), b(io, 2, "127.0.0.1");
+    tern::client_proxy client(io, quiet({at(a), at(b)}));
+    std::optional<tern::rpc_error> failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+          try {
+            (void)co_await client.send<int>("hold", msgpack::type::nil_t{}, {.idempotent = true});
+          } catch (const tern::rpc_error& e) {
+            failure = e;
+          }
+        },
+        asio::detached);
+    co_await until([&] { return a.held + b.held == 1; });
+    client.close();
+    co_await until([&] { return failure.has_value(); });
+    REQUIRE(failure.has_value());
+    CHECK(failure->kind() == tern::errc::connection_closed);
+    CHECK(client.stats().retries == 0);
+    CHECK(a.held + b.held == 1);  // not sent again
+    a.release();
+    b.release();
+    client.close();
+  });
+}

@@ -1,9 +1,13 @@
 #include "products_repository.hpp"
 #include "users_repository.hpp"
 
+#include "pg_db.hpp"
+
 #include <doctest/doctest.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 using namespace tern::demo;
 
@@ -35,26 +39,77 @@ int status_of(auto&& f) {
   return 0;
 }
 
+// The scratch PostgreSQL server ctest starts (scripts/pg-scratch; the file
+// TERN_TEST_PG names holds its URL), with the demo's tables dropped.
+std::string fresh_postgres() {
+  const char* file = std::getenv("TERN_TEST_PG");
+  REQUIRE_MESSAGE(file,
+                  "TERN_TEST_PG is not set: run these tests with ctest, which starts PostgreSQL");
+  std::ifstream in(file);
+  std::string url;
+  std::getline(in, url);
+  REQUIRE_MESSAGE(!url.empty(), "no PostgreSQL URL in ", file);
+  pg_db db(url);
+  db.exec("DROP TABLE IF EXISTS users; DROP TABLE IF EXISTS products");
+  return url;
+}
+
+// Where each backend keeps a repository: an SQLite file, or the server.
+struct backend {
+  const char* name;
+  std::string (*where)(const temp_dir&, const char* file);
+};
+const backend backends[] = {
+    {"sqlite", [](const temp_dir& d, const char* file) { return d.file(file); }},
+    {"postgres", [](const temp_dir&, const char*) { return fresh_postgres(); }},
+};
+
 }  // namespace
 
-TEST_CASE("users: seeded on first start, created, found, kept across reopen") {
-  temp_dir dir;
-  std::int64_t id = 0;
-  {
-    users_repository repo(dir.file("users.db"));
-    CHECK(repo.list({}).size() == 3);
-    auto u = repo.create({"Edsger", "ed@example.org"});
-    id = u.id;
-    CHECK(repo.find(id)->email == "ed@example.org");
-    CHECK_FALSE(repo.find(9999).has_value());
-    CHECK(status_of([&] { repo.create({"Other", "ed@example.org"}); }) == 409);
-    auto page = repo.list({.limit = 2, .offset = 1});
-    REQUIRE(page.size() == 2);
-    CHECK(page[0].id == 2);
+TEST_CASE("users: seeded on first start, created, found, kept across reopen (both backends)") {
+  for (const auto& b : backends) {
+    CAPTURE(b.name);
+    temp_dir dir;
+    auto where = b.where(dir, "users.db");
+    std::int64_t id = 0;
+    {
+      users_repository repo(where);
+      CHECK(repo.list({}).size() == 3);
+      auto u = repo.create({"Edsger", "ed@example.org"});
+      id = u.id;
+      CHECK(repo.find(id)->email == "ed@example.org");
+      CHECK_FALSE(repo.find(9999).has_value());
+      CHECK(status_of([&] { repo.create({"Other", "ed@example.org"}); }) == 409);
+      auto page = repo.list({.limit = 2, .offset = 1});
+      REQUIRE(page.size() == 2);
+      CHECK(page[0].id == 2);
+    }
+    users_repository reopened(where);
+    CHECK(reopened.list({}).size() == 4);  // not seeded twice
+    CHECK(reopened.find(id)->name == "Edsger");
   }
-  users_repository reopened(dir.file("users.db"));
-  CHECK(reopened.list({}).size() == 4);  // not seeded twice
-  CHECK(reopened.find(id)->name == "Edsger");
+}
+
+TEST_CASE("postgres: two repositories on one database see each other's writes at once") {
+  auto url = fresh_postgres();
+  users_repository a(url), b(url);  // two replicas' worth
+  CHECK(a.list({}).size() == 3);    // seeded once, not twice
+  for (int i = 0; i < 20; ++i) {
+    auto u =
+        (i % 2 ? a : b).create({"U" + std::to_string(i), "u" + std::to_string(i) + "@example.org"});
+    CHECK(a.find(u.id)->email == u.email);
+    CHECK(b.find(u.id)->email == u.email);
+  }
+  CHECK(status_of([&] { b.create({"Again", "u3@example.org"}); }) == 409);
+  products_repository pa(url), pb(url);
+  auto p = pa.create({"Colossus", 1943.75});
+  CHECK(pb.find(p.id)->price == 1943.75);
+}
+
+TEST_CASE("postgres: a server that cannot be reached is a 503, not a crash") {
+  CHECK(status_of([] {
+          users_repository r("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
+        }) == 503);
 }
 
 TEST_CASE("users: validation names the field") {
@@ -83,7 +138,21 @@ TEST_CASE("users: validation names the field") {
   CHECK(validate_new_user(fields(ok.get())).email == "a@b.co");
 }
 
-TEST_CASE("products: price must be a number >= 0, names are unique") {
+TEST_CASE("products: price must be a number >= 0, names are unique (both backends)") {
+  for (const auto& b : backends) {
+    CAPTURE(b.name);
+    temp_dir dir;
+    products_repository repo(b.where(dir, "products.db"));
+    CHECK(repo.list({}).size() == 3);
+    auto p = repo.create({"Z3", 1941});
+    CHECK(repo.find(p.id)->price == 1941);
+    CHECK(repo.find(p.id)->name == "Z3");
+    CHECK(status_of([&] { repo.create({"Z3", 1}); }) == 409);
+    CHECK(repo.list({.limit = 10, .offset = 0}).back().id == p.id);
+  }
+}
+
+TEST_CASE("products: validation of price") {
   temp_dir dir;
   products_repository repo(dir.file("products.db"));
   CHECK(repo.list({}).size() == 3);

@@ -64,7 +64,7 @@ std::string_view method_label(std::string_view m) {
 // front, the other outcomes' counters on first use.
 struct call_metrics {
   std::string service, pattern;
-  std::array<Counter*, static_cast<std::size_t>(errc::cancelled) + 1> by_outcome{};  // 0: ok
+  std::array<Counter*, errc_slots> by_outcome{};  // 0: ok
   Histogram* took = nullptr;
 };
 

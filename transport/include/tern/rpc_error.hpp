@@ -4,6 +4,7 @@
 
 #include <msgpack.hpp>
 
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -22,7 +23,11 @@ enum class errc {
   protocol_error,      ///< the peer sent a frame that breaks the protocol
   cancelled,           ///< the call was cancelled (client closed, or cancellation requested)
   circuit_open,        ///< the upstream's circuit breaker is open: the call was not sent
+  // (a new kind goes above this line, and errc_slots names it)
 };
+
+/// Slots for a table indexed by errc, with slot 0 (no errc) for "ok".
+inline constexpr std::size_t errc_slots = static_cast<std::size_t>(errc::circuit_open) + 1;
 
 /// Stable lower-case name of an errc ("timeout", "no_handler", ...).
 std::string_view to_string(errc e) noexcept;

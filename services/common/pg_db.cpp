@@ -1,0 +1,123 @@
+#include "pg_db.hpp"
+
+#include <tern/transport/log_limit.hpp>
+
+#include <libpq-fe.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+
+#include <memory>
+
+namespace tern::demo {
+
+namespace {
+
+struct result_deleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using result_ptr = std::unique_ptr<PGresult, result_deleter>;
+
+// The message libpq gives, without its trailing newline.
+std::string message(const char* m) {
+  std::string s = m ? m : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+void log_unavailable(const pg_error& e) {
+  // One line a second at most, while the database is down.
+  static tern::transport::log_limiter limit;
+  if (std::size_t held = 0; limit.allow(held)) {
+    spdlog::warn("{}{}", e.what(), tern::transport::held_back(held));
+  }
+}
+
+std::int64_t pg_int(const std::optional<std::string>& v) {
+  return v ? std::strtoll(v->c_str(), nullptr, 10) : 0;
+}
+
+double pg_real(const std::optional<std::string>& v) {
+  return v ? std::strtod(v->c_str(), nullptr) : 0;
+}
+
+std::string pg_text(std::optional<std::string>& v) {
+  return v ? std::move(*v) : std::string();
+}
+
+bool is_postgres_url(std::string_view where) {
+  return where.rfind("postgres://", 0) == 0 || where.rfind("postgresql://", 0) == 0;
+}
+
+pg_db::pg_db(std::string url) : url_(std::move(url)) {}
+
+pg_db::~pg_db() {
+  if (conn_) PQfinish(conn_);
+}
+
+void pg_db::ensure_connected() {
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK) return;
+  if (conn_) {
+    PQreset(conn_);
+  } else {
+    conn_ = PQconnectdb(url_.c_str());
+  }
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    // The URL may hold a password: the error names the server, not the URL.
+    throw pg_error("cannot connect to PostgreSQL: " + message(PQerrorMessage(conn_)), "");
+  }
+}
+
+std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std::string>& params) {
+  std::string text(sql);
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p.c_str());
+  result_ptr r;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ensure_connected();
+    r.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), nullptr,
+                         values.data(), nullptr, nullptr, 0));
+    // A connection the server dropped (a restart) is made again, once.
+    if (PQstatus(conn_) == CONNECTION_OK || attempt == 1) break;
+  }
+  auto status = PQresultStatus(r.get());
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    throw pg_error(message(PQresultErrorMessage(r.get())), state ? state : "");
+  }
+  std::vector<row> rows;
+  const int n = PQntuples(r.get()), cols = PQnfields(r.get());
+  rows.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    row& out = rows.emplace_back();
+    out.reserve(static_cast<std::size_t>(cols));
+    for (int c = 0; c < cols; ++c) {
+      if (PQgetisnull(r.get(), i, c)) {
+        out.emplace_back(std::nullopt);
+      } else {
+        out.emplace_back(std::string(PQgetvalue(r.get(), i, c),
+                                     static_cast<std::size_t>(PQgetlength(r.get(), i, c))));
+      }
+    }
+  }
+  return rows;
+}
+
+void pg_db::exec(std::string_view sql) {
+  ensure_connected();
+  std::string text(sql);
+  result_ptr r(PQexec(conn_, text.c_str()));
+  auto status = PQresultStatus(r.get());
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    pg_error e(message(PQresultErrorMessage(r.get())), state ? state : "");
+    // A BEGIN whose later statement failed leaves the transaction open.
+    if (PQtransactionStatus(conn_) == PQTRANS_INERROR) result_ptr(PQexec(conn_, "ROLLBACK"));
+    throw e;
+  }
+}
+
+}  // namespace tern::demo

@@ -1,0 +1,85 @@
+// A small wrapper over libpq for the demo services' PostgreSQL backend.
+#pragma once
+
+#include <tern/rpc_error.hpp>
+
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+struct pg_conn;
+
+namespace tern::demo {
+
+/// A PostgreSQL error, with its SQLSTATE ("23505" for a unique violation;
+/// empty when the server could not be reached).
+class pg_error : public std::runtime_error {
+ public:
+  pg_error(const std::string& what, std::string sqlstate)
+      : std::runtime_error(what), sqlstate_(std::move(sqlstate)) {}
+  [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
+  [[nodiscard]] bool unique_violation() const noexcept { return sqlstate_ == "23505"; }
+
+ private:
+  std::string sqlstate_;
+};
+
+/// Whether `where` names a PostgreSQL database (postgres:// or postgresql://).
+bool is_postgres_url(std::string_view where);
+
+/// One connection to a PostgreSQL server (a libpq connection string or URL:
+/// postgres://user:password@host:5432/db). Statements take text parameters
+/// ($1, $2, ...) and give rows of text (nullopt for NULL). A connection
+/// found broken is made again once before a statement fails.
+/// Thread safety: callers serialize access with mutex() (the services
+/// reach it from the offload pool's threads).
+class pg_db {
+ public:
+  /// Connects on first use.
+  explicit pg_db(std::string url);
+  ~pg_db();
+  pg_db(const pg_db&) = delete;
+  pg_db& operator=(const pg_db&) = delete;
+
+  using row = std::vector<std::optional<std::string>>;
+  /// One statement with parameters. Throws pg_error.
+  std::vector<row> query(std::string_view sql, const std::vector<std::string>& params = {});
+  /// Statements without parameters, separated by ';' (one transaction if
+  /// they say BEGIN ... COMMIT). Throws pg_error.
+  void exec(std::string_view sql);
+  [[nodiscard]] std::mutex& mutex() noexcept { return mutex_; }
+
+ private:
+  void ensure_connected();
+  std::string url_;
+  pg_conn* conn_ = nullptr;
+  std::mutex mutex_;
+};
+
+/// Logs why the database cannot be reached (at most a line a second).
+void log_unavailable(const pg_error& e);
+
+/// Runs `f`; a server that cannot be reached (a pg_error without SQLSTATE)
+/// becomes rpc_error 503 "database unavailable" for the caller, its detail
+/// logged here.
+template <class F>
+auto pg_guard(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const pg_error& e) {
+    if (!e.sqlstate().empty()) throw;
+    log_unavailable(e);
+    throw rpc_error(503, "database unavailable");
+  }
+}
+
+/// A column's text as an integer, a number, or text (NULL: 0, 0, "").
+std::int64_t pg_int(const std::optional<std::string>& v);
+double pg_real(const std::optional<std::string>& v);
+std::string pg_text(std::optional<std::string>& v);
+
+}  // namespace tern::demo
