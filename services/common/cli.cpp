@@ -54,4 +54,13 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
   return args;
 }
 
+microservice_options service_options(std::map<std::string, std::string>& args) {
+  return {.host = args["host"],
+          .port = port(args["port"], "--port"),
+          .drain_grace = millis(args["drain-grace-ms"], "--drain-grace-ms"),
+          .drain_timeout = millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
+          .admin_port = port(args["admin-port"], "--admin-port"),
+          .admin_host = args["admin-host"]};
+}
+
 }  // namespace tern::cli

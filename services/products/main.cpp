@@ -8,13 +8,7 @@ int main(int argc, char** argv) {
   auto args = tern::cli::parse_service(argc, argv, "products", "3002", "9102");
   try {
     tern::demo::products_repository repo(args["store"]);
-    tern::microservice app(
-        {.host = args["host"],
-         .port = tern::cli::port(args["port"], "--port"),
-         .drain_grace = tern::cli::millis(args["drain-grace-ms"], "--drain-grace-ms"),
-         .drain_timeout = tern::cli::millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
-         .admin_port = tern::cli::port(args["admin-port"], "--admin-port"),
-         .admin_host = args["admin-host"]});
+    tern::microservice app(tern::cli::service_options(args));
     tern::demo::register_products_handlers(app, repo);
     return app.listen();
   } catch (const std::exception& e) {

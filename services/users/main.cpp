@@ -8,13 +8,7 @@ int main(int argc, char** argv) {
   auto args = tern::cli::parse_service(argc, argv, "users", "3001", "9101");
   try {
     tern::demo::users_repository repo(args["store"]);
-    tern::microservice app(
-        {.host = args["host"],
-         .port = tern::cli::port(args["port"], "--port"),
-         .drain_grace = tern::cli::millis(args["drain-grace-ms"], "--drain-grace-ms"),
-         .drain_timeout = tern::cli::millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
-         .admin_port = tern::cli::port(args["admin-port"], "--admin-port"),
-         .admin_host = args["admin-host"]});
+    tern::microservice app(tern::cli::service_options(args));
     // user_created goes back to this service's own event handler.
     auto wildcard = args["host"] == "0.0.0.0" || args["host"] == "::";
     tern::client_proxy self({.host = wildcard ? "127.0.0.1" : args["host"],
