@@ -64,8 +64,15 @@ bool circuit_breaker::admit(steady::time_point now) noexcept {
     if (now < open_until_) return false;
     state_ = state::half_open;
     trials_ = 0;
+    open_until_ = now;
   }
-  if (trials_ >= std::max(1, o_.half_open_calls)) return false;
+  if (trials_ >= std::max(1, o_.half_open_calls)) {
+    // Trials that never reported (given up on) do not hold it half-open
+    // for good: after another open_time, new ones go.
+    if (now < open_until_ + o_.open_time) return false;
+    trials_ = 0;
+    open_until_ = now;
+  }
   ++trials_;
   return true;
 }

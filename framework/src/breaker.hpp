@@ -63,7 +63,7 @@ class circuit_breaker {
   state state_ = state::closed;
   int consecutive_ = 0;
   int trials_ = 0;
-  steady::time_point open_until_{};
+  steady::time_point open_until_{};  // open: until then; half-open: when it began
   window_counter window_;  // a: calls, b: failures
 };
 

@@ -274,15 +274,33 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
     for (;;) {
       if (ep->open()) co_return ep->conn;
       if (ep->connecting) {
-        ++ep->waiters;
-        co_await ep->connected.async_wait(nothrow);
-        --ep->waiters;
+        {
+          ++ep->waiters;
+          struct leave {  // also when this coroutine is cancelled while it waits
+            endpoint& e;
+            ~leave() { --e.waiters; }
+          } l{*ep};
+          co_await ep->connected.async_wait(nothrow);
+        }
         if (ep->open()) co_return ep->conn;
         if (ep->last_error) throw *ep->last_error;
         continue;
       }
       if (ep->backing_off()) throw unavailable();
       ep->connecting = true;
+      // Whatever ends the attempt (a cancelled caller too), the waiters
+      // wake: they find the connection, the failure, or make the next attempt.
+      struct attempt_over {
+        explicit attempt_over(endpoint& ep) : e(ep) {}
+        attempt_over(const attempt_over&) = delete;
+        attempt_over& operator=(const attempt_over&) = delete;
+        endpoint& e;
+        ~attempt_over() {
+          e.connecting = false;
+          if (e.waiters > 0) e.connected.cancel();
+        }
+      };
+      std::optional<attempt_over> over(std::in_place, *ep);
       try {
         ep->conn = co_await transport::client_connection::connect(
             ep->address, ep->text, *wire, options.connection, options.connect_timeout);
@@ -299,8 +317,7 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
         if (!sources[ep->source].literal) lookup_soon();
         outcome(*ep, true, clock::now());
       }
-      ep->connecting = false;
-      if (ep->waiters > 0) ep->connected.cancel();
+      over.reset();
       if (ep->last_error) throw *ep->last_error;
       if (ep->removed) {  // gone from the upstream while connecting
         ep->conn->close_when_idle("endpoint removed");
@@ -659,11 +676,17 @@ void client_proxy::impl::send(call_slot& sl, std::shared_ptr<endpoint> ep) {
   sl.state.label = sl.p->canonical();
   sl.state.sink = sl.sink;
   sl.state.waiter = [&sl] { sl.owner->ended(sl); };
-  if (sl.writer) {
-    sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, *sl.writer, timeout);
-  } else {
-    auto write = [&sl](transport::packer& pk) { pk.pack_packed(sl.packed); };
-    sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, write, timeout);
+  try {
+    if (sl.writer) {
+      sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, *sl.writer, timeout);
+    } else {
+      auto write = [&sl](transport::packer& pk) { pk.pack_packed(sl.packed); };
+      sl.conn->start_call(sl.state, sl.p->packed(), sl.meta, write, timeout);
+    }
+  } catch (...) {  // not started: nothing to cancel or wait for
+    sl.conn.reset();
+    sl.state.waiter = {};
+    throw;
   }
 }
 
@@ -671,8 +694,9 @@ void client_proxy::impl::send(call_slot& sl, std::shared_ptr<endpoint> ep) {
 // through and the picked endpoint's connection is open and not congested.
 // Else returns false (connect_for() goes on). Throws rpc_error.
 bool client_proxy::impl::try_send(call_slot& sl) {
-  ++sl.tries;
-  admit(clock::now());
+  // The breaker decides once per call: a retry of an admitted call (a
+  // half-open trial among them) goes on, within the budget.
+  if (++sl.tries == 1) admit(clock::now());
   sl.picked.reset();
   if (!resolved) return false;
   auto i = pick(sl.retries > 0 ? sl.ep.get() : nullptr);
@@ -702,6 +726,13 @@ void client_proxy::impl::ended(call_slot& sl) {
   auto now = clock::now();
   std::optional<rpc_error> error = std::move(sl.state.error);
   bool failed = error && detail::counts_as_failure(*error);
+  if (error &&
+      error->kind() == errc::cancelled) {  // the caller gave up: says nothing of the service
+    sl.conn.reset();
+    sl.error = std::move(error);
+    finish(sl, now);
+    return;
+  }
   if (sl.ep) outcome(*sl.ep, failed, now);
   // The breaker hears the call's last attempt. The calls a lost connection
   // fails all at once are one failure: one dropped connection with many
@@ -723,7 +754,9 @@ void client_proxy::impl::ended(call_slot& sl) {
 
 void client_proxy::impl::not_sent(call_slot& sl, const rpc_error& e) {
   auto now = clock::now();
-  sl.breaker_vote = e.kind() == errc::circuit_open ? -1 : detail::counts_as_failure(e) ? 1 : 0;
+  if (e.kind() != errc::circuit_open && e.kind() != errc::cancelled) {
+    sl.breaker_vote = detail::counts_as_failure(e) ? 1 : 0;
+  }
   if (may_retry(sl, e, false, now)) {
     retry_later(sl, now);
     return;
@@ -762,29 +795,41 @@ void client_proxy::impl::retry_later(call_slot& sl, clock::time_point now) {
 asio::awaitable<void> client_proxy::impl::retry(std::shared_ptr<impl> self, call_slot& sl,
                                                 std::shared_ptr<bool> alive,
                                                 std::chrono::milliseconds wait) {
-  asio::steady_timer t(self->executor, wait);
-  sl.backoff = &t;
-  self->backing_off.insert(&sl);
-  co_await t.async_wait(nothrow);
-  if (!*alive) co_return;  // the awaiting frame is gone, and the slot with it
-  self->backing_off.erase(&sl);
-  sl.backoff = nullptr;
+  // wait < 0: the first attempt, which try_send() could not start at once.
+  const bool first = wait.count() < 0;
+  if (!first) {
+    asio::steady_timer t(self->executor, wait);
+    sl.backoff = &t;
+    self->backing_off.insert(&sl);
+    co_await t.async_wait(nothrow);
+    if (!*alive) co_return;  // the awaiting frame is gone, and the slot with it
+    self->backing_off.erase(&sl);
+    sl.backoff = nullptr;
+  }
   try {
     if (sl.cancelled)
       throw rpc_error(errc::cancelled, std::string(sl.p->canonical()) + " cancelled");
     if (sl.closes != self->closes) {
       throw rpc_error(errc::connection_closed, std::string(sl.p->canonical()) + ": client closed");
     }
-    if (self->try_send(sl)) co_return;
+    if (!first && self->try_send(sl)) co_return;
     auto ep = co_await self->connect_for(sl);
     if (!*alive) co_return;
     if (sl.cancelled)
       throw rpc_error(errc::cancelled, std::string(sl.p->canonical()) + " cancelled");
+    if (sl.closes != self->closes) {
+      throw rpc_error(errc::connection_closed, std::string(sl.p->canonical()) + ": client closed");
+    }
     self->send(sl, std::move(ep));
   } catch (const rpc_error& e) {
     // Not from inside this coroutine: finishing the last call resumes the awaiting one.
     asio::post(self->executor, [self, &sl, alive, e] {
       if (*alive) self->not_sent(sl, e);
+    });
+  } catch (const std::exception& e) {  // (never left to the event loop)
+    rpc_error failure(errc::connection_refused, std::string(sl.p->canonical()) + ": " + e.what());
+    asio::post(self->executor, [self, &sl, alive, failure] {
+      if (*alive) self->not_sent(sl, failure);
     });
   }
 }
@@ -823,14 +868,19 @@ asio::awaitable<void> client_proxy::impl::run(std::span<call_slot> slots) {
       }
     }
   } guard{slots, all};
+  // Nothing here suspends before the join below, whose cancellation
+  // handler reaches every call: a call that must connect first does so in
+  // a coroutine of its own (retry() without the wait).
   for (auto& sl : slots) {
     sl.all = &all;
     auto& self = *sl.owner;
     sl.closes = self.closes;
     try {
       if (!self.try_send(sl)) {
-        auto ep = co_await self.connect_for(sl);
-        self.send(sl, std::move(ep));
+        if (!all.alive) all.alive = std::make_shared<bool>(true);
+        asio::co_spawn(self.executor,
+                       retry(self.shared_from_this(), sl, all.alive, std::chrono::milliseconds(-1)),
+                       asio::detached);
       }
     } catch (const rpc_error& e) {
       self.not_sent(sl, e);

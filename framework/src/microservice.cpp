@@ -136,7 +136,10 @@ class service_core final : public transport::request_sink,
                  server_.connections(), options_.drain_grace.count());
     asio::steady_timer tick(io_, options_.drain_grace);
     co_await tick.async_wait(nothrow);
+    // Then no new connections and no new requests (a caller that ignores
+    // goaway would otherwise hold the drain to its bound).
     server_.stop_accepting();
+    server_.stop_reading();
     auto deadline = std::chrono::steady_clock::now() + options_.drain_timeout;
     if (in_flight_ > 0) {
       spdlog::info("draining {} in-flight request(s)", in_flight_);
@@ -148,7 +151,6 @@ class service_core final : public transport::request_sink,
     if (in_flight_ > 0) {
       spdlog::warn("drain timeout: {} request(s) still running are abandoned", in_flight_);
     }
-    server_.stop_reading();
     co_await server_.flush(deadline);
     server_.close_all();
     if (admin_) admin_->stop();

@@ -62,7 +62,11 @@ void pg_db::ensure_connected() {
   if (conn_) {
     PQreset(conn_);
   } else {
-    conn_ = PQconnectdb(url_.c_str());
+    // A server that does not answer costs 5 s, not the TCP timeout (the URL
+    // may set its own connect_timeout: it comes later and wins).
+    const char* keys[] = {"connect_timeout", "dbname", nullptr};
+    const char* values[] = {"5", url_.c_str(), nullptr};
+    conn_ = PQconnectdbParams(keys, values, 1);
   }
   if (PQstatus(conn_) != CONNECTION_OK) {
     // The URL may hold a password: the error names the server, not the URL.
@@ -80,8 +84,10 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
     ensure_connected();
     r.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), nullptr,
                          values.data(), nullptr, nullptr, 0));
-    // A connection the server dropped (a restart) is made again, once.
-    if (PQstatus(conn_) == CONNECTION_OK || attempt == 1) break;
+    // A connection the server dropped (a restart) is made again, and a
+    // read sent again, once; a write is not (it may have been committed).
+    bool read = text.compare(0, 6, "SELECT") == 0;
+    if (PQstatus(conn_) == CONNECTION_OK || attempt == 1 || !read) break;
   }
   auto status = PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {

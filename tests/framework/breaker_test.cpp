@@ -40,6 +40,16 @@ TEST_CASE("breaker: a failed trial opens it again for open_time") {
   CHECK(b.admit(t0 + 4s));
 }
 
+TEST_CASE("breaker: a trial that never reports (its caller gave up) does not hold it half-open") {
+  circuit_breaker b({.consecutive_failures = 1, .failure_rate = 0, .open_time = 2s});
+  CHECK(b.record(true, t0));
+  CHECK(b.admit(t0 + 2s));  // the trial, which never ends
+  CHECK_FALSE(b.admit(t0 + 3s));
+  CHECK(b.admit(t0 + 4s));  // another open_time later, a new trial
+  CHECK_FALSE(b.record(false, t0 + 4s));
+  CHECK(b.current(t0 + 4s) == state::closed);
+}
+
 TEST_CASE("breaker: a failure rate over the window opens it once enough calls were made") {
   circuit_breaker b({.consecutive_failures = 0,
                      .failure_rate = 0.5,

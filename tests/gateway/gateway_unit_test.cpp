@@ -521,6 +521,9 @@ TEST_CASE("an upstream is host and port or a list of endpoints, balanced as conf
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
                           "dns": {"servers": ["dns.example"]}})",
                       "dns.servers[0]");
+  expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+                          "dns": {"servers": ["10.0.0.1:53", "10.0.0.1:abc"]}})",
+                      "dns.servers[1]");
 }
 
 TEST_CASE("an upstream's ejection, breaker and retry settings, and which routes are idempotent") {

@@ -224,7 +224,8 @@ asio::awaitable<int> work(tern::client_proxy& c, int n, bool idempotent = false)
 }
 }  // namespace
 
-TEST_CASE("an endpoint failing every call is ejected after consecutive failures, and calls avoid it") {
+TEST_CASE(
+    "an endpoint failing every call is ejected after consecutive failures, and calls avoid it") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     instance sick(io, 1, "127.0.0.1"), well(io, 2, "127.0.0.1");
     sick.fail_status = 500;
@@ -386,6 +387,44 @@ TEST_CASE("close() ends idempotent calls in flight without retrying them") {
     CHECK(a.held + b.held == 1);  // not sent again
     a.release();
     b.release();
+    client.close();
+  });
+}
+
+TEST_CASE(
+    "breaker: a service that is down opens it, a trial whose connect fails opens it again, "
+    "and the service back closes it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    auto svc = std::make_unique<instance>(io, 1, "127.0.0.1");
+    auto port = svc->port;
+    auto o = quiet({at(*svc)});
+    o.backoff_initial = 1ms;
+    o.backoff_max = 1ms;
+    o.breaker = {.consecutive_failures = 2, .failure_rate = 0, .open_time = 100ms};
+    tern::client_proxy client(io, o);
+    CHECK(co_await client.send<int>("who") == 1);
+    co_await svc->app.shutdown();
+    svc.reset();  // nothing listens now
+    auto state = [&] { return client.breaker(); };
+    for (int i = 0; i < 10 && state() != tern::client_proxy::breaker_state::open; ++i) {
+      try {
+        (void)co_await client.send<int>("who");
+      } catch (const tern::rpc_error&) {
+      }
+    }
+    REQUIRE(state() == tern::client_proxy::breaker_state::open);
+    co_await until([&] { return state() == tern::client_proxy::breaker_state::half_open; });
+    try {
+      (void)co_await client.send<int>("who");  // the trial: still nothing there
+      FAIL("the trial succeeded");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::connection_refused);
+    }
+    CHECK(state() == tern::client_proxy::breaker_state::open);  // not stuck half-open
+    svc = std::make_unique<instance>(io, 1, "127.0.0.1", port);
+    co_await until([&] { return state() == tern::client_proxy::breaker_state::half_open; });
+    CHECK(co_await client.send<int>("who") == 1);
+    CHECK(state() == tern::client_proxy::breaker_state::closed);
     client.close();
   });
 }

@@ -109,7 +109,7 @@ class microservice {
   /// drains: readiness fails (health_pattern and /health/ready answer 503),
   /// every connection gets a goaway frame (tern callers send new calls to
   /// other instances), the service goes on accepting and serving for
-  /// drain_grace, then stops accepting, lets in-flight handlers finish (up
+  /// drain_grace, then stops accepting and reading, lets in-flight handlers finish (up
   /// to drain_timeout), sends their replies, closes, and returns 0. A
   /// second signal exits at once with status 1. Throws std::system_error
   /// when the address cannot be bound. `ready`, if given, is called with

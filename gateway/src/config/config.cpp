@@ -312,7 +312,17 @@ gateway_config parse_config(const std::string& text) {
                     : std::count(text.begin(), text.end(), ':') == 1
                         ? text.substr(0, text.find(':'))
                         : text;
-        if (!parse_address(host, ignored)) {
+        auto colon = text.front() == '['                              ? text.find("]:") + 1
+                     : std::count(text.begin(), text.end(), ':') == 1 ? text.find(':')
+                                                                      : std::string::npos;
+        bool port_ok = true;
+        if (colon != std::string::npos && colon != 0) {
+          auto digits = text.substr(colon + 1);
+          port_ok = !digits.empty() && digits.size() <= 5 &&
+                    digits.find_first_not_of("0123456789") == std::string::npos &&
+                    std::stol(digits) >= 1 && std::stol(digits) <= 65535;
+        }
+        if (!parse_address(host, ignored) || !port_ok) {
           bad("dns.servers[" + std::to_string(i) + "]",
               "'" + text + "' is not an address (10.0.0.2, 127.0.0.1:5353, [::1]:53)");
         }
