@@ -87,7 +87,8 @@ std::string checked_endpoint(const std::string& text, const std::string& where) 
 // A section's keys are all known ones; `keys` lists them for the message.
 void known_keys(const json& obj, std::initializer_list<const char*> keys,
                 const std::string& where) {
-  for (const auto& [key, v] : obj.items()) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    const std::string& key = it.key();  // (clang 14 cannot capture a structured binding)
     if (std::none_of(keys.begin(), keys.end(), [&](const char* k) { return key == k; })) {
       std::string list;
       for (const char* k : keys) list += std::string(list.empty() ? "" : ", ") + k;
