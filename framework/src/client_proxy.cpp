@@ -41,8 +41,7 @@ source parse_source(std::string_view text) {
 }
 
 std::string address_text(const asio::ip::tcp::endpoint& a) {
-  return a.address().is_v6() ? "[" + a.address().to_string() + "]:" + std::to_string(a.port())
-                             : a.address().to_string() + ":" + std::to_string(a.port());
+  return to_string(endpoint_address{a.address().to_string(), a.port()});
 }
 }  // namespace
 
@@ -71,8 +70,16 @@ endpoint_address parse_endpoint(std::string_view text) {
 }
 
 std::string to_string(const endpoint_address& e) {
+  // Appended piece by piece: GCC 12's -Wrestrict misfires at -O3 on
+  // "[" + host + "]:" + port.
+  std::string out;
   bool v6 = e.host.find(':') != std::string::npos;
-  return (v6 ? "[" + e.host + "]" : e.host) + ":" + std::to_string(e.port);
+  if (v6) out += '[';
+  out += e.host;
+  if (v6) out += ']';
+  out += ':';
+  out += std::to_string(e.port);
+  return out;
 }
 
 // One instance of the service: its address and its connection.
