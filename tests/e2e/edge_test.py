@@ -284,6 +284,15 @@ class AuthTest(unittest.TestCase):
                              env={k: v for k, v in env.items() if k != "TERN_JWT_SECRET"}, timeout=10)
         self.assertEqual(out.returncode, 1)
         self.assertIn("TERN_JWT_SECRET is not set", out.stderr)
+        # The demo's published fallback secret works, and is called out on
+        # stderr (stdout holds the token alone).
+        out = subprocess.run([os.path.join(stack_test.BUILD, "gateway", "gateway"), "token", "--sub", "x",
+                              "--config", cfg], capture_output=True, text=True, timeout=10,
+                             env=dict(env, TERN_JWT_SECRET="tern-demo-development-secret-change-me"))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(len(out.stdout.strip().split(".")), 3, out.stdout)
+        self.assertIn("published DEVELOPMENT secret", out.stderr)
+        self.assertNotIn("DEVELOPMENT", out.stdout)
 
 
 def users_route(path, **policies):

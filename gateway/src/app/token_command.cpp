@@ -3,6 +3,9 @@
 #include "auth/jwt.hpp"
 #include "config/config.hpp"
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
@@ -23,6 +26,8 @@ constexpr std::string_view usage =
 }  // namespace
 
 int token_command(int argc, char** argv) {
+  // The token is the only thing on stdout (`token=$(gateway token ...)`).
+  spdlog::set_default_logger(spdlog::stderr_color_st("gateway"));
   std::string sub, config;
   if (const char* c = std::getenv("GATEWAY_CONFIG"); c && *c) config = c;
   if (config.empty()) config = "gateway/routes.json";

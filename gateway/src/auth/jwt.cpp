@@ -4,6 +4,8 @@
 
 #include <tern/json_depth.hpp>
 
+#include <spdlog/spdlog.h>
+
 #include <openssl/bn.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -454,6 +456,14 @@ void add_keys(const json& entry, const std::string& where,
     k->pkey =
         pem_public_key(read_file(path, where + ".public_key_file"), where + ".public_key_file");
     k->ec = curve_of_key(k->pkey.get());
+  }
+  // scripts/demo and docker-compose.yml fall back to this published secret:
+  // fine on a laptop, a token forgery kit anywhere else. Say so every start.
+  if (k->secret == "tern-demo-development-secret-change-me") {
+    spdlog::warn(
+        "{}: the key's secret is the demo's published DEVELOPMENT secret: anyone can "
+        "mint tokens it accepts. Set your own (32+ random bytes) for real use.",
+        where);
   }
   check_fit(*k, where);
   keys.push_back(std::move(k));
