@@ -24,7 +24,7 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
              {"admin-port", "ADMIN_PORT", default_admin_port,
               "port of the admin listener (0 picks a free one)"},
              {"data-dir", "DATA_DIR", "data",
-              "directory of the " + name + ".db file (created if missing)"},
+              "directory of the " + name + ".db file (created if missing; unused with --database)"},
              {"database", "DATABASE_URL", "",
               "a PostgreSQL URL (postgres://user:password@host:5432/db) to keep " + name +
                   " in instead of SQLite: what replicas share"},
@@ -45,7 +45,8 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
   args["store"] =
       args["database"].empty() ? args["data-dir"] + "/" + name + ".db" : args["database"];
   std::error_code ec;
-  std::filesystem::create_directories(args["data-dir"], ec);
+  // Only SQLite writes there (a read-only root file system is fine otherwise).
+  if (args["database"].empty()) std::filesystem::create_directories(args["data-dir"], ec);
   if (ec) {
     std::cerr << name << "_service: cannot create " << args["data-dir"] << ": " << ec.message()
               << "\n";

@@ -186,6 +186,9 @@ class SharedDatabaseTest(unittest.TestCase):
             status, body = call(port, "POST", "/api-gateway/users",
                                 {"name": "Again", "email": "shared7@example.org"}, stack.as_admin)
             self.assertEqual(status, 409)  # one UNIQUE index behind both
+            # With a database the services write nothing locally (a read-only
+            # root file system will do): no data directory was made.
+            self.assertEqual([d for d in os.listdir(stack.dir) if d.startswith("data")], [])
         finally:
             stack.close()
 
