@@ -59,6 +59,7 @@ pg_db::~pg_db() {
 
 void pg_db::ensure_connected() {
   if (conn_ && PQstatus(conn_) == CONNECTION_OK) return;
+  prepared_.clear();  // a new session has no prepared statements
   if (conn_) {
     PQreset(conn_);
   } else {
@@ -72,6 +73,23 @@ void pg_db::ensure_connected() {
     // The URL may hold a password: the error names the server, not the URL.
     throw pg_error("cannot connect to PostgreSQL: " + message(PQerrorMessage(conn_)), "");
   }
+  // The server's notices ("relation already exists, skipping") go to the
+  // debug log, not to stderr.
+  PQsetNoticeProcessor(
+      conn_, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", message(m)); }, nullptr);
+}
+
+PGresult* pg_db::run(const std::string& sql, const std::vector<const char*>& values) {
+  const int n = static_cast<int>(values.size());
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    // Parsed and planned once per session, not once per call.
+    std::string name = "tern_" + std::to_string(prepared_.size() + 1);
+    result_ptr made(PQprepare(conn_, name.c_str(), sql.c_str(), n, nullptr));
+    if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) return made.release();
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return PQexecPrepared(conn_, it->second.c_str(), n, values.data(), nullptr, nullptr, 0);
 }
 
 std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std::string>& params) {
@@ -82,8 +100,7 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
   result_ptr r;
   for (int attempt = 0; attempt < 2; ++attempt) {
     ensure_connected();
-    r.reset(PQexecParams(conn_, text.c_str(), static_cast<int>(params.size()), nullptr,
-                         values.data(), nullptr, nullptr, 0));
+    r.reset(run(text, values));
     // A connection the server dropped (a restart) is made again, and a
     // read sent again, once; a write is not (it may have been committed).
     bool read = text.compare(0, 6, "SELECT") == 0;

@@ -9,9 +9,11 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 struct pg_conn;
+struct pg_result;
 
 namespace tern::demo {
 
@@ -33,8 +35,9 @@ bool is_postgres_url(std::string_view where);
 
 /// One connection to a PostgreSQL server (a libpq connection string or URL:
 /// postgres://user:password@host:5432/db). Statements take text parameters
-/// ($1, $2, ...) and give rows of text (nullopt for NULL). A connection
-/// found broken is made again once before a statement fails.
+/// ($1, $2, ...) and give rows of text (nullopt for NULL); each distinct
+/// statement text is prepared once per session. A connection found broken
+/// is made again once before a statement fails.
 /// Thread safety: callers serialize access with mutex() (the services
 /// reach it from the offload pool's threads).
 class pg_db {
@@ -55,8 +58,12 @@ class pg_db {
 
  private:
   void ensure_connected();
+  // Prepares `sql` in this session if it is new, then runs it.
+  pg_result* run(const std::string& sql, const std::vector<const char*>& values);
   std::string url_;
   pg_conn* conn_ = nullptr;
+  // Statement text -> its prepared statement's name, for this session.
+  std::unordered_map<std::string, std::string> prepared_;
   std::mutex mutex_;
 };
 

@@ -106,6 +106,25 @@ TEST_CASE("postgres: two repositories on one database see each other's writes at
   CHECK(pb.find(p.id)->price == 1943.75);
 }
 
+TEST_CASE("postgres: a session the server ended is made again, its statements prepared anew") {
+  auto url = fresh_postgres();
+  users_repository repo(url);
+  REQUIRE(repo.find(1).has_value());  // prepared in the first session
+  // What a server restart or an idle-session timeout does: end every other
+  // session of this database (the repository's).
+  pg_db admin(url);
+  auto ended = admin.query(
+      "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t");
+  REQUIRE(pg_int(ended.at(0).at(0)) >= 1);
+  // A read is sent again on a new session, which has no prepared statements
+  // until it prepares them.
+  CHECK(repo.find(1)->id == 1);
+  CHECK(repo.list({}).size() == 3);
+  auto u = repo.create({"After", "after@example.org"});
+  CHECK(repo.find(u.id)->name == "After");
+}
+
 TEST_CASE("postgres: a server that cannot be reached is a 503, not a crash") {
   CHECK(status_of([] {
           users_repository r("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
