@@ -29,7 +29,11 @@ scripts/pg-scratch start "$pg_dir" >/dev/null
 trap 'cleanup; scripts/pg-scratch stop "$pg_dir" >/dev/null 2>&1 || true' EXIT
 pg_url=$(cat "$pg_dir/url")
 
-wait_port() { for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; }
+wait_port() {
+  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done
+  echo "scale.sh: nothing listens on 127.0.0.1:$1 after 30 s" >&2
+  exit 1
+}
 service() {  # NAME PORT [--database URL]: a Release service, its own data dir
   mkdir -p "$work/data-$2"
   "build-release/services/$1/$1_service" --port "$2" --admin-port 0 --data-dir "$work/data-$2" \

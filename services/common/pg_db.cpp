@@ -109,7 +109,9 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
   auto status = PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
     const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
-    throw pg_error(message(PQresultErrorMessage(r.get())), state ? state : "");
+    // No result at all (out of memory, a lost connection): the connection says why.
+    auto why = message(PQresultErrorMessage(r.get()));
+    throw pg_error(why.empty() ? message(PQerrorMessage(conn_)) : why, state ? state : "");
   }
   std::vector<row> rows;
   const int n = PQntuples(r.get()), cols = PQnfields(r.get());
