@@ -51,14 +51,27 @@ bool is_postgres_url(std::string_view where) {
   return where.rfind("postgres://", 0) == 0 || where.rfind("postgresql://", 0) == 0;
 }
 
-pg_db::pg_db(std::string url) : url_(std::move(url)) {}
+pg_db::pg_db(std::string url, std::string setup)
+    : url_(std::move(url)), setup_(std::move(setup)), set_up_(setup_.empty()) {}
 
 pg_db::~pg_db() {
   if (conn_) PQfinish(conn_);
 }
 
+void pg_db::connect() {
+  ensure_connected();
+}
+
 void pg_db::ensure_connected() {
-  if (conn_ && PQstatus(conn_) == CONNECTION_OK) return;
+  if (conn_ && PQstatus(conn_) == CONNECTION_OK && set_up_) return;
+  if (!conn_ || PQstatus(conn_) != CONNECTION_OK) open();
+  if (!set_up_) {
+    exec_now(setup_);
+    set_up_ = true;
+  }
+}
+
+void pg_db::open() {
   prepared_.clear();  // a new session has no prepared statements
   if (conn_) {
     PQreset(conn_);
@@ -133,7 +146,10 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
 
 void pg_db::exec(std::string_view sql) {
   ensure_connected();
-  std::string text(sql);
+  exec_now(std::string(sql));
+}
+
+void pg_db::exec_now(const std::string& text) {
   result_ptr r(PQexec(conn_, text.c_str()));
   auto status = PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {

@@ -37,13 +37,17 @@ bool is_postgres_url(std::string_view where);
 /// postgres://user:password@host:5432/db). Statements take text parameters
 /// ($1, $2, ...) and give rows of text (nullopt for NULL); each distinct
 /// statement text is prepared once per session. A connection found broken
-/// is made again once before a statement fails.
+/// is made again once before a statement fails. The set-up SQL (the schema)
+/// runs once, on the first session that reaches the server: until then
+/// every statement fails as the server does, so a service can start, and
+/// answer 503, while its database is still down.
 /// Thread safety: callers serialize access with mutex() (the services
 /// reach it from the offload pool's threads).
 class pg_db {
  public:
-  /// Connects on first use.
-  explicit pg_db(std::string url);
+  /// Connects on first use; `setup` (statements separated by ';') runs
+  /// before the first statement.
+  explicit pg_db(std::string url, std::string setup = {});
   ~pg_db();
   pg_db(const pg_db&) = delete;
   pg_db& operator=(const pg_db&) = delete;
@@ -54,13 +58,19 @@ class pg_db {
   /// Statements without parameters, separated by ';' (one transaction if
   /// they say BEGIN ... COMMIT). Throws pg_error.
   void exec(std::string_view sql);
+  /// Connects (and sets up) now if not yet done. Throws pg_error.
+  void connect();
   [[nodiscard]] std::mutex& mutex() noexcept { return mutex_; }
 
  private:
   void ensure_connected();
+  void open();
+  void exec_now(const std::string& sql);
   // Prepares `sql` in this session if it is new, then runs it.
   pg_result* run(const std::string& sql, const std::vector<const char*>& values);
   std::string url_;
+  std::string setup_;
+  bool set_up_ = false;
   pg_conn* conn_ = nullptr;
   // Statement text -> its prepared statement's name, for this session.
   std::unordered_map<std::string, std::string> prepared_;

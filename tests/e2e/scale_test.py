@@ -193,6 +193,79 @@ class SharedDatabaseTest(unittest.TestCase):
             stack.close()
 
 
+class Forwarder:
+    """A TCP forwarder from a free 127.0.0.1 port to `target` (host, port),
+    listening only once start() is called: a database that comes up late."""
+
+    def __init__(self, target):
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.sock = None
+        self.conns = []
+
+    def start(self):
+        self.sock = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                a, _ = self.sock.accept()
+            except OSError:
+                return
+            b = socket.create_connection(self.target)
+            self.conns += [a, b]
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self.pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+class DatabaseLateTest(unittest.TestCase):
+    def test_a_service_started_before_its_database_answers_503_then_serves_once_it_is_up(self):
+        url = scratch_postgres()  # postgres://tern@127.0.0.1:PORT/tern, its tables dropped
+        host_port = url.split("@", 1)[1].split("/", 1)[0]
+        forwarder = Forwarder(("127.0.0.1", int(host_port.rsplit(":", 1)[1])))
+        stack = None
+        try:
+            late = url.replace(host_port, f"127.0.0.1:{forwarder.port}") + "?connect_timeout=2"
+            stack = Stack(database=late)  # waits for every process to be ready
+            port = stack.ports["gateway"]
+            status, body = call(port, "GET", "/api-gateway/users/1")
+            self.assertEqual((status, body.get("message")), (503, "database unavailable"), body)
+            forwarder.start()
+            # The next call connects, makes the tables, seeds them, and reads.
+            status, user = call(port, "GET", "/api-gateway/users/1")
+            self.assertEqual((status, user.get("name")), (200, "Ada Lovelace"), user)
+            status, product = call(port, "GET", "/api-gateway/products/1")
+            self.assertEqual(status, 200, product)
+        finally:
+            if stack:
+                stack.close()
+            forwarder.close()
+
+
 def tern_call(port, pattern, data):
     out = subprocess.run([os.path.join(stack_test.BUILD, "tools", "tern_call"), "--port", str(port),
                           json.dumps(pattern), json.dumps(data)], capture_output=True, text=True, check=True)

@@ -125,10 +125,16 @@ TEST_CASE("postgres: a session the server ended is made again, its statements pr
   CHECK(repo.find(u.id)->name == "After");
 }
 
-TEST_CASE("postgres: a server that cannot be reached is a 503, not a crash") {
-  CHECK(status_of([] {
-          users_repository r("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
-        }) == 503);
+TEST_CASE("postgres: a server that cannot be reached is a 503 for each call, not a crash") {
+  // The repository is made (a service starts while its database is down)...
+  users_repository users("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
+  products_repository products("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
+  // ...and every call says what is wrong, again and again.
+  for (int i = 0; i < 2; ++i) {
+    CHECK(status_of([&] { users.list({}); }) == 503);
+    CHECK(status_of([&] { users.create({"Late", "late@example.org"}); }) == 503);
+    CHECK(status_of([&] { products.find(1); }) == 503);
+  }
 }
 
 TEST_CASE("users: validation names the field") {
