@@ -5,9 +5,10 @@
 # --- build ------------------------------------------------------------------
 FROM debian:bookworm AS build
 WORKDIR /src
-# The project's own package list, in its own layer: source edits keep it cached.
+# The project's own package list (what the build needs, not the tests), in
+# its own layer: source edits keep it cached.
 COPY scripts/setup scripts/setup
-RUN scripts/setup && rm -rf /var/lib/apt/lists/*
+RUN scripts/setup --build-only && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DTERN_BUILD_TESTS=OFF -DTERN_BUILD_BENCH=OFF \
