@@ -58,8 +58,16 @@ pg_db::~pg_db() {
   if (conn_) PQfinish(conn_);
 }
 
-void pg_db::connect() {
-  ensure_connected();
+bool pg_db::try_connect() {
+  std::lock_guard lock(mutex_);
+  try {
+    ensure_connected();
+    return true;
+  } catch (const pg_error& e) {
+    if (!e.sqlstate().empty()) throw;
+    log_unavailable(e);
+    return false;
+  }
 }
 
 void pg_db::ensure_connected() {

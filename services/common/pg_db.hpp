@@ -58,8 +58,9 @@ class pg_db {
   /// Statements without parameters, separated by ';' (one transaction if
   /// they say BEGIN ... COMMIT). Throws pg_error.
   void exec(std::string_view sql);
-  /// Connects (and sets up) now if not yet done. Throws pg_error.
-  void connect();
+  /// Connects (and sets up) now if not yet done; false (and a log line) if
+  /// the server cannot be reached. Throws pg_error on other errors.
+  bool try_connect();
   [[nodiscard]] std::mutex& mutex() noexcept { return mutex_; }
 
  private:

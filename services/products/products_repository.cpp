@@ -95,12 +95,7 @@ class pg_products final : public products_repository::backend {
             "  ('UNIVAC I', 1951.25)) AS seed (name, price)"
             "  WHERE NOT EXISTS (SELECT 1 FROM products);"
             "COMMIT") {
-    std::lock_guard lock(db_.mutex());
-    try {
-      pg_guard([&] { db_.connect(); });
-    } catch (const rpc_error&) {
-      // Logged by pg_guard; the next call tries again.
-    }
+    db_.try_connect();
   }
 
   std::vector<product> list(const page& p) override {

@@ -95,12 +95,7 @@ class pg_users final : public users_repository::backend {
             "  ('Grace Hopper', 'grace@example.com')) AS seed (name, email)"
             "  WHERE NOT EXISTS (SELECT 1 FROM users);"
             "COMMIT") {
-    std::lock_guard lock(db_.mutex());
-    try {
-      pg_guard([&] { db_.connect(); });
-    } catch (const rpc_error&) {
-      // Logged by pg_guard; the next call tries again.
-    }
+    db_.try_connect();
   }
 
   std::vector<user> list(const page& p) override {
