@@ -61,10 +61,16 @@ def pem_public(key):
 
 
 def jwk_of(key, kid):
-    """The public JWK of an RSA or EC private key."""
-    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())
-                     if isinstance(key, rsa.RSAPrivateKey)
-                     else jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    """The public JWK of an RSA or EC private key. EC coordinates are written
+    at the curve's full size, as RFC 7518 6.2.1.2 requires: PyJWT before 2.7
+    (Debian's is 2.6) drops their leading zero bytes, which the gateway
+    rightly refuses, so it failed this test about once in 128 key draws."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    else:
+        numbers, size = key.public_key().public_numbers(), (key.curve.key_size + 7) // 8
+        jwk = {"kty": "EC", "crv": {256: "P-256", 384: "P-384", 521: "P-521"}[key.curve.key_size],
+               "x": b64(numbers.x.to_bytes(size, "big")), "y": b64(numbers.y.to_bytes(size, "big"))}
     jwk["kid"] = kid
     return jwk
 
