@@ -71,7 +71,6 @@ bool pg_db::try_connect() {
 }
 
 void pg_db::ensure_connected() {
-  if (conn_ && PQstatus(conn_) == CONNECTION_OK && set_up_) return;
   if (!conn_ || PQstatus(conn_) != CONNECTION_OK) open();
   if (!set_up_) {
     exec_now(setup_);
