@@ -9,6 +9,7 @@ bool counts_as_failure(const rpc_error& e) noexcept {
     case errc::connection_refused:
     case errc::connection_closed:
     case errc::timeout:
+    case errc::deadline_exceeded:
     case errc::protocol_error:
     case errc::internal:
       return true;

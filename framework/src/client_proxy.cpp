@@ -639,6 +639,19 @@ client_proxy::counters client_proxy::stats() const noexcept {
   return impl_->stats;
 }
 
+namespace {
+// When a call ends: its timeout from now, or the deadline it inherited if sooner.
+clock::time_point deadline_of(const call_options& o, const client_options& defaults,
+                              clock::time_point now) {
+  auto timeout = o.timeout.count() > 0 ? o.timeout : defaults.timeout;
+  return now + timeout < o.deadline ? now + timeout : o.deadline;
+}
+
+rpc_error past_deadline(const pattern& p) {
+  return {errc::deadline_exceeded, p.canonical() + " not sent: its deadline has passed"};
+}
+}  // namespace
+
 // One call on its way (send, send_raw, a call of send_raw_all): its
 // attempts and its outcome. Lives in the awaiting frame until it ends.
 struct client_proxy::call_slot {
@@ -777,7 +790,8 @@ bool client_proxy::impl::may_retry(call_slot& sl, const rpc_error& e, bool sent,
   if (sl.cancelled || sl.closes != closes || sl.tries >= options.retry.max_attempts) return false;
   // A call that was sent runs again only if it may; one that never left
   // (no endpoint would connect) may always be sent.
-  bool retryable = sent ? sl.idempotent && detail::counts_as_failure(e) && e.kind() != errc::timeout
+  bool retryable = sent ? sl.idempotent && detail::counts_as_failure(e) &&
+                              e.kind() != errc::timeout && e.kind() != errc::deadline_exceeded
                         : e.kind() == errc::connection_refused;
   if (!retryable || now >= sl.deadline) return false;
   if (!budget.take(now)) {
@@ -926,7 +940,9 @@ asio::awaitable<void> client_proxy::call_(const pattern& p, transport::value_wri
   sl.sink = &on_value;
   sl.meta = o.meta;
   sl.idempotent = o.idempotent;
-  sl.deadline = clock::now() + (o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+  auto now = clock::now();
+  sl.deadline = deadline_of(o, self->options, now);
+  if (sl.deadline <= now) throw past_deadline(p);
   co_await impl::run(std::span(&sl, 1));
   if (sl.error) throw *sl.error;
 }
@@ -953,8 +969,7 @@ asio::awaitable<void> send_raw_all(std::span<raw_call> calls) {
     sl.sink = &c.on_value;
     sl.meta = c.options.meta;
     sl.idempotent = c.options.idempotent;
-    sl.deadline =
-        now + (c.options.timeout.count() > 0 ? c.options.timeout : owner->options.timeout);
+    sl.deadline = deadline_of(c.options, owner->options, now);
   }
   co_await client_proxy::impl::run(std::span(slots.get(), calls.size()));
   for (std::size_t i = 0; i < calls.size(); ++i) {
@@ -994,10 +1009,13 @@ asio::awaitable<detail::raw_stream> client_proxy::stream_packed(const pattern& p
                                                                 transport::value_writer data,
                                                                 call_options o) {
   auto self = impl_;
+  auto deadline = deadline_of(o, self->options, clock::now());
+  if (deadline <= clock::now()) throw past_deadline(p);
   auto s = std::make_unique<detail::raw_stream::impl>();
   s->conn = (co_await self->acquire())->conn;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
   co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), o.meta, data,
-                                o.timeout.count() > 0 ? o.timeout : self->options.timeout);
+                                std::max(left, std::chrono::milliseconds(1)));
   co_return detail::raw_stream(std::move(s));
 }
 

@@ -122,4 +122,9 @@ std::string message_context::forward_meta() const {
   return out;
 }
 
+call_options message_context::forward() const {
+  const auto& meta = forwarded_.emplace_back(forward_meta());
+  return {.deadline = deadline_, .meta = meta};
+}
+
 }  // namespace tern

@@ -66,10 +66,16 @@ class service_core final : public transport::request_sink,
     // Callers send the same few patterns byte for byte, so the handler is
     // looked up by those bytes first; canonicalizing (key order, NestJS's
     // JSON-in-a-string form) is only needed the first time.
+    // The caller's remaining time counts from the read that brought the
+    // request, so time it waited here (behind other frames, or held by
+    // backpressure) is spent from it.
+    auto deadline =
+        p.deadline ? s->last_read() + *p.deadline : std::chrono::steady_clock::time_point::max();
     auto known = by_bytes_.find(p.packed_pattern);
     if (known != by_bytes_.end()) {
       auto& [pattern, entry] = *known->second;
-      entry.handler->invoke(p.data, p.meta, responder(s, p.id, this, &pattern, entry.stats));
+      entry.handler->invoke(p.data, p.meta,
+                            responder(s, p.id, this, &pattern, entry.stats, deadline));
       return;
     }
     pattern_key(p);
@@ -85,7 +91,7 @@ class service_core final : public transport::request_sink,
       by_bytes_.emplace(p.packed_pattern, &*it);
     }
     it->second.handler->invoke(p.data, p.meta,
-                               responder(s, p.id, this, &it->first, it->second.stats));
+                               responder(s, p.id, this, &it->first, it->second.stats, deadline));
   }
 
   void on_event(const std::shared_ptr<transport::server_session>& s,
@@ -195,13 +201,15 @@ class service_core final : public transport::request_sink,
 // ---- responder ----
 
 responder::responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
-                     service_core* core, const std::string* pattern, call_stats* stats)
+                     service_core* core, const std::string* pattern, call_stats* stats,
+                     std::chrono::steady_clock::time_point deadline)
     : session_(std::move(session)),
       id_(id),
       core_(core),
       pattern_(pattern),
       stats_(stats),
-      start_(std::chrono::steady_clock::now()) {
+      start_(std::chrono::steady_clock::now()),
+      deadline_(deadline) {
   ++core_->in_flight_;
   session_->request_started();
 }
@@ -214,6 +222,7 @@ responder::responder(responder&& o) noexcept
       stats_(o.stats_),
       context_(o.context_),
       start_(o.start_),
+      deadline_(o.deadline_),
       done_(o.done_) {
   o.done_ = true;
 }
@@ -302,6 +311,19 @@ void responder::fail_as(const rpc_error& e, std::size_t outcome) {
   }
   session_->flush();
   finished(outcome);
+}
+
+bool responder::drop_if_expired() {
+  if (done_ || deadline_ == std::chrono::steady_clock::time_point::max()) return false;
+  auto now = std::chrono::steady_clock::now();
+  if (now < deadline_) return false;
+  auto late = std::chrono::duration_cast<std::chrono::milliseconds>(now - deadline_).count();
+  spdlog::debug("[{}] {} dropped: its deadline passed {} ms before it could run{}",
+                session_->peer(), *pattern_, late, log_tag());
+  fail(rpc_error(errc::deadline_exceeded, *pattern_ + ": the deadline passed " +
+                                              std::to_string(late) +
+                                              " ms before the handler could run"));
+  return true;
 }
 
 void responder::fail_internal(std::string_view detail) {

@@ -73,6 +73,18 @@ void register_test_handlers(microservice& app) {
     });
     co_return worker != loop&& std::this_thread::get_id() == loop;
   });
+  // Blocks the service's loop for ms (what a CPU-bound handler does).
+  app.message_pattern({{"cmd", "block"}}, [](int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return ms;
+  });
+  // The ms left before the caller's deadline, or -1 without one.
+  app.message_pattern({{"cmd", "deadline"}}, [](const message_context& ctx) -> long {
+    if (ctx.deadline() == std::chrono::steady_clock::time_point::max()) return -1;
+    return std::chrono::duration_cast<std::chrono::milliseconds>(ctx.deadline() -
+                                                                 std::chrono::steady_clock::now())
+        .count();
+  });
   app.event_pattern("note", [notes](int) { ++*notes; });
   app.message_pattern({{"cmd", "notes"}}, [notes]() { return *notes; });
   app.message_pattern({{"cmd", "whoami"}},

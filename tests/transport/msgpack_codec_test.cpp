@@ -43,7 +43,7 @@ TEST_CASE("a request round-trips with id, pattern, data and meta") {
   byte_buffer buf;
   auto pattern = packed(std::map<std::string, std::string>{{"cmd", "get_user"}});
   auto meta = packed(std::map<std::string, std::string>{{"request_id", "r-1"}});
-  c.encode_request(buf, 42, pattern, meta, [](packer& pk) { pk.pack(std::vector<int>{1, 2}); });
+  c.encode_request(buf, 42, pattern, meta, {}, [](packer& pk) { pk.pack(std::vector<int>{1, 2}); });
   msgpack::zone z;
   auto p = decode_one(c, buf, z);
   CHECK(p.kind == packet_kind::request);
@@ -52,6 +52,65 @@ TEST_CASE("a request round-trips with id, pattern, data and meta") {
   CHECK(p.data.as<std::vector<int>>() == std::vector<int>{1, 2});
   REQUIRE(p.has_meta);
   CHECK(p.meta.as<std::map<std::string, std::string>>().at("request_id") == "r-1");
+}
+
+TEST_CASE("a request's deadline travels as meta's first key, in front of the caller's meta") {
+  msgpack_codec c;
+  using std::chrono::milliseconds;
+  auto first_key = [](const packet& p) {
+    return std::string(p.meta.via.map.ptr[0].key.via.str.ptr,
+                       p.meta.via.map.ptr[0].key.via.str.size);
+  };
+  SUBCASE("with no meta of its own") {
+    byte_buffer buf;
+    c.encode_request(buf, 1, packed(std::string("ping")), {}, milliseconds(250),
+                     [](packer& pk) { pk.pack_nil(); });
+    msgpack::zone z;
+    auto p = decode_one(c, buf, z);
+    REQUIRE(p.has_meta);
+    CHECK(p.meta.via.map.size == 1);
+    REQUIRE(p.deadline);
+    CHECK(*p.deadline == milliseconds(250));
+  }
+  SUBCASE("with a fixmap and a map16 meta, whose keys all stay") {
+    for (int n : {1, 20}) {
+      std::map<std::string, int> m;
+      for (int i = 0; i < n; ++i) m["k" + std::to_string(i)] = i;
+      byte_buffer buf;
+      c.encode_request(buf, 2, packed(std::string("ping")), packed(m), milliseconds(7),
+                       [](packer& pk) { pk.pack_nil(); });
+      msgpack::zone z;
+      auto p = decode_one(c, buf, z);
+      REQUIRE(p.has_meta);
+      CHECK(first_key(p) == "deadline_ms");
+      CHECK(*p.deadline == milliseconds(7));
+      auto back = p.meta.as<std::map<std::string, msgpack::object>>();
+      CHECK(back.size() == m.size() + 1);
+      CHECK(back.at("k0").as<int>() == 0);
+    }
+  }
+  SUBCASE("none: no deadline_ms, and a deadline_ms that is not an unsigned integer is none") {
+    byte_buffer buf;
+    c.encode_request(buf, 3, packed(std::string("ping")), {}, {},
+                     [](packer& pk) { pk.pack_nil(); });
+    msgpack::zone z;
+    auto p = decode_one(c, buf, z);
+    CHECK_FALSE(p.has_meta);
+    CHECK_FALSE(p.deadline);
+    byte_buffer buf2;
+    c.encode_request(buf2, 4, packed(std::string("ping")),
+                     packed(std::map<std::string, int>{{"deadline_ms", -5}}), {},
+                     [](packer& pk) { pk.pack_nil(); });
+    msgpack::zone z2;
+    CHECK_FALSE(decode_one(c, buf2, z2).deadline);
+  }
+  SUBCASE("meta that is not a map is not sent") {
+    byte_buffer buf;
+    CHECK_THROWS_AS(c.encode_request(buf, 5, packed(std::string("ping")), packed(3),
+                                     milliseconds(5), [](packer& pk) { pk.pack_nil(); }),
+                    protocol_violation);
+    CHECK(buf.size() == 0);
+  }
 }
 
 TEST_CASE("an event has no id") {
@@ -139,6 +198,18 @@ TEST_CASE("replies: value, stream value, completion, error, no handler") {
     CHECK(p.status_error);
     CHECK(to_rpc_error(p).kind() == tern::errc::no_handler);
   }
+  SUBCASE("deadline exceeded: status 504 for any peer, its own kind for tern's") {
+    byte_buffer buf;
+    tern::rpc_error sent(tern::errc::deadline_exceeded, "too late");
+    c.encode_error(buf, 9, [&](packer& pk) { write_error(pk, sent); });
+    auto p = decode_one(c, buf, z);
+    auto err = p.err.as<std::map<std::string, msgpack::object>>();
+    CHECK(err.at("status").as<int>() == 504);
+    auto e = to_rpc_error(p);
+    CHECK(e.kind() == tern::errc::deadline_exceeded);
+    CHECK(e.status() == 504);
+    CHECK(e.message() == "too late");
+  }
 }
 
 TEST_CASE("an encoder refuses a frame over the limit and leaves the buffer as it was") {
@@ -209,8 +280,8 @@ TEST_CASE("strings may point into the frame when referencing is allowed") {
 TEST_CASE("a frame split across reads decodes once whole") {
   msgpack_codec c;
   byte_buffer buf;
-  c.encode_request(buf, 1, packed(std::string("ping")), {}, [](packer& pk) { pk.pack_nil(); });
-  c.encode_request(buf, 2, packed(std::string("pong")), {}, [](packer& pk) { pk.pack(7); });
+  c.encode_request(buf, 1, packed(std::string("ping")), {}, {}, [](packer& pk) { pk.pack_nil(); });
+  c.encode_request(buf, 2, packed(std::string("pong")), {}, {}, [](packer& pk) { pk.pack(7); });
   const std::string bytes(buf.data(), buf.size());
   // As a reader gets them: the bytes arrive in two reads, cut anywhere;
   // each whole frame at the front is decoded once, then dropped.

@@ -101,7 +101,7 @@ void client_connection::send_request(call_state& s, std::string_view pattern, st
   }
   s.id = ++next_id_;
   try {
-    wire().encode_request(out(), s.id, pattern, meta, data);
+    wire().encode_request(out(), s.id, pattern, meta, timeout, data);
   } catch (const protocol_violation& e) {
     throw rpc_error(errc::protocol_error,
                     "request " + std::string(s.label) + " not sent: " + e.what());

@@ -208,6 +208,7 @@ asio::awaitable<void> connection::reader() {
         co_return;
       }
       read_at = clock::now();
+      last_read_ = read_at;
       if (have == 0) frame_started_ = read_at;
       have += n;
     }

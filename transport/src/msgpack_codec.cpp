@@ -7,6 +7,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 
 namespace tern::transport {
@@ -235,6 +236,26 @@ envelope_facts scan_envelope(const char* p, const char* end) {
 
 }  // namespace
 
+namespace {
+// meta's first `deadline_ms` (tern writes it first), when it is an unsigned
+// integer; past a week it is no deadline worth keeping (and cannot overflow
+// a clock).
+std::optional<std::chrono::milliseconds> deadline_in(const msgpack::object& meta) {
+  constexpr std::uint64_t week_ms = 7ULL * 24 * 3600 * 1000;
+  for (const auto& kv : std::span(meta.via.map.ptr, meta.via.map.size)) {
+    if (kv.key.type != msgpack::type::STR || kv.key.via.str.size != 11 ||
+        std::memcmp(kv.key.via.str.ptr, "deadline_ms", 11) != 0) {
+      continue;
+    }
+    if (kv.val.type != msgpack::type::POSITIVE_INTEGER || kv.val.via.u64 > week_ms) {
+      return std::nullopt;
+    }
+    return std::chrono::milliseconds(static_cast<std::int64_t>(kv.val.via.u64));
+  }
+  return std::nullopt;
+}
+}  // namespace
+
 void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
                            packet& out) const {
   try {
@@ -312,6 +333,7 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
         throw protocol_violation("meta is not a map");
       }
       out.has_meta = out.meta.type == msgpack::type::MAP;
+      if (out.has_meta) out.deadline = deadline_in(out.meta);
     } else if (name == "status") {
       next(v);
       out.status_error = v.kind == msgpack_head::str;
@@ -343,19 +365,42 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
 
 void msgpack_codec::encode_request(byte_buffer& out, std::uint64_t id,
                                    std::string_view packed_pattern, std::string_view packed_meta,
-                                   value_writer data) const {
+                                   std::chrono::milliseconds deadline, value_writer data) const {
+  bool timed = deadline.count() > 0;
+  // The caller's meta map, as its entry count and the bytes after its head:
+  // `deadline_ms` goes in front of them, where a receiver finds it first.
+  std::uint32_t entries = 0;
+  std::string_view rest;
+  if (!packed_meta.empty()) {
+    msgpack_head h;
+    const char* end = packed_meta.data() + packed_meta.size();
+    const char* after = read_head(packed_meta.data(), end, h);
+    if (!after || (h.kind != msgpack_head::map && h.kind != msgpack_head::nil)) {
+      throw protocol_violation("meta is not a map");
+    }
+    if (h.kind == msgpack_head::map) {
+      entries = h.count;
+      rest = std::string_view(after, static_cast<std::size_t>(end - after));
+    }
+  }
+  bool has_meta = timed || entries > 0;
   frame_scope frame(out, max_frame());
   packer pk(out);
-  pk.pack_map(packed_meta.empty() ? 3 : 4);
+  pk.pack_map(has_meta ? 4 : 3);
   key(pk, "id");
   pk.pack_uint64(id);
   key(pk, "pattern");
   out.write(packed_pattern.data(), packed_pattern.size());
   key(pk, "data");
   data(pk);
-  if (!packed_meta.empty()) {
+  if (has_meta) {
     key(pk, "meta");
-    out.write(packed_meta.data(), packed_meta.size());
+    pk.pack_map(entries + (timed ? 1 : 0));
+    if (timed) {
+      key(pk, "deadline_ms");
+      pk.pack_uint64(static_cast<std::uint64_t>(deadline.count()));
+    }
+    out.write(rest.data(), rest.size());
   }
   frame.finish();
 }

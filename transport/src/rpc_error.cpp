@@ -24,6 +24,8 @@ std::string_view to_string(errc e) noexcept {
       return "cancelled";
     case errc::circuit_open:
       return "circuit_open";
+    case errc::deadline_exceeded:
+      return "deadline_exceeded";
   }
   return "unknown";
 }

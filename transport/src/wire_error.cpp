@@ -12,9 +12,14 @@ std::string str_of(const msgpack::object& o) {
 }  // namespace
 
 void write_error(packer& pk, const rpc_error& e) {
-  pk.pack_map(e.has_details() ? 3 : 2);
+  bool expired = e.kind() == errc::deadline_exceeded;
+  pk.pack_map((e.has_details() ? 3 : 2) + (expired ? 1 : 0));
   pk.pack("status");
-  if (e.status() != 0) {
+  if (expired) {
+    pk.pack(deadline_exceeded_status);
+    pk.pack("kind");
+    pk.pack("deadline_exceeded");
+  } else if (e.status() != 0) {
     pk.pack(e.status());
   } else {
     pk.pack("error");
@@ -45,6 +50,7 @@ rpc_error to_rpc_error(const packet& reply) {
   if (err.type != msgpack::type::MAP) return {errc::remote, "remote error"};
   int status = 0;
   bool generic = false;
+  bool expired = false;
   std::string message = "remote error";
   std::string details;
   for (const auto& kv : std::span(err.via.map.ptr, err.via.map.size)) {
@@ -55,6 +61,8 @@ rpc_error to_rpc_error(const packet& reply) {
       } else if (kv.val.type == msgpack::type::STR) {
         generic = str_of(kv.val) == "error";
       }
+    } else if (k == "kind") {
+      expired = str_of(kv.val) == "deadline_exceeded";
     } else if (k == "message") {
       message = str_of(kv.val);
     } else if (k == "details") {
@@ -64,6 +72,7 @@ rpc_error to_rpc_error(const packet& reply) {
     }
   }
   if (generic && message == internal_error_message) return {errc::internal, message, 500};
+  if (expired) return {errc::deadline_exceeded, message, deadline_exceeded_status};
   rpc_error e(errc::remote, message, status);
   if (!details.empty()) e.set_packed_details(std::move(details));
   return e;

@@ -1,6 +1,7 @@
 // The calling side: send requests and events to a service.
 #pragma once
 
+#include "tern/call_options.hpp"
 #include "tern/pattern.hpp"
 #include "tern/resilience.hpp"
 #include "tern/rpc_error.hpp"
@@ -71,18 +72,6 @@ struct client_options {
   ejection_options ejection{};
   breaker_options breaker{};
   retry_options retry{};
-};
-
-struct call_options {
-  /// This call's deadline; zero means client_options::timeout.
-  std::chrono::milliseconds timeout{0};
-  /// The packet's `meta`: one packed msgpack map (request id, trace
-  /// context, identity, deadline travel there), or empty for none. Must
-  /// stay valid until the call has been sent (the awaiting frame).
-  std::string_view meta{};
-  /// The call may run twice (a read, or a write the service deduplicates):
-  /// it is retried on another endpoint after failures (retry_options).
-  bool idempotent = false;
 };
 
 /// A client of one service, NestJS's ClientProxy:

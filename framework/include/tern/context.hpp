@@ -1,7 +1,12 @@
 // What a handler may know about the message it is handling.
 #pragma once
 
+#include "tern/call_options.hpp"
+
 #include <msgpack.hpp>
+
+#include <chrono>
+#include <deque>
 
 #include <string>
 #include <string_view>
@@ -15,8 +20,10 @@ namespace tern {
 /// message and share that lifetime.
 class message_context {
  public:
-  message_context(const std::string& peer, const std::string& pattern, msgpack::object_handle meta)
-      : peer_(&peer), pattern_(&pattern), meta_(std::move(meta)) {}
+  message_context(
+      const std::string& peer, const std::string& pattern, msgpack::object_handle meta,
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
+      : peer_(&peer), pattern_(&pattern), meta_(std::move(meta)), deadline_(deadline) {}
 
   /// The caller's address, "host:port".
   [[nodiscard]] const std::string& peer() const noexcept { return *peer_; }
@@ -24,6 +31,14 @@ class message_context {
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   /// The packet's `meta` map (request id, deadline, trace context), or nil.
   [[nodiscard]] const msgpack::object& meta() const noexcept { return meta_.get(); }
+
+  /// When the caller stops waiting for the reply: the `deadline_ms` it
+  /// sent, counted from when the request arrived; time_point::max() when
+  /// it sent none (and for events). Work past it is wasted: the caller has
+  /// had a timeout (and sent a cancel, docs/protocol.md).
+  [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept {
+    return deadline_;
+  }
 
   /// The request id the caller sent (the gateway's X-Request-Id), or empty.
   [[nodiscard]] std::string_view request_id() const noexcept;
@@ -63,11 +78,23 @@ class message_context {
   /// ```
   [[nodiscard]] std::string forward_meta() const;
 
+  /// Options for a call made while handling this message: forward_meta()
+  /// (kept alive by this context) and this message's deadline, so the
+  /// call goes on with the request's identity and trace, and ends when the
+  /// caller stops waiting, or at its own timeout if that comes first.
+  ///
+  /// ```
+  /// auto user = co_await users.send<user_dto>({{"cmd", "get_user"}}, id, ctx.forward());
+  /// ```
+  [[nodiscard]] call_options forward() const;
+
  private:
   [[nodiscard]] const msgpack::object* identity() const noexcept;
   const std::string* peer_;
   const std::string* pattern_;
   msgpack::object_handle meta_;
+  std::chrono::steady_clock::time_point deadline_;
+  mutable std::deque<std::string> forwarded_;  // forward()'s metas, alive with the context
 };
 
 }  // namespace tern

@@ -31,6 +31,10 @@ http::response error_for(const rpc_error& e, const upstream& service) {
     case errc::timeout:
       return error_response(504, "service " + service.name + " did not answer within " +
                                      std::to_string(service.timeout.count()) + " ms");
+    case errc::deadline_exceeded:
+      return error_response(504, "service " + service.name + " did not answer within " +
+                                     std::to_string(service.timeout.count()) +
+                                     " ms (the deadline passed before it could)");
     case errc::circuit_open:
       return error_response(503,
                             "service " + service.name + " is unavailable (circuit breaker open)");

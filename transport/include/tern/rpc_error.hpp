@@ -23,11 +23,12 @@ enum class errc {
   protocol_error,      ///< the peer sent a frame that breaks the protocol
   cancelled,           ///< the call was cancelled (client closed, or cancellation requested)
   circuit_open,        ///< the upstream's circuit breaker is open: the call was not sent
+  deadline_exceeded,   ///< the request's deadline passed before its handler ran (or before it was sent)
   // (a new kind goes above this line, and errc_slots names it)
 };
 
 /// Slots for a table indexed by errc, with slot 0 (no errc) for "ok".
-inline constexpr std::size_t errc_slots = static_cast<std::size_t>(errc::circuit_open) + 1;
+inline constexpr std::size_t errc_slots = static_cast<std::size_t>(errc::deadline_exceeded) + 1;
 
 /// Stable lower-case name of an errc ("timeout", "no_handler", ...).
 std::string_view to_string(errc e) noexcept;

@@ -122,7 +122,9 @@ msgpack::object_handle clone_meta(const msgpack::object& meta);
 template <class Data, class Item>
 struct invocation {
   invocation(Data d, responder r, msgpack::object_handle meta)
-      : data(std::move(d)), out(std::move(r)), context(out.peer(), out.pattern(), std::move(meta)) {
+      : data(std::move(d)),
+        out(std::move(r)),
+        context(out.peer(), out.pattern(), std::move(meta), out.deadline()) {
     out.set_context(&context);
   }
   ~invocation() { out.set_context(nullptr); }
@@ -187,6 +189,7 @@ class typed_message_handler final : public message_handler {
   explicit typed_message_handler(F f) : f_(std::move(f)) {}
 
   void invoke(const msgpack::object& data, const msgpack::object& meta, responder r) override {
+    if (r.drop_if_expired()) return;
     data_type arg;
     try {
       arg = convert_data<data_type>(data);
@@ -217,6 +220,7 @@ class typed_message_handler final : public message_handler {
 
  private:
   static asio::awaitable<void> run(F& f, data_type arg, responder r, msgpack::object_handle meta) {
+    if (r.drop_if_expired()) co_return;  // it waited for its turn on the loop
     inv_t inv(std::move(arg), std::move(r), std::move(meta));
     try {
       if constexpr (std::is_void_v<value>) {

@@ -29,8 +29,10 @@ struct call_stats;
 /// without one answers with an internal error, so a caller never hangs.
 class responder {
  public:
+  /// `deadline`: when the caller stops waiting (time_point::max(): never).
   responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
-            service_core* core, const std::string* pattern, call_stats* stats);
+            service_core* core, const std::string* pattern, call_stats* stats,
+            std::chrono::steady_clock::time_point deadline);
   responder(responder&& o) noexcept;
   responder& operator=(responder&&) = delete;
   ~responder();
@@ -41,6 +43,9 @@ class responder {
   void fail(const rpc_error& e);                ///< the handler's error, as sent
   void fail_internal(std::string_view detail);  ///< logged; the caller gets a generic error
   void fail_decode(std::string_view detail);    ///< the request data does not fit the handler
+  /// If the deadline has passed, answers errc::deadline_exceeded (the
+  /// handler is not run) and returns true.
+  bool drop_if_expired();
 
   /// Completes once the connection can take more (stream backpressure).
   asio::awaitable<void> wait_writable();
@@ -48,6 +53,9 @@ class responder {
   [[nodiscard]] const std::string& peer() const noexcept;
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   [[nodiscard]] service_core* core() const noexcept { return core_; }
+  [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept {
+    return deadline_;
+  }
   /// The handler's context, for log lines (request and trace id); the
   /// invocation that owns both sets it, and clears it before it goes.
   void set_context(const message_context* c) noexcept { context_ = c; }
@@ -63,6 +71,7 @@ class responder {
   call_stats* stats_;
   const message_context* context_ = nullptr;
   std::chrono::steady_clock::time_point start_;
+  std::chrono::steady_clock::time_point deadline_;
   bool done_ = false;
 };
 

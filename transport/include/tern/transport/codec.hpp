@@ -8,6 +8,7 @@
 
 #include <msgpack.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <string_view>
 
@@ -90,9 +91,11 @@ class codec {
                       packet& out) const = 0;
 
   /// {id, pattern, data[, meta]}; `packed_pattern`/`packed_meta` are msgpack
-  /// bytes (meta empty = none).
+  /// bytes (meta empty = none). A `deadline` above zero is the time the
+  /// caller still waits, written as meta's first key `deadline_ms`.
   virtual void encode_request(byte_buffer& out, std::uint64_t id, std::string_view packed_pattern,
-                              std::string_view packed_meta, value_writer data) const = 0;
+                              std::string_view packed_meta, std::chrono::milliseconds deadline,
+                              value_writer data) const = 0;
   /// {pattern, data[, meta]}
   virtual void encode_event(byte_buffer& out, std::string_view packed_pattern,
                             std::string_view packed_meta, value_writer data) const = 0;

@@ -68,6 +68,12 @@ class connection : public std::enable_shared_from_this<connection> {
   void request_started() noexcept { ++in_flight_; }
   /// Counts it as finished; the reader resumes if it was held by the cap.
   void request_finished() noexcept;
+  /// When the last read from the socket completed: for a packet being
+  /// delivered, when its last bytes arrived (time it then waited, held by
+  /// backpressure or behind other frames, counts from there).
+  [[nodiscard]] std::chrono::steady_clock::time_point last_read() const noexcept {
+    return last_read_;
+  }
   /// The peer's requests being handled now.
   [[nodiscard]] std::size_t in_flight() const noexcept { return in_flight_; }
 
@@ -103,6 +109,7 @@ class connection : public std::enable_shared_from_this<connection> {
   bool partial_ = false;  // the receive buffer holds part of a frame
   std::chrono::steady_clock::time_point frame_started_{};  // when that part began to arrive
   std::chrono::steady_clock::time_point write_started_{};  // when the write in progress began
+  std::chrono::steady_clock::time_point last_read_{};      // when the last read completed
   std::size_t in_flight_ = 0;
   byte_buffer out_;
   byte_buffer writing_;

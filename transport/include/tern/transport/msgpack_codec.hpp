@@ -18,7 +18,8 @@ class msgpack_codec final : public codec {
   void decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
               packet& out) const override;
   void encode_request(byte_buffer& out, std::uint64_t id, std::string_view packed_pattern,
-                      std::string_view packed_meta, value_writer data) const override;
+                      std::string_view packed_meta, std::chrono::milliseconds deadline,
+                      value_writer data) const override;
   void encode_event(byte_buffer& out, std::string_view packed_pattern, std::string_view packed_meta,
                     value_writer data) const override;
   void encode_response(byte_buffer& out, std::uint64_t id, const value_writer* response,

@@ -3,6 +3,7 @@
 
 #include <msgpack.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
@@ -27,9 +28,13 @@ struct packet {
   std::string_view packed_pattern;  ///< request, event: the pattern's msgpack bytes
   msgpack::object data;             ///< request, event: nil when absent
   msgpack::object meta;             ///< optional map (request id, deadline, trace context)
-  std::string_view response;        ///< reply: the value's msgpack bytes, valid when has_response
-  msgpack::object err;              ///< reply: valid when has_err
-  msgpack::zone* zone = nullptr;    ///< the decoder's zone, for objects made from `response`
+  /// request: meta's `deadline_ms`, the time its caller still waited when it
+  /// sent it (a duration, so clocks need not agree); none when absent or not
+  /// an unsigned integer.
+  std::optional<std::chrono::milliseconds> deadline;
+  std::string_view response;      ///< reply: the value's msgpack bytes, valid when has_response
+  msgpack::object err;            ///< reply: valid when has_err
+  msgpack::zone* zone = nullptr;  ///< the decoder's zone, for objects made from `response`
   bool has_meta = false;
   bool has_response = false;
   bool has_err = false;

@@ -19,15 +19,20 @@ inline constexpr std::string_view no_handler_message =
 /// the service's log.
 inline constexpr std::string_view internal_error_message = "Internal server error";
 
+/// The status of a request dropped because its deadline passed (HTTP's 504).
+inline constexpr int deadline_exceeded_status = 504;
+
 /// Writes `e` as an `err` map: {status, message[, details]}, where status is
-/// e.status(), or the string "error" when it is 0.
+/// e.status(), or the string "error" when it is 0; errc::deadline_exceeded
+/// is {status: 504, kind: "deadline_exceeded", message}.
 void write_error(packer& pk, const rpc_error& e);
 /// Writes the generic internal error: {status: "error", message: internal_error_message}.
 void write_internal_error(packer& pk);
 
 /// The rpc_error a reply's `err` stands for: errc::no_handler for NestJS's
-/// no-handler reply, errc::internal for the generic internal error, else
-/// errc::remote with the status, message and details as sent.
+/// no-handler reply, errc::internal for the generic internal error,
+/// errc::deadline_exceeded for `kind: "deadline_exceeded"`, else errc::remote with the status,
+/// message and details as sent.
 rpc_error to_rpc_error(const packet& reply);
 
 }  // namespace tern::transport

@@ -1,0 +1,200 @@
+// Deadlines on the wire: a request carries the time its caller still
+// waits; the service drops it unrun once that has passed, a handler sees
+// it, and the calls it makes inherit it.
+#include "harness.hpp"
+#include "tern/metrics.hpp"
+#include "tern/tern.hpp"
+#include "tern/transport/msgpack_codec.hpp"
+#include "tern/transport/wire_error.hpp"
+#include "test_handlers.hpp"
+
+#include <asio/read.hpp>
+#include <asio/write.hpp>
+
+#include <map>
+#include <variant>
+
+using namespace std::chrono_literals;
+using tern::errc;
+using tern::rpc_error;
+using tern::test::run;
+using tern::test::until;
+
+namespace {
+
+struct fixture {
+  explicit fixture(asio::io_context& io) : app(io, {.port = 0, .admin_port = 0}) {
+    tern::test::register_test_handlers(app);
+    port = app.start();
+    client = std::make_unique<tern::client_proxy>(
+        io, tern::client_options{.host = "127.0.0.1", .port = port, .timeout = 5s});
+  }
+  tern::microservice app;
+  std::uint16_t port = 0;
+  std::unique_ptr<tern::client_proxy> client;
+};
+
+std::string packed(const auto& v) {
+  msgpack::sbuffer b;
+  msgpack::pack(b, v);
+  return {b.data(), b.size()};
+}
+
+using reply = std::variant<msgpack::object_handle, rpc_error>;
+
+// Reads `n` reply frames from a raw connection: by id, the value or the error.
+asio::awaitable<std::map<std::uint64_t, reply>> read_replies(asio::ip::tcp::socket& s,
+                                                             std::size_t n) {
+  tern::transport::msgpack_codec codec;
+  std::map<std::uint64_t, reply> got;
+  std::string buf;
+  char chunk[4096];
+  while (got.size() < n) {
+    auto r = codec.next_frame(buf.data(), buf.size());
+    if (r.status != tern::transport::frame_status::complete) {
+      auto k = co_await s.async_read_some(asio::buffer(chunk), asio::use_awaitable);
+      buf.append(chunk, k);
+      continue;
+    }
+    msgpack::zone z;
+    tern::transport::packet p;
+    codec.decode(buf.data() + r.header, r.length, z, false, p);
+    if (p.has_err) {
+      got.emplace(p.id, tern::transport::to_rpc_error(p));
+    } else {
+      got.emplace(p.id, tern::transport::decode_owned(p.response));
+    }
+    buf.erase(0, r.total());
+  }
+  co_return got;
+}
+
+}  // namespace
+
+TEST_CASE("a handler sees the time its caller still waits as its deadline") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto left = co_await f.client->send<long>({{"cmd", "deadline"}}, msgpack::type::nil_t{},
+                                              {.timeout = 300ms});
+    CHECK(left > 200);
+    CHECK(left <= 300);
+    // The client's default timeout travels too.
+    left = co_await f.client->send<long>({{"cmd", "deadline"}});
+    CHECK(left > 4000);
+    CHECK(left <= 5000);
+  });
+}
+
+TEST_CASE("calls made with ctx.forward() end when the request's caller stops waiting") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture backend(io);
+    tern::client_proxy to_backend(io, {.port = backend.port, .timeout = 10s});
+    tern::microservice front(io, {.port = 0});
+    // Relays to the backend's {cmd:deadline}, with the options it is given.
+    front.message_pattern(
+        {{"cmd", "relay"}},
+        [&](long shorter, const tern::message_context& ctx) -> asio::awaitable<long> {
+          auto o = ctx.forward();
+          if (shorter > 0) o.timeout = std::chrono::milliseconds(shorter);
+          co_return co_await to_backend.send<long>({{"cmd", "deadline"}}, msgpack::type::nil_t{},
+                                                   o);
+        });
+    std::optional<rpc_error> late_failure;
+    int late_sent = 0;
+    // Waits past its deadline, then calls: the call is not sent.
+    front.message_pattern({{"cmd", "late"}},
+                          [&](const tern::message_context& ctx) -> asio::awaitable<void> {
+                            asio::steady_timer t(co_await asio::this_coro::executor, 150ms);
+                            co_await t.async_wait(asio::use_awaitable);
+                            try {
+                              ++late_sent;
+                              co_await to_backend.send<long>({{"cmd", "deadline"}},
+                                                             msgpack::type::nil_t{}, ctx.forward());
+                            } catch (const rpc_error& e) {
+                              late_failure = e;
+                            }
+                          });
+    tern::client_proxy client(io, {.port = front.start(), .timeout = 5s});
+
+    // The backend's call has what is left of the 400 ms (not its own 10 s).
+    auto left = co_await client.send<long>({{"cmd", "relay"}}, 0, {.timeout = 400ms});
+    CHECK(left > 250);
+    CHECK(left <= 400);
+    // A timeout shorter than what is left wins.
+    left = co_await client.send<long>({{"cmd", "relay"}}, 100, {.timeout = 400ms});
+    CHECK(left > 0);
+    CHECK(left <= 100);
+
+    try {
+      co_await client.send<void>({{"cmd", "late"}}, msgpack::type::nil_t{}, {.timeout = 100ms});
+      FAIL("the call outlived its 100 ms");
+    } catch (const rpc_error& e) {
+      CHECK(e.kind() == errc::timeout);
+    }
+    co_await until([&] { return late_failure.has_value(); });
+    CHECK(late_sent == 1);
+    CHECK(late_failure->kind() == errc::deadline_exceeded);
+    CHECK(backend.app.metrics().scrape().find(
+              "outcome=\"ok\",pattern=\"{\\\"cmd\\\":\\\"deadline\\\"}\"} 2\n") !=
+          std::string::npos);  // the two relays, not the late call
+  });
+}
+
+TEST_CASE("a request whose deadline passed while it waited in the service is dropped unrun") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    // Three requests in one write: the first blocks the loop for 200 ms;
+    // the second allows 50 ms, spent before its turn comes; the third has
+    // no deadline.
+    tern::transport::msgpack_codec codec;
+    tern::transport::byte_buffer out;
+    auto nil = [](tern::transport::packer& pk) { pk.pack_nil(); };
+    codec.encode_request(out, 1, packed(std::map<std::string, std::string>{{"cmd", "block"}}), {},
+                         {}, [](tern::transport::packer& pk) { pk.pack(200); });
+    codec.encode_request(out, 2, packed(std::map<std::string, std::string>{{"cmd", "echo"}}), {},
+                         50ms, nil);
+    codec.encode_request(out, 3, packed(std::map<std::string, std::string>{{"cmd", "deadline"}}),
+                         {}, {}, nil);
+    asio::ip::tcp::socket s(io);
+    co_await s.async_connect({asio::ip::make_address("127.0.0.1"), f.port}, asio::use_awaitable);
+    co_await asio::async_write(s, asio::buffer(out.data(), out.size()), asio::use_awaitable);
+
+    auto got = co_await read_replies(s, 3);
+    REQUIRE(std::holds_alternative<msgpack::object_handle>(got.at(1)));
+    CHECK(std::get<msgpack::object_handle>(got.at(1)).get().as<int>() == 200);
+    REQUIRE(std::holds_alternative<rpc_error>(got.at(2)));
+    const auto& dropped = std::get<rpc_error>(got.at(2));
+    CHECK(dropped.kind() == errc::deadline_exceeded);
+    CHECK(dropped.status() == 504);
+    CHECK(std::string(dropped.message()).find("before the handler could run") != std::string::npos);
+    REQUIRE(std::holds_alternative<msgpack::object_handle>(got.at(3)));
+    CHECK(std::get<msgpack::object_handle>(got.at(3)).get().as<long>() == -1);
+
+    auto metrics = f.app.metrics().scrape();
+    INFO(metrics);
+    CHECK(
+        metrics.find(
+            R"(rpc_server_requests_total{outcome="deadline_exceeded",pattern="{\"cmd\":\"echo\"}"} 1)") !=
+        std::string::npos);
+    CHECK(
+        metrics.find(R"(rpc_server_requests_total{outcome="ok",pattern="{\"cmd\":\"echo\"}"} 0)") !=
+        std::string::npos);
+  });
+}
+
+TEST_CASE("a call whose inherited deadline has passed fails at once, unsent") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    auto start = std::chrono::steady_clock::now();
+    try {
+      co_await f.client->send<std::string>("ping", msgpack::type::nil_t{},
+                                           {.deadline = std::chrono::steady_clock::now() - 1ms});
+      FAIL("a call past its deadline was sent");
+    } catch (const rpc_error& e) {
+      CHECK(e.kind() == errc::deadline_exceeded);
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 100ms);
+    CHECK(f.app.metrics().scrape().find(
+              R"(rpc_server_requests_total{outcome="ok",pattern="ping"} 0)") != std::string::npos);
+  });
+}
