@@ -11,6 +11,7 @@
 #include "tern/transport/wire_error.hpp"
 
 #include <spdlog/spdlog.h>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
@@ -167,7 +168,7 @@ class service_core final : public transport::request_sink,
   microservice_options options_;
   std::shared_ptr<const transport::codec> wire_;
   transport::server server_;
-  transport::log_limiter unknown_events_, bad_requests_;
+  transport::log_limiter unknown_events_, bad_requests_, cancelled_log_;
   std::unique_ptr<asio::signal_set> signals_;  // listen()'s, until the service goes
   metrics_registry metrics_;
   service_metrics stats_;
@@ -221,6 +222,7 @@ responder::responder(responder&& o) noexcept
       pattern_(o.pattern_),
       stats_(o.stats_),
       context_(o.context_),
+      task_(o.task_),
       start_(o.start_),
       deadline_(o.deadline_),
       done_(o.done_) {
@@ -233,6 +235,7 @@ responder::~responder() {
 
 void responder::finished(std::size_t outcome) noexcept {
   done_ = true;
+  if (task_) session_->untrack(id_, *task_);
   --core_->in_flight_;
   session_->request_finished();
   auto took = std::chrono::steady_clock::now() - start_;
@@ -272,7 +275,7 @@ asio::awaitable<void> responder::wait_writable() {
 }
 
 void responder::reply(transport::value_writer value) {
-  if (done_) return;
+  if (done_ || stopped()) return;
   try {
     session_->wire().encode_response(session_->out(), id_, &value, true);
   } catch (const std::exception& e) {
@@ -284,14 +287,14 @@ void responder::reply(transport::value_writer value) {
 }
 
 void responder::reply_void() {
-  if (done_) return;
+  if (done_ || stopped()) return;
   session_->wire().encode_response(session_->out(), id_, nullptr, true);
   session_->flush();
   finished(outcome_ok);
 }
 
 void responder::next(transport::value_writer value) {
-  if (done_) return;
+  if (done_ || stopped()) return;
   session_->wire().encode_response(session_->out(), id_, &value, false);
   session_->flush();
 }
@@ -301,7 +304,7 @@ void responder::fail(const rpc_error& e) {
 }
 
 void responder::fail_as(const rpc_error& e, std::size_t outcome) {
-  if (done_) return;
+  if (done_ || stopped()) return;
   auto write_err = [&](transport::packer& pk) { transport::write_error(pk, e); };
   try {
     session_->wire().encode_error(session_->out(), id_, write_err);
@@ -311,6 +314,31 @@ void responder::fail_as(const rpc_error& e, std::size_t outcome) {
   }
   session_->flush();
   finished(outcome);
+}
+
+std::shared_ptr<transport::cancellable> responder::make_cancellable() {
+  auto c = std::make_shared<transport::cancellable>();
+  task_ = c.get();
+  session_->track(id_, *c);
+  return c;
+}
+
+bool responder::stopped() {
+  if (!task_ || task_->stopped == transport::cancellable::reason::none) return false;
+  if (!done_) {
+    bool closed = task_->stopped == transport::cancellable::reason::closed;
+    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - start_)
+                    .count();
+    if (std::size_t held = 0; core_->cancelled_log_.allow(held)) {
+      spdlog::info("[{}] {} cancelled after {} ms ({}): its work was stopped, no reply sent{}{}",
+                   session_->peer(), *pattern_, took,
+                   closed ? "the connection closed" : "the caller gave up", log_tag(),
+                   transport::held_back(held));
+    }
+    finished(outcome_of(errc::cancelled));
+  }
+  return true;
 }
 
 bool responder::drop_if_expired() {
@@ -327,7 +355,7 @@ bool responder::drop_if_expired() {
 }
 
 void responder::fail_internal(std::string_view detail) {
-  if (done_) return;
+  if (done_ || stopped()) return;
   spdlog::error("[{}] handler for {} failed: {}{}", session_->peer(), *pattern_,
                 transport::clip(detail), log_tag());
   session_->wire().encode_error(session_->out(), id_,
@@ -354,16 +382,23 @@ msgpack::object_handle clone_meta(const msgpack::object& meta) {
   return msgpack::clone(meta);
 }
 
-void spawn(asio::awaitable<void> task, service_core* core) {
+void spawn(asio::awaitable<void> task, service_core* core,
+           std::shared_ptr<transport::cancellable> stop) {
+  auto done = [keep = core->shared_from_this(), stop](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      spdlog::error("handler task failed: {}", ex.what());
+    }
+  };
+  if (!stop) {
+    asio::co_spawn(core->io_, std::move(task), std::move(done));
+    return;
+  }
+  // The signal lives in `stop`, which the completion holds: as long as the task.
   asio::co_spawn(core->io_, std::move(task),
-                 [keep = core->shared_from_this()](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& ex) {
-                     spdlog::error("handler task failed: {}", ex.what());
-                   }
-                 });
+                 asio::bind_cancellation_slot(stop->signal.slot(), std::move(done)));
 }
 
 void event_done(service_core* core, const std::string& pattern, const std::string& peer,
@@ -409,9 +444,21 @@ microservice::microservice(asio::io_context& io, microservice_options options)
 
 microservice::~microservice() = default;
 
+namespace {
+// tern.ping and tern.cancel are answered below the handlers (docs/protocol.md).
+void refuse_control_pattern(const std::string& key) {
+  for (auto reserved : {transport::ping_pattern, transport::cancel_pattern}) {
+    if (key == reserved) {
+      throw std::invalid_argument(std::string(reserved) + " is tern's own pattern; choose another");
+    }
+  }
+}
+}  // namespace
+
 void microservice::add_message_handler(const pattern& p,
                                        std::unique_ptr<detail::message_handler> h) {
   auto key = p.canonical();
+  refuse_control_pattern(key);
   bool health = key == pattern(health_pattern).canonical();
   if (health && core_->handlers_.count(key)) {
     throw std::invalid_argument(std::string(health_pattern) +
@@ -425,6 +472,7 @@ void microservice::add_message_handler(const pattern& p,
 
 void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::event_handler> h) {
   auto key = p.canonical();
+  refuse_control_pattern(key);
   core_->events_[key].push_back(std::move(h));
   core_->stats_.event_stats(key);  // its ok series exists from now on
 }

@@ -8,10 +8,12 @@
 #include "tern/transport/wire_error.hpp"
 #include "test_handlers.hpp"
 
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 
 #include <map>
+#include <thread>
 #include <variant>
 
 using namespace std::chrono_literals;
@@ -61,8 +63,10 @@ asio::awaitable<std::map<std::uint64_t, reply>> read_replies(asio::ip::tcp::sock
     codec.decode(buf.data() + r.header, r.length, z, false, p);
     if (p.has_err) {
       got.emplace(p.id, tern::transport::to_rpc_error(p));
-    } else {
+    } else if (p.has_response) {
       got.emplace(p.id, tern::transport::decode_owned(p.response));
+    } else {
+      got.emplace(p.id, msgpack::object_handle());  // {id, isDisposed: true}
     }
     buf.erase(0, r.total());
   }
@@ -101,11 +105,11 @@ TEST_CASE("calls made with ctx.forward() end when the request's caller stops wai
         });
     std::optional<rpc_error> late_failure;
     int late_sent = 0;
-    // Waits past its deadline, then calls: the call is not sent.
+    // Works (blocking, so no cancel is read meanwhile) past its deadline,
+    // then calls: the call is not sent.
     front.message_pattern({{"cmd", "late"}},
                           [&](const tern::message_context& ctx) -> asio::awaitable<void> {
-                            asio::steady_timer t(co_await asio::this_coro::executor, 150ms);
-                            co_await t.async_wait(asio::use_awaitable);
+                            std::this_thread::sleep_for(150ms);
                             try {
                               ++late_sent;
                               co_await to_backend.send<long>({{"cmd", "deadline"}},
@@ -196,5 +200,125 @@ TEST_CASE("a call whose inherited deadline has passed fails at once, unsent") {
     CHECK(std::chrono::steady_clock::now() - start < 100ms);
     CHECK(f.app.metrics().scrape().find(
               R"(rpc_server_requests_total{outcome="ok",pattern="ping"} 0)") != std::string::npos);
+  });
+}
+
+namespace {
+
+// A front service whose {cmd:relay_sleep} ms calls the backend's {cmd:sleep}
+// with ctx.forward(), so cancelling the front's handler must reach the
+// backend's too.
+struct chain {
+  explicit chain(asio::io_context& io)
+      : backend(io),
+        to_backend(io, {.port = backend.port, .timeout = 10s}),
+        front(io, {.port = 0}) {
+    front.message_pattern(
+        {{"cmd", "relay_sleep"}},
+        [this](int ms, const tern::message_context& ctx) -> asio::awaitable<int> {
+          co_return co_await to_backend.send<int>({{"cmd", "sleep"}}, ms, ctx.forward());
+        });
+    client = std::make_unique<tern::client_proxy>(
+        io, tern::client_options{.port = front.start(), .timeout = 10s});
+  }
+  [[nodiscard]] static std::string cancelled(const std::string& pattern, int n) {
+    return "rpc_server_requests_total{outcome=\"cancelled\",pattern=\"" + pattern + "\"} " +
+           std::to_string(n) + "\n";
+  }
+  fixture backend;
+  tern::client_proxy to_backend;
+  tern::microservice front;
+  std::unique_ptr<tern::client_proxy> client;
+};
+
+const std::string sleep_key = R"({\"cmd\":\"sleep\"})";
+const std::string relay_key = R"({\"cmd\":\"relay_sleep\"})";
+
+}  // namespace
+
+TEST_CASE("a caller that gives up cancels the coroutine handler, and the call it was making") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    chain c(io);
+    SUBCASE("by its timeout") {
+      auto start = std::chrono::steady_clock::now();
+      try {
+        co_await c.client->send<int>({{"cmd", "relay_sleep"}}, 3000, {.timeout = 150ms});
+        FAIL("a 3 s handler answered within 150 ms");
+      } catch (const rpc_error& e) {
+        CHECK(e.kind() == errc::timeout);
+      }
+      // Both handlers stop long before their 3 s: the front's by the cancel
+      // frame (or its own deadline), the backend's by the front's cancel.
+      co_await until([&] { return c.backend.app.in_flight() == 0 && c.front.in_flight() == 0; });
+      CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+      CHECK(c.front.in_flight() == 0);
+      CHECK(c.backend.app.in_flight() == 0);
+      CHECK(c.front.metrics().scrape().find(chain::cancelled(relay_key, 1)) != std::string::npos);
+      CHECK(c.backend.app.metrics().scrape().find(chain::cancelled(sleep_key, 1)) !=
+            std::string::npos);
+    }
+    SUBCASE("by cancelling the awaiting coroutine (the losing side of ||)") {
+      asio::steady_timer t(io, 150ms);
+      auto start = std::chrono::steady_clock::now();
+      auto won = co_await (c.client->send<int>({{"cmd", "relay_sleep"}}, 3000) ||
+                           t.async_wait(asio::use_awaitable));
+      CHECK(won.index() == 1);
+      co_await until([&] { return c.backend.app.in_flight() == 0 && c.front.in_flight() == 0; });
+      CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+      CHECK(c.front.metrics().scrape().find(chain::cancelled(relay_key, 1)) != std::string::npos);
+      CHECK(c.backend.app.metrics().scrape().find(chain::cancelled(sleep_key, 1)) !=
+            std::string::npos);
+    }
+    // The services go on serving.
+    CHECK(co_await c.client->send<int>({{"cmd", "relay_sleep"}}, 1) == 1);
+  });
+}
+
+TEST_CASE("a connection closed mid-request stops its coroutine handlers") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    tern::transport::msgpack_codec codec;
+    tern::transport::byte_buffer out;
+    codec.encode_request(out, 1, packed(std::map<std::string, std::string>{{"cmd", "sleep"}}), {},
+                         {}, [](tern::transport::packer& pk) { pk.pack(3000); });
+    {
+      asio::ip::tcp::socket s(io);
+      co_await s.async_connect({asio::ip::make_address("127.0.0.1"), f.port}, asio::use_awaitable);
+      co_await asio::async_write(s, asio::buffer(out.data(), out.size()), asio::use_awaitable);
+      co_await until([&] { return f.app.in_flight() == 1; });
+      REQUIRE(f.app.in_flight() == 1);
+    }  // closed
+    auto closed_at = std::chrono::steady_clock::now();
+    co_await until([&] { return f.app.in_flight() == 0; });
+    CHECK(std::chrono::steady_clock::now() - closed_at < 1000ms);
+    CHECK(f.app.metrics().scrape().find(chain::cancelled(sleep_key, 1)) != std::string::npos);
+  });
+}
+
+TEST_CASE(
+    "tern.ping is answered below the handlers, and a cancel for no such call changes nothing") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    tern::transport::msgpack_codec codec;
+    tern::transport::byte_buffer out;
+    codec.encode_cancel(out, 99);  // nothing has id 99
+    codec.encode_request(out, 1, packed(std::string("tern.ping")), {}, {},
+                         [](tern::transport::packer& pk) { pk.pack_nil(); });
+    codec.encode_request(out, 2, packed(std::string("ping")), {}, {},
+                         [](tern::transport::packer& pk) { pk.pack_nil(); });
+    asio::ip::tcp::socket s(io);
+    co_await s.async_connect({asio::ip::make_address("127.0.0.1"), f.port}, asio::use_awaitable);
+    co_await asio::async_write(s, asio::buffer(out.data(), out.size()), asio::use_awaitable);
+    auto got = co_await read_replies(s, 2);
+    REQUIRE(std::holds_alternative<msgpack::object_handle>(got.at(1)));
+    CHECK(std::get<msgpack::object_handle>(got.at(1)).get().is_nil());  // {id, isDisposed: true}
+    REQUIRE(std::holds_alternative<msgpack::object_handle>(got.at(2)));
+    CHECK(std::get<msgpack::object_handle>(got.at(2)).get().as<std::string>() == "pong");
+    auto metrics = f.app.metrics().scrape();
+    CHECK(metrics.find("tern.ping") == std::string::npos);
+    CHECK(metrics.find("tern.cancel") == std::string::npos);
+    CHECK_THROWS_AS(f.app.message_pattern("tern.ping", [] { return 1; }), std::invalid_argument);
+    CHECK_THROWS_AS(f.app.event_pattern("tern.cancel", [](int) {}), std::invalid_argument);
   });
 }

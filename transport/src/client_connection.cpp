@@ -134,6 +134,7 @@ void client_connection::unlink(call_state& s) noexcept {
 }
 
 void client_connection::abandon(call_state& s) noexcept {
+  if (s.owner == this && !s.done) tell_cancelled(s.id);
   unlink(s);
   s.done = true;
   if (s.slot.is_connected()) s.slot.clear();
@@ -168,7 +169,20 @@ void client_connection::close_when_idle(std::string_view reason) {
 }
 
 void client_connection::cancel(call_state& s) {
-  if (!s.done) finish(s, rpc_error(errc::cancelled, std::string(s.label) + " cancelled"));
+  if (s.done) return;
+  tell_cancelled(s.id);
+  finish(s, rpc_error(errc::cancelled, std::string(s.label) + " cancelled"));
+}
+
+void client_connection::tell_cancelled(std::uint64_t id) noexcept {
+  // The service stops the work (a coroutine handler is cancelled, a reply
+  // dropped); a peer without cancel frames does it at its own pace.
+  if (!is_open()) return;
+  try {
+    if (wire().encode_cancel(out(), id)) flush();
+  } catch (const std::exception& e) {
+    spdlog::debug("[{}] cancel of call {} not sent: {}", peer(), id, e.what());
+  }
 }
 
 asio::awaitable<void> client_connection::wait(call_state& s) {
@@ -320,6 +334,7 @@ asio::awaitable<void> client_connection::expirer() {
       for (auto* s = list.head; s && s->deadline <= now; s = s->next) expired.push_back(s);
     }
     for (auto* s : expired) {
+      tell_cancelled(s->id);
       finish(*s, rpc_error(errc::timeout, "no reply to " + std::string(s->label) + " within " +
                                               std::to_string(s->timeout.count()) + " ms"));
     }

@@ -1,5 +1,6 @@
 #include "tern/transport/msgpack_codec.hpp"
 
+#include "tern/transport/control.hpp"
 #include "tern/transport/msgpack_reader.hpp"
 #include "tern/transport/wire_error.hpp"
 
@@ -458,6 +459,19 @@ bool msgpack_codec::encode_goaway(byte_buffer& out) const {
   pk.pack_map(1);
   key(pk, "goaway");
   pk.pack_true();
+  frame.finish();
+  return true;
+}
+
+bool msgpack_codec::encode_cancel(byte_buffer& out, std::uint64_t id) const {
+  frame_scope frame(out, max_frame());
+  packer pk(out);
+  pk.pack_map(2);
+  key(pk, "pattern");
+  pk.pack_str(static_cast<std::uint32_t>(cancel_pattern.size()));
+  pk.pack_str_body(cancel_pattern.data(), static_cast<std::uint32_t>(cancel_pattern.size()));
+  key(pk, "data");
+  pk.pack_uint64(id);
   frame.finish();
   return true;
 }

@@ -14,7 +14,11 @@ namespace tern::transport {
 
 namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
+
+bool is_string(const msgpack::object& o, std::string_view s) noexcept {
+  return o.type == msgpack::type::STR && std::string_view(o.via.str.ptr, o.via.str.size) == s;
 }
+}  // namespace
 
 server_session::server_session(asio::ip::tcp::socket socket, const codec& wire,
                                const connection_options& o, server& owner)
@@ -31,10 +35,20 @@ void server_session::on_packet_(packet& p) {
   auto self = std::static_pointer_cast<server_session>(shared_from_this());
   switch (p.kind) {
     case packet_kind::request:
-      owner_->sink_.on_request(self, p);
+      if (is_string(p.pattern, ping_pattern)) {
+        answer_ping(p.id);
+      } else {
+        owner_->sink_.on_request(self, p);
+      }
       break;
     case packet_kind::event:
-      owner_->sink_.on_event(self, p);
+      if (is_string(p.pattern, cancel_pattern)) {
+        if (p.data.type == msgpack::type::POSITIVE_INTEGER) {
+          stop(p.data.via.u64, cancellable::reason::cancelled);
+        }
+      } else {
+        owner_->sink_.on_event(self, p);
+      }
       break;
     case packet_kind::reply:
       throw protocol_violation("a client sent a reply packet");
@@ -62,6 +76,34 @@ void server_session::on_bad_packet_(const packet_error& e) {
 void server_session::on_closed_(std::string_view, bool) {
   if (owner_) owner_->sessions_.erase(this);
   owner_ = nullptr;
+  // Nobody is left to take the replies: the work stops.
+  std::vector<std::uint64_t> ids;
+  ids.reserve(tracked_.size());
+  for (const auto& [id, c] : tracked_) ids.push_back(id);
+  for (auto id : ids) stop(id, cancellable::reason::closed);
+}
+
+void server_session::track(std::uint64_t id, cancellable& c) {
+  tracked_[id] = &c;  // a caller that reuses a pending id can stop the newer one only
+}
+
+void server_session::untrack(std::uint64_t id, const cancellable& c) noexcept {
+  auto it = tracked_.find(id);
+  if (it != tracked_.end() && it->second == &c) tracked_.erase(it);
+}
+
+void server_session::stop(std::uint64_t id, cancellable::reason why) {
+  auto it = tracked_.find(id);
+  if (it == tracked_.end()) return;  // answered already, or not a coroutine's
+  cancellable* c = it->second;
+  tracked_.erase(it);
+  c->stopped = why;
+  c->signal.emit(asio::cancellation_type::terminal);
+}
+
+void server_session::answer_ping(std::uint64_t id) {
+  wire().encode_response(out(), id, nullptr, true);
+  flush();
 }
 
 server::server(asio::any_io_executor ex, request_sink& sink, const codec& wire,

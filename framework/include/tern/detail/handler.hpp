@@ -163,8 +163,10 @@ class message_handler {
 
 /// Hands a handler coroutine to the service's executor; the task keeps the
 /// service's core alive (defined in the .cpp so Asio's spawning machinery
-/// stays out of this header).
-void spawn(asio::awaitable<void> task, service_core* core);
+/// stays out of this header). With `stop`, the task is bound to its
+/// signal (a request's caller can cancel it).
+void spawn(asio::awaitable<void> task, service_core* core,
+           std::shared_ptr<transport::cancellable> stop = {});
 
 template <class F>
 class typed_message_handler final : public message_handler {
@@ -199,7 +201,8 @@ class typed_message_handler final : public message_handler {
     }
     if constexpr (result::coroutine) {
       service_core* core = r.core();
-      spawn(run(f_, std::move(arg), std::move(r), clone_meta(meta)), core);
+      auto stop = r.make_cancellable();
+      spawn(run(f_, std::move(arg), std::move(r), clone_meta(meta)), core, std::move(stop));
     } else {
       inv_t inv(std::move(arg), std::move(r), clone_meta(meta));
       try {

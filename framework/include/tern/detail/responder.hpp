@@ -13,7 +13,8 @@
 
 namespace tern::transport {
 class server_session;
-}
+struct cancellable;
+}  // namespace tern::transport
 
 namespace tern {
 class message_context;
@@ -46,6 +47,10 @@ class responder {
   /// If the deadline has passed, answers errc::deadline_exceeded (the
   /// handler is not run) and returns true.
   bool drop_if_expired();
+  /// Makes the request stoppable by its caller (a coroutine handler's): a
+  /// cancel frame or the connection's end emits the returned state's
+  /// signal, which the task is bound to, and the reply is then dropped.
+  std::shared_ptr<transport::cancellable> make_cancellable();
 
   /// Completes once the connection can take more (stream backpressure).
   asio::awaitable<void> wait_writable();
@@ -62,6 +67,9 @@ class responder {
 
  private:
   void finished(std::size_t outcome) noexcept;
+  /// The caller stopped the request: counts and logs it (once) and
+  /// returns true, so nothing is sent.
+  bool stopped();
   void fail_as(const rpc_error& e, std::size_t outcome);
   [[nodiscard]] std::string log_tag() const;  // " request_id=… trace_id=…", or empty
   std::shared_ptr<transport::server_session> session_;
@@ -70,6 +78,7 @@ class responder {
   const std::string* pattern_;
   call_stats* stats_;
   const message_context* context_ = nullptr;
+  transport::cancellable* task_ = nullptr;  // make_cancellable()'s, kept alive by the task
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point deadline_;
   bool done_ = false;

@@ -47,8 +47,9 @@ struct call_state {
 /// error, its deadline (errc::timeout), cancellation (errc::cancelled), or
 /// the connection's loss (errc::connection_closed / errc::protocol_error),
 /// which fails every pending call at once. Replies to calls that already
-/// ended are dropped. A reply whose value does not decode, or that the
-/// call's sink throws on, fails that call alone with errc::decode_error.
+/// ended are dropped. A call that ends by its deadline or by cancellation
+/// sends a cancel frame, so the service stops working on it. A reply whose value does not decode,
+/// or that the call's sink throws on, fails that call alone with errc::decode_error.
 ///
 /// Thread safety: none; use it from its executor's (single) thread.
 class client_connection final : public connection {
@@ -83,7 +84,8 @@ class client_connection final : public connection {
                   std::chrono::milliseconds timeout) {
     send_request(s, pattern, meta, data, timeout);
   }
-  /// Ends a started call with errc::cancelled, unless it has ended.
+  /// Ends a started call with errc::cancelled, unless it has ended, and
+  /// tells the service (a cancel frame), which stops the work.
   void cancel(call_state& s);
 
   /// Sends a request whose values are taken one by one with next(). The
@@ -93,7 +95,8 @@ class client_connection final : public connection {
                                     value_writer data, std::chrono::milliseconds timeout);
   /// The next value of a stream, or nullopt after the last. Throws rpc_error.
   asio::awaitable<std::optional<msgpack::object_handle>> next(call_state& state);
-  /// Forgets a call (its later replies are dropped). Safe on ended calls.
+  /// Forgets a call (its later replies are dropped; the service is told
+  /// to stop one still going). Safe on ended calls.
   void abandon(call_state& state) noexcept;
 
   /// Sends an event; completes once it is queued. Throws rpc_error.
@@ -129,6 +132,7 @@ class client_connection final : public connection {
   void finish(call_state& s, std::optional<rpc_error> error);
   void wake(call_state& s);
   void unlink(call_state& s) noexcept;
+  void tell_cancelled(std::uint64_t id) noexcept;
   asio::awaitable<void> expirer();
 
   std::uint64_t next_id_ = 0;

@@ -113,6 +113,15 @@ class codec {
     return false;
   }
 
+  /// {pattern: "tern.cancel", data: id}: the caller gave up on request
+  /// `id`. Returns false (and appends nothing) for a wire format that has
+  /// no such packet.
+  virtual bool encode_cancel(byte_buffer& out, std::uint64_t id) const {
+    (void)out;
+    (void)id;
+    return false;
+  }
+
   [[nodiscard]] virtual std::uint32_t max_frame() const noexcept = 0;
 };
 

@@ -27,6 +27,7 @@ class msgpack_codec final : public codec {
   void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const override;
   void encode_no_handler(byte_buffer& out, std::uint64_t id) const override;
   bool encode_goaway(byte_buffer& out) const override;
+  bool encode_cancel(byte_buffer& out, std::uint64_t id) const override;
   [[nodiscard]] std::uint32_t max_frame() const noexcept override { return decoder_.max_frame(); }
 
  private:

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tern/transport/connection.hpp"
+#include "tern/transport/control.hpp"
 #include "tern/transport/task_group.hpp"
 
 #include <asio/ip/tcp.hpp>
@@ -10,7 +11,9 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace tern::transport {
 
@@ -44,6 +47,14 @@ class server_session final : public connection {
                  server& owner);
   ~server_session() override;
 
+  /// Makes request `id`'s work stoppable: a cancel event for the id, or the
+  /// connection's end, stops `c` (which must stay alive until untrack()).
+  void track(std::uint64_t id, cancellable& c);
+  /// Forgets it (once the request has been answered); safe if not tracked.
+  void untrack(std::uint64_t id, const cancellable& c) noexcept;
+  /// Requests being handled that a cancel could stop.
+  [[nodiscard]] std::size_t cancellable_requests() const noexcept { return tracked_.size(); }
+
  protected:
   void on_packet_(packet& p) override;
   void on_closed_(std::string_view reason, bool protocol_error) override;
@@ -51,7 +62,10 @@ class server_session final : public connection {
 
  private:
   friend class server;
+  void stop(std::uint64_t id, cancellable::reason why);
+  void answer_ping(std::uint64_t id);
   server* owner_;
+  std::unordered_map<std::uint64_t, cancellable*> tracked_;
 };
 
 /// Accepts connections on one address and keeps track of them, so shutdown
