@@ -120,6 +120,7 @@ void request::reset() {
   }
   version_minor = 1;
   keep_alive = true;
+  client_gone = false;
 }
 
 bool request_parser::in_progress() const noexcept {

@@ -4,6 +4,7 @@
 #include "tern/transport/server.hpp"
 
 #include <spdlog/spdlog.h>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/post.hpp>
@@ -11,7 +12,10 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 
 namespace tern::http {
@@ -65,6 +69,35 @@ struct server::session_info {
   [[nodiscard]] bool idle() const { return !busy && !writing && !in_message && !lingering; }
 };
 
+// Notices a client that leaves while its request is being handled: the
+// session's signal (its coroutine is bound to it) then cancels what the
+// handler awaits. `info` is set while a handler runs.
+struct server::client_watch {
+  asio::cancellation_signal signal;
+  session_info* info = nullptr;
+  request* req = nullptr;
+};
+
+void server::watch_client(const std::shared_ptr<client_watch>& w) {
+  w->info->socket->async_wait(asio::socket_base::wait_read, [w](std::error_code ec) {
+    if (ec || !w->info) return;  // the handler finished first
+    // Readable while its request is in hand: more requests (pipelining:
+    // it is there), or the end of its stream (gone).
+    char byte;
+    auto n = ::recv(w->info->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      watch_client(w);
+      return;
+    }
+    spdlog::debug("[{}] the client left before its response: its calls are cancelled",
+                  *w->info->peer);
+    w->req->client_gone = true;
+    w->info = nullptr;
+    w->signal.emit(asio::cancellation_type::terminal);
+  });
+}
+
 std::string_view reason_phrase(int status) {
   switch (status) {
     case 100:
@@ -99,6 +132,8 @@ std::string_view reason_phrase(int status) {
       return "Too Many Requests";
     case 431:
       return "Request Header Fields Too Large";
+    case 499:
+      return "Client Closed Request";
     case 500:
       return "Internal Server Error";
     case 501:
@@ -223,14 +258,18 @@ asio::awaitable<void> server::sweep_loop() {
 
 void server::start_session(asio::ip::tcp::socket socket) {
   ++starting_;
-  asio::co_spawn(io_, session(std::move(socket)), [](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      spdlog::error("http session failed: {}", ex.what());
-    }
-  });
+  // The watch (and its signal) lives as long as the session's coroutine.
+  auto watch = std::make_shared<client_watch>();
+  auto& signal = watch->signal;
+  asio::co_spawn(io_, session(std::move(socket), watch),
+                 asio::bind_cancellation_slot(signal.slot(), [watch](std::exception_ptr e) {
+                   if (!e) return;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& ex) {
+                     spdlog::error("http session failed: {}", ex.what());
+                   }
+                 }));
 }
 
 asio::awaitable<void> server::accept_loop() {
@@ -262,7 +301,8 @@ asio::awaitable<void> server::accept_loop() {
   }
 }
 
-asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
+asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
+                                      std::shared_ptr<client_watch> watch) {
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
@@ -344,13 +384,24 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket) {
       info.busy = true;
       response r;
       bool failed = false;
+      watch->info = &info;
+      watch->req = &req;
+      watch_client(watch);
       try {
         r = co_await handler_(req);
       } catch (const std::exception& e) {
-        spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, req.target, e.what());
+        if (!req.client_gone) {
+          spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, req.target, e.what());
+        }
         failed = true;
       }
       if (!info.owner) co_return;
+      if (req.client_gone) {  // nobody to answer; the session is cancelled too
+        gone = true;
+        break;
+      }
+      watch->info = nullptr;
+      socket.cancel(ec);  // the watch's wait, the only operation pending
       if (failed) {
         r = co_await render_(500, "Internal server error", req);
         if (!info.owner) co_return;

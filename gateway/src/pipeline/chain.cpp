@@ -16,6 +16,10 @@ asio::awaitable<void> chain::run_handler(request_context& ctx) const {
   try {
     co_await handler_->handle(ctx);
   } catch (const std::exception& e) {
+    if (ctx.request.client_gone) {  // its awaited operations were cancelled
+      ctx.response = error_response(499, "the client closed the connection before the response");
+      co_return;
+    }
     spdlog::error("[{}] {} {} failed: {} (request_id={})", ctx.request.peer, ctx.request.method,
                   ctx.request.target, e.what(), ctx.request_id);
     ctx.response = error_response(500, "Internal server error");

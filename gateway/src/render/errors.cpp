@@ -38,10 +38,11 @@ http::response error_for(const rpc_error& e, const upstream& service) {
     case errc::circuit_open:
       return error_response(503,
                             "service " + service.name + " is unavailable (circuit breaker open)");
+    case errc::cancelled:  // the HTTP client left, which cancelled the call (nginx's 499)
+      return error_response(499, "the client closed the connection before the response");
     case errc::connection_refused:
     case errc::connection_closed:
     case errc::protocol_error:
-    case errc::cancelled:
       break;
   }
   return error_response(503, "service " + service.name + " is unavailable");

@@ -39,6 +39,10 @@ struct request {
   /// The connection may stay open after the response: HTTP/1.1 unless
   /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
   bool keep_alive = true;
+  /// Set by the server when the client went away (closed or reset its
+  /// connection) while the handler was working on this request; the
+  /// handler's awaited operations are then cancelled (docs/gateway.md).
+  bool client_gone = false;
 
   /// The first header named `name` (lower-case), or empty.
   [[nodiscard]] std::string_view header(std::string_view name) const;

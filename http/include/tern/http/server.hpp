@@ -80,10 +80,12 @@ class server {
 
  private:
   struct session_info;
+  struct client_watch;
   void start_session(asio::ip::tcp::socket socket);
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
-  asio::awaitable<void> session(asio::ip::tcp::socket socket);
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch);
+  static void watch_client(const std::shared_ptr<client_watch>& w);
 
   asio::io_context& io_;
   limits limits_;
