@@ -311,6 +311,12 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
       try {
         ep->conn = co_await transport::client_connection::connect(
             ep->address, ep->text, *wire, options.connection, options.connect_timeout);
+        // A peer gone silent (a cut link, a frozen process) is out at once.
+        ep->conn->on_silent([weak = weak_from_this(), e = std::weak_ptr<endpoint>(ep)] {
+          auto self = weak.lock();
+          auto live = e.lock();
+          if (self && live) self->eject(*live, "it went silent", clock::now());
+        });
         ep->failures = 0;
         ep->last_error.reset();
 
@@ -477,6 +483,13 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
       return;
     }
     if (o.consecutive_failures <= 0 || ++ep.consecutive_failures < o.consecutive_failures) return;
+    eject(ep, std::to_string(o.consecutive_failures) + " failures in a row", now);
+  }
+
+  // Takes an endpoint out for a while (longer each time), unless as many
+  // are out as may be at once.
+  void eject(endpoint& ep, const std::string& why, clock::time_point now) {
+    const auto& o = options.ejection;
     if (ep.ejected() || ep.removed) return;
     std::size_t out = 0;
     for (const auto& e : endpoints) out += e->ejected() ? 1 : 0;
@@ -491,8 +504,7 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
     ep.ejected_until = now + length;
     ep.consecutive_failures = 0;
     ++stats.ejections;
-    spdlog::warn("{}: endpoint {} ejected for {} ms after {} failures in a row", where, ep.text,
-                 length.count(), o.consecutive_failures);
+    spdlog::warn("{}: endpoint {} ejected for {} ms after {}", where, ep.text, length.count(), why);
     if (!ep.probing) {
       for (const auto& e : endpoints) {
         if (e.get() == &ep) asio::co_spawn(executor, probe(weak_from_this(), e), asio::detached);

@@ -322,3 +322,97 @@ TEST_CASE(
     CHECK_THROWS_AS(f.app.event_pattern("tern.cancel", [](int) {}), std::invalid_argument);
   });
 }
+
+namespace {
+
+// Accepts connections and reads whatever comes, answering nothing: a peer
+// gone silent (a frozen process, or a link cut without a reset).
+struct silent_peer {
+  explicit silent_peer(asio::io_context& io)
+      : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}) {
+    asio::co_spawn(
+        io,
+        [this]() -> asio::awaitable<void> {
+          for (;;) {
+            auto s = std::make_shared<asio::ip::tcp::socket>(
+                co_await acceptor.async_accept(asio::use_awaitable));
+            ++accepted;
+            asio::co_spawn(
+                acceptor.get_executor(),
+                [s]() -> asio::awaitable<void> {
+                  char buf[4096];
+                  for (;;) co_await s->async_read_some(asio::buffer(buf), asio::use_awaitable);
+                },
+                asio::detached);
+          }
+        },
+        asio::detached);
+  }
+  [[nodiscard]] std::uint16_t port() const { return acceptor.local_endpoint().port(); }
+  asio::ip::tcp::acceptor acceptor;
+  int accepted = 0;
+};
+
+}  // namespace
+
+TEST_CASE("a silent peer is found by a keep-alive ping: its calls fail, its endpoint is ejected") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    silent_peer quiet(io);
+    fixture alive(io);
+    const tern::transport::connection_options keepalive{.keepalive_interval = 100ms,
+                                                        .keepalive_timeout = 100ms};
+    SUBCASE("a call pending on it fails with connection_closed, long before its own timeout") {
+      tern::client_proxy c(io, {.port = quiet.port(), .timeout = 10s, .connection = keepalive});
+      auto start = std::chrono::steady_clock::now();
+      try {
+        co_await c.send<std::string>("ping");
+        FAIL("a silent peer answered");
+      } catch (const rpc_error& e) {
+        CHECK(e.kind() == errc::connection_closed);
+        CHECK(std::string(e.message()).find("silent") != std::string::npos);
+      }
+      auto took = std::chrono::steady_clock::now() - start;
+      CHECK(took >= 200ms);  // interval + timeout
+      CHECK(took < 1500ms);
+    }
+    SUBCASE("of two endpoints, the silent one is ejected and calls go to the other") {
+      tern::client_proxy c(io, {.endpoints = {"127.0.0.1:" + std::to_string(quiet.port()),
+                                              "127.0.0.1:" + std::to_string(alive.port)},
+                                .balance = tern::balancing::round_robin,
+                                .timeout = 10s,
+                                .connection = keepalive});
+      co_await c.connect();  // one endpoint
+      // Each endpoint gets connected by the calls (round robin); the silent
+      // one's call fails, then nothing more goes there.
+      int answered = 0, failed = 0;
+      for (int i = 0; i < 6; ++i) {
+        try {
+          if (co_await c.send<std::string>("ping") == "pong") ++answered;
+        } catch (const rpc_error& e) {
+          CHECK(e.kind() == errc::connection_closed);
+          ++failed;
+        }
+      }
+      CHECK(failed == 1);
+      CHECK(answered == 5);
+      CHECK(c.stats().ejections == 1);
+    }
+  });
+}
+
+TEST_CASE("keep-alive pings keep an idle connection to a live service open, and go unseen by it") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    fixture f(io);
+    tern::client_proxy c(
+        io,
+        {.port = f.port, .connection = {.keepalive_interval = 50ms, .keepalive_timeout = 50ms}});
+    CHECK(co_await c.send<std::string>("ping") == "pong");
+    // Idle for a dozen pings' worth: what is checked is that nothing happens.
+    co_await tern::test::sleep_for(600ms);
+    CHECK(f.app.connections() == 1);
+    CHECK(c.endpoints().at(0).state == tern::client_proxy::connection_state::connected);
+    CHECK(co_await c.send<std::string>("ping") == "pong");
+    CHECK(f.app.metrics().scrape().find(
+              R"(rpc_server_requests_total{outcome="ok",pattern="ping"} 2)") != std::string::npos);
+  });
+}

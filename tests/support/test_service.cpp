@@ -18,11 +18,16 @@ int main(int argc, char** argv) {
   tern::microservice_options o;
   o.port = 0;
   std::uint16_t next = 0;
+  std::string name = "test";
   auto level = spdlog::level::warn;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
     long v = std::strtol(argv[i + 1], nullptr, 10);
-    if (k == "--log-level") {
+    if (k == "--host") {
+      o.host = argv[i + 1];
+    } else if (k == "--name") {
+      name = argv[i + 1];
+    } else if (k == "--log-level") {
       level = spdlog::level::from_str(argv[i + 1]);
     } else if (k == "--next") {
       next = static_cast<std::uint16_t>(v);
@@ -46,6 +51,7 @@ int main(int argc, char** argv) {
   spdlog::set_level(level);
   tern::microservice app(o);
   tern::test::register_test_handlers(app);
+  app.message_pattern({{"cmd", "name"}}, [&name]() { return name; });  // which instance answered
   // With --next: {cmd:relay_sleep} {ms} calls the next service's
   // {cmd:sleep} ms, passing the request's deadline (and cancellation) on.
   std::optional<tern::client_proxy> to_next;

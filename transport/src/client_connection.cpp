@@ -1,5 +1,6 @@
 #include "tern/transport/client_connection.hpp"
 
+#include "tern/transport/control.hpp"
 #include "tern/transport/wire_error.hpp"
 
 #include <spdlog/spdlog.h>
@@ -15,6 +16,8 @@ namespace tern::transport {
 namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr auto never = std::chrono::steady_clock::time_point::max();
+// What a keep-alive ping's reply carries does not matter.
+const auto ignore_value = [](const value_view&) {};
 
 // Ends a connect attempt (a lookup, then the connect) within `timeout`;
 // throws errc::connection_refused naming `where`.
@@ -51,7 +54,9 @@ asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock
 
 client_connection::client_connection(asio::ip::tcp::socket socket, const codec& wire,
                                      const connection_options& options)
-    : connection(std::move(socket), wire, options), expiry_(executor(), never) {}
+    : connection(std::move(socket), wire, options),
+      expiry_(executor(), never),
+      ping_sink_(ignore_value) {}
 
 client_connection::~client_connection() = default;
 
@@ -153,11 +158,11 @@ void client_connection::finish(call_state& s, std::optional<rpc_error> error) {
   s.done = true;
   s.error = std::move(error);
   wake(s);
-  if (calls_.empty() && !idle_close_reason_.empty()) {
+  if (pending() == 0 && !idle_close_reason_.empty()) {
     // Not from inside the reader's delivery of this reply: on the loop's next turn.
     asio::post(executor(),
                [self = std::static_pointer_cast<client_connection>(shared_from_this())] {
-                 if (self->calls_.empty()) self->close(self->idle_close_reason_);
+                 if (self->pending() == 0) self->close(self->idle_close_reason_);
                });
   }
 }
@@ -165,7 +170,40 @@ void client_connection::finish(call_state& s, std::optional<rpc_error> error) {
 void client_connection::close_when_idle(std::string_view reason) {
   if (!is_open()) return;
   idle_close_reason_ = reason.empty() ? std::string_view("drained") : reason;
-  if (calls_.empty()) close(idle_close_reason_);
+  if (pending() == 0) close(idle_close_reason_);
+}
+
+void client_connection::send_ping() {
+  static const std::string packed_ping = [] {
+    msgpack::sbuffer b;
+    msgpack::pack(b, ping_pattern);
+    return std::string(b.data(), b.size());
+  }();
+  if (ping_pending_ || !is_open()) return;
+  ping_.label = ping_pattern;
+  ping_.sink = &ping_sink_;
+  ping_.error.reset();
+  ping_.done = false;
+  ping_.waiter = [weak = weak_from_this()] {
+    if (auto self = weak.lock()) static_cast<client_connection&>(*self).ping_done();
+  };
+  auto nil = [](packer& pk) { pk.pack_nil(); };
+  send_request(ping_, packed_ping, {}, nil, options().keepalive_timeout);
+  ping_pending_ = true;
+}
+
+void client_connection::ping_done() {
+  ping_pending_ = false;
+  // Any reply (a no-handler one from an older peer too) shows it is alive.
+  if (!ping_.error || ping_.error->kind() != errc::timeout || !is_open()) return;
+  auto why = "the peer is silent: no reply to a keep-alive ping within " +
+             std::to_string(options().keepalive_timeout.count()) + " ms";
+  spdlog::warn("[{}] {}; closing the connection", peer(), why);
+  close(why);
+  if (on_silent_) {
+    auto f = std::move(on_silent_);
+    f();
+  }
 }
 
 void client_connection::cancel(call_state& s) {
@@ -320,24 +358,38 @@ void client_connection::on_closed_(std::string_view reason, bool protocol_error)
 }
 
 asio::awaitable<void> client_connection::expirer() {
+  // Calls' deadlines, and the keep-alive: a ping after keepalive_interval
+  // without a byte from the peer.
   auto self = shared_from_this();
+  const auto keepalive = options().keepalive_interval;
   while (is_open()) {
     auto earliest = never;
     for (auto& [t, list] : deadlines_) earliest = std::min(earliest, list.head->deadline);
+    if (keepalive.count() > 0 && !ping_pending_) {
+      earliest = std::min(earliest, heard_from() + keepalive);
+    }
     armed_for_ = earliest;
     expiry_.expires_at(earliest);
     co_await expiry_.async_wait(nothrow);
     armed_for_ = never;
+    if (!is_open()) break;
     auto now = std::chrono::steady_clock::now();
     std::vector<call_state*> expired;
     for (auto& [t, list] : deadlines_) {
       for (auto* s = list.head; s && s->deadline <= now; s = s->next) expired.push_back(s);
     }
+    bool unheard = false;  // a call timed out with nothing received since it was sent
     for (auto* s : expired) {
+      if (s == &ping_) {
+        finish(*s, rpc_error(errc::timeout, "keep-alive ping unanswered"));
+        continue;
+      }
+      unheard = unheard || heard_from() < s->deadline - s->timeout;
       tell_cancelled(s->id);
       finish(*s, rpc_error(errc::timeout, "no reply to " + std::string(s->label) + " within " +
                                               std::to_string(s->timeout.count()) + " ms"));
     }
+    if (keepalive.count() > 0 && (unheard || heard_from() + keepalive <= now)) send_ping();
   }
 }
 

@@ -49,6 +49,8 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
                  .connect_timeout = std::min(u.timeout, std::chrono::milliseconds(2000)),
                  .backoff_initial = std::chrono::milliseconds(50),
                  .backoff_max = std::chrono::milliseconds(1000),
+                 .connection = {.keepalive_interval = u.keepalive_interval,
+                                .keepalive_timeout = u.keepalive_timeout},
                  .ejection = u.ejection,
                  .breaker = u.breaker,
                  .retry = u.retry}));

@@ -152,6 +152,19 @@ void read_breaker(const json& v, tern::breaker_options& b, const std::string& wh
   b.half_open_calls = read_int(v, "half_open_calls", b.half_open_calls, 1, 1000, where);
 }
 
+void read_keepalive(const json& v, upstream& up, const std::string& where) {
+  if (v == false) {
+    up.keepalive_interval = std::chrono::milliseconds(0);
+    return;
+  }
+  known_keys(v, {"interval_ms", "timeout_ms"}, where);
+  up.keepalive_interval = read_ms(v, "interval_ms", up.keepalive_interval, where);
+  up.keepalive_timeout = read_ms(v, "timeout_ms", up.keepalive_timeout, where);
+  if (up.keepalive_interval.count() <= 0 || up.keepalive_timeout.count() <= 0) {
+    bad(where, "interval_ms and timeout_ms must be above 0 (false turns pings off)");
+  }
+}
+
 void read_retry(const json& v, tern::retry_options& r, const std::string& where) {
   if (v == false) {
     r.max_attempts = 1;
@@ -174,7 +187,7 @@ upstream read_upstream(const std::string& name, const json& u) {
   if (!u.is_object()) bad(where, "must be an object with host and port, or endpoints");
   known_keys(u,
              {"host", "port", "endpoints", "timeout_ms", "balance", "resolve_interval_ms",
-              "ejection", "breaker", "retry"},
+              "ejection", "breaker", "retry", "keepalive"},
              where);
   upstream up;
   up.name = name;
@@ -216,6 +229,7 @@ upstream read_upstream(const std::string& name, const json& u) {
   if (const auto* v = section("ejection")) read_ejection(*v, up.ejection, where + ".ejection");
   if (const auto* v = section("breaker")) read_breaker(*v, up.breaker, where + ".breaker");
   if (const auto* v = section("retry")) read_retry(*v, up.retry, where + ".retry");
+  if (const auto* v = section("keepalive")) read_keepalive(*v, up, where + ".keepalive");
   return up;
 }
 

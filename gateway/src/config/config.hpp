@@ -33,6 +33,9 @@ struct upstream {
   tern::ejection_options ejection{};
   tern::breaker_options breaker{};
   tern::retry_options retry{};
+  /// Keep-alive pings (tern::transport::connection_options); 0: none.
+  std::chrono::milliseconds keepalive_interval{10000};
+  std::chrono::milliseconds keepalive_timeout{5000};
 };
 
 /// Where a call's data comes from; several are merged (objects, in order).

@@ -104,7 +104,13 @@ class client_connection final : public connection {
                              std::string_view meta, value_writer data);
 
   /// Calls waiting for replies.
-  [[nodiscard]] std::size_t pending() const noexcept { return calls_.size(); }
+  [[nodiscard]] std::size_t pending() const noexcept {
+    return calls_.size() - (ping_pending_ ? 1 : 0);
+  }
+
+  /// Called once if the connection is closed because its peer went silent
+  /// (a keep-alive ping unanswered), after the pending calls have failed.
+  void on_silent(unique_function<void()> f) { on_silent_ = std::move(f); }
 
   /// Closes the connection once no call is pending (at once if none is):
   /// for an endpoint that takes no new calls but finishes the ones it has.
@@ -133,6 +139,11 @@ class client_connection final : public connection {
   void wake(call_state& s);
   void unlink(call_state& s) noexcept;
   void tell_cancelled(std::uint64_t id) noexcept;
+  void send_ping();
+  void ping_done();
+  [[nodiscard]] std::chrono::steady_clock::time_point heard_from() const noexcept {
+    return std::max(last_read(), started_at_);
+  }
   asio::awaitable<void> expirer();
 
   std::uint64_t next_id_ = 0;
@@ -143,6 +154,11 @@ class client_connection final : public connection {
   std::string closed_reason_;
   std::string idle_close_reason_;  // set by close_when_idle()
   bool going_away_ = false;
+  value_sink ping_sink_;
+  call_state ping_;  // the keep-alive ping in flight, if ping_pending_
+  bool ping_pending_ = false;
+  unique_function<void()> on_silent_;
+  std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 };
 
 }  // namespace tern::transport

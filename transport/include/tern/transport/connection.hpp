@@ -50,6 +50,7 @@ class connection : public std::enable_shared_from_this<connection> {
   [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
   [[nodiscard]] const codec& wire() const noexcept { return wire_; }
   [[nodiscard]] asio::any_io_executor executor() const { return executor_; }
+  [[nodiscard]] const connection_options& options() const noexcept { return options_; }
 
   /// The write queue: encode frames into it with wire(), then flush().
   [[nodiscard]] byte_buffer& out() noexcept { return out_; }

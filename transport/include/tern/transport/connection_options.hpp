@@ -22,6 +22,14 @@ struct connection_options {
   /// Requests from this peer being handled at once above which the
   /// connection stops reading until one finishes (backpressure; 0: no cap).
   std::size_t max_in_flight = 1024;
+  /// Calling side: a connection that has received nothing for this long
+  /// sends a keep-alive ping (tern.ping, docs/protocol.md), as does one
+  /// whose call timed out with nothing received since it was sent (0: no
+  /// pings).
+  std::chrono::milliseconds keepalive_interval{10000};
+  /// A ping not answered within this closes the connection as silent (a
+  /// cut link, a frozen process): its calls fail with connection_closed.
+  std::chrono::milliseconds keepalive_timeout{5000};
 };
 
 }  // namespace tern::transport
