@@ -315,7 +315,9 @@ struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
         ep->conn->on_silent([weak = weak_from_this(), e = std::weak_ptr<endpoint>(ep)] {
           auto self = weak.lock();
           auto live = e.lock();
-          if (self && live) self->eject(*live, "it went silent", clock::now());
+          if (self && live && self->options.ejection.consecutive_failures > 0) {
+            self->eject(*live, "it went silent", clock::now());
+          }
         });
         ep->failures = 0;
         ep->last_error.reset();
@@ -699,6 +701,7 @@ struct client_proxy::impl::join {
 
 void client_proxy::impl::send(call_slot& sl, std::shared_ptr<endpoint> ep) {
   auto now = clock::now();
+  if (sl.deadline <= now) throw past_deadline(*sl.p);  // spent connecting or backing off
   sl.ep = std::move(ep);
   sl.conn = sl.ep->conn;
   auto left = std::chrono::ceil<std::chrono::milliseconds>(sl.deadline - now);
@@ -786,7 +789,8 @@ void client_proxy::impl::ended(call_slot& sl) {
 
 void client_proxy::impl::not_sent(call_slot& sl, const rpc_error& e) {
   auto now = clock::now();
-  if (e.kind() != errc::circuit_open && e.kind() != errc::cancelled) {
+  if (e.kind() != errc::circuit_open && e.kind() != errc::cancelled &&
+      e.kind() != errc::deadline_exceeded) {
     sl.breaker_vote = detail::counts_as_failure(e) ? 1 : 0;
   }
   if (may_retry(sl, e, false, now)) {
@@ -1025,6 +1029,7 @@ asio::awaitable<detail::raw_stream> client_proxy::stream_packed(const pattern& p
   if (deadline <= clock::now()) throw past_deadline(p);
   auto s = std::make_unique<detail::raw_stream::impl>();
   s->conn = (co_await self->acquire())->conn;
+  if (deadline <= clock::now()) throw past_deadline(p);  // spent connecting
   auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
   co_await s->conn->open_stream(s->state, p.canonical(), p.packed(), o.meta, data,
                                 std::max(left, std::chrono::milliseconds(1)));

@@ -85,8 +85,10 @@ void server::watch_client(const std::shared_ptr<client_watch>& w) {
     // it is there), or the end of its stream (gone).
     char byte;
     auto n = ::recv(w->info->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0) return;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
+      // There (a pipelined request, or a spurious wake): wait for the next
+      // event on the socket, an end of stream among them (the wait is edge
+      // triggered: bytes already there do not wake it again).
       watch_client(w);
       return;
     }
@@ -395,13 +397,16 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         }
         failed = true;
       }
+      if (watch->info) {  // still watching: the client is there (or unknown)
+        watch->info = nullptr;
+        socket.cancel(ec);  // the watch's wait, the only operation pending
+      }
+      watch->req = nullptr;
       if (!info.owner) co_return;
       if (req.client_gone) {  // nobody to answer; the session is cancelled too
         gone = true;
         break;
       }
-      watch->info = nullptr;
-      socket.cancel(ec);  // the watch's wait, the only operation pending
       if (failed) {
         r = co_await render_(500, "Internal server error", req);
         if (!info.owner) co_return;

@@ -179,23 +179,16 @@ void client_connection::send_ping() {
     msgpack::pack(b, ping_pattern);
     return std::string(b.data(), b.size());
   }();
-  if (ping_pending_ || !is_open()) return;
+  if (pinging() || !is_open()) return;
   ping_.label = ping_pattern;
   ping_.sink = &ping_sink_;
   ping_.error.reset();
   ping_.done = false;
-  ping_.waiter = [weak = weak_from_this()] {
-    if (auto self = weak.lock()) static_cast<client_connection&>(*self).ping_done();
-  };
   auto nil = [](packer& pk) { pk.pack_nil(); };
   send_request(ping_, packed_ping, {}, nil, options().keepalive_timeout);
-  ping_pending_ = true;
 }
 
-void client_connection::ping_done() {
-  ping_pending_ = false;
-  // Any reply (a no-handler one from an older peer too) shows it is alive.
-  if (!ping_.error || ping_.error->kind() != errc::timeout || !is_open()) return;
+void client_connection::silent() {
   auto why = "the peer is silent: no reply to a keep-alive ping within " +
              std::to_string(options().keepalive_timeout.count()) + " ms";
   spdlog::warn("[{}] {}; closing the connection", peer(), why);
@@ -362,10 +355,11 @@ asio::awaitable<void> client_connection::expirer() {
   // without a byte from the peer.
   auto self = shared_from_this();
   const auto keepalive = options().keepalive_interval;
+  const bool pings = keepalive.count() > 0 && options().keepalive_timeout.count() > 0;
   while (is_open()) {
     auto earliest = never;
     for (auto& [t, list] : deadlines_) earliest = std::min(earliest, list.head->deadline);
-    if (keepalive.count() > 0 && !ping_pending_) {
+    if (pings && !pinging()) {
       earliest = std::min(earliest, heard_from() + keepalive);
     }
     armed_for_ = earliest;
@@ -379,9 +373,16 @@ asio::awaitable<void> client_connection::expirer() {
       for (auto* s = list.head; s && s->deadline <= now; s = s->next) expired.push_back(s);
     }
     bool unheard = false;  // a call timed out with nothing received since it was sent
+    bool quiet = false;    // the ping's time is up, and nothing came
     for (auto* s : expired) {
       if (s == &ping_) {
-        finish(*s, rpc_error(errc::timeout, "keep-alive ping unanswered"));
+        // Bytes that came since it was sent (a long reply ahead of the
+        // answer) show the peer is alive as well as the answer would.
+        // Any reply (a no-handler one from an older peer too) ends it
+        // before this; so do bytes that came since it was sent (a long
+        // reply ahead of the answer).
+        quiet = heard_from() < s->deadline - s->timeout;
+        finish(*s, std::nullopt);
         continue;
       }
       unheard = unheard || heard_from() < s->deadline - s->timeout;
@@ -389,7 +390,11 @@ asio::awaitable<void> client_connection::expirer() {
       finish(*s, rpc_error(errc::timeout, "no reply to " + std::string(s->label) + " within " +
                                               std::to_string(s->timeout.count()) + " ms"));
     }
-    if (keepalive.count() > 0 && (unheard || heard_from() + keepalive <= now)) send_ping();
+    if (quiet) {
+      silent();
+      break;
+    }
+    if (pings && (unheard || heard_from() + keepalive <= now)) send_ping();
   }
 }
 

@@ -80,25 +80,33 @@ void server_session::on_closed_(std::string_view, bool) {
   std::vector<std::uint64_t> ids;
   ids.reserve(tracked_.size());
   for (const auto& [id, c] : tracked_) ids.push_back(id);
-  for (auto id : ids) stop(id, cancellable::reason::closed);
+  for (auto id : ids) stop(id, cancellable::reason::closed);  // a repeated id: a no-op
 }
 
 void server_session::track(std::uint64_t id, cancellable& c) {
-  tracked_[id] = &c;  // a caller that reuses a pending id can stop the newer one only
+  tracked_.emplace(id, &c);
 }
 
 void server_session::untrack(std::uint64_t id, const cancellable& c) noexcept {
-  auto it = tracked_.find(id);
-  if (it != tracked_.end() && it->second == &c) tracked_.erase(it);
+  auto [first, last] = tracked_.equal_range(id);
+  for (auto it = first; it != last; ++it) {
+    if (it->second == &c) {
+      tracked_.erase(it);
+      return;
+    }
+  }
 }
 
 void server_session::stop(std::uint64_t id, cancellable::reason why) {
-  auto it = tracked_.find(id);
-  if (it == tracked_.end()) return;  // answered already, or not a coroutine's
-  cancellable* c = it->second;
-  tracked_.erase(it);
-  c->stopped = why;
-  c->signal.emit(asio::cancellation_type::terminal);
+  // Every request of that id (a peer that reuses a pending one cancels both).
+  std::vector<cancellable*> hit;
+  auto [first, last] = tracked_.equal_range(id);
+  for (auto it = first; it != last; ++it) hit.push_back(it->second);
+  tracked_.erase(id);
+  for (auto* c : hit) {
+    c->stopped = why;
+    c->signal.emit(asio::cancellation_type::terminal);
+  }
 }
 
 void server_session::answer_ping(std::uint64_t id) {

@@ -136,6 +136,7 @@ struct flight {
   asio::steady_timer done;  // cancelled when the answer is in
   http::response answer;
   bool cacheable = false;
+  bool leader_left = false;      // the leading request's client went away
   std::uint64_t generation = 0;  // of the route when the call started
 };
 
@@ -194,8 +195,10 @@ class cache final : public policy {
       co_return;
     }
     auto key = key_of(ctx);
-    auto now = clock::now();
-    if (!cc.no_cache) {
+    // Waits on a flight whose leader's client left get no answer from it,
+    // and look again (one of them then leads).
+    while (!cc.no_cache) {
+      auto now = clock::now();
       if (const auto* e = store_.find(key, now)) {
         hit_->Increment();
         ctx.response = e->response;
@@ -204,19 +207,19 @@ class cache final : public policy {
       }
       // A call that started before an invalidation may answer with what the
       // write changed: only a call from after it is waited on.
-      if (auto it = flights_.find(key);
-          it != flights_.end() && it->second->generation == store_.generation(route_)) {
-        hit_->Increment();
-        auto f = it->second;  // kept alive while waiting
-        co_await f->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-        ctx.response = f->answer;
-        if (f->cacheable) {
-          answered_from_cache(ctx, {});
-        } else {
-          ctx.response.headers.emplace_back("X-Cache", "MISS");
-        }
-        co_return;
+      auto it = flights_.find(key);
+      if (it == flights_.end() || it->second->generation != store_.generation(route_)) break;
+      auto f = it->second;  // kept alive while waiting
+      co_await f->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+      if (f->leader_left && !ctx.request.client_gone) continue;
+      hit_->Increment();
+      ctx.response = f->answer;
+      if (f->cacheable) {
+        answered_from_cache(ctx, {});
+      } else {
+        ctx.response.headers.emplace_back("X-Cache", "MISS");
       }
+      co_return;
     }
     miss_->Increment();
     // A no-cache request with a current call in flight makes its own, and
@@ -250,7 +253,9 @@ class cache final : public policy {
     if (cacheable && store_.generation(route_) == generation) {
       store_.put(key, route_, ctx.response, clock::now(), ttl);
     }
-    if (f) {
+    if (f && ctx.request.client_gone) {
+      f->leader_left = true;  // its calls were cancelled: not the others' answer
+    } else if (f) {
       f->answer = ctx.response;
       f->cacheable = cacheable;
     }

@@ -104,9 +104,7 @@ class client_connection final : public connection {
                              std::string_view meta, value_writer data);
 
   /// Calls waiting for replies.
-  [[nodiscard]] std::size_t pending() const noexcept {
-    return calls_.size() - (ping_pending_ ? 1 : 0);
-  }
+  [[nodiscard]] std::size_t pending() const noexcept { return calls_.size() - (pinging() ? 1 : 0); }
 
   /// Called once if the connection is closed because its peer went silent
   /// (a keep-alive ping unanswered), after the pending calls have failed.
@@ -140,7 +138,9 @@ class client_connection final : public connection {
   void unlink(call_state& s) noexcept;
   void tell_cancelled(std::uint64_t id) noexcept;
   void send_ping();
-  void ping_done();
+  void silent();
+  /// The keep-alive ping is registered (sent, not yet ended).
+  [[nodiscard]] bool pinging() const noexcept { return ping_.owner == this; }
   [[nodiscard]] std::chrono::steady_clock::time_point heard_from() const noexcept {
     return std::max(last_read(), started_at_);
   }
@@ -155,8 +155,7 @@ class client_connection final : public connection {
   std::string idle_close_reason_;  // set by close_when_idle()
   bool going_away_ = false;
   value_sink ping_sink_;
-  call_state ping_;  // the keep-alive ping in flight, if ping_pending_
-  bool ping_pending_ = false;
+  call_state ping_;  // the keep-alive ping, in flight while pinging()
   unique_function<void()> on_silent_;
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 };

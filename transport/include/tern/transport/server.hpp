@@ -65,7 +65,7 @@ class server_session final : public connection {
   void stop(std::uint64_t id, cancellable::reason why);
   void answer_ping(std::uint64_t id);
   server* owner_;
-  std::unordered_map<std::uint64_t, cancellable*> tracked_;
+  std::unordered_multimap<std::uint64_t, cancellable*> tracked_;  // ids may be reused by a peer
 };
 
 /// Accepts connections on one address and keeps track of them, so shutdown
