@@ -104,6 +104,21 @@ TEST_CASE("a request's deadline travels as meta's first key, in front of the cal
     msgpack::zone z2;
     CHECK_FALSE(decode_one(c, buf2, z2).deadline);
   }
+  SUBCASE("a meta map cut short is a packet error, never read past what was built") {
+    // {id: 2, pattern: "x", data: nil, meta: {"request": <cut>}}: the map
+    // announces 3 entries (the fuzzers found it read half-built ones).
+    std::string body =
+        "\x84\xa2"
+        "id\x02\xa7"
+        "pattern\xa1"
+        "x\xa4"
+        "data\xc0\xa4"
+        "meta\x83\xa7"
+        "request";
+    msgpack::zone z;
+    packet p;
+    CHECK_THROWS_AS(c.decode(body.data(), body.size(), z, false, p), packet_error);
+  }
   SUBCASE("meta that is not a map is not sent") {
     byte_buffer buf;
     CHECK_THROWS_AS(c.encode_request(buf, 5, packed(std::string("ping")), packed(3),

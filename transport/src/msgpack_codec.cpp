@@ -334,7 +334,7 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
         throw protocol_violation("meta is not a map");
       }
       out.has_meta = out.meta.type == msgpack::type::MAP;
-      if (out.has_meta) out.deadline = deadline_in(out.meta);
+      if (p && out.has_meta) out.deadline = deadline_in(out.meta);  // (p: built whole)
     } else if (name == "status") {
       next(v);
       out.status_error = v.kind == msgpack_head::str;
