@@ -45,19 +45,14 @@ asio::awaitable<http_reply> get(asio::io_context& io, std::uint16_t port, std::s
   co_return r;
 }
 
-struct fixture {
-  explicit fixture(asio::io_context& io) : app(io, {.port = 0, .admin_port = 0}) {
-    tern::test::register_test_handlers(app);
-    app.message_pattern("ctx_echo", [](const tern::message_context& c) {
-      return std::vector<std::string>{std::string(c.request_id()), std::string(c.trace_id())};
-    });
-    port = app.start();
-    client = std::make_unique<tern::client_proxy>(
-        io, tern::client_options{.host = "127.0.0.1", .port = port, .timeout = 5s});
-  }
-  tern::microservice app;
-  std::uint16_t port = 0;
-  std::unique_ptr<tern::client_proxy> client;
+// The test service, and "ctx_echo": the request and trace ids it was sent.
+struct fixture : tern::test::served_test_service {
+  explicit fixture(asio::io_context& io)
+      : served_test_service(io, [](tern::microservice& app) {
+          app.message_pattern("ctx_echo", [](const tern::message_context& c) {
+            return std::vector<std::string>{std::string(c.request_id()), std::string(c.trace_id())};
+          });
+        }) {}
 };
 
 }  // namespace

@@ -24,17 +24,7 @@ using tern::test::until;
 
 namespace {
 
-struct fixture {
-  explicit fixture(asio::io_context& io) : app(io, {.port = 0, .admin_port = 0}) {
-    tern::test::register_test_handlers(app);
-    port = app.start();
-    client = std::make_unique<tern::client_proxy>(
-        io, tern::client_options{.host = "127.0.0.1", .port = port, .timeout = 5s});
-  }
-  tern::microservice app;
-  std::uint16_t port = 0;
-  std::unique_ptr<tern::client_proxy> client;
-};
+using fixture = tern::test::served_test_service;
 
 std::string packed(const auto& v) {
   msgpack::sbuffer b;

@@ -91,4 +91,14 @@ void register_test_handlers(microservice& app) {
                       [](const message_context& ctx) { return ctx.peer() + " " + ctx.pattern(); });
 }
 
+served_test_service::served_test_service(asio::io_context& io,
+                                         const std::function<void(microservice&)>& more)
+    : app(io, {.port = 0, .admin_port = 0}) {
+  register_test_handlers(app);
+  if (more) more(app);
+  port = app.start();
+  client = std::make_unique<client_proxy>(
+      io, client_options{.host = "127.0.0.1", .port = port, .timeout = std::chrono::seconds(5)});
+}
+
 }  // namespace tern::test
