@@ -16,6 +16,9 @@ cleanup() {
 }
 trap cleanup EXIT
 export UPSTREAM_USERS=127.0.0.1:13001 UPSTREAM_PRODUCTS=127.0.0.1:13002
+# One event-loop thread, as every gateway figure in docs/benchmarks.md was
+# measured before --threads (bench/threads.sh compares 1 and 2).
+export GATEWAY_THREADS=${GATEWAY_THREADS:-1}
 export TERN_JWT_SECRET=bench-secret-that-is-at-least-32-bytes  # the demo config's HS256 key
 # The benchmark config: the demo's routes with the default policies (request
 # ids and metrics on, the access log off). bench_config NAME POLICIES writes

@@ -7,9 +7,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 
 namespace tern {
@@ -105,11 +107,64 @@ void metrics_registry::add_gauge(std::string name, std::string help,
   });
 }
 
-std::string metrics_registry::scrape() const {
+std::vector<prometheus::MetricFamily> metrics_registry::collect() const {
   auto families = registry_->Collect();
   for (const auto& c : collectors_) c(families);
+  return families;
+}
+
+std::string metrics_registry::scrape() const {
+  return scrape({});
+}
+
+std::string metrics_registry::scrape(std::vector<prometheus::MetricFamily> more) const {
+  auto families = collect();
+  merge_families(families, std::move(more));
   process_metrics(families);
   return prometheus::TextSerializer().Serialize(families);
+}
+
+namespace {
+
+void add_sample(prometheus::ClientMetric& into, const prometheus::ClientMetric& m) {
+  into.counter.value += m.counter.value;
+  into.gauge.value += m.gauge.value;
+  into.untyped.value += m.untyped.value;
+  auto& h = into.histogram;
+  h.sample_count += m.histogram.sample_count;
+  h.sample_sum += m.histogram.sample_sum;
+  if (h.bucket.size() == m.histogram.bucket.size()) {
+    for (std::size_t i = 0; i < h.bucket.size(); ++i) {
+      h.bucket[i].cumulative_count += m.histogram.bucket[i].cumulative_count;
+    }
+  }
+  into.summary.sample_count += m.summary.sample_count;
+  into.summary.sample_sum += m.summary.sample_sum;
+}
+
+}  // namespace
+
+void merge_families(std::vector<prometheus::MetricFamily>& into,
+                    std::vector<prometheus::MetricFamily> more) {
+  for (auto& f : more) {
+    auto same = std::find_if(into.begin(), into.end(),
+                             [&](const prometheus::MetricFamily& g) { return g.name == f.name; });
+    if (same == into.end()) {
+      into.push_back(std::move(f));
+      continue;
+    }
+    // Indexed by labels: a family may hold thousands of samples.
+    std::map<std::vector<prometheus::ClientMetric::Label>, std::size_t> at;
+    for (std::size_t i = 0; i < same->metric.size(); ++i) at.emplace(same->metric[i].label, i);
+    for (auto& m : f.metric) {
+      auto [it, added] = at.emplace(m.label, same->metric.size());
+      if (added) {
+        same->metric.push_back(std::move(m));
+      } else {
+        add_sample(same->metric[it->second], m);
+      }
+    }
+  }
 }
 
 const std::vector<double>& metrics_registry::duration_buckets() {

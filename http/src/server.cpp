@@ -172,6 +172,7 @@ server::server(asio::io_context& io, limits l, handler h, error_renderer render)
       acceptor_(io),
       sweeper_(io),
       drained_(io),
+      open_(std::make_shared<std::atomic<std::size_t>>(0)),
       tasks_(io.get_executor(), "http server") {}
 
 server::~server() {
@@ -179,8 +180,8 @@ server::~server() {
   for (auto* s : sessions_) s->owner = nullptr;
 }
 
-std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
-  auto bound = transport::open_acceptor(acceptor_, host, port);
+std::uint16_t server::listen(const std::string& host, std::uint16_t port, bool reuse_port) {
+  auto bound = transport::open_acceptor(acceptor_, host, port, reuse_port);
   running_ = true;
   tasks_.spawn(accept_loop());
   tasks_.spawn(sweep_loop());
@@ -260,10 +261,12 @@ asio::awaitable<void> server::sweep_loop() {
 
 void server::start_session(asio::ip::tcp::socket socket) {
   ++starting_;
+  ++accepted_;
+  open_->fetch_add(1, std::memory_order_relaxed);
   // The watch (and its signal) lives as long as the session's coroutine.
   auto watch = std::make_shared<client_watch>();
   auto& signal = watch->signal;
-  asio::co_spawn(io_, session(std::move(socket), watch),
+  asio::co_spawn(io_, session(std::move(socket), watch, connection_slot(open_)),
                  asio::bind_cancellation_slot(signal.slot(), [watch](std::exception_ptr e) {
                    if (!e) return;
                    try {
@@ -290,10 +293,10 @@ asio::awaitable<void> server::accept_loop() {
       if (!*alive) co_return;
       continue;
     }
-    if (sessions_.size() + starting_ >= limits_.max_connections) {
+    if (auto open = open_->load(std::memory_order_relaxed); open >= limits_.max_connections) {
       if (std::size_t held = 0; over_limit.allow(held)) {
-        spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}",
-                     sessions_.size() + starting_, transport::held_back(held));
+        spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}", open,
+                     transport::held_back(held));
       }
       std::error_code cec;
       sock.close(cec);
@@ -304,7 +307,7 @@ asio::awaitable<void> server::accept_loop() {
 }
 
 asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
-                                      std::shared_ptr<client_watch> watch) {
+                                      std::shared_ptr<client_watch> watch, connection_slot) {
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);

@@ -95,10 +95,11 @@ class ObservabilityTest(unittest.TestCase):
             self.assertIn(family, sorted(users.families))
         self.assertGreater(users.value("process_resident_memory_bytes"), 1e6)
         self.assertGreater(gateway.value("process_start_time_seconds"), time.time() - 3600)
-        # The gateway holds one connection to each upstream (the probes keep it).
+        # Each of the gateway's workers holds one connection to each upstream
+        # (its probes keep it).
         for service in ("users", "products"):
             self.assertEqual(gateway.value("rpc_client_connections", service=service,
-                                           state="connected"), 1)
+                                           state="connected"), int(stack_test.GATEWAY_THREADS))
 
     def test_counters_move_by_exactly_the_requests_made(self):
         n = 7

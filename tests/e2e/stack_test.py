@@ -18,6 +18,9 @@ import time
 import unittest
 
 BUILD = None
+# The gateway's event-loop threads in the end-to-end tests: 2 unless set, so
+# the suite runs it on more than one thread whatever the machine's cores.
+GATEWAY_THREADS = os.environ.get("TERN_E2E_GATEWAY_THREADS", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -60,7 +63,8 @@ class Stack:
     SECRET = "e2e-secret-that-is-at-least-32-bytes-long"  # the demo key's TERN_JWT_SECRET
 
     def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None,
-                 rate_limits=False, users_replicas=1, extra_users_endpoints=(), database=None):
+                 rate_limits=False, users_replicas=1, extra_users_endpoints=(), database=None,
+                 gateway_threads=None):
         """policies replaces the config's top-level "policies"; edit(cfg)
         may change the rest of the config; the demo's rate limits (5 POSTs
         per 10 s) are off unless rate_limits; with capture_logs each process
@@ -68,7 +72,9 @@ class Stack:
         users2, users3, ... (each with its own data directory), all of them
         the gateway's users endpoints, with extra_users_endpoints
         ("host:port") after them. database: a PostgreSQL URL the services
-        keep their data in (instead of SQLite files)."""
+        keep their data in (instead of SQLite files). gateway_threads: the
+        gateway's --threads (GATEWAY_THREADS by default)."""
+        self.gateway_threads = str(gateway_threads or GATEWAY_THREADS)
         self.database = database
         self.extra_users_endpoints = list(extra_users_endpoints)
         self.dir = tempfile.mkdtemp(prefix="tern-e2e-")
@@ -116,7 +122,8 @@ class Stack:
         common = ["--port", str(self.ports[name]), "--admin-port", str(self.admin[name]),
                   "--log-level", self.log_level]
         if name == "gateway":
-            return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config] + common
+            return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config,
+                    "--threads", self.gateway_threads] + common
         service = name.rstrip("0123456789")
         store = ["--database", self.database] if self.database else []
         return [os.path.join(BUILD, "services", service, f"{service}_service"),

@@ -18,7 +18,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack_test import free_port, wait_port  # noqa: E402
+from stack_test import GATEWAY_THREADS, free_port, wait_port  # noqa: E402
 
 BUILD = None
 
@@ -107,6 +107,16 @@ class Proc:
             time.sleep(0.002)
         raise AssertionError(f"no line matching {pattern!r} in {self.log}:\n{self.text()}")
 
+    def wait_for_count(self, pattern, count, limit=5.0):
+        """Waits until `count` lines match `pattern` (checked every 2 ms)."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            if len(re.findall(pattern, self.text())) >= count:
+                return
+            time.sleep(0.002)
+        raise AssertionError(f"fewer than {count} lines matching {pattern!r} in {self.log}:\n"
+                             f"{self.text()}")
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -158,6 +168,7 @@ class WireTest(unittest.TestCase):
         with open(path, "w") as f:
             json.dump(config, f)
         cls.procs["gateway"] = Proc([os.path.join(BUILD, "gateway", "gateway"), "--config", path,
+                                     "--threads", GATEWAY_THREADS,
                                      "--port", str(cls.ports["gateway"]), "--admin-port",
                                      str(cls.admin["gateway"]), "--log-level", "info"],
                                     os.path.join(cls.dir, "gateway.log"))
@@ -360,6 +371,7 @@ class SilentPeerTest(unittest.TestCase):
         with open(path, "w") as f:
             json.dump(config, f)
         self.procs["gateway"] = Proc([os.path.join(BUILD, "gateway", "gateway"), "--config", path,
+                                      "--threads", GATEWAY_THREADS,
                                       "--port", str(self.ports["gateway"]), "--admin-port", "0",
                                       "--log-level", "info"], os.path.join(self.dir, "gateway.log"))
         wait_port(self.ports["gateway"], self.procs["gateway"].proc)
@@ -393,7 +405,10 @@ class SilentPeerTest(unittest.TestCase):
               "(keep-alive 200 ms + 300 ms)", file=sys.stderr)
         # Bound: the interval and the timeout, plus a probe period to notice.
         self.assertLess(found, 1.5)
-        self.procs["gateway"].wait_for(r"ejected for \d+ ms after it went silent")
+        # Each worker of the gateway has its own connection to each
+        # instance, and finds the silence on it by its own ping.
+        self.procs["gateway"].wait_for_count(r"ejected for \d+ ms after it went silent",
+                                             int(GATEWAY_THREADS))
         self.assertEqual(self.names(20), ["near"] * 20)
 
     def test_a_link_cut_between_network_namespaces_is_found_and_calls_move(self):

@@ -13,6 +13,7 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -922,6 +923,49 @@ TEST_CASE("connections over max_connections are closed at once, the others are s
     CHECK((co_await read_to_end(refused)).empty());  // closed without a word
     a.close();
     co_await tern::test::until([&] { return server.connections() == 1; });
+    auto d = co_await connect(io, port);
+    co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK((co_await read_response(d, buf)).body == "GET /y ");
+  });
+}
+
+TEST_CASE("servers on one port (SO_REUSEPORT) share the connections and one max_connections") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    auto limits = test_limits();
+    limits.max_connections = 24;
+    http_server first(io, limits, app.handler());
+    http_server second(io, limits, app.handler());
+    auto open = std::make_shared<std::atomic<std::size_t>>(0);
+    first.share_connection_count(open);
+    second.share_connection_count(open);
+    auto port = first.listen("127.0.0.1", 0, true);
+    CHECK(second.listen("127.0.0.1", port, true) == port);
+    // A plain bind of that port is still refused: it is taken.
+    http_server other(io, limits, app.handler());
+    CHECK_THROWS_AS(other.listen("127.0.0.1", port), std::system_error);
+
+    // The kernel spreads connections by a hash of their ports: of 24, each
+    // server gets some (all on one: a chance of 2^-23).
+    std::vector<tcp::socket> held;
+    std::string buf;
+    for (int i = 0; i < 24; ++i) {
+      held.push_back(co_await connect(io, port));
+      co_await send(held.back(), "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK((co_await read_response(held.back(), buf)).status == 200);
+    }
+    CHECK(first.accepted() > 0);
+    CHECK(second.accepted() > 0);
+    CHECK(first.accepted() + second.accepted() == 24);
+    CHECK(first.connections() + second.connections() == 24);
+    // The limit is the two servers' together, whichever one a new
+    // connection reaches.
+    for (int i = 0; i < 4; ++i) {
+      auto refused = co_await connect(io, port);
+      CHECK((co_await read_to_end(refused)).empty());
+    }
+    held.front().close();
+    co_await tern::test::until([&] { return open->load() == 23; });
     auto d = co_await connect(io, port);
     co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK((co_await read_response(d, buf)).body == "GET /y ");

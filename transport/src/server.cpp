@@ -130,12 +130,15 @@ server::~server() {
 }
 
 std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string& host,
-                            std::uint16_t port) {
+                            std::uint16_t port, bool reuse_port) {
   asio::ip::tcp::resolver resolver(acceptor.get_executor());
   asio::ip::tcp::endpoint ep =
       *resolver.resolve(host, std::to_string(port), asio::ip::resolver_base::passive).begin();
   acceptor.open(ep.protocol());
   acceptor.set_option(asio::ip::tcp::acceptor::reuse_address(true));
+  if (reuse_port) {
+    acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true));
+  }
   acceptor.bind(ep);
   acceptor.listen(asio::socket_base::max_listen_connections);
   return acceptor.local_endpoint().port();

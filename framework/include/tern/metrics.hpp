@@ -41,10 +41,17 @@ class metrics_registry {
   /// An unlabelled gauge read at scrape time.
   void add_gauge(std::string name, std::string help, std::function<double()> value);
 
+  /// The registry's families and the collectors', on the calling thread
+  /// (process_* not included).
+  [[nodiscard]] std::vector<prometheus::MetricFamily> collect() const;
+
   /// Everything, in the Prometheus text format 0.0.4: the registry's
   /// families, the collectors', and process_* (resident and virtual memory,
   /// CPU seconds, open and maximum fds, start time; from /proc/self).
   [[nodiscard]] std::string scrape() const;
+  /// The same with `more` merged in (merge_families()): the families other
+  /// registries of this process collected, such as a gateway's workers'.
+  [[nodiscard]] std::string scrape(std::vector<prometheus::MetricFamily> more) const;
 
   /// Histogram buckets for request durations in seconds: 0.25 ms to 10 s.
   static const std::vector<double>& duration_buckets();
@@ -53,6 +60,14 @@ class metrics_registry {
   std::shared_ptr<prometheus::Registry> registry_;
   std::vector<collector> collectors_;
 };
+
+/// Merges `more` into `into`: a family already there (by name) takes the
+/// other's samples, and samples with the same labels are summed (counters,
+/// gauges, untyped values; a histogram's count, sum and buckets); other
+/// families are appended. Several registries of one process then read as
+/// one: counts add up, and a gauge such as open connections is the total.
+void merge_families(std::vector<prometheus::MetricFamily>& into,
+                    std::vector<prometheus::MetricFamily> more);
 
 /// The Content-Type of scrape()'s text.
 inline constexpr const char* metrics_content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -3,53 +3,100 @@
 #include "handlers/handlers.hpp"
 #include "render/errors.hpp"
 
+#include <prometheus/metric_family.h>
+
+#include <algorithm>
+
 namespace tern::gateway {
 
+void readiness::merge(readiness other) {
+  draining = draining || other.draining;
+  upstreams_ready = upstreams_ready && other.upstreams_ready;
+  for (auto& name : other.failing) {
+    if (std::find(failing.begin(), failing.end(), name) == failing.end()) {
+      failing.push_back(std::move(name));
+    }
+  }
+}
+
 gateway::gateway(asio::io_context& io, gateway_config cfg)
-    : io_(io), cfg_(std::move(cfg)), upstreams_(io, cfg_.upstreams, cfg_.dns_servers, metrics_) {
-  chain_env env{io_, cfg_, metrics_, shared_, &upstreams_};
-  for (std::size_t i = 0; i < cfg_.routes.size(); ++i) {
-    const auto& r = cfg_.routes[i];
+    : gateway(io, std::make_shared<const gateway_config>(std::move(cfg)),
+              std::make_shared<process_state>()) {}
+
+gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg,
+                 std::shared_ptr<process_state> process)
+    : io_(io),
+      cfg_(std::move(cfg)),
+      process_(std::move(process)),
+      upstreams_(io, cfg_->upstreams, cfg_->dns_servers, metrics_) {
+  chain_env env{io_, *cfg_, metrics_, shared_, *process_, &upstreams_};
+  for (std::size_t i = 0; i < cfg_->routes.size(); ++i) {
+    const auto& r = cfg_->routes[i];
     route_entry e{
         .method = r.method, .segments = r.segments, .label = r.path, .config = &r, .serve = {}};
     // The entry's label string is moved into the table below; a chain keeps
     // its own copies of what it needs from it.
-    e.serve = build_chain(env, &r, r.path, r.policies, "routes[" + std::to_string(i) + "].policies",
+    auto id = "routes[" + std::to_string(i) + "]";
+    e.serve = build_chain(env, &r, r.path, id, r.policies, id + ".policies",
                           make_rpc_handler(r, upstreams_));
     public_.add(std::move(e));
   }
-  add_admin_routes(admin_, env);
-  if (cfg_.admin_on_public) add_admin_routes(public_, env);
-  unmatched_ = build_chain(env, nullptr, "(unmatched)", "{}", "policies", make_not_found_handler());
-  rejected_ = build_chain(env, nullptr, "(rejected)", "{}", "policies", make_refused_handler());
+  add_admin_routes(admin_, env, "admin ");
+  if (cfg_->admin_on_public) add_admin_routes(public_, env, "public ");
+  unmatched_ = build_chain(env, nullptr, "(unmatched)", "(unmatched)", "{}", "policies",
+                           make_not_found_handler());
+  rejected_ = build_chain(env, nullptr, "(rejected)", "(rejected)", "{}", "policies",
+                          make_refused_handler());
   admin_unmatched_ = build_chain(
-      env, nullptr, "(unmatched)",
+      env, nullptr, "(unmatched)", "admin (unmatched)",
       R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})",
       "admin", make_not_found_handler());
 }
 
-void gateway::add_admin_routes(route_table& t, const chain_env& env) {
+void gateway::add_admin_routes(route_table& t, const chain_env& env, std::string_view id_prefix) {
   // Scrapes and probes are neither logged nor counted: they would drown
   // the traffic they watch.
   constexpr std::string_view quiet =
       R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})";
   auto add = [&](std::vector<std::string> segments, std::string path, std::unique_ptr<handler> h) {
+    auto id = std::string(id_prefix) + path;
     route_entry e{.method = "GET",
                   .segments = std::move(segments),
                   .label = std::move(path),
                   .config = nullptr,
                   .serve = {}};
-    e.serve = build_chain(env, nullptr, "(admin)", quiet, "admin", std::move(h));
+    e.serve = build_chain(env, nullptr, "(admin)", id, quiet, "admin", std::move(h));
     t.add(std::move(e));
   };
-  add({"metrics"}, "/metrics", make_metrics_handler(metrics_));
+  add({"metrics"}, "/metrics", make_metrics_handler(*this));
   add({"health", "live"}, "/health/live", make_live_handler());
-  add({"health", "ready"}, "/health/ready", make_ready_handler(upstreams_, draining_));
+  add({"health", "ready"}, "/health/ready", make_ready_handler(*this));
+}
+
+std::vector<prometheus::MetricFamily> gateway::collect_metrics() const {
+  return metrics_.collect();
+}
+
+readiness gateway::local_readiness() const {
+  readiness r;
+  r.draining = draining_;
+  r.upstreams_ready = upstreams_.ready(&r.failing);
+  return r;
+}
+
+asio::awaitable<std::string> gateway::scrape() {
+  if (view_) co_return co_await view_->scrape();
+  co_return process_->metrics.scrape(collect_metrics());
+}
+
+asio::awaitable<readiness> gateway::ready() {
+  if (view_) co_return co_await view_->ready();
+  co_return local_readiness();
 }
 
 void gateway::start() {
   std::vector<std::size_t> used;
-  for (const auto& r : cfg_.routes) {
+  for (const auto& r : cfg_->routes) {
     for (const auto& [key, spec] : r.calls) used.push_back(spec.upstream);
   }
   upstreams_.watch(std::move(used));

@@ -15,8 +15,34 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
+
+namespace prometheus {
+struct MetricFamily;
+}
 
 namespace tern::gateway {
+
+/// What GET /health/ready reports.
+struct readiness {
+  bool draining = false;             ///< a drain has begun
+  bool upstreams_ready = true;       ///< every watched upstream answers its probes
+  std::vector<std::string> failing;  ///< the upstreams that do not
+  [[nodiscard]] bool ok() const noexcept { return upstreams_ready && !draining; }
+  /// Another worker's view: ready only if both are.
+  void merge(readiness other);
+};
+
+/// What the admin endpoints report on when a gateway is one of several
+/// workers (app/app.hpp): every worker's metrics and readiness, each read on
+/// its own thread.
+class process_view {
+ public:
+  virtual ~process_view() = default;
+  /// The /metrics text.
+  virtual asio::awaitable<std::string> scrape() = 0;
+  virtual asio::awaitable<readiness> ready() = 0;
+};
 
 /// Routes HTTP requests to services (one pattern call, or an aggregate of
 /// several made concurrently, each result under its key) through the
@@ -27,11 +53,20 @@ namespace tern::gateway {
 /// chains of their own, served by handle_admin() (and by handle() too with
 /// admin.on_public_port).
 ///
+/// One gateway serves one event loop. A process with several (the app's
+/// workers, one per thread) gives each the same config and process_state:
+/// each has its own upstream connections, chains, policies and metrics,
+/// and shares only what process_state holds.
+///
 /// Thread safety: single-threaded, on the io_context given.
 class gateway {
  public:
+  /// A gateway alone in its process: it owns its config and process state.
   /// Builds every chain; throws config_error for a bad policies piece.
   gateway(asio::io_context& io, gateway_config cfg);
+  /// One of several workers sharing `cfg` and `process`.
+  gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg,
+          std::shared_ptr<process_state> process);
 
   /// The public port's requests.
   asio::awaitable<http::response> handle(http::request& req);
@@ -51,20 +86,36 @@ class gateway {
   /// pending end with errc::connection_closed (the last step of a drain).
   void close_upstreams();
 
-  [[nodiscard]] const gateway_config& config() const noexcept { return cfg_; }
+  /// This gateway's metric families (its registry's and its collectors'),
+  /// without the process_state's; on its thread.
+  [[nodiscard]] std::vector<prometheus::MetricFamily> collect_metrics() const;
+  /// This gateway's readiness; on its thread.
+  [[nodiscard]] readiness local_readiness() const;
+  /// Makes the admin endpoints report on `view` (every worker) instead of
+  /// this gateway alone. Call before serving; `view` must outlive serving.
+  void report_on(process_view* view) noexcept { view_ = view; }
+  /// What /metrics and /health/ready answer.
+  asio::awaitable<std::string> scrape();
+  asio::awaitable<readiness> ready();
+
+  [[nodiscard]] const gateway_config& config() const noexcept { return *cfg_; }
+  /// This gateway's metrics (a worker's own; see process_state).
   [[nodiscard]] metrics_registry& metrics() noexcept { return metrics_; }
+  [[nodiscard]] process_state& process() noexcept { return *process_; }
 
  private:
   asio::awaitable<http::response> serve(const route_table& table, const chain& fallback,
                                         http::request& req);
-  void add_admin_routes(route_table& t, const chain_env& env);
+  void add_admin_routes(route_table& t, const chain_env& env, std::string_view id_prefix);
 
   asio::io_context& io_;
-  gateway_config cfg_;
+  std::shared_ptr<const gateway_config> cfg_;
+  std::shared_ptr<process_state> process_;  // outlives what the members below keep in it
   metrics_registry metrics_;
   upstreams upstreams_;
   shared_state shared_;
   bool draining_ = false;
+  process_view* view_ = nullptr;
   route_table public_, admin_;
   std::unique_ptr<chain> unmatched_, admin_unmatched_, rejected_;
 };

@@ -1,4 +1,4 @@
-#include "app/upstreams.hpp"
+#include "app/gateway.hpp"
 #include "handlers/handlers.hpp"
 #include "render/json_writer.hpp"
 
@@ -16,41 +16,38 @@ class live final : public handler {
 
 class ready final : public handler {
  public:
-  ready(const upstreams& u, const bool& draining) : upstreams_(u), draining_(draining) {}
+  explicit ready(gateway& gw) : gateway_(gw) {}
   asio::awaitable<void> handle(request_context& ctx) override {
-    std::vector<std::string> failing;
-    bool ok = upstreams_.ready(&failing) && !draining_;
+    auto now = co_await gateway_.ready();
     auto& body = ctx.response.body;
-    if (ok) {
+    if (now.ok()) {
       body = R"({"status":"ok"})";
       co_return;
     }
     ctx.response.status = 503;
-    body = draining_ ? R"({"status":"draining","failing":[)"
-                     : R"({"status":"unavailable","failing":[)";
-    for (std::size_t i = 0; i < failing.size(); ++i) {
+    body = now.draining ? R"({"status":"draining","failing":[)"
+                        : R"({"status":"unavailable","failing":[)";
+    for (std::size_t i = 0; i < now.failing.size(); ++i) {
       if (i) body += ',';
-      append_json_string(failing[i], body);
+      append_json_string(now.failing[i], body);
     }
     body += "]}";
   }
 
  private:
-  const upstreams& upstreams_;
-  const bool& draining_;
+  gateway& gateway_;
 };
 
 class metrics_endpoint final : public handler {
  public:
-  explicit metrics_endpoint(const metrics_registry& m) : metrics_(m) {}
+  explicit metrics_endpoint(gateway& gw) : gateway_(gw) {}
   asio::awaitable<void> handle(request_context& ctx) override {
-    ctx.response.body = metrics_.scrape();
+    ctx.response.body = co_await gateway_.scrape();
     ctx.response.content_type = metrics_content_type;
-    co_return;
   }
 
  private:
-  const metrics_registry& metrics_;
+  gateway& gateway_;
 };
 
 }  // namespace
@@ -58,11 +55,11 @@ class metrics_endpoint final : public handler {
 std::unique_ptr<handler> make_live_handler() {
   return std::make_unique<live>();
 }
-std::unique_ptr<handler> make_ready_handler(const upstreams& u, const bool& draining) {
-  return std::make_unique<ready>(u, draining);
+std::unique_ptr<handler> make_ready_handler(gateway& gw) {
+  return std::make_unique<ready>(gw);
 }
-std::unique_ptr<handler> make_metrics_handler(const metrics_registry& m) {
-  return std::make_unique<metrics_endpoint>(m);
+std::unique_ptr<handler> make_metrics_handler(gateway& gw) {
+  return std::make_unique<metrics_endpoint>(gw);
 }
 
 }  // namespace tern::gateway

@@ -10,6 +10,7 @@
 namespace tern::gateway {
 
 class upstreams;
+class gateway;
 
 /// A config route: its one call, or its aggregate's calls made at once
 /// with each result under its key. Records each call in ctx.calls.
@@ -20,10 +21,11 @@ std::unique_ptr<handler> make_not_found_handler();
 std::unique_ptr<handler> make_refused_handler();
 /// GET /health/live: 200 while the process serves.
 std::unique_ptr<handler> make_live_handler();
-/// GET /health/ready: 200 while `ready` and every upstream the routes use
-/// answers its health calls; else 503 naming the failing ones.
-std::unique_ptr<handler> make_ready_handler(const upstreams& u, const bool& draining);
-/// GET /metrics: the Prometheus text.
-std::unique_ptr<handler> make_metrics_handler(const metrics_registry& m);
+/// GET /health/ready: 200 while no drain has begun and every upstream the
+/// routes use answers its health calls (in every worker); else 503 naming
+/// the failing ones.
+std::unique_ptr<handler> make_ready_handler(gateway& gw);
+/// GET /metrics: the Prometheus text (gateway::scrape()).
+std::unique_ptr<handler> make_metrics_handler(gateway& gw);
 
 }  // namespace tern::gateway

@@ -60,8 +60,9 @@ json parse_policies(std::string_view text, const std::string& where) {
 }  // namespace
 
 std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
-                                   std::string_view label, std::string_view route_policies,
-                                   const std::string& where, std::unique_ptr<handler> h) {
+                                   std::string_view label, std::string_view id,
+                                   std::string_view route_policies, const std::string& where,
+                                   std::unique_ptr<handler> h) {
   // Parsed again for each route: start-up only, and it keeps the config's
   // structs free of JSON.
   const json defaults = parse_policies(env.config.policies, "policies");
@@ -73,8 +74,8 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
     std::string key(r.name);
     bool local = own.contains(key);
     const json& piece = local ? own[key] : defaults.contains(key) ? defaults[key] : none;
-    build_context b{env, matched, label, piece,
-                    (local ? where : std::string("policies")) + "." + key};
+    build_context b{env, matched, label,
+                    id,  piece,   (local ? where : std::string("policies")) + "." + key};
     auto p = r.make(b);
     if (!p) continue;
     answers_preflight = answers_preflight || r.name == "cors";

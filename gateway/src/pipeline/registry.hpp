@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -26,18 +27,33 @@ class io_context;
 namespace tern::gateway {
 
 /// Objects the policies of every route share (one access-log writer, one
-/// set of metric families): made on first use, by type.
+/// set of metric families): made on first use, by type. Getting one is
+/// thread-safe (chains are built at start-up); using it is the object's
+/// own affair.
 class shared_state {
  public:
   template <class T, class Make>
   T& get(Make&& make) {
+    std::lock_guard lock(mutex_);
     auto& slot = items_[std::type_index(typeid(T))];
     if (!slot) slot = std::shared_ptr<T>(make());
     return *std::static_pointer_cast<T>(slot);
   }
 
  private:
+  std::mutex mutex_;
   std::map<std::type_index, std::shared_ptr<void>> items_;
+};
+
+/// What a gateway's workers (one event loop per thread, app/app.hpp)
+/// share: the few objects whose effect must not be split by thread (rate
+/// limit buckets, the response cache, access-log destinations), kept
+/// thread-safe by their own locks, and the metrics of those objects.
+/// Everything else a policy keeps is its worker's alone, so the request
+/// path takes no lock and shares no cache line with another thread.
+struct process_state {
+  shared_state shared;       ///< every object in it is thread-safe
+  metrics_registry metrics;  ///< for those objects' metrics (scraped once, not per worker)
 };
 
 class upstreams;
@@ -46,8 +62,9 @@ class upstreams;
 struct chain_env {
   asio::io_context& io;
   const gateway_config& config;
-  metrics_registry& metrics;
-  shared_state& shared;
+  metrics_registry& metrics;  ///< this worker's (summed with the others' at scrape time)
+  shared_state& shared;       ///< this worker's
+  process_state& process;     ///< every worker's
   const upstreams* services;
 };
 
@@ -55,6 +72,9 @@ struct chain_env {
 struct build_context : chain_env {
   const route* matched;          ///< null for the unmatched and admin chains
   std::string_view route_label;  ///< outlives the chain
+  /// Names the chain the same way in every worker ("routes[2]",
+  /// "(unmatched)", ...): the key of what its policies share across them.
+  std::string_view chain_id;
   /// This policy's config: the route's "policies.<name>" if it has one,
   /// else the top-level default, else null. `false` turns the policy off.
   const nlohmann::ordered_json& piece;
@@ -78,10 +98,12 @@ std::vector<std::string> piece_strings(const nlohmann::ordered_json& v, const st
 std::span<const policy_registration> registered_policies();
 
 /// Builds one route's chain. `route_policies` is the route's "policies"
-/// JSON text (or "{}"); keys that name no policy are refused.
+/// JSON text (or "{}"); keys that name no policy are refused. `id` names
+/// the chain (build_context::chain_id).
 std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
-                                   std::string_view label, std::string_view route_policies,
-                                   const std::string& where, std::unique_ptr<handler> h);
+                                   std::string_view label, std::string_view id,
+                                   std::string_view route_policies, const std::string& where,
+                                   std::unique_ptr<handler> h);
 
 // The factories, one per file under policies/.
 std::unique_ptr<policy> make_request_id_policy(const build_context& b);

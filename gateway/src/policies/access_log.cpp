@@ -1,6 +1,7 @@
 // One line per HTTP request, text or JSON, through spdlog, without a lock or
-// a syscall per request: lines are formatted into a buffer on the event
-// loop, and a writer thread is handed the buffer every 100 ms (or 64 KiB).
+// a syscall per request: lines are formatted into a buffer on each worker's
+// event loop, and the destination's one writer thread is handed the buffer
+// every 100 ms (or 64 KiB), whole lines at a time.
 #include "app/upstreams.hpp"
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
@@ -111,14 +112,11 @@ void run_outlet(const std::shared_ptr<outlet>& o) {
   o->finished.notify_all();
 }
 
-// Formats lines on the event loop and hands them to its outlet's thread.
-class writer {
+// A destination's outlet and its thread, shared by every worker's writer
+// to it: one thread and one descriptor per destination.
+class destination {
  public:
-  writer(asio::io_context& io, const std::string& path)
-      : path_(path),
-        out_(std::make_shared<outlet>()),
-        timer_(io),
-        tasks_(io.get_executor(), "access log") {
+  explicit destination(const std::string& path) : out_(std::make_shared<outlet>()) {
     if (path == "stdout") {
       out_->fd = STDOUT_FILENO;
     } else if (path == "stderr") {
@@ -128,19 +126,15 @@ class writer {
       if (out_->fd < 0) throw config_error("access log " + path + ": " + std::strerror(errno));
       out_->owned = true;
     }
-    text_ = make_logger("%Y-%m-%dT%H:%M:%S.%fZ %v");
-    json_ = make_logger(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ",%v)");
     thread_ = std::thread([o = out_] { run_outlet(o); });
-    tasks_.spawn(flush_loop());
   }
 
-  writer(const writer&) = delete;
-  writer& operator=(const writer&) = delete;
+  destination(const destination&) = delete;
+  destination& operator=(const destination&) = delete;
 
-  // Writes out what is buffered, waiting at most final_flush for a slow
+  // Writes out what was handed over, waiting at most final_flush for a slow
   // destination; a thread still stuck in write() then is left to the exit.
-  ~writer() {
-    hand_over();
+  ~destination() {
     std::unique_lock lock(out_->mutex);
     out_->stop = true;
     out_->wake.notify_one();
@@ -152,6 +146,42 @@ class writer {
       thread_.detach();
     }
   }
+
+  [[nodiscard]] const std::shared_ptr<outlet>& out() const { return out_; }
+
+ private:
+  std::shared_ptr<outlet> out_;
+  std::thread thread_;
+};
+
+// Every destination of the process, by path.
+struct destinations {
+  std::mutex mutex;
+  std::map<std::string, std::unique_ptr<destination>> by_path;
+  destination& of(const std::string& path) {
+    std::lock_guard lock(mutex);
+    auto& d = by_path[path];
+    if (!d) d = std::make_unique<destination>(path);
+    return *d;
+  }
+};
+
+// Formats lines on a worker's event loop and hands them to its
+// destination's thread.
+class writer {
+ public:
+  writer(asio::io_context& io, const std::string& path, destination& to)
+      : path_(path), out_(to.out()), timer_(io), tasks_(io.get_executor(), "access log") {
+    text_ = make_logger("%Y-%m-%dT%H:%M:%S.%fZ %v");
+    json_ = make_logger(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ",%v)");
+    tasks_.spawn(flush_loop());
+  }
+
+  writer(const writer&) = delete;
+  writer& operator=(const writer&) = delete;
+
+  // Hands over what is buffered; the destination writes it before it ends.
+  ~writer() { hand_over(); }
 
   void log(bool json, std::string_view line) {
     (json ? json_ : text_)->info(line);
@@ -205,12 +235,12 @@ class writer {
   std::string pending_;  // the event loop's
   std::shared_ptr<spdlog::logger> text_, json_;
   tern::log_limiter drops_;
-  std::thread thread_;
   asio::steady_timer timer_;
   tern::task_group tasks_;
 };
 
-// One writer per destination, shared by the routes that log there.
+// One writer per destination in each worker, shared by the routes that
+// log there.
 struct writers {
   std::map<std::string, std::unique_ptr<writer>> by_path;
 };
@@ -345,7 +375,10 @@ std::unique_ptr<policy> make_access_log_policy(const build_context& b) {
   }
   auto& all = b.shared.get<writers>([] { return new writers; });
   auto& w = all.by_path[path];
-  if (!w) w = std::make_unique<writer>(b.io, path);
+  if (!w) {
+    auto& all_workers = b.process.shared.get<destinations>([] { return new destinations; });
+    w = std::make_unique<writer>(b.io, path, all_workers.of(path));
+  }
   return std::make_unique<access_log>(*w, format == "json", b.route_label, b.matched, b.services);
 }
 

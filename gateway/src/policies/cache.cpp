@@ -1,7 +1,8 @@
 // Response caching for GET routes: one LRU store bounded by entries and
 // bytes, keyed by method, route, the request data the route uses and the
 // caller's identity; concurrent misses for one key make one upstream call
-// (single flight). POST routes may invalidate the reads they affect.
+// (single flight), whichever workers they reach. POST routes may invalidate
+// the reads they affect.
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
 #include "render/call_data.hpp"
@@ -11,6 +12,7 @@
 #include <prometheus/registry.h>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
+#include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
@@ -19,6 +21,8 @@
 #include <chrono>
 #include <list>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <unordered_map>
 
 namespace tern::gateway {
@@ -29,17 +33,13 @@ using json = nlohmann::ordered_json;
 using clock = std::chrono::steady_clock;
 using prometheus::Counter;
 
-// The store every cached route shares, with its metrics.
+// The store every cached route shares, in every worker: entries, their
+// metrics, and the calls in flight for missing keys. One lock guards it,
+// held for a lookup or an insertion, never across an await.
 class store {
  public:
   store(const cache_limits& limits, metrics_registry& m)
       : limits_(limits),
-        requests_(prometheus::BuildCounter()
-                      .Name("gateway_cache_requests_total")
-                      .Help("Requests to cached routes, by route and result (hit: answered from "
-                            "the cache or a call in flight; miss: called upstream; bypass: "
-                            "Cache-Control: no-store).")
-                      .Register(m.registry())),
         evictions_(prometheus::BuildCounter()
                        .Name("gateway_cache_evictions_total")
                        .Help("Entries dropped, by reason (lru, expired, invalidated).")
@@ -47,22 +47,46 @@ class store {
         lru_evictions_(&evictions_.Add({{"reason", "lru"}})),
         expired_(&evictions_.Add({{"reason", "expired"}})),
         invalidated_(&evictions_.Add({{"reason", "invalidated"}})) {
-    m.add_gauge("gateway_cache_entries", "Responses in the cache.",
-                [this] { return static_cast<double>(index_.size()); });
+    m.add_gauge("gateway_cache_entries", "Responses in the cache.", [this] {
+      std::lock_guard lock(mutex_);
+      return static_cast<double>(index_.size());
+    });
     m.add_gauge("gateway_cache_bytes", "Bytes the cached responses hold (keys, headers, bodies).",
-                [this] { return static_cast<double>(bytes_); });
+                [this] {
+                  std::lock_guard lock(mutex_);
+                  return static_cast<double>(bytes_);
+                });
   }
 
   struct entry {
     std::string key;
     std::string_view route;  // the route's label (outlives the store's use)
     clock::time_point stored, expires;
-    http::response response;
+    std::shared_ptr<const http::response> response;  // copied by a hit after the lock
     std::size_t bytes = 0;
   };
 
-  prometheus::Family<Counter>& requests() { return requests_; }
+  // A miss being answered: later requests for its key, in any worker, wait
+  // for it. Guarded by the store's lock.
+  struct flight {
+    // A request waiting on the flight: its timer, on its own worker's loop,
+    // is cancelled there when the answer is in.
+    struct waiter {
+      explicit waiter(asio::io_context& io) : done(io, clock::time_point::max()) {}
+      asio::steady_timer done;
+    };
+    http::response answer;
+    bool landed = false;
+    bool cacheable = false;
+    bool leader_left = false;      // the leading request's client went away
+    std::uint64_t generation = 0;  // of the route when the call started
+    std::vector<std::shared_ptr<waiter>> waiters;
+  };
+
+  [[nodiscard]] std::mutex& mutex() { return mutex_; }
   [[nodiscard]] std::size_t max_entry_bytes() const { return limits_.max_entry_bytes; }
+
+  // The rest need the lock held.
 
   const entry* find(const std::string& key, clock::time_point now) {
     auto it = index_.find(key);
@@ -76,10 +100,8 @@ class store {
     return &*it->second;
   }
 
-  void put(std::string key, std::string_view route, const http::response& r, clock::time_point now,
-           clock::duration ttl) {
-    std::size_t bytes = key.size() + r.body.size() + sizeof(entry);
-    for (const auto& [k, v] : r.headers) bytes += k.size() + v.size();
+  void put(std::string key, std::string_view route, std::shared_ptr<const http::response> r,
+           std::size_t bytes, clock::time_point now, clock::duration ttl) {
     if (bytes > limits_.max_entry_bytes || bytes > limits_.max_bytes) return;
     if (auto it = index_.find(key); it != index_.end()) erase(it->second);
     while (!lru_.empty() &&
@@ -87,7 +109,7 @@ class store {
       erase(std::prev(lru_.end()));
       lru_evictions_->Increment();
     }
-    lru_.push_front({std::move(key), route, now, now + ttl, r, bytes});
+    lru_.push_front({std::move(key), route, now, now + ttl, std::move(r), bytes});
     index_.emplace(lru_.front().key, lru_.begin());
     bytes_ += bytes;
   }
@@ -111,6 +133,8 @@ class store {
     return it == generation_.end() ? 0 : it->second;
   }
 
+  std::unordered_map<std::string, std::shared_ptr<flight>> flights;
+
  private:
   void erase(std::list<entry>::iterator it) {
     bytes_ -= it->bytes;
@@ -118,8 +142,8 @@ class store {
     lru_.erase(it);
   }
 
+  std::mutex mutex_;
   cache_limits limits_;
-  prometheus::Family<Counter>& requests_;
   prometheus::Family<Counter>& evictions_;
   Counter* lru_evictions_;
   Counter* expired_;
@@ -130,15 +154,25 @@ class store {
   std::size_t bytes_ = 0;
 };
 
-// A miss being answered: later requests for its key wait for it.
-struct flight {
-  explicit flight(asio::io_context& io) : done(io, clock::time_point::max()) {}
-  asio::steady_timer done;  // cancelled when the answer is in
-  http::response answer;
-  bool cacheable = false;
-  bool leader_left = false;      // the leading request's client went away
-  std::uint64_t generation = 0;  // of the route when the call started
+using flight = store::flight;
+
+// Each worker's count of what the cache did (summed at scrape time).
+struct request_family {
+  explicit request_family(metrics_registry& m)
+      : requests(prometheus::BuildCounter()
+                     .Name("gateway_cache_requests_total")
+                     .Help("Requests to cached routes, by route and result (hit: answered from "
+                           "the cache or a call in flight; miss: called upstream; bypass: "
+                           "Cache-Control: no-store).")
+                     .Register(m.registry())) {}
+  prometheus::Family<Counter>& requests;
 };
+
+std::size_t entry_bytes(const std::string& key, const http::response& r) {
+  std::size_t bytes = key.size() + r.body.size() + sizeof(store::entry);
+  for (const auto& [k, v] : r.headers) bytes += k.size() + v.size();
+  return bytes;
+}
 
 struct cache_control {
   bool no_store = false, no_cache = false;
@@ -170,11 +204,11 @@ cache_control read_cache_control(const http::request& req) {
 
 class cache final : public policy {
  public:
-  cache(store& s, asio::io_context& io, std::string_view label)
+  cache(store& s, request_family& f, asio::io_context& io, std::string_view label)
       : store_(s), io_(io), route_(label) {
-    hit_ = &s.requests().Add({{"route", route_}, {"result", "hit"}});
-    miss_ = &s.requests().Add({{"route", route_}, {"result", "miss"}});
-    bypass_ = &s.requests().Add({{"route", route_}, {"result", "bypass"}});
+    hit_ = &f.requests.Add({{"route", route_}, {"result", "hit"}});
+    miss_ = &f.requests.Add({{"route", route_}, {"result", "miss"}});
+    bypass_ = &f.requests.Add({{"route", route_}, {"result", "bypass"}});
   }
 
   std::chrono::milliseconds ttl{0};      // 0: this route is not cached
@@ -184,7 +218,10 @@ class cache final : public policy {
   asio::awaitable<void> handle(request_context& ctx, next n) override {
     if (ttl.count() == 0) {
       co_await n(ctx);
-      if (ctx.response.status >= 200 && ctx.response.status < 300) store_.invalidate(invalidates);
+      if (ctx.response.status >= 200 && ctx.response.status < 300) {
+        std::lock_guard lock(store_.mutex());
+        store_.invalidate(invalidates);
+      }
       co_return;
     }
     auto cc = read_cache_control(ctx.request);
@@ -199,22 +236,41 @@ class cache final : public policy {
     // and look again (one of them then leads).
     while (!cc.no_cache) {
       auto now = clock::now();
-      if (const auto* e = store_.find(key, now)) {
+      std::shared_ptr<const http::response> hit;
+      clock::time_point stored;
+      std::shared_ptr<flight> f;
+      std::shared_ptr<flight::waiter> w;
+      {
+        std::lock_guard lock(store_.mutex());
+        if (const auto* e = store_.find(key, now)) {
+          hit = e->response;
+          stored = e->stored;
+        } else if (auto it = store_.flights.find(key);
+                   it != store_.flights.end() &&
+                   it->second->generation == store_.generation(route_)) {
+          // A call that started before an invalidation may answer with what
+          // the write changed: only a call from after it is waited on.
+          f = it->second;
+          w = std::make_shared<flight::waiter>(io_);
+          f->waiters.push_back(w);
+        }
+      }
+      if (hit) {
         hit_->Increment();
-        ctx.response = e->response;
-        answered_from_cache(ctx, now - e->stored);
+        ctx.response = *hit;
+        answered_from_cache(ctx, now - stored);
         co_return;
       }
-      // A call that started before an invalidation may answer with what the
-      // write changed: only a call from after it is waited on.
-      auto it = flights_.find(key);
-      if (it == flights_.end() || it->second->generation != store_.generation(route_)) break;
-      auto f = it->second;  // kept alive while waiting
-      co_await f->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+      if (!f) break;
+      co_await w->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+      std::unique_lock lock(store_.mutex());
       if (f->leader_left && !ctx.request.client_gone) continue;
       hit_->Increment();
-      ctx.response = f->answer;
-      if (f->cacheable) {
+      // Not landed: this request's own client left (nobody reads the answer).
+      ctx.response = f->landed ? f->answer : error_response_for_abandoned();
+      bool cacheable = f->cacheable;
+      lock.unlock();
+      if (cacheable) {
         answered_from_cache(ctx, {});
       } else {
         ctx.response.headers.emplace_back("X-Cache", "MISS");
@@ -225,39 +281,63 @@ class cache final : public policy {
     // A no-cache request with a current call in flight makes its own, and
     // leaves the flight to that one; a call from before an invalidation is
     // replaced (its waiters still get its answer).
-    auto generation = store_.generation(route_);
     std::shared_ptr<flight> f;
-    auto it = flights_.find(key);
-    if (it == flights_.end() || it->second->generation != generation) {
-      f = std::make_shared<flight>(io_);
-      f->generation = generation;
-      flights_.insert_or_assign(key, f);
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard lock(store_.mutex());
+      generation = store_.generation(route_);
+      auto it = store_.flights.find(key);
+      if (it == store_.flights.end() || it->second->generation != generation) {
+        f = std::make_shared<flight>();
+        f->generation = generation;
+        f->answer = error_response_for_abandoned();
+        store_.flights.insert_or_assign(key, f);
+      }
     }
     struct land {  // also when the chain is torn down mid-call
-      cache& self;
+      store& s;
       const std::string& key;
       std::shared_ptr<flight> f;
       ~land() {
         if (!f) return;
-        if (auto it = self.flights_.find(key); it != self.flights_.end() && it->second == f) {
-          self.flights_.erase(it);
+        std::vector<std::shared_ptr<flight::waiter>> waiters;
+        {
+          std::lock_guard lock(s.mutex());
+          if (auto it = s.flights.find(key); it != s.flights.end() && it->second == f) {
+            s.flights.erase(it);
+          }
+          f->landed = true;  // waiters take f->answer (a 503 if never set)
+          waiters.swap(f->waiters);
         }
-        f->done.cancel();  // waiters take f->answer (a 503 if never set)
+        // Each waiter's timer is its own loop's: cancelled there.
+        for (auto& w : waiters) {
+          auto ex = w->done.get_executor();
+          asio::post(ex, [w = std::move(w)] { w->done.cancel(); });
+        }
       }
-    } landing{*this, key, f};
-    if (f) f->answer = error_response_for_abandoned();
+    } landing{store_, key, f};
     co_await n(ctx);
     bool cacheable = ctx.response.status == 200 &&
                      std::none_of(ctx.calls.begin(), ctx.calls.end(),
                                   [](const upstream_call& c) { return c.error.has_value(); });
-    if (cacheable && store_.generation(route_) == generation) {
-      store_.put(key, route_, ctx.response, clock::now(), ttl);
+    std::shared_ptr<const http::response> kept;
+    std::size_t bytes = 0;
+    if (cacheable) {
+      bytes = entry_bytes(key, ctx.response);
+      if (bytes <= store_.max_entry_bytes())
+        kept = std::make_shared<const http::response>(ctx.response);
     }
-    if (f && ctx.request.client_gone) {
-      f->leader_left = true;  // its calls were cancelled: not the others' answer
-    } else if (f) {
-      f->answer = ctx.response;
-      f->cacheable = cacheable;
+    {
+      std::lock_guard lock(store_.mutex());
+      if (kept && store_.generation(route_) == generation) {
+        store_.put(key, route_, std::move(kept), bytes, clock::now(), ttl);
+      }
+      if (f && ctx.request.client_gone) {
+        f->leader_left = true;  // its calls were cancelled: not the others' answer
+      } else if (f) {
+        f->answer = ctx.response;
+        f->cacheable = cacheable;
+      }
     }
     ctx.response.headers.emplace_back("X-Cache", "MISS");
   }
@@ -323,7 +403,6 @@ class cache final : public policy {
   Counter* hit_;
   Counter* miss_;
   Counter* bypass_;
-  std::unordered_map<std::string, std::shared_ptr<flight>> flights_;
 };
 
 }  // namespace
@@ -336,8 +415,10 @@ std::unique_ptr<policy> make_cache_policy(const build_context& b) {
                        R"(: must be {"ttl_s": N} (a GET route) or {"invalidates": [...]})");
   }
   if (!b.matched) return nullptr;  // the unmatched and admin chains have nothing to cache
-  auto& s = b.shared.get<store>([&] { return new store(b.config.cache, b.metrics); });
-  auto p = std::make_unique<cache>(s, b.io, b.route_label);
+  auto& s =
+      b.process.shared.get<store>([&] { return new store(b.config.cache, b.process.metrics); });
+  auto& f = b.shared.get<request_family>([&] { return new request_family(b.metrics); });
+  auto p = std::make_unique<cache>(s, f, b.io, b.route_label);
   for (const auto& [key, v] : piece.items()) {
     std::string at = b.where + "." + key;
     if (key == "ttl_s") {

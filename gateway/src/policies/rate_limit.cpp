@@ -21,6 +21,9 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <unordered_map>
 
 namespace tern::gateway {
@@ -34,19 +37,15 @@ constexpr std::size_t max_limits = 4;
 constexpr std::size_t max_key_bytes = 256;  // of a header's value
 constexpr std::chrono::seconds sweep_interval{1};
 
+// Each worker's count of refusals (summed at scrape time).
 struct families {
   explicit families(metrics_registry& m)
       : limited(prometheus::BuildCounter()
                     .Name("gateway_rate_limited_requests_total")
                     .Help("Requests over a rate limit, by route and mode (enforced: refused with "
                           "429; shadow: counted only).")
-                    .Register(m.registry())),
-        keys(prometheus::BuildGauge()
-                 .Name("gateway_rate_limit_keys")
-                 .Help("Client keys with a bucket, by route (bounded by max_keys).")
-                 .Register(m.registry())) {}
+                    .Register(m.registry())) {}
   prometheus::Family<prometheus::Counter>& limited;
-  prometheus::Family<prometheus::Gauge>& keys;
 };
 
 // One limit: `requests` per `period`, up to `burst` at once. GCRA: a key's
@@ -66,18 +65,56 @@ struct bucket {
   std::array<std::int64_t, max_limits> tat{};
 };
 
+// A route's buckets, shared by that route's policy in every worker (a
+// client's connections may reach different workers: a limit is the
+// process's, never split by thread). The lock is held for a lookup and a
+// few additions per request.
+struct table {
+  std::mutex mutex;
+  std::unordered_map<std::string, bucket> buckets;
+  bucket overflow;
+  std::int64_t last_sweep = 0;
+  prometheus::Gauge* keys = nullptr;
+};
+
+// Every route's table, by chain id.
+class tables {
+ public:
+  explicit tables(metrics_registry& m)
+      : keys_(prometheus::BuildGauge()
+                  .Name("gateway_rate_limit_keys")
+                  .Help("Client keys with a bucket, by route (bounded by max_keys).")
+                  .Register(m.registry())) {}
+
+  table& of(std::string_view chain, std::string_view route) {
+    std::lock_guard lock(mutex_);
+    auto& t = by_chain_[std::string(chain)];
+    if (!t) {
+      t = std::make_unique<table>();
+      t->keys = &keys_.Add({{"route", std::string(route)}});
+    }
+    return *t;
+  }
+
+ private:
+  prometheus::Family<prometheus::Gauge>& keys_;
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<table>> by_chain_;
+};
+
 std::int64_t ceil_seconds(std::int64_t ns) {
   return (ns + 999'999'999) / 1'000'000'000;
 }
 
 class rate_limit final : public policy {
  public:
-  rate_limit(families& f, std::string_view label, const std::vector<address_range>& trusted)
+  rate_limit(families& f, table& t, std::string_view label,
+             const std::vector<address_range>& trusted)
       : route_(label),
         trusted_(trusted),
         limited_(&f.limited.Add({{"route", route_}, {"mode", "enforced"}})),
         shadowed_(&f.limited.Add({{"route", route_}, {"mode", "shadow"}})),
-        keys_gauge_(&f.keys.Add({{"route", route_}})) {}
+        table_(t) {}
 
   std::vector<limit> limits;
   enum class key_kind { client, subject, header } kind = key_kind::client;
@@ -88,11 +125,22 @@ class rate_limit final : public policy {
 
   asio::awaitable<void> handle(request_context& ctx, next n) override {
     auto now = clock::now().time_since_epoch().count();
-    bucket& b = find(key_of(ctx), now);
+    auto key = key_of(ctx);
     std::int64_t wait = 0;
-    for (std::size_t i = 0; i < limits.size(); ++i) {
-      auto over = std::max(b.tat[i], now) + limits[i].interval - now - limits[i].tolerance;
-      wait = std::max(wait, over);
+    bucket b;  // a copy of the key's times, as they are after this request
+    {
+      std::lock_guard lock(table_.mutex);
+      bucket& kept = find(key, now);
+      for (std::size_t i = 0; i < limits.size(); ++i) {
+        auto over = std::max(kept.tat[i], now) + limits[i].interval - now - limits[i].tolerance;
+        wait = std::max(wait, over);
+      }
+      if (wait <= 0) {
+        for (std::size_t i = 0; i < limits.size(); ++i) {
+          kept.tat[i] = std::max(kept.tat[i], now) + limits[i].interval;
+        }
+      }
+      b = kept;
     }
     if (wait > 0) {
       (shadow ? shadowed_ : limited_)->Increment();
@@ -101,7 +149,7 @@ class rate_limit final : public policy {
         spdlog::info("[{}] {} {} {} (rate limit, key {}) (request_id={}){}", ctx.request.peer,
                      ctx.request.method, clip(ctx.request.target),
                      shadow ? "over the limit, let through (shadow mode)" : "refused (429)",
-                     clip(key_of(ctx)), ctx.request_id, held_back(held));
+                     clip(key), ctx.request_id, held_back(held));
       }
       if (!shadow) {
         ctx.response = error_response(429, "Too Many Requests");
@@ -109,16 +157,11 @@ class rate_limit final : public policy {
         add_fields(ctx.response, b, now);
         co_return;
       }
-    } else {
-      for (std::size_t i = 0; i < limits.size(); ++i) {
-        b.tat[i] = std::max(b.tat[i], now) + limits[i].interval;
-      }
     }
     if (shadow) {
       co_await n(ctx);
       co_return;
     }
-    // Made before the rest of the chain runs: `b` may not outlive it.
     http::response fields;
     add_fields(fields, b, now);
     co_await n(ctx);
@@ -180,22 +223,24 @@ class rate_limit final : public policy {
     return std::any_of(trusted_.begin(), trusted_.end(), [&](auto& r) { return r.contains(a); });
   }
 
-  // The key's bucket. Over max_keys, buckets that are full again are
-  // evicted (at most once a second); if none is, new keys share one bucket.
+  // The key's bucket (table_.mutex held). Over max_keys, buckets that are
+  // full again are evicted (at most once a second); if none is, new keys
+  // share one bucket.
   bucket& find(const std::string& key, std::int64_t now) {
-    if (auto it = buckets_.find(key); it != buckets_.end()) return it->second;
-    if (buckets_.size() >= max_keys &&
-        now - last_sweep_ >= std::chrono::nanoseconds(sweep_interval).count()) {
-      last_sweep_ = now;
-      std::erase_if(buckets_, [&](const auto& kv) {
+    auto& t = table_;
+    if (auto it = t.buckets.find(key); it != t.buckets.end()) return it->second;
+    if (t.buckets.size() >= max_keys &&
+        now - t.last_sweep >= std::chrono::nanoseconds(sweep_interval).count()) {
+      t.last_sweep = now;
+      std::erase_if(t.buckets, [&](const auto& kv) {
         return std::all_of(kv.second.tat.begin(), kv.second.tat.end(),
-                           [&](std::int64_t t) { return t <= now; });
+                           [&](std::int64_t x) { return x <= now; });
       });
-      keys_gauge_->Set(static_cast<double>(buckets_.size()));
+      t.keys->Set(static_cast<double>(t.buckets.size()));
     }
-    if (buckets_.size() >= max_keys) return overflow_;
-    auto& b = buckets_[key];
-    keys_gauge_->Set(static_cast<double>(buckets_.size()));
+    if (t.buckets.size() >= max_keys) return t.overflow;
+    auto& b = t.buckets[key];
+    t.keys->Set(static_cast<double>(t.buckets.size()));
     return b;
   }
 
@@ -217,10 +262,7 @@ class rate_limit final : public policy {
   const std::vector<address_range>& trusted_;
   prometheus::Counter* limited_;
   prometheus::Counter* shadowed_;
-  prometheus::Gauge* keys_gauge_;
-  std::unordered_map<std::string, bucket> buckets_;
-  bucket overflow_;
-  std::int64_t last_sweep_ = 0;
+  table& table_;
   log_limiter log_;
 };
 
@@ -285,7 +327,9 @@ std::unique_ptr<policy> make_rate_limit_policy(const build_context& b) {
     throw config_error(b.where + ": must be {\"limits\": [{\"requests\": N, \"per_s\": S}], ...}");
   }
   auto& f = b.shared.get<families>([&] { return new families(b.metrics); });
-  auto p = std::make_unique<rate_limit>(f, b.route_label, b.config.trusted_proxies);
+  auto& t = b.process.shared.get<tables>([&] { return new tables(b.process.metrics); });
+  auto p = std::make_unique<rate_limit>(f, t.of(b.chain_id, b.route_label), b.route_label,
+                                        b.config.trusted_proxies);
   for (const auto& [key, v] : piece.items()) {
     std::string at = b.where + "." + key;
     if (key == "limits") {

@@ -10,9 +10,11 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -64,8 +66,17 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
-  /// Binds and starts accepting; returns the bound port. Throws std::system_error.
-  std::uint16_t listen(const std::string& host, std::uint16_t port);
+  /// Binds and starts accepting; returns the bound port. With `reuse_port`,
+  /// servers on other event loops (other threads) may listen on the same
+  /// address and port, and the kernel spreads new connections over them
+  /// (SO_REUSEPORT). Throws std::system_error.
+  std::uint16_t listen(const std::string& host, std::uint16_t port, bool reuse_port = false);
+  /// Counts this server's connections in `open` too, and refuses a new one
+  /// while `open` holds max_connections: servers given the same count (one
+  /// per thread, on one port) share one limit. Call before listen().
+  void share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open) {
+    open_ = std::move(open);
+  }
   /// Stops accepting and closes every connection at once.
   void stop();
   /// Graceful stop: accepts no new connection; connections idle between
@@ -77,14 +88,31 @@ class server {
   /// on their own, their responses discarded). Never throws.
   asio::awaitable<void> drain(std::chrono::milliseconds bound);
   [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
+  /// Connections accepted and served since listen() (not those refused).
+  [[nodiscard]] std::uint64_t accepted() const noexcept { return accepted_; }
 
  private:
   struct session_info;
   struct client_watch;
+  // A connection counted in open_ (released when the session's frame goes).
+  class connection_slot {
+   public:
+    explicit connection_slot(std::shared_ptr<std::atomic<std::size_t>> open)
+        : open_(std::move(open)) {}
+    connection_slot(connection_slot&&) noexcept = default;
+    connection_slot& operator=(connection_slot&&) = delete;
+    ~connection_slot() {
+      if (open_) open_->fetch_sub(1, std::memory_order_relaxed);
+    }
+
+   private:
+    std::shared_ptr<std::atomic<std::size_t>> open_;
+  };
   void start_session(asio::ip::tcp::socket socket);
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
-  asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch);
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch,
+                                connection_slot slot);
   static void watch_client(const std::shared_ptr<client_watch>& w);
 
   asio::io_context& io_;
@@ -97,8 +125,10 @@ class server {
   bool running_ = false;
   bool draining_ = false;
   std::size_t starting_ = 0;  // sessions spawned that have not registered yet
+  std::uint64_t accepted_ = 0;
   std::unordered_set<session_info*> sessions_;
-  transport::task_group tasks_;  // the accept and sweep loops
+  std::shared_ptr<std::atomic<std::size_t>> open_;  // connections, maybe other servers' too
+  transport::task_group tasks_;                     // the accept and sweep loops
 };
 
 }  // namespace tern::http

@@ -23,8 +23,13 @@ class server_session;
 /// Resolves host:port (passive; port 0 picks a free one), then opens, binds
 /// (SO_REUSEADDR) and listens on `acceptor`. Returns the bound port. Throws
 /// std::system_error.
+///
+/// With `reuse_port`, SO_REUSEPORT is set too: several acceptors (of this
+/// process's threads, or of processes of the same user) may bind the same
+/// address, and the kernel spreads new connections over them by a hash of
+/// the client's address and port.
 std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string& host,
-                            std::uint16_t port);
+                            std::uint16_t port, bool reuse_port = false);
 
 /// Receives what clients send. Called on the server's executor, one packet
 /// at a time per connection; the packet's objects are valid during the call.

@@ -1,0 +1,249 @@
+#include "app/app.hpp"
+
+#include <tern/listen.hpp>
+
+#include <prometheus/metric_family.h>
+#include <spdlog/spdlog.h>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/post.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+
+#include <sched.h>
+
+#include <optional>
+#include <thread>
+
+namespace tern::gateway {
+
+namespace {
+
+// An io_context whose pending work can be destroyed (shutdown) while the
+// gateways and servers that suspended coroutines refer to still exist:
+// after a drain that ran out of time, some do.
+class io_context : public asio::io_context {
+ public:
+  using asio::execution_context::shutdown;
+  using asio::io_context::io_context;
+};
+
+}  // namespace
+
+std::size_t usable_cores() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+    return static_cast<std::size_t>(CPU_COUNT(&set));
+  }
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+struct app::worker {
+  io_context io{1};
+  std::unique_ptr<gateway> gw;
+  std::unique_ptr<http::server> server;
+  std::thread thread;  // none for the first: it runs on run()'s thread
+};
+
+app::app(gateway_config cfg, app_options options)
+    : cfg_(std::make_shared<const gateway_config>(std::move(cfg))),
+      process_(std::make_shared<process_state>()),
+      options_(std::move(options)) {
+  options_.threads = std::max<std::size_t>(options_.threads, 1);
+  for (std::size_t i = 0; i < options_.threads; ++i) {
+    auto w = std::make_unique<worker>();
+    w->gw = std::make_unique<gateway>(w->io, cfg_, process_);
+    auto& gw = *w->gw;
+    gw.report_on(this);
+    auto render = [&gw](int status, std::string_view message, const http::request& r) {
+      return gw.render_error(status, message, r);
+    };
+    w->server = std::make_unique<http::server>(
+        w->io, cfg_->limits, [&gw](http::request& r) { return gw.handle(r); }, render);
+    auto& server = *w->server;
+    gw.metrics().add_gauge("http_server_open_connections", "Open connections on the public port.",
+                           [&server] { return static_cast<double>(server.connections()); });
+    gw.metrics().add_collector([&server, i](std::vector<prometheus::MetricFamily>& out) {
+      prometheus::ClientMetric m;
+      m.label = {{"worker", std::to_string(i)}};
+      m.counter.value = static_cast<double>(server.accepted());
+      out.push_back({"gateway_worker_connections_total",
+                     "Connections each worker (event-loop thread) accepted on the public port.",
+                     prometheus::MetricType::Counter,
+                     {std::move(m)}});
+    });
+    workers_.push_back(std::move(w));
+  }
+  // One limit on the public port's connections, whichever worker holds them.
+  auto open = std::make_shared<std::atomic<std::size_t>>(0);
+  for (auto& w : workers_) w->server->share_connection_count(open);
+  auto& first = *workers_.front()->gw;
+  admin_ = std::make_unique<http::server>(
+      workers_.front()->io, http::limits{.max_body_bytes = 0, .max_connections = 256},
+      [&first](http::request& r) { return first.handle_admin(r); });
+}
+
+app::~app() {
+  // Frames still suspended (a drain that ran out of time) refer to any
+  // worker's parts: destroy them all before any part goes.
+  for (auto& w : workers_) w->io.shutdown();
+  admin_.reset();
+  workers_.clear();
+}
+
+std::uint16_t app::bind() {
+  auto port = options_.port;
+  if (workers_.size() > 1) {
+    // SO_REUSEPORT lets any process of this user join the port: make sure
+    // no other one holds it already (as a plain bind would), and learn the
+    // port 0 picks, before the workers bind it together.
+    asio::ip::tcp::acceptor probe(workers_.front()->io);
+    port = tern::open_acceptor(probe, options_.host, port);
+  }
+  bool shared = workers_.size() > 1;
+  for (auto& w : workers_) port = w->server->listen(options_.host, port, shared);
+  return port;
+}
+
+int app::run() {
+  auto port = bind();
+  auto admin_port = admin_->listen(options_.admin_host, options_.admin_port);
+  for (const auto& u : cfg_->upstreams) {
+    std::string at;
+    for (const auto& e : u.endpoints) at += (at.empty() ? "" : ", ") + e;
+    spdlog::info("upstream {} at {}", u.name, at);
+  }
+  for (auto& w : workers_) w->gw->start();
+  spdlog::info("gateway listening on {}:{} ({} routes, {} thread{}); metrics and health on {}:{}",
+               options_.host, port, cfg_->routes.size(), workers_.size(),
+               workers_.size() == 1 ? "" : "s", options_.admin_host, admin_port);
+  // The first signal drains, a second one stops at once.
+  asio::signal_set signals(workers_.front()->io, SIGINT, SIGTERM);
+  signals.async_wait([&](std::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("received signal {}, draining (at most {} ms)", sig,
+                 options_.drain_timeout.count());
+    asio::co_spawn(workers_.front()->io, drain(), [](std::exception_ptr e) {
+      if (e) spdlog::error("gateway: the drain failed");
+    });
+    signals.async_wait([this](std::error_code ec2, int) {
+      if (!ec2) stop_all();
+    });
+  });
+  auto serve = [this](worker& w) {
+    try {
+      w.io.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("gateway: {}", e.what());
+      failed_ = true;
+      stop_all();
+    }
+  };
+  for (std::size_t i = 1; i < workers_.size(); ++i) {
+    auto& w = *workers_[i];
+    w.thread = std::thread([&serve, &w] { serve(w); });
+  }
+  serve(*workers_.front());
+  for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
+  return failed_ ? 1 : 0;
+}
+
+// Runs f(worker) (an awaitable<T>) on every worker's own loop at once, and
+// completes on the caller's loop with each one's result. A worker's parts
+// are thus only ever touched on its own thread.
+template <class T, class F>
+asio::awaitable<std::vector<T>> app::on_each(F f) {
+  auto ex = co_await asio::this_coro::executor;
+  struct state {
+    explicit state(const asio::any_io_executor& e, std::size_t n)
+        : done(e, std::chrono::steady_clock::time_point::max()), results(n), left(n) {}
+    asio::steady_timer done;  // the caller's; cancelled when the last result is in
+    std::vector<std::optional<T>> results;
+    std::size_t left;
+  };
+  auto st = std::make_shared<state>(ex, workers_.size());
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    auto& w = *workers_[i];
+    // f is copied: a caller that gives up leaves the tasks running.
+    auto task = [](std::shared_ptr<state> st, F f, worker& w,
+                   std::size_t i) -> asio::awaitable<void> { st->results[i] = co_await f(w); };
+    // Not bound to the caller's cancellation: that would be emitted on the
+    // caller's thread into a coroutine running on another.
+    asio::co_spawn(w.io, task(st, f, w, i), [st, ex](std::exception_ptr e) {
+      if (e) {
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& x) {
+          spdlog::error("gateway: a task on a worker failed: {}", x.what());
+        }
+      }
+      asio::post(ex, [st] {
+        if (--st->left == 0) st->done.cancel();
+      });
+    });
+  }
+  if (st->left > 0) {
+    co_await st->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
+    // Still missing some: the caller was cancelled (its client left).
+    if (st->left > 0) throw std::system_error(asio::error::operation_aborted);
+  }
+  std::vector<T> out;
+  out.reserve(st->results.size());
+  for (auto& r : st->results) {
+    if (!r) throw std::runtime_error("a worker gave no result");
+    out.push_back(std::move(*r));
+  }
+  co_return out;
+}
+
+asio::awaitable<std::string> app::scrape() {
+  auto parts = co_await on_each<std::vector<prometheus::MetricFamily>>(
+      [](worker& w) -> asio::awaitable<std::vector<prometheus::MetricFamily>> {
+        co_return w.gw->collect_metrics();
+      });
+  std::vector<prometheus::MetricFamily> all;
+  for (auto& p : parts) merge_families(all, std::move(p));
+  co_return process_->metrics.scrape(std::move(all));
+}
+
+asio::awaitable<readiness> app::ready() {
+  auto parts = co_await on_each<readiness>(
+      [](worker& w) -> asio::awaitable<readiness> { co_return w.gw->local_readiness(); });
+  readiness all;
+  for (auto& p : parts) all.merge(std::move(p));
+  co_return all;
+}
+
+asio::awaitable<void> app::drain() {
+  auto bound = options_.drain_timeout;
+  co_await on_each<bool>([bound](worker& w) -> asio::awaitable<bool> {
+    w.gw->set_draining();
+    co_await w.server->drain(bound);
+    co_return true;
+  });
+  spdlog::info("drained, stopping");
+  admin_->stop();
+  // Calls still pending (the bound passed) end now, so nothing waits on
+  // them when the loops stop; each stops once its endings have run.
+  co_await on_each<bool>([](worker& w) -> asio::awaitable<bool> {
+    w.gw->close_upstreams();
+    asio::post(w.io, [&io = w.io] { io.stop(); });
+    co_return true;
+  });
+}
+
+void app::stop_all() {
+  for (auto& w : workers_) {
+    asio::post(w->io, [&w = *w, this] {
+      w.server->stop();
+      if (&w == workers_.front().get()) admin_->stop();
+      w.io.stop();
+    });
+  }
+}
+
+}  // namespace tern::gateway

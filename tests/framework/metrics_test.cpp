@@ -1,0 +1,65 @@
+#include "tern/metrics.hpp"
+
+#include <doctest/doctest.h>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
+#include <string>
+
+namespace {
+
+// One worker's metrics, as a gateway worker keeps them.
+struct worker_metrics {
+  tern::metrics_registry m;
+  prometheus::Family<prometheus::Counter>& requests =
+      prometheus::BuildCounter().Name("requests_total").Help("h").Register(m.registry());
+  prometheus::Family<prometheus::Histogram>& took =
+      prometheus::BuildHistogram().Name("took_seconds").Help("h").Register(m.registry());
+};
+
+bool has_line(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("merge_families sums samples with the same labels and keeps the others") {
+  worker_metrics a, b;
+  a.requests.Add({{"route", "/x"}}).Increment(3);
+  b.requests.Add({{"route", "/x"}}).Increment(4);
+  b.requests.Add({{"route", "/y"}}).Increment(1);
+  a.took.Add({{"route", "/x"}}, prometheus::Histogram::BucketBoundaries{0.1, 1}).Observe(0.05);
+  b.took.Add({{"route", "/x"}}, prometheus::Histogram::BucketBoundaries{0.1, 1}).Observe(0.5);
+  b.took.Add({{"route", "/x"}}, prometheus::Histogram::BucketBoundaries{0.1, 1}).Observe(5);
+  double open_a = 2, open_b = 5;
+  a.m.add_gauge("open", "h", [&] { return open_a; });
+  b.m.add_gauge("open", "h", [&] { return open_b; });
+
+  auto all = a.m.collect();
+  tern::merge_families(all, b.m.collect());
+  tern::metrics_registry process;
+  prometheus::BuildGauge().Name("only_once").Help("h").Register(process.registry()).Add({}).Set(9);
+  auto text = process.scrape(std::move(all));
+
+  CHECK(has_line(text, R"(requests_total{route="/x"} 7)"));
+  CHECK(has_line(text, R"(requests_total{route="/y"} 1)"));
+  CHECK(has_line(text, R"(took_seconds_count{route="/x"} 3)"));
+  CHECK(has_line(text, R"(took_seconds_bucket{route="/x",le="0.1"} 1)"));
+  CHECK(has_line(text, R"(took_seconds_bucket{route="/x",le="1"} 2)"));
+  CHECK(has_line(text, R"(took_seconds_bucket{route="/x",le="+Inf"} 3)"));
+  CHECK(has_line(text, "open 7"));
+  CHECK(has_line(text, "only_once 9"));
+  // Each family once, its samples together, as the text format requires.
+  auto count = [&](const std::string& s) {
+    std::size_t n = 0;
+    for (auto at = text.find(s); at != std::string::npos; at = text.find(s, at + 1)) ++n;
+    return n;
+  };
+  CHECK(count("# TYPE requests_total counter") == 1);
+  CHECK(count("# TYPE open gauge") == 1);
+  CHECK(count("# TYPE process_cpu_seconds_total") == 1);
+}
