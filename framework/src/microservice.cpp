@@ -300,6 +300,18 @@ void responder::next(transport::value_writer value) {
 }
 
 void responder::fail(const rpc_error& e) {
+  // A call the handler made timed out once this request's own deadline had
+  // passed: it ran out of the time it inherited. Its caller is told that
+  // (504), as when the request expires before it runs, whichever of the two
+  // timers fires first.
+  if (e.kind() == errc::timeout && deadline_ != std::chrono::steady_clock::time_point::max() &&
+      std::chrono::steady_clock::now() >= deadline_) {
+    auto message = *pattern_ + ": the deadline passed while the handler ran (";
+    message += e.message();
+    message += ')';
+    fail(rpc_error(errc::deadline_exceeded, message));
+    return;
+  }
   fail_as(e, outcome_of(e.kind()));
 }
 

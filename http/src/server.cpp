@@ -259,10 +259,10 @@ asio::awaitable<void> server::sweep_loop() {
   }
 }
 
-void server::start_session(asio::ip::tcp::socket socket) {
+void server::start_session(asio::ip::tcp::socket socket, bool counted) {
   ++starting_;
   ++accepted_;
-  open_->fetch_add(1, std::memory_order_relaxed);
+  if (!counted) open_->fetch_add(1, std::memory_order_relaxed);
   // The watch (and its signal) lives as long as the session's coroutine.
   auto watch = std::make_shared<client_watch>();
   auto& signal = watch->signal;
@@ -293,7 +293,11 @@ asio::awaitable<void> server::accept_loop() {
       if (!*alive) co_return;
       continue;
     }
-    if (auto open = open_->load(std::memory_order_relaxed); open >= limits_.max_connections) {
+    // Counted before the check: servers sharing the count never pass the
+    // limit together.
+    if (auto open = open_->fetch_add(1, std::memory_order_relaxed);
+        open >= limits_.max_connections) {
+      open_->fetch_sub(1, std::memory_order_relaxed);
       if (std::size_t held = 0; over_limit.allow(held)) {
         spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}", open,
                      transport::held_back(held));
@@ -302,7 +306,7 @@ asio::awaitable<void> server::accept_loop() {
       sock.close(cec);
       continue;
     }
-    start_session(std::move(sock));
+    start_session(std::move(sock), true);
   }
 }
 

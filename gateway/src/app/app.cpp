@@ -127,8 +127,11 @@ int app::run() {
     if (ec) return;
     spdlog::info("received signal {}, draining (at most {} ms)", sig,
                  options_.drain_timeout.count());
-    asio::co_spawn(workers_.front()->io, drain(), [](std::exception_ptr e) {
-      if (e) spdlog::error("gateway: the drain failed");
+    asio::co_spawn(workers_.front()->io, drain(), [this](std::exception_ptr e) {
+      if (!e) return;
+      spdlog::error("gateway: the drain failed; stopping");
+      failed_ = true;
+      stop_all();
     });
     signals.async_wait([this](std::error_code ec2, int) {
       if (!ec2) stop_all();
@@ -143,9 +146,16 @@ int app::run() {
       stop_all();
     }
   };
-  for (std::size_t i = 1; i < workers_.size(); ++i) {
-    auto& w = *workers_[i];
-    w.thread = std::thread([&serve, &w] { serve(w); });
+  std::size_t started = 1;
+  try {
+    for (; started < workers_.size(); ++started) {
+      auto& w = *workers_[started];
+      w.thread = std::thread([&serve, &w] { serve(w); });
+    }
+  } catch (...) {  // no thread to be had: stop those that run
+    stop_all();
+    for (std::size_t i = 1; i < started; ++i) workers_[i]->thread.join();
+    throw;
   }
   serve(*workers_.front());
   for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();

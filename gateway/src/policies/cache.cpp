@@ -60,7 +60,7 @@ class store {
 
   struct entry {
     std::string key;
-    std::string_view route;  // the route's label (outlives the store's use)
+    std::string_view route;  // the route's label, the config's (outlives the store)
     clock::time_point stored, expires;
     std::shared_ptr<const http::response> response;  // copied by a hit after the lock
     std::size_t bytes = 0;
@@ -75,7 +75,7 @@ class store {
       explicit waiter(asio::io_context& io) : done(io, clock::time_point::max()) {}
       asio::steady_timer done;
     };
-    http::response answer;
+    std::shared_ptr<const http::response> answer;  // set before landing, copied after the lock
     bool landed = false;
     bool cacheable = false;
     bool leader_left = false;      // the leading request's client went away
@@ -205,7 +205,7 @@ cache_control read_cache_control(const http::request& req) {
 class cache final : public policy {
  public:
   cache(store& s, request_family& f, asio::io_context& io, std::string_view label)
-      : store_(s), io_(io), route_(label) {
+      : store_(s), io_(io), label_(label), route_(label) {
     hit_ = &f.requests.Add({{"route", route_}, {"result", "hit"}});
     miss_ = &f.requests.Add({{"route", route_}, {"result", "miss"}});
     bypass_ = &f.requests.Add({{"route", route_}, {"result", "bypass"}});
@@ -233,26 +233,41 @@ class cache final : public policy {
     }
     auto key = key_of(ctx);
     // Waits on a flight whose leader's client left get no answer from it,
-    // and look again (one of them then leads).
-    while (!cc.no_cache) {
+    // and look again (one of them then leads). The lookup and the choice to
+    // lead are one step under the lock: two workers missing at once must
+    // not both lead.
+    std::shared_ptr<flight> f;  // the flight this request leads
+    std::uint64_t generation = 0;
+    for (;;) {
       auto now = clock::now();
       std::shared_ptr<const http::response> hit;
       clock::time_point stored;
-      std::shared_ptr<flight> f;
+      std::shared_ptr<flight> waited;
       std::shared_ptr<flight::waiter> w;
       {
         std::lock_guard lock(store_.mutex());
-        if (const auto* e = store_.find(key, now)) {
-          hit = e->response;
-          stored = e->stored;
-        } else if (auto it = store_.flights.find(key);
-                   it != store_.flights.end() &&
-                   it->second->generation == store_.generation(route_)) {
-          // A call that started before an invalidation may answer with what
-          // the write changed: only a call from after it is waited on.
-          f = it->second;
-          w = std::make_shared<flight::waiter>(io_);
-          f->waiters.push_back(w);
+        generation = store_.generation(label_);
+        auto it = store_.flights.find(key);
+        // A call that started before an invalidation may answer with what
+        // the write changed: only a call from after it is waited on.
+        bool current = it != store_.flights.end() && it->second->generation == generation;
+        if (!cc.no_cache) {
+          if (const auto* e = store_.find(key, now)) {
+            hit = e->response;
+            stored = e->stored;
+          } else if (current) {
+            waited = it->second;
+            w = std::make_shared<flight::waiter>(io_);
+            waited->waiters.push_back(w);
+          }
+        }
+        // A no-cache request with a current call in flight makes its own,
+        // and leaves the flight to that one; a call from before an
+        // invalidation is replaced (its waiters still get its answer).
+        if (!hit && !waited && !current) {
+          f = std::make_shared<flight>();
+          f->generation = generation;
+          store_.flights.insert_or_assign(key, f);
         }
       }
       if (hit) {
@@ -261,15 +276,16 @@ class cache final : public policy {
         answered_from_cache(ctx, now - stored);
         co_return;
       }
-      if (!f) break;
+      if (!waited) break;
       co_await w->done.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
       std::unique_lock lock(store_.mutex());
-      if (f->leader_left && !ctx.request.client_gone) continue;
-      hit_->Increment();
+      if (waited->leader_left && !ctx.request.client_gone) continue;
       // Not landed: this request's own client left (nobody reads the answer).
-      ctx.response = f->landed ? f->answer : error_response_for_abandoned();
-      bool cacheable = f->cacheable;
+      auto answer = waited->landed ? waited->answer : nullptr;
+      bool cacheable = waited->cacheable;
       lock.unlock();
+      hit_->Increment();
+      ctx.response = answer ? *answer : error_response_for_abandoned();
       if (cacheable) {
         answered_from_cache(ctx, {});
       } else {
@@ -278,22 +294,6 @@ class cache final : public policy {
       co_return;
     }
     miss_->Increment();
-    // A no-cache request with a current call in flight makes its own, and
-    // leaves the flight to that one; a call from before an invalidation is
-    // replaced (its waiters still get its answer).
-    std::shared_ptr<flight> f;
-    std::uint64_t generation = 0;
-    {
-      std::lock_guard lock(store_.mutex());
-      generation = store_.generation(route_);
-      auto it = store_.flights.find(key);
-      if (it == store_.flights.end() || it->second->generation != generation) {
-        f = std::make_shared<flight>();
-        f->generation = generation;
-        f->answer = error_response_for_abandoned();
-        store_.flights.insert_or_assign(key, f);
-      }
-    }
     struct land {  // also when the chain is torn down mid-call
       store& s;
       const std::string& key;
@@ -320,22 +320,19 @@ class cache final : public policy {
     bool cacheable = ctx.response.status == 200 &&
                      std::none_of(ctx.calls.begin(), ctx.calls.end(),
                                   [](const upstream_call& c) { return c.error.has_value(); });
-    std::shared_ptr<const http::response> kept;
-    std::size_t bytes = 0;
-    if (cacheable) {
-      bytes = entry_bytes(key, ctx.response);
-      if (bytes <= store_.max_entry_bytes())
-        kept = std::make_shared<const http::response>(ctx.response);
-    }
+    // One copy of the answer, made outside the lock, for the store and the
+    // flight's waiters.
+    std::shared_ptr<const http::response> answer;
+    if (f || cacheable) answer = std::make_shared<const http::response>(ctx.response);
     {
       std::lock_guard lock(store_.mutex());
-      if (kept && store_.generation(route_) == generation) {
-        store_.put(key, route_, std::move(kept), bytes, clock::now(), ttl);
+      if (cacheable && store_.generation(label_) == generation) {
+        store_.put(key, label_, answer, entry_bytes(key, ctx.response), clock::now(), ttl);
       }
       if (f && ctx.request.client_gone) {
         f->leader_left = true;  // its calls were cancelled: not the others' answer
       } else if (f) {
-        f->answer = ctx.response;
+        f->answer = std::move(answer);
         f->cacheable = cacheable;
       }
     }
@@ -399,6 +396,7 @@ class cache final : public policy {
 
   store& store_;
   asio::io_context& io_;
+  std::string_view label_;  // the config's: outlives the store's entries
   std::string route_;
   Counter* hit_;
   Counter* miss_;

@@ -108,7 +108,8 @@ class server {
    private:
     std::shared_ptr<std::atomic<std::size_t>> open_;
   };
-  void start_session(asio::ip::tcp::socket socket);
+  // `counted`: the connection is in open_ already (the accept loop's check).
+  void start_session(asio::ip::tcp::socket socket, bool counted = false);
   asio::awaitable<void> accept_loop();
   asio::awaitable<void> sweep_loop();
   asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch,
