@@ -16,8 +16,10 @@ std::string usage(const std::string& program, const std::string& summary,
   std::ostringstream out;
   out << "usage: " << program << " [options]\n" << summary << "\n\noptions:\n";
   for (const auto& f : flags) {
-    out << "  --" << f.name << " VALUE\n      " << f.help << " (env " << f.env << ", default \""
-        << f.fallback << "\")\n";
+    out << "  --" << f.name << " VALUE\n      " << f.help << " (env " << f.env;
+    // An empty default is one the program works out (its help says how).
+    if (!f.fallback.empty()) out << ", default \"" << f.fallback << '"';
+    out << ")\n";
   }
   out << "  --help\n      show this text\n";
   return out.str();
