@@ -96,10 +96,15 @@ class ObservabilityTest(unittest.TestCase):
         self.assertGreater(users.value("process_resident_memory_bytes"), 1e6)
         self.assertGreater(gateway.value("process_start_time_seconds"), time.time() - 3600)
         # Each of the gateway's workers holds one connection to each upstream
-        # (its probes keep it).
+        # (its probes make and keep it: waited for, since each worker's first
+        # probe may still be connecting right after the start).
+        threads = int(stack_test.GATEWAY_THREADS)
         for service in ("users", "products"):
-            self.assertEqual(gateway.value("rpc_client_connections", service=service,
-                                           state="connected"), int(stack_test.GATEWAY_THREADS))
+            until(lambda: self.scrape("gateway").value("rpc_client_connections", service=service,
+                                                       state="connected") == threads,
+                  what=f"{threads} connections to {service}")
+            self.assertEqual(self.scrape("gateway").value("rpc_client_connections", service=service,
+                                                          state="disconnected"), 0)
 
     def test_counters_move_by_exactly_the_requests_made(self):
         n = 7
