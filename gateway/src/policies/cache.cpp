@@ -84,7 +84,6 @@ class store {
   };
 
   [[nodiscard]] std::mutex& mutex() { return mutex_; }
-  [[nodiscard]] std::size_t max_entry_bytes() const { return limits_.max_entry_bytes; }
 
   // The rest need the lock held.
 
@@ -205,10 +204,11 @@ cache_control read_cache_control(const http::request& req) {
 class cache final : public policy {
  public:
   cache(store& s, request_family& f, asio::io_context& io, std::string_view label)
-      : store_(s), io_(io), label_(label), route_(label) {
-    hit_ = &f.requests.Add({{"route", route_}, {"result", "hit"}});
-    miss_ = &f.requests.Add({{"route", route_}, {"result", "miss"}});
-    bypass_ = &f.requests.Add({{"route", route_}, {"result", "bypass"}});
+      : store_(s), io_(io), label_(label) {
+    std::string route(label);
+    hit_ = &f.requests.Add({{"route", route}, {"result", "hit"}});
+    miss_ = &f.requests.Add({{"route", route}, {"result", "miss"}});
+    bypass_ = &f.requests.Add({{"route", route}, {"result", "bypass"}});
   }
 
   std::chrono::milliseconds ttl{0};      // 0: this route is not cached
@@ -359,7 +359,7 @@ class cache final : public policy {
   // key winning as in the calls), then the identity on authenticated routes.
   [[nodiscard]] std::string key_of(const request_context& ctx) const {
     std::string key = "GET ";  // HEAD is answered as GET
-    key += route_;
+    key += label_;
     auto field = [&key](std::string_view s) {
       key += '\0';
       key += std::to_string(s.size());
@@ -396,8 +396,7 @@ class cache final : public policy {
 
   store& store_;
   asio::io_context& io_;
-  std::string_view label_;  // the config's: outlives the store's entries
-  std::string route_;
+  std::string_view label_;  // the config's route path: outlives the store's entries
   Counter* hit_;
   Counter* miss_;
   Counter* bypass_;
