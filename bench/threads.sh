@@ -17,8 +17,26 @@
 # Each round: req/s, p99 latency and CPU per request (the server's
 # processes, and the whole machine's), with wrk -t2 -c64.
 #   bench/threads.sh [ROUNDS] [SECONDS] [VARIANT...]
+# And what the change costs a request at one thread: the gateway's
+# user-space instructions per request (bench/instructions.sh, callgrind) on
+# the dashboard and on a cache hit, at BASE (built in a worktree, BASE_TREE,
+# default build-threads-base/) and at HEAD, both at --threads 1:
+#   bench/threads.sh instructions [BASE] [SECONDS]     (BASE default 53627e5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = instructions ]; then
+  base=${2:-53627e5}
+  seconds=${3:-6}
+  tree=${BASE_TREE:-build-threads-base}
+  if [ ! -e "$tree/.git" ]; then git worktree add --detach "$tree" "$base" >/dev/null; fi
+  git -C "$tree" checkout -q --detach "$base"
+  echo "BASE $(git -C "$tree" rev-parse --short HEAD), HEAD $(git rev-parse --short HEAD)"
+  for route in /api-gateway/dashboard /api-gateway/products; do
+    echo "BASE  $( (cd "$tree" && bench/instructions.sh gateway "$route" "$seconds") | tail -1)"
+    echo "HEAD  $(GATEWAY_THREADS=1 bench/instructions.sh gateway "$route" "$seconds" | tail -1)"
+  done
+  exit 0
+fi
 rounds=${1:-5}
 seconds=${2:-5}
 shift 2 || true
