@@ -26,7 +26,7 @@ FROM debian:bookworm
 # PID 1 so signals reach the server and `docker stop` is quick.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        libspdlog1.10 libsqlite3-0 libmimalloc2.0 libprometheus-cpp-core1.0 libssl3 libc-ares2 libpq5 tini \
+        libspdlog1.10 libsqlite3-0 libmimalloc2.0 libprometheus-cpp-core1.0 libssl3 libc-ares2 libpq5 libre2-9 tini \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin \
  && groupadd --system --gid 10001 tern \

@@ -33,7 +33,6 @@ int main() {
 
   // A coroutine handler that hands blocking work to the worker pool.
   app.message_pattern({{"cmd", "add_note"}}, [&](add_note req) -> asio::awaitable<note> {
-    if (req.text.empty()) throw tern::rpc_error(400, "text must not be empty");
     co_await tern::offload([&] {
       std::lock_guard lock(disk);  // e.g. write to a file or a database
     });

@@ -376,18 +376,12 @@ void responder::fail_internal(std::string_view detail) {
   finished(outcome_of(errc::internal));
 }
 
-void responder::fail_decode(std::string_view detail) {
+void responder::fail_decode(const rpc_error& e) {
   // A 400 on the wire, counted as what it is: data that does not decode.
-  fail_as(rpc_error(400, "invalid data for " + *pattern_ + ": " + std::string(detail)),
-          outcome_of(errc::decode_error));
+  fail_as(e, outcome_of(errc::decode_error));
 }
 
 // ---- helpers for the handler templates ----
-
-std::string describe_decode_failure(const std::exception& e) {
-  if (dynamic_cast<const msgpack::type_error*>(&e)) return "it does not have the expected type";
-  return e.what();
-}
 
 msgpack::object_handle clone_meta(const msgpack::object& meta) {
   if (meta.type == msgpack::type::NIL) return msgpack::object_handle();

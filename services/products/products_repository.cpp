@@ -8,15 +8,6 @@
 
 namespace tern::demo {
 
-new_product validate_new_product(const fields& f) {
-  new_product p{f.required_text("name", 100)};
-  auto price = f.number("price");
-  if (!price) throw rpc_error(400, "price is required");
-  if (*price < 0) throw rpc_error(400, "price must not be negative");
-  p.price = *price;
-  return p;
-}
-
 namespace {
 
 class sqlite_products final : public products_repository::backend {

@@ -1,7 +1,7 @@
 // The products service's logic and storage, apart from any transport.
 #pragma once
 
-#include "fields.hpp"
+#include "requests.hpp"
 
 #include <msgpack.hpp>
 
@@ -20,14 +20,17 @@ struct product {
   MSGPACK_DEFINE_MAP(id, name, price);
 };
 
+/// create_product's data: name required, price a number >= 0.
 struct new_product {
   std::string name;
   double price = 0;
-};
+  MSGPACK_DEFINE_MAP(name, price);
 
-/// Checks create_product's data: name required, price a number >= 0.
-/// Throws rpc_error 400 naming the field.
-new_product validate_new_product(const fields& f);
+  static auto rules() {
+    return tern::rules(tern::field(&new_product::name, tern::length(1, 100)),
+                       tern::field(&new_product::price, tern::at_least(0)));
+  }
+};
 
 /// Products in an SQLite file (the default: one instance, no server), or
 /// in PostgreSQL (postgres://... : what replicas share), created and seeded

@@ -20,41 +20,36 @@ struct caller {
 void register_users_handlers(microservice& app, users_repository& repo, client_proxy* events) {
   auto created_events = std::make_shared<std::int64_t>(0);
 
-  // Validation runs on the loop (cheap); SQLite runs on the worker pool.
+  // The data is decoded and checked on the loop (cheap, before the handler
+  // runs); SQLite runs on the worker pool.
   app.message_pattern({{"cmd", "get_users"}},
-                      [&repo](msgpack::object_handle data) -> asio::awaitable<std::vector<user>> {
-                        auto p = read_page(fields(data.get()));
+                      [&repo](page p) -> asio::awaitable<std::vector<user>> {
                         co_return co_await offload([&repo, p] { return repo.list(p); });
                       });
 
-  app.message_pattern({{"cmd", "get_user"}},
-                      [&repo](msgpack::object_handle data) -> asio::awaitable<user> {
-                        auto id = read_id(fields(data.get()));
-                        auto found = co_await offload([&repo, id] { return repo.find(id); });
-                        if (!found)
-                          throw rpc_error(404, "user " + std::to_string(id) + " not found");
-                        co_return *found;
-                      });
+  app.message_pattern({{"cmd", "get_user"}}, [&repo](by_id r) -> asio::awaitable<user> {
+    auto found = co_await offload([&repo, id = r.id] { return repo.find(id); });
+    if (!found) throw rpc_error(404, "user " + std::to_string(r.id) + " not found");
+    co_return *found;
+  });
 
-  app.message_pattern({{"cmd", "create_user"}},
-                      [&repo, events](msgpack::object_handle data,
-                                      const message_context& ctx) -> asio::awaitable<user> {
-                        // Also when called straight on this port, past the gateway.
-                        if (!ctx.has_role("admin")) {
-                          throw rpc_error(403, "create_user needs an admin identity");
-                        }
-                        auto u = validate_new_user(fields(data.get()));
-                        auto created = co_await offload([&repo, &u] { return repo.create(u); });
-                        if (events) {
-                          try {
-                            co_await events->emit("user_created", created);
-                          } catch (const rpc_error& e) {
-                            spdlog::warn("user_created not sent: {} (request_id={})", e.what(),
-                                         ctx.request_id());
-                          }
-                        }
-                        co_return created;
-                      });
+  app.message_pattern(
+      {{"cmd", "create_user"}},
+      [&repo, events](new_user u, const message_context& ctx) -> asio::awaitable<user> {
+        // Also when called straight on this port, past the gateway.
+        if (!ctx.has_role("admin")) {
+          throw rpc_error(403, "create_user needs an admin identity");
+        }
+        auto created = co_await offload([&repo, &u] { return repo.create(u); });
+        if (events) {
+          try {
+            co_await events->emit("user_created", created);
+          } catch (const rpc_error& e) {
+            spdlog::warn("user_created not sent: {} (request_id={})", e.what(), ctx.request_id());
+          }
+        }
+        co_return created;
+      });
 
   // Who the caller is, as the gateway's auth policy verified it.
   app.message_pattern({{"cmd", "whoami"}}, [](const message_context& ctx) {

@@ -7,16 +7,6 @@
 
 namespace tern::demo {
 
-new_user validate_new_user(const fields& f) {
-  new_user u{f.required_text("name", 100), f.required_text("email", 254)};
-  auto at = u.email.find('@');
-  if (at == std::string::npos || at == 0 || u.email.find('.', at) == std::string::npos ||
-      u.email.back() == '.' || u.email.find(' ') != std::string::npos) {
-    throw rpc_error(400, "email must be a valid address");
-  }
-  return u;
-}
-
 namespace {
 
 class sqlite_users final : public users_repository::backend {

@@ -1,7 +1,7 @@
 // The users service's logic and storage, apart from any transport.
 #pragma once
 
-#include "fields.hpp"
+#include "requests.hpp"
 
 #include <msgpack.hpp>
 
@@ -20,14 +20,19 @@ struct user {
   MSGPACK_DEFINE_MAP(id, name, email);
 };
 
+/// create_user's data: name and email required, email well-formed.
 struct new_user {
   std::string name;
   std::string email;
-};
+  MSGPACK_DEFINE_MAP(name, email);
 
-/// Checks create_user's data: name and email required, email well-formed.
-/// Throws rpc_error 400 naming the field.
-new_user validate_new_user(const fields& f);
+  static auto rules() {
+    return tern::rules(tern::field(&new_user::name, tern::length(1, 100)),
+                       tern::field(&new_user::email, tern::length(1, 254),
+                                   tern::matches(R"([^@\s]+@[^@\s]+\.[^@\s]*[^@\s.])",
+                                                 "must be a valid address")));
+  }
+};
 
 /// Users in an SQLite file (the default: one instance, no server), or
 /// in PostgreSQL (postgres://... : what replicas share), created and seeded

@@ -119,9 +119,11 @@ class HostileTest(unittest.TestCase):
                          (404, {"statusCode": 404, "message": "user 9223372036854775807 not found",
                                 "error": "Not Found"}))
         status, err = s.request("GET", "/api-gateway/users/18446744073709551615")
-        self.assertEqual((status, err["message"]), (400, "id is too large"))
+        self.assertEqual((status, err["message"]),
+                         (400, "id: expected an integer of at most 9223372036854775807, "
+                               "got 18446744073709551615"))
         status, err = s.request("GET", "/api-gateway/users/99999999999999999999")
-        self.assertEqual((status, err["message"]), (400, "id must be an integer"))
+        self.assertEqual((status, err["message"]), (400, "id: expected an integer, got a string"))
 
     def test_text_that_is_not_utf8_is_refused_and_json_out_stays_valid(self):
         s = self.stack
@@ -135,7 +137,7 @@ class HostileTest(unittest.TestCase):
                                "data": {"name": b"Mall\xffory", "email": "m@x.co"},
                                "meta": {"identity": {"sub": "t", "roles": ["admin"]}}})))
         reply = read_reply(sock)
-        self.assertIn(b"name must be valid UTF-8 text", reply)
+        self.assertIn(b"name: must be valid UTF-8 text", reply)
         # Nothing was stored; what the gateway serves parses as strict JSON.
         conn_status, users = s.request("GET", "/api-gateway/users")
         self.assertEqual(conn_status, 200)

@@ -172,6 +172,10 @@ TEST_CASE("request data that does not fit the handler is a 400 from the service"
     auto e = co_await error_of(f.client->send<long>({{"cmd", "sum"}}, std::string("not a list")));
     CHECK(e.kind() == errc::remote);
     CHECK(e.status() == 400);
+    CHECK(std::string(e.what()) == "data: expected an array, got a string");
+    const std::vector<std::string> words{"a", "b"};
+    e = co_await error_of(f.client->send<long>({{"cmd", "sum"}}, words));
+    CHECK(std::string(e.what()) == "data[0]: expected an integer, got a string");
   });
 }
 

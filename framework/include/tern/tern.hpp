@@ -3,6 +3,7 @@
 
 #include "tern/client_proxy.hpp"
 #include "tern/context.hpp"
+#include "tern/dto.hpp"
 #include "tern/microservice.hpp"
 #include "tern/offload.hpp"
 #include "tern/pattern.hpp"

@@ -4,6 +4,7 @@
 
 #include "tern/context.hpp"
 #include "tern/detail/responder.hpp"
+#include "tern/dto.hpp"
 #include "tern/rpc_error.hpp"
 #include "tern/stream.hpp"
 
@@ -98,8 +99,9 @@ struct signature<std::tuple<P...>> {
   using stream_item = typename find_stream<P...>::type;
 };
 
-/// Converts request data to a handler's argument type. msgpack::object is
-/// passed through (sync handlers only); msgpack::object_handle is a deep copy.
+/// Converts request data to a handler's argument type (tern::decode: a
+/// DTO's errors name the field). msgpack::object is passed through (sync
+/// handlers only); msgpack::object_handle is a deep copy.
 template <class T>
 T convert_data(const msgpack::object& o) {
   if constexpr (std::is_same_v<T, msgpack::object>) {
@@ -109,11 +111,10 @@ T convert_data(const msgpack::object& o) {
   } else if constexpr (std::is_same_v<T, msgpack::type::nil_t>) {
     return {};
   } else {
-    return o.as<T>();
+    return decode<T>(o);
   }
 }
 
-std::string describe_decode_failure(const std::exception& e);
 msgpack::object_handle clone_meta(const msgpack::object& meta);
 
 /// Everything a handler call needs, kept together (in a coroutine frame
@@ -188,15 +189,18 @@ class typed_message_handler final : public message_handler {
                 "buffer); take msgpack::object_handle");
 
  public:
-  explicit typed_message_handler(F f) : f_(std::move(f)) {}
+  explicit typed_message_handler(F f) : f_(std::move(f)) { prepare_decode<data_type>(); }
 
   void invoke(const msgpack::object& data, const msgpack::object& meta, responder r) override {
     if (r.drop_if_expired()) return;
     data_type arg;
     try {
       arg = convert_data<data_type>(data);
+    } catch (const rpc_error& e) {
+      r.fail_decode(e);
+      return;
     } catch (const std::exception& e) {
-      r.fail_decode(describe_decode_failure(e));
+      r.fail_internal(e.what());
       return;
     }
     if constexpr (result::coroutine) {
@@ -270,7 +274,7 @@ class typed_event_handler final : public event_handler {
                 "an event handler returns void or asio::awaitable<void>");
 
  public:
-  explicit typed_event_handler(F f) : f_(std::move(f)) {}
+  explicit typed_event_handler(F f) : f_(std::move(f)) { prepare_decode<data_type>(); }
 
   void invoke(const msgpack::object& data, const msgpack::object& meta, const std::string& pattern,
               service_core* core,
@@ -279,8 +283,11 @@ class typed_event_handler final : public event_handler {
     data_type arg;
     try {
       arg = convert_data<data_type>(data);
-    } catch (const std::exception& e) {
+    } catch (const rpc_error& e) {
       event_done(core, pattern, peer, errc::decode_error, e.what());
+      return;
+    } catch (const std::exception& e) {
+      event_done(core, pattern, peer, errc::internal, e.what());
       return;
     }
     try {

@@ -43,7 +43,7 @@ class responder {
   void next(transport::value_writer value);     ///< one stream value, more to come
   void fail(const rpc_error& e);                ///< the handler's error, as sent
   void fail_internal(std::string_view detail);  ///< logged; the caller gets a generic error
-  void fail_decode(std::string_view detail);    ///< the request data does not fit the handler
+  void fail_decode(const rpc_error& e);  ///< the request data does not fit the handler (400)
   /// If the deadline has passed, answers errc::deadline_exceeded (the
   /// handler is not run) and returns true.
   bool drop_if_expired();
