@@ -89,4 +89,29 @@ void set_log_level(const std::string& level) {
   spdlog::set_level(l);
 }
 
+std::vector<flag> service_flags(const std::string& default_port,
+                                const std::string& default_admin_port) {
+  return {{"host", "HOST", "127.0.0.1", "address to listen on"},
+          {"port", "PORT", default_port, "port to listen on"},
+          {"admin-host", "ADMIN_HOST", "",
+           "address of the admin listener (/metrics, /health/live, /health/ready); empty: --host"},
+          {"admin-port", "ADMIN_PORT", default_admin_port,
+           "port of the admin listener (0 picks a free one)"},
+          {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+          {"drain-grace-ms", "DRAIN_GRACE_MS", "500",
+           "on SIGTERM, how long to go on serving after the goaway"},
+          {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
+           "then how long in-flight requests may take to finish"}};
+}
+
+microservice_options service_options(std::map<std::string, std::string>& args) {
+  set_log_level(args["log-level"]);
+  return {.host = args["host"],
+          .port = port(args["port"], "--port"),
+          .drain_grace = millis(args["drain-grace-ms"], "--drain-grace-ms"),
+          .drain_timeout = millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
+          .admin_port = port(args["admin-port"], "--admin-port"),
+          .admin_host = args["admin-host"]};
+}
+
 }  // namespace tern::cli

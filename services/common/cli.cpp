@@ -14,27 +14,17 @@ namespace tern::cli {
 std::map<std::string, std::string> parse_service(int argc, char** argv, const std::string& name,
                                                  const std::string& default_port,
                                                  const std::string& default_admin_port) {
-  auto args =
-      parse(argc, argv, name + "_service",
-            "Serves " + name + " over tern's TCP protocol (data in SQLite).",
-            {{"host", "HOST", "127.0.0.1", "address to listen on"},
-             {"port", "PORT", default_port, "port to listen on"},
-             {"admin-host", "ADMIN_HOST", "127.0.0.1",
-              "address of the admin listener (/metrics, /health/live, /health/ready)"},
-             {"admin-port", "ADMIN_PORT", default_admin_port,
-              "port of the admin listener (0 picks a free one)"},
-             {"data-dir", "DATA_DIR", "data",
-              "directory of the " + name + ".db file (created if missing; unused with --database)"},
-             {"database", "DATABASE_URL", "",
-              "a PostgreSQL URL (postgres://user:password@host:5432/db) to keep " + name +
-                  " in instead of SQLite: what replicas share"},
-             {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
-             {"drain-grace-ms", "DRAIN_GRACE_MS", "500",
-              "on SIGTERM, how long to go on serving after the goaway"},
-             {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
-              "then how long in-flight requests may take to finish"},
-             {"workers", "TERN_WORKERS", "1",
-              "worker threads for SQLite (one connection behind a lock: more only contend)"}});
+  auto flags = service_flags(default_port, default_admin_port);
+  flags.push_back(
+      {"data-dir", "DATA_DIR", "data",
+       "directory of the " + name + ".db file (created if missing; unused with --database)"});
+  flags.push_back({"database", "DATABASE_URL", "",
+                   "a PostgreSQL URL (postgres://user:password@host:5432/db) to keep " + name +
+                       " in instead of SQLite: what replicas share"});
+  flags.push_back({"workers", "TERN_WORKERS", "1",
+                   "worker threads for SQLite (one connection behind a lock: more only contend)"});
+  auto args = parse(argc, argv, name + "_service",
+                    "Serves " + name + " over tern's TCP protocol (data in SQLite).", flags);
   set_log_level(args["log-level"]);
   tern::set_worker_threads(static_cast<unsigned>(std::max(1, std::atoi(args["workers"].c_str()))));
   if (!args["database"].empty() && !demo::is_postgres_url(args["database"])) {
@@ -53,15 +43,6 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
     std::exit(1);
   }
   return args;
-}
-
-microservice_options service_options(std::map<std::string, std::string>& args) {
-  return {.host = args["host"],
-          .port = port(args["port"], "--port"),
-          .drain_grace = millis(args["drain-grace-ms"], "--drain-grace-ms"),
-          .drain_timeout = millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
-          .admin_port = port(args["admin-port"], "--admin-port"),
-          .admin_host = args["admin-host"]};
 }
 
 }  // namespace tern::cli

@@ -2,6 +2,8 @@
 // the gateway and tools.
 #pragma once
 
+#include "tern/microservice.hpp"
+
 #include <chrono>
 #include <map>
 #include <string>
@@ -33,5 +35,23 @@ std::chrono::milliseconds millis(const std::string& text, const std::string& wha
 
 /// Sets spdlog's level from its name (trace, debug, info, warn, error); exits 2 if unknown.
 void set_log_level(const std::string& level);
+
+/// The flags every service takes, each with its environment fallback:
+/// --host (HOST), --port (PORT), --admin-host (ADMIN_HOST, default: --host),
+/// --admin-port (ADMIN_PORT), --log-level (LOG_LEVEL), --drain-grace-ms
+/// (DRAIN_GRACE_MS), --drain-timeout-ms (DRAIN_TIMEOUT_MS). Append a
+/// service's own flags to them before parse().
+///
+/// ```
+/// auto args = tern::cli::parse(argc, argv, "orders", "The orders service.",
+///                              tern::cli::service_flags("3100", "9200"));
+/// tern::microservice app(tern::cli::service_options(args));
+/// ```
+std::vector<flag> service_flags(const std::string& default_port,
+                                const std::string& default_admin_port);
+
+/// A microservice's options from service_flags()' values; applies
+/// --log-level too. Exits 2 with a message for a value that is not valid.
+microservice_options service_options(std::map<std::string, std::string>& args);
 
 }  // namespace tern::cli
