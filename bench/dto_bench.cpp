@@ -3,6 +3,9 @@
 // conversion of the same struct (obj.as<T>(): a std::map of the keys per
 // call, no field named, absent fields silently default), in one run.
 //   bench/dto_bench [ITERATIONS]      prints ns per decode, median of 7 runs
+#include "requests.hpp"
+#include "users_repository.hpp"
+
 #include <tern/dto.hpp>
 
 #include <algorithm>
@@ -15,33 +18,14 @@
 
 namespace {
 
-// create_user's data, with the demo's rules.
-struct new_user {
-  std::string name;
-  std::string email;
-  MSGPACK_DEFINE_MAP(name, email);
-  static auto rules() {
-    return tern::rules(tern::field(&new_user::name, tern::length(1, 100)),
-                       tern::field(&new_user::email, tern::length(1, 254),
-                                   tern::matches(R"([^@\s]+@[^@\s]+\.[^@\s]*[^@\s.])",
-                                                 "must be a valid address")));
-  }
-};
-// The same struct without rules: decoding alone.
+// The demo's DTOs (with their rules), and the same structs without rules:
+// decoding alone.
+using tern::demo::new_user;
+using tern::demo::page;
 struct new_user_plain {
   std::string name;
   std::string email;
   MSGPACK_DEFINE_MAP(name, email);
-};
-// A listing's page (the dashboard's calls), with its rules.
-struct page {
-  std::int64_t limit = 50;
-  std::int64_t offset = 0;
-  MSGPACK_DEFINE_MAP(limit, offset);
-  static auto rules() {
-    return tern::rules(tern::field(&page::limit, tern::optional, tern::range(1, 1000)),
-                       tern::field(&page::offset, tern::optional, tern::at_least(0)));
-  }
 };
 struct page_plain {
   std::int64_t limit = 50;

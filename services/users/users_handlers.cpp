@@ -1,5 +1,7 @@
 #include "users_handlers.hpp"
 
+#include "reads.hpp"
+
 #include <tern/offload.hpp>
 
 #include <spdlog/spdlog.h>
@@ -20,18 +22,7 @@ struct caller {
 void register_users_handlers(microservice& app, users_repository& repo, client_proxy* events) {
   auto created_events = std::make_shared<std::int64_t>(0);
 
-  // The data is decoded and checked on the loop (cheap, before the handler
-  // runs); SQLite runs on the worker pool.
-  app.message_pattern({{"cmd", "get_users"}},
-                      [&repo](page p) -> asio::awaitable<std::vector<user>> {
-                        co_return co_await offload([&repo, p] { return repo.list(p); });
-                      });
-
-  app.message_pattern({{"cmd", "get_user"}}, [&repo](by_id r) -> asio::awaitable<user> {
-    auto found = co_await offload([&repo, id = r.id] { return repo.find(id); });
-    if (!found) throw rpc_error(404, "user " + std::to_string(r.id) + " not found");
-    co_return *found;
-  });
+  register_reads(app, repo, "user", "users");
 
   app.message_pattern(
       {{"cmd", "create_user"}},

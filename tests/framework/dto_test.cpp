@@ -344,13 +344,16 @@ TEST_CASE("dto: the request as a whole") {
 
 namespace {
 
+// Optional fields with defaults, and number bounds.
 struct page {
   std::int64_t limit = 50;
   std::int64_t offset = 0;
-  MSGPACK_DEFINE_MAP(limit, offset);
+  std::optional<std::string> cursor;
+  MSGPACK_DEFINE_MAP(limit, offset, cursor);
   static auto rules() {
-    return tern::rules(tern::field(&page::limit, tern::optional, tern::range(1, 1000)),
-                       tern::field(&page::offset, tern::optional, tern::at_least(0)));
+    auto limit = tern::field(&page::limit, tern::optional, tern::range(1, 1000));
+    auto offset = tern::field(&page::offset, tern::optional, tern::at_least(0));
+    return tern::rules(limit, offset, tern::field(&page::cursor, tern::length(1, 64)));
   }
 };
 
