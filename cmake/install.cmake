@@ -63,8 +63,9 @@ install(PROGRAMS $<TARGET_FILE:gateway> DESTINATION ${CMAKE_INSTALL_BINDIR}
         RENAME tern-gateway COMPONENT gateway)
 install(FILES gateway/routes.json DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/tern
         RENAME gateway.json COMPONENT gateway)
+# 0600: it is where TERN_JWT_SECRET goes (systemd reads it as root).
 install(FILES packaging/tern-gateway.default DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/default
-        RENAME tern-gateway COMPONENT gateway)
+        RENAME tern-gateway PERMISSIONS OWNER_READ OWNER_WRITE COMPONENT gateway)
 install(FILES packaging/tern-gateway.service DESTINATION /lib/systemd/system COMPONENT gateway)
 install(FILES docs/gateway.md docs/observability.md
         DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/tern-gateway COMPONENT gateway)
@@ -97,5 +98,5 @@ set(CPACK_DEBIAN_GATEWAY_PACKAGE_SECTION net)
 set(CPACK_COMPONENT_GATEWAY_DESCRIPTION
     "tern's HTTP API gateway\n Routes HTTP requests to tern microservices by a JSON config, with auth,\n rate limits, caching, metrics and breakers; a systemd unit (tern-gateway).")
 set(CPACK_DEBIAN_GATEWAY_PACKAGE_CONTROL_EXTRA
-    "${PROJECT_SOURCE_DIR}/packaging/conffiles;${PROJECT_SOURCE_DIR}/packaging/postinst;${PROJECT_SOURCE_DIR}/packaging/postrm")
+    "${PROJECT_SOURCE_DIR}/packaging/conffiles;${PROJECT_SOURCE_DIR}/packaging/postinst;${PROJECT_SOURCE_DIR}/packaging/prerm;${PROJECT_SOURCE_DIR}/packaging/postrm")
 include(CPack)

@@ -38,3 +38,13 @@ if [ "$stated" != "$lines" ]; then
 fi
 [ "$lines" -le 40 ] || { echo "a tern new service is $lines lines of C++, over the goal of 40"; exit 1; }
 echo "a tern new service: $lines lines of C++, as the guide says"
+
+# Names that are not plain identifiers never reach the templates (they go into sed).
+for bad in 'a;e touch x;#' "$(printf 'ab\ncd')" 'Orders' 'linux' '9lives' ''; do
+  if TERN_TEMPLATES="$root/tools/templates" "$tern" new service "$bad" --dir "$tmp/bad" 2>/dev/null; then
+    echo "tern new accepted the service name '$bad'"
+    exit 1
+  fi
+  [ ! -e "$tmp/bad" ] || { echo "tern new wrote files for the name '$bad'"; exit 1; }
+done
+echo "tern new refuses names that are not lower-case identifiers"

@@ -20,6 +20,7 @@ constexpr std::size_t max_key_shown = 64;
 // on a character), control characters written as \xNN (a NUL would end the
 // message early for what()), and only if it is valid UTF-8.
 std::string shown_key(std::string_view key) {
+  if (key.empty()) return "(an empty key)";
   if (!is_valid_utf8(key)) return "(a key that is not UTF-8 text)";
   std::size_t cut = key.size();
   if (cut > max_key_shown) {
@@ -209,6 +210,31 @@ std::string_view key_of(const msgpack::object_kv& kv, const path& at) {
          std::string("expected an object with string keys, got a key that is ") + kind_of(kv.key));
   }
   return {kv.key.via.str.ptr, kv.key.via.str.size};
+}
+
+std::string_view text_key_of(const msgpack::object_kv& kv, const path& at) {
+  auto key = key_of(kv, at);
+  if (!is_valid_utf8(key)) fail(at, "has a key that is not valid UTF-8 text");
+  return key;
+}
+
+namespace {
+thread_local std::size_t decoded_bytes = 0;
+}
+
+budget_scope::budget_scope() : saved(decoded_bytes) {
+  decoded_bytes = 0;
+}
+budget_scope::~budget_scope() {
+  decoded_bytes = saved;
+}
+
+void charge(const path& at, std::size_t count, std::size_t each) {
+  if (count > (max_decoded_bytes - decoded_bytes) / each) {
+    fail(at, "too large once decoded (its containers would take more than " +
+                 std::to_string(max_decoded_bytes >> 20) + " MiB)");
+  }
+  decoded_bytes += count * each;
 }
 
 const msgpack::object* find(const msgpack::object& map, std::string_view name) noexcept {

@@ -497,3 +497,78 @@ TEST_CASE("dto: types tern does not decode itself fall back to msgpack-c, named"
   auto as_array = make([](auto& pk) { pk.pack(std::make_tuple(4, std::string("x"))); });
   CHECK(tern::decode<arr>(as_array.get()).a == 4);
 }
+
+namespace {
+struct array_with_rules {
+  int a = 0;
+  MSGPACK_DEFINE(a);
+  static auto rules() { return tern::rules(tern::field(&array_with_rules::a, tern::at_least(0))); }
+};
+struct bad_inner {
+  std::string s;
+  MSGPACK_DEFINE_MAP(s);
+  static auto rules() { return tern::rules(tern::field(&bad_inner::s, tern::matches("(oops"))); }
+};
+struct holds_bad {
+  std::vector<bad_inner> items;
+  MSGPACK_DEFINE_MAP(items);
+};
+struct big {
+  std::optional<int> x;
+  char pad[4096] = {};
+  MSGPACK_DEFINE_MAP(x);
+};
+// A hand-written map with a literal in it: not fields of the struct.
+struct tagged {
+  int n = 0;
+  template <class P>
+  void msgpack_pack(P& pk) const {
+    pk.pack_map(2);
+    pk.pack("type");
+    pk.pack("tagged");
+    pk.pack("n");
+    pk.pack(n);
+  }
+  void msgpack_unpack(const msgpack::object& o) { n = o.via.map.ptr[1].val.as<int>(); }
+};
+}  // namespace
+
+TEST_CASE("dto: rules that could not run, and nested rules, fail when prepared") {
+  CHECK_THROWS_AS(tern::prepare_decode<array_with_rules>(), std::logic_error);
+  CHECK_THROWS_AS(tern::prepare_decode<holds_bad>(), std::invalid_argument);
+  CHECK_THROWS_AS(tern::prepare_decode<std::optional<holds_bad>>(), std::invalid_argument);
+}
+
+TEST_CASE("dto: what a request decodes into is bounded, not only what it sends") {
+  // 20,000 empty objects: 20 kB sent, 80 MB as structs.
+  std::string packed = "\xdd";
+  std::uint32_t n = 20000;
+  for (int s = 24; s >= 0; s -= 8) packed += static_cast<char>((n >> s) & 0xff);
+  packed.append(n, '\x80');
+  auto o = msgpack::unpack(packed.data(), packed.size());
+  CHECK(error_of<std::vector<big>>(o.get()) ==
+        "data: too large once decoded (its containers would take more than 64 MiB)");
+  // Within it, fine; and the budget is per request.
+  auto few = msgpack::unpack("\x92\x80\x80", 3);
+  CHECK(tern::decode<std::vector<big>>(few.get()).size() == 2);
+  CHECK(tern::decode<std::vector<big>>(few.get()).size() == 2);
+}
+
+TEST_CASE("dto: map keys are text and shown even when empty, a hand-written pack is msgpack-c's") {
+  auto bad_key = make([](auto& pk) {
+    pk.pack_map(1);
+    pk.pack(std::string("\xff"));
+    pk.pack(1);
+  });
+  CHECK(error_of<std::map<std::string, int>>(bad_key.get()) ==
+        "data: has a key that is not valid UTF-8 text");
+  auto empty_key = make([](auto& pk) {
+    pk.pack_map(1);
+    pk.pack(std::string(""));
+    pk.pack(std::string("x"));
+  });
+  CHECK(error_of<std::map<std::string, int>>(empty_key.get()) ==
+        "(an empty key): expected an integer, got a string");
+  auto t = make([](auto& pk) { pk.pack(tagged{5}); });
+  CHECK(tern::decode<tagged>(t.get()).n == 5);
+}

@@ -274,6 +274,23 @@ std::string_view decode_text(const msgpack::object& o, const path& at);
 std::string_view decode_bytes(const msgpack::object& o, const path& at);
 /// A map's string key (anything else fails).
 std::string_view key_of(const msgpack::object_kv& kv, const path& at);
+/// A map's string key that must be valid UTF-8 (a std::map<std::string, T>'s).
+std::string_view text_key_of(const msgpack::object_kv& kv, const path& at);
+
+/// Most bytes one request's containers may decode into: each element is at
+/// least a byte on the wire but may be a large struct in memory.
+inline constexpr std::size_t max_decoded_bytes = std::size_t{64} << 20;
+/// Counts a decode's container memory against max_decoded_bytes (per thread,
+/// from tern::decode's start); fails at `at` beyond it.
+void charge(const path& at, std::size_t count, std::size_t each);
+struct budget_scope {
+  budget_scope();
+  ~budget_scope();
+  budget_scope(const budget_scope&) = delete;
+  budget_scope& operator=(const budget_scope&) = delete;
+  std::size_t saved;
+};
+
 /// The value under `name` in a map (the first, if repeated), or null.
 const msgpack::object* find(const msgpack::object& map, std::string_view name) noexcept;
 /// A key no field declares, refused.
@@ -314,13 +331,80 @@ struct layout {
 };
 bool find_name(const layout& lay, std::string_view key) noexcept;
 
-struct layout_probe {
+/// The rest of msgpack-c's packer interface, for the probes below that stand
+/// in for a packer: a hand-written msgpack_pack calling any of these is not
+/// MSGPACK_DEFINE_MAP's (name, field) pairs, so its type is left to
+/// msgpack-c's own conversion.
+template <class D>
+struct packer_sink {
+  bool odd = false;
+  D& other() {
+    odd = true;
+    return static_cast<D&>(*this);
+  }
+  D& pack_nil() { return other(); }
+  D& pack_true() { return other(); }
+  D& pack_false() { return other(); }
+  template <class N>
+  D& pack_uint8(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_uint16(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_uint32(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_uint64(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_int8(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_int16(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_int32(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_int64(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_float(N) {
+    return other();
+  }
+  template <class N>
+  D& pack_double(N) {
+    return other();
+  }
+  D& pack_str(std::uint32_t) { return other(); }
+  D& pack_str_body(const char*, std::uint32_t) { return other(); }
+  D& pack_bin(std::uint32_t) { return other(); }
+  D& pack_bin_body(const char*, std::uint32_t) { return other(); }
+  D& pack_ext(std::size_t, std::int8_t) { return other(); }
+  D& pack_ext_body(const char*, std::uint32_t) { return other(); }
+};
+
+struct layout_probe : packer_sink<layout_probe> {
+  layout_probe(const char* b, std::size_t size_, layout& o) : base(b), size(size_), out(o) {}
   const char* base;
+  std::size_t size;
   layout& out;
   bool name_next = true;
   bool usable = true;
 
-  void pack_map(std::uint32_t) { out.is_map = true; }
+  void pack_map(std::uint32_t) {
+    if (out.is_map || !out.names.empty()) usable = false;  // a second map: not MSGPACK_DEFINE_MAP's
+    out.is_map = true;
+  }
   void pack_array(std::uint32_t) {}
   template <class V>
   layout_probe& pack(const V& v) {
@@ -332,7 +416,11 @@ struct layout_probe {
         usable = false;  // a name that is not text: left to msgpack-c
       }
     } else {
-      out.offsets.push_back(reinterpret_cast<const char*>(&v) - base);
+      // A field of this struct; anything else (a literal, a temporary) is
+      // not decodable into it, and the type is left to msgpack-c.
+      auto at = reinterpret_cast<const char*>(std::addressof(v));
+      if (at < base || at + sizeof(V) > base + size) usable = false;
+      out.offsets.push_back(at - base);
     }
     name_next = !name_next;
     return *this;
@@ -371,10 +459,17 @@ struct dto_info {
 
   dto_info() : rules(make_rules()) {
     T probe{};
-    layout_probe p{reinterpret_cast<const char*>(&probe), lay};
+    layout_probe p(reinterpret_cast<const char*>(std::addressof(probe)), sizeof(T), lay);
     probe.msgpack_pack(p);
-    if (!p.usable) lay.is_map = false;
-    if (!lay.is_map) return;
+    if (!p.usable || p.odd) lay.is_map = false;
+    if (!lay.is_map) {
+      // rules() would silently never run under msgpack-c's conversion.
+      if constexpr (has_rules<T>) {
+        throw std::logic_error(
+            "tern: a DTO with rules() declares its fields with MSGPACK_DEFINE_MAP");
+      }
+      return;
+    }
     if (lay.names.size() > max_fields) {
       throw std::length_error("tern: a DTO declares at most 256 fields");
     }
@@ -383,8 +478,8 @@ struct dto_info {
         [&](const auto&... f) {
           (
               [&] {
-                auto offset = reinterpret_cast<const char*>(&(probe.*f.member)) -
-                              reinterpret_cast<const char*>(&probe);
+                auto offset = reinterpret_cast<const char*>(std::addressof(probe.*f.member)) -
+                              reinterpret_cast<const char*>(std::addressof(probe));
                 auto i = lay.index_of(offset);
                 rule_field.push_back(i);
                 if (f.optional) lay.optional[i] = true;
@@ -415,7 +510,8 @@ void decode_value(const msgpack::object& o, V& out, const path& at);
 
 /// Receives MSGPACK_DEFINE_MAP's (name, field) pairs and decodes each field
 /// from the request's map.
-struct field_decoder {
+struct field_decoder : packer_sink<field_decoder> {
+  field_decoder(const msgpack::object& m, const path& a, const layout& l) : map(m), at(a), lay(l) {}
   const msgpack::object& map;
   const path& at;
   const layout& lay;
@@ -519,7 +615,10 @@ void decode_value(const msgpack::object& o, V& out, const path& at) {
   } else if constexpr (is_vector<V>::value) {
     if (o.type != msgpack::type::ARRAY) fail_type(at, "an array", o);
     out.clear();
-    out.reserve(o.via.array.size);  // bounded by what arrived: each element is an object
+    // Each element arrived as at least one byte, but may decode into a
+    // large struct: the elements' memory is charged to the request's budget.
+    charge(at, o.via.array.size, sizeof(typename V::value_type));
+    out.reserve(o.via.array.size);
     for (std::size_t i = 0; i < o.via.array.size; ++i) {
       typename V::value_type item{};
       decode_value(o.via.array.ptr[i], item, path{&at, {}, i, true});
@@ -528,8 +627,9 @@ void decode_value(const msgpack::object& o, V& out, const path& at) {
   } else if constexpr (is_string_map<V>::value) {
     if (o.type != msgpack::type::MAP) fail_type(at, "an object", o);
     out.clear();
+    charge(at, o.via.map.size, sizeof(typename V::value_type) + 4 * sizeof(void*));
     for (const auto& kv : std::span(o.via.map.ptr, o.via.map.size)) {
-      auto key = key_of(kv, at);
+      auto key = text_key_of(kv, at);
       typename V::mapped_type item{};
       decode_value(kv.val, item, path{&at, key});
       out.emplace(std::string(key), std::move(item));
@@ -537,11 +637,57 @@ void decode_value(const msgpack::object& o, V& out, const path& at) {
   } else if constexpr (map_struct<V>) {
     decode_struct(o, out, at);
   } else {
+    static_assert(!std::is_same_v<V, std::string_view> && !std::is_same_v<V, const char*>,
+                  "request data outlives no buffer: take std::string");
+    if constexpr (requires { typename V::value_type; }) {
+      static_assert(!has_rules<typename V::value_type>,
+                    "DTOs with rules() are decoded in std::vector, std::optional or "
+                    "std::map<std::string, T> (msgpack-c's conversion of other containers "
+                    "would skip their rules)");
+    }
     try {
       o.convert(out);
     } catch (const std::exception&) {
       fail_fallback(at, o);
     }
+  }
+}
+
+/// The nested types of T prepared too (fields, elements), once per type.
+template <class T>
+void prepare_nested();
+
+/// Calls prepare_nested for each field type of a MSGPACK_DEFINE_MAP struct.
+struct prepare_probe : packer_sink<prepare_probe> {
+  bool name_next = true;
+  void pack_map(std::uint32_t) {}
+  void pack_array(std::uint32_t) {}
+  template <class V>
+  prepare_probe& pack(const V&) {
+    if (!name_next) prepare_nested<V>();
+    name_next = !name_next;
+    return *this;
+  }
+};
+
+template <class T>
+void prepare_nested() {
+  if constexpr (is_optional<T>::value || (is_vector<T>::value && !is_byte_vector<T>)) {
+    prepare_nested<typename T::value_type>();
+  } else if constexpr (is_string_map<T>::value) {
+    prepare_nested<typename T::mapped_type>();
+  } else if constexpr (map_struct<T>) {
+    static thread_local bool busy = false;  // a type that contains itself
+    if (busy) return;
+    busy = true;
+    struct done {
+      bool& b;
+      ~done() { b = false; }
+    } reset{busy};
+    if (!info_of<T>().lay.is_map) return;
+    T probe{};
+    prepare_probe p;
+    probe.msgpack_pack(p);
   }
 }
 
@@ -555,18 +701,18 @@ void decode_value(const msgpack::object& o, V& out, const path& at) {
 /// named the same way.
 template <class T>
 T decode(const msgpack::object& data) {
+  detail::dto::budget_scope budget;
   T out{};
   detail::dto::decode_value(data, out, detail::dto::path{});
   return out;
 }
 
-/// Makes T's layout and rules now (a handler's registration does), so a
-/// bad rule or pattern fails at start-up rather than on the first request.
+/// Makes T's layout and rules now, and those of the DTOs inside it (a
+/// handler's registration does), so a bad rule or pattern fails at
+/// start-up rather than on the first request.
 template <class T>
 void prepare_decode() {
-  if constexpr (detail::dto::map_struct<T>) {
-    (void)detail::dto::info_of<T>();
-  }
+  detail::dto::prepare_nested<T>();
 }
 
 }  // namespace tern

@@ -47,7 +47,8 @@ class service_under_test {
   /// Sends a request and returns the reply as T; throws the rpc_error.
   template <class T = msgpack::object_handle, class D = msgpack::type::nil_t>
   T send(const pattern& p, const D& data = {}, call_options o = {}) {
-    return run(client_->send<T>(p, data, std::move(o)));
+    // The call keeps copies: one that timed out may still run on the loop.
+    return run(call<T, D>(*client_, p, data, std::move(o)));
   }
 
   /// The rpc_error a request is answered with (the test fails if it succeeds).
@@ -64,7 +65,7 @@ class service_under_test {
   /// Sends an event (its handlers run while the loop runs: see wait_until).
   template <class D = msgpack::type::nil_t>
   void emit(const pattern& p, const D& data = {}) {
-    run(client_->emit(p, data));
+    run(emit_copy<D>(*client_, p, data));
   }
 
   /// Runs the loop until `done()` holds; false if `limit` passed first.
@@ -97,6 +98,7 @@ class service_under_test {
       });
     }
     if (!wait_until([&] { return state->done; }, limit)) {
+      client_->close();  // the late call fails at once instead of lingering
       throw std::runtime_error("tern::testing: no answer within " + std::to_string(limit.count()) +
                                " ms");
     }
@@ -117,9 +119,19 @@ class service_under_test {
     std::conditional_t<std::is_void_v<T>, bool, std::optional<T>> value{};
   };
 
+  template <class T, class D>
+  static asio::awaitable<T> call(client_proxy& c, pattern p, D data, call_options o) {
+    co_return co_await c.send<T>(p, data, std::move(o));
+  }
+  template <class D>
+  static asio::awaitable<void> emit_copy(client_proxy& c, pattern p, D data) {
+    co_await c.emit(p, data);
+  }
+
   static microservice_options bind_here(microservice_options o) {
     o.host = "127.0.0.1";
     o.port = 0;
+    if (o.admin_port) o.admin_port = 0;  // tests may run side by side
     return o;
   }
 
