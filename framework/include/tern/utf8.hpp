@@ -1,19 +1,13 @@
 // UTF-8 validation for text that arrives from outside.
 #pragma once
 
-#include <cstddef>
-#include <string_view>
+#include "tern/transport/utf8.hpp"
 
 namespace tern {
 
-/// The length of the valid UTF-8 prefix of `s` (RFC 3629: no overlong
-/// forms, no surrogates, nothing above U+10FFFF); s.size() when all of it
-/// is valid.
-std::size_t valid_utf8_prefix(std::string_view s) noexcept;
-
-/// Whether all of `s` is valid UTF-8.
-inline bool is_valid_utf8(std::string_view s) noexcept {
-  return valid_utf8_prefix(s) == s.size();
-}
+/// The length of the valid UTF-8 prefix of a string (RFC 3629).
+using transport::valid_utf8_prefix;
+/// Whether all of a string is valid UTF-8.
+using transport::is_valid_utf8;
 
 }  // namespace tern

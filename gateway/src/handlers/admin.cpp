@@ -1,6 +1,6 @@
 #include "app/gateway.hpp"
 #include "handlers/handlers.hpp"
-#include "render/json_writer.hpp"
+#include <tern/json.hpp>
 
 namespace tern::gateway {
 

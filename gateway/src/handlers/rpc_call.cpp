@@ -3,7 +3,7 @@
 #include "handlers/handlers.hpp"
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
-#include "render/json_writer.hpp"
+#include <tern/json.hpp>
 
 #include <tern/packed.hpp>
 

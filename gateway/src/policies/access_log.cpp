@@ -5,7 +5,7 @@
 #include "app/upstreams.hpp"
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
-#include "render/json_writer.hpp"
+#include <tern/json.hpp>
 
 #include <tern/log_limit.hpp>
 #include <tern/task_group.hpp>

@@ -1,16 +1,13 @@
 #include "render/call_data.hpp"
 
+#include <tern/json.hpp>
 #include <tern/packed.hpp>
 #include <tern/rpc_error.hpp>
 #include <tern/utf8.hpp>
 
 #include <msgpack.hpp>
-#include <nlohmann/json.hpp>
 
 #include <charconv>
-#include <cmath>
-#include <cstring>
-#include <memory>
 #include <unordered_map>
 
 namespace tern::gateway {
@@ -21,37 +18,17 @@ namespace {
   throw rpc_error(400, std::move(message));
 }
 
-// msgpack written into a std::string with msgpack-c's packer (smallest
-// encodings), plus container headers written into reserved bytes.
+// msgpack written into a std::string with msgpack-c's packer (smallest encodings).
 class msgpack_out {
  public:
   explicit msgpack_out(std::string& s) : stream_{s}, pk_(stream_) {}
-
-  void byte(unsigned char c) { stream_.s.push_back(static_cast<char>(c)); }
   void uint(std::uint64_t v) { pk_.pack_uint64(v); }
   void sint(std::int64_t v) { pk_.pack_int64(v); }
-  void real(double v) { pk_.pack_double(v); }
   void str(std::string_view v) {
     pk_.pack_str(static_cast<std::uint32_t>(v.size()));
     pk_.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
   }
   void map_header(std::size_t n) { pk_.pack_map(static_cast<std::uint32_t>(n)); }
-  // The header of a map or array of n entries, written at `at` (where 5
-  // bytes were kept for it); returns the bytes it took.
-  static std::size_t container_header(char* at, bool map, std::size_t n) {
-    if (n <= 15) {
-      at[0] = static_cast<char>((map ? 0x80 : 0x90) | n);
-      return 1;
-    }
-    auto write = [&](unsigned char tag, std::size_t width) {
-      at[0] = static_cast<char>(tag);
-      for (std::size_t i = 0; i < width; ++i)
-        at[1 + i] = static_cast<char>(n >> (8 * (width - 1 - i)));
-      return 1 + width;
-    };
-    if (n <= 0xffff) return write(map ? 0xde : 0xdc, 2);
-    return write(map ? 0xdf : 0xdd, 4);
-  }
 
  private:
   struct string_stream {  // msgpack-c's stream concept over a std::string
@@ -62,161 +39,22 @@ class msgpack_out {
   msgpack::packer<string_stream> pk_;
 };
 
-// nlohmann's SAX events written straight as msgpack, with the depth, key
-// and number checks made as the parser goes (its parser is iterative; no
-// tree is built, so nothing recurses over the body).
-class body_writer {
- public:
-  using json = nlohmann::json;
-  explicit body_writer(std::string& out) : out_(out), w_(out) {}
-
-  bool null() {
-    return value([&] { w_.byte(0xc0); });
-  }
-  bool boolean(bool b) {
-    return value([&] { w_.byte(b ? 0xc3 : 0xc2); });
-  }
-  bool number_integer(json::number_integer_t v) {
-    return value([&] { w_.sint(v); });
-  }
-  bool number_unsigned(json::number_unsigned_t v) {
-    return value([&] { w_.uint(v); });
-  }
-  bool number_float(json::number_float_t v, const json::string_t&) {
-    if (!std::isfinite(v)) return fail("a number in the JSON body is out of range");
-    return value([&] { w_.real(v); });
-  }
-  bool string(json::string_t& s) {
-    return value([&] { w_.str(s); });
-  }
-  bool binary(json::binary_t&) { return fail("malformed JSON body"); }  // not in JSON text
-  bool start_object(std::size_t) { return open(true); }
-  bool start_array(std::size_t) { return open(false); }
-  bool end_object() { return close(); }
-  bool end_array() { return close(); }
-  bool key(json::string_t& k) {
-    auto& f = frames_.back();
-    if (duplicate(f, k)) {
-      return fail("duplicate key \"" + k.substr(0, 100) + "\" in the JSON body");
-    }
-    ++f.count;
-    w_.str(k);
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) {
-    return fail("malformed JSON body");
-  }
-
-  [[nodiscard]] const std::string& error() const noexcept { return error_; }
-
- private:
-  struct key_ref {
-    std::size_t at, size;  // the key's bytes in out_ (before the object closes)
-  };
-  // The keys of one object with many: open addressing over their bytes in
-  // out_, which stay put while the object is open (no string is copied).
-  struct key_table {
-    std::vector<key_ref> keys;
-    std::vector<std::uint32_t> slots;  // 0: empty; else 1 + an index into keys
-    // Whether `k` is there; if not, adds it as the key whose bytes will be at `at`.
-    bool seen(std::string_view k, std::size_t at, const std::string& out) {
-      if (2 * (keys.size() + 1) > slots.size()) grow(out);
-      std::size_t mask = slots.size() - 1;
-      for (std::size_t i = std::hash<std::string_view>{}(k)&mask;; i = (i + 1) & mask) {
-        if (slots[i] == 0) {
-          keys.push_back({at, k.size()});
-          slots[i] = static_cast<std::uint32_t>(keys.size());
-          return false;
-        }
-        const auto& r = keys[slots[i] - 1];
-        if (std::string_view(out.data() + r.at, r.size) == k) return true;
-      }
-    }
-    void grow(const std::string& out) {
-      slots.assign(std::max<std::size_t>(64, 2 * slots.size()), 0);
-      std::size_t mask = slots.size() - 1;
-      for (std::size_t n = 0; n < keys.size(); ++n) {
-        std::string_view k(out.data() + keys[n].at, keys[n].size);
-        std::size_t i = std::hash<std::string_view>{}(k)&mask;
-        while (slots[i] != 0) i = (i + 1) & mask;
-        slots[i] = static_cast<std::uint32_t>(n + 1);
-      }
-    }
-  };
-  struct frame {
-    bool map;
-    std::size_t start;  // where its 5 reserved header bytes begin
-    std::size_t count = 0;
-    std::size_t keys_from = 0;  // its keys in keys_ (while they are few)
-    std::unique_ptr<key_table> many_keys;
-  };
-  // Keys are compared by a linear scan while an object has few of them.
-  static constexpr std::size_t few_keys = 16;
-
-  bool fail(std::string why) {
-    if (error_.empty()) error_ = std::move(why);
-    return false;
-  }
-  template <class Write>
-  bool value(Write write) {
-    if (!frames_.empty() && !frames_.back().map) ++frames_.back().count;
-    write();
-    return true;
-  }
-  bool open(bool map) {
-    if (frames_.size() >= static_cast<std::size_t>(max_body_depth)) {
-      return fail("the JSON body nests deeper than " + std::to_string(max_body_depth) + " levels");
-    }
-    if (!frames_.empty() && !frames_.back().map) ++frames_.back().count;
-    frames_.push_back({map, out_.size(), 0, keys_.size(), nullptr});
-    out_.append(5, '\0');
-    return true;
-  }
-  bool close() {
-    auto& f = frames_.back();
-    char* at = out_.data() + f.start;
-    std::size_t used = msgpack_out::container_header(at, f.map, f.count);
-    if (used < 5) {
-      std::memmove(at + used, at + 5, out_.size() - f.start - 5);
-      out_.resize(out_.size() - (5 - used));
-    }
-    keys_.resize(f.keys_from);
-    frames_.pop_back();
-    return true;
-  }
-  bool duplicate(frame& f, const std::string& k) {
-    // Where the key's bytes will be: after its msgpack str header.
-    std::size_t header = k.size() <= 31 ? 1 : k.size() <= 0xff ? 2 : k.size() <= 0xffff ? 3 : 5;
-    std::size_t at = out_.size() + header;
-    if (f.many_keys) return f.many_keys->seen(k, at, out_);
-    for (std::size_t i = f.keys_from; i < keys_.size(); ++i) {
-      if (std::string_view(out_.data() + keys_[i].at, keys_[i].size) == k) return true;
-    }
-    if (keys_.size() - f.keys_from < few_keys) {
-      keys_.push_back({at, k.size()});
-      return false;
-    }
-    f.many_keys = std::make_unique<key_table>();
-    f.many_keys->keys.assign(keys_.begin() + static_cast<std::ptrdiff_t>(f.keys_from), keys_.end());
-    keys_.resize(f.keys_from);
-    return f.many_keys->seen(k, at, out_);
-  }
-
-  std::string& out_;
-  msgpack_out w_;
-  std::vector<frame> frames_;
-  std::vector<key_ref> keys_;
-  std::string error_;
-};
-
 std::string body_to_msgpack(std::string_view body) {
   std::string out;
   out.reserve(body.size() + 16);
-  body_writer w(out);
-  if (!nlohmann::json::sax_parse(body, &w)) {
-    bad_request(w.error().empty() ? std::string("malformed JSON body") : w.error());
+  switch (auto e = json_to_msgpack(body, out, max_body_depth); e.kind) {
+    case json_error::none:
+      return out;
+    case json_error::too_deep:
+      bad_request("the JSON body nests deeper than " + std::to_string(max_body_depth) + " levels");
+    case json_error::duplicate_key:
+      bad_request("duplicate key \"" + e.key + "\" in the JSON body");
+    case json_error::out_of_range:
+      bad_request("a number in the JSON body is out of range");
+    case json_error::malformed:
+      break;
   }
-  return out;
+  bad_request("malformed JSON body");
 }
 
 // Digit-only text that fits a 64-bit integer is that integer; anything

@@ -1,7 +1,7 @@
 #include "render/errors.hpp"
 
 #include "config/config.hpp"
-#include "render/json_writer.hpp"
+#include <tern/json.hpp>
 
 namespace tern::gateway {
 

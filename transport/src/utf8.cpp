@@ -1,9 +1,9 @@
-#include "tern/utf8.hpp"
+#include "tern/transport/utf8.hpp"
 
 #include <cstdint>
 #include <cstring>
 
-namespace tern {
+namespace tern::transport {
 
 std::size_t valid_utf8_prefix(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -48,4 +48,4 @@ std::size_t valid_utf8_prefix(std::string_view s) noexcept {
   return n;
 }
 
-}  // namespace tern
+}  // namespace tern::transport
