@@ -75,8 +75,7 @@ class service_core final : public transport::request_sink,
     auto known = by_bytes_.find(p.packed_pattern);
     if (known != by_bytes_.end()) {
       auto& [pattern, entry] = *known->second;
-      entry.handler->invoke(p.data, p.meta,
-                            responder(s, p.id, this, &pattern, entry.stats, deadline));
+      entry.handler->invoke(p.data, p.meta, responder(s, p, this, &pattern, entry.stats, deadline));
       return;
     }
     pattern_key(p);
@@ -84,7 +83,7 @@ class service_core final : public transport::request_sink,
     if (it == handlers_.end()) {
       spdlog::debug("[{}] no handler for {}", s->peer(), transport::clip(key_));
       service_metrics::record(*stats_.unknown(), outcome_of(errc::no_handler), {});
-      s->wire().encode_no_handler(s->out(), p.id);
+      s->wire().encode_no_handler(s->out(), {p.id, p.packed_id});
       s->flush();
       return;
     }
@@ -92,7 +91,7 @@ class service_core final : public transport::request_sink,
       by_bytes_.emplace(p.packed_pattern, &*it);
     }
     it->second.handler->invoke(p.data, p.meta,
-                               responder(s, p.id, this, &it->first, it->second.stats, deadline));
+                               responder(s, p, this, &it->first, it->second.stats, deadline));
   }
 
   void on_event(const std::shared_ptr<transport::server_session>& s,
@@ -119,14 +118,15 @@ class service_core final : public transport::request_sink,
     }
   }
 
-  void on_bad_request(const std::shared_ptr<transport::server_session>& s, std::uint64_t id,
+  void on_bad_request(const std::shared_ptr<transport::server_session>& s, transport::reply_to to,
                       std::string_view why) override {
     if (std::size_t held = 0; bad_requests_.allow(held)) {
-      spdlog::warn("[{}] request {} refused: {}{}", s->peer(), id, why, transport::held_back(held));
+      spdlog::warn("[{}] request {} refused: {}{}", s->peer(), to.id, why,
+                   transport::held_back(held));
     }
     service_metrics::record(*stats_.malformed(), outcome_of(errc::decode_error), {});
     rpc_error e(400, "malformed request: " + std::string(why));
-    s->wire().encode_error(s->out(), id,
+    s->wire().encode_error(s->out(), to,
                            [&](transport::packer& pk) { transport::write_error(pk, e); });
     s->flush();
   }
@@ -201,11 +201,13 @@ class service_core final : public transport::request_sink,
 
 // ---- responder ----
 
-responder::responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
-                     service_core* core, const std::string* pattern, call_stats* stats,
+responder::responder(std::shared_ptr<transport::server_session> session,
+                     const transport::packet& request, service_core* core,
+                     const std::string* pattern, call_stats* stats,
                      std::chrono::steady_clock::time_point deadline)
     : session_(std::move(session)),
-      id_(id),
+      id_(request.id),
+      packed_id_(request.packed_id),
       core_(core),
       pattern_(pattern),
       stats_(stats),
@@ -218,6 +220,7 @@ responder::responder(std::shared_ptr<transport::server_session> session, std::ui
 responder::responder(responder&& o) noexcept
     : session_(std::move(o.session_)),
       id_(o.id_),
+      packed_id_(std::move(o.packed_id_)),
       core_(o.core_),
       pattern_(o.pattern_),
       stats_(o.stats_),
@@ -277,7 +280,7 @@ asio::awaitable<void> responder::wait_writable() {
 void responder::reply(transport::value_writer value) {
   if (done_ || stopped()) return;
   try {
-    session_->wire().encode_response(session_->out(), id_, &value, true);
+    session_->wire().encode_response(session_->out(), to(), &value, true);
   } catch (const std::exception& e) {
     fail_internal(std::string("reply not sent: ") + e.what());
     return;
@@ -288,14 +291,14 @@ void responder::reply(transport::value_writer value) {
 
 void responder::reply_void() {
   if (done_ || stopped()) return;
-  session_->wire().encode_response(session_->out(), id_, nullptr, true);
+  session_->wire().encode_response(session_->out(), to(), nullptr, true);
   session_->flush();
   finished(outcome_ok);
 }
 
 void responder::next(transport::value_writer value) {
   if (done_ || stopped()) return;
-  session_->wire().encode_response(session_->out(), id_, &value, false);
+  session_->wire().encode_response(session_->out(), to(), &value, false);
   session_->flush();
 }
 
@@ -319,7 +322,7 @@ void responder::fail_as(const rpc_error& e, std::size_t outcome) {
   if (done_ || stopped()) return;
   auto write_err = [&](transport::packer& pk) { transport::write_error(pk, e); };
   try {
-    session_->wire().encode_error(session_->out(), id_, write_err);
+    session_->wire().encode_error(session_->out(), to(), write_err);
   } catch (const std::exception& ex) {
     fail_internal(std::string("error reply not sent: ") + ex.what());
     return;
@@ -370,7 +373,7 @@ void responder::fail_internal(std::string_view detail) {
   if (done_ || stopped()) return;
   spdlog::error("[{}] handler for {} failed: {}{}", session_->peer(), *pattern_,
                 transport::clip(detail), log_tag());
-  session_->wire().encode_error(session_->out(), id_,
+  session_->wire().encode_error(session_->out(), to(),
                                 [](transport::packer& pk) { transport::write_internal_error(pk); });
   session_->flush();
   finished(outcome_of(errc::internal));

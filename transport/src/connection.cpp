@@ -138,12 +138,19 @@ std::size_t connection::deliver(const char* data, std::size_t size) {
   std::size_t pos = 0;
   packet pkt;
   while (open_ && reading_ && !held()) {
+    // Not yet as many bytes as the codec said the frame needs at least: it
+    // is not asked again (a codec that counts characters would rescan).
+    if (size - pos < wanted_) break;
     frame_result fr = wire_.next_frame(data + pos, size - pos);
     if (fr.status == frame_status::too_large) {
       throw protocol_violation("frame of " + std::to_string(fr.length) +
                                " bytes exceeds the limit of " + std::to_string(wire_.max_frame()));
     }
-    if (fr.status == frame_status::need_more) break;
+    if (fr.status == frame_status::need_more) {
+      wanted_ = fr.header > 0 ? fr.total() : 0;
+      break;
+    }
+    wanted_ = 0;
     const char* body = data + pos + fr.header;
     pos += fr.total();
     try {

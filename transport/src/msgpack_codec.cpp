@@ -1,10 +1,12 @@
 #include "tern/transport/msgpack_codec.hpp"
 
+#include "envelope.hpp"
 #include "tern/transport/control.hpp"
 #include "tern/transport/msgpack_reader.hpp"
 #include "tern/transport/wire_error.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -209,11 +211,12 @@ namespace {
 // whether it is one well-formed map at all (however deep).
 struct envelope_facts {
   std::optional<std::uint64_t> id;
+  std::string packed_id;
   bool well_formed = false;
   bool has_pattern = false;
 };
 
-envelope_facts scan_envelope(const char* p, const char* end) {
+envelope_facts scan_envelope(const char* p, const char* end, const envelope_dialect& d) {
   envelope_facts f;
   msgpack_head root;
   if (p >= end || !(p = read_head(p, end, root)) || root.kind != msgpack_head::map) return f;
@@ -224,12 +227,14 @@ envelope_facts scan_envelope(const char* p, const char* end) {
     if (k.kind != msgpack_head::str) p = skip_any(key, end);
     if (!p || p >= end) return f;
     const char* value = p;
-    if (k.kind == msgpack_head::str && k.bytes() == "id" && read_head(p, end, v) &&
-        v.kind == msgpack_head::uint) {
-      f.id = v.u;
-    }
+    bool is_id = k.kind == msgpack_head::str && k.bytes() == "id";
+    if (is_id && !d.any_id && read_head(p, end, v) && v.kind == msgpack_head::uint) f.id = v.u;
     if (k.kind == msgpack_head::str && k.bytes() == "pattern") f.has_pattern = true;
     if (!(p = skip_any(value, end))) return f;
+    if (is_id && d.any_id && static_cast<std::size_t>(p - value) <= max_packed_id) {
+      f.packed_id.assign(value, p);
+      f.id = id_number(f.packed_id, true);
+    }
   }
   f.well_formed = p == end;
   return f;
@@ -257,18 +262,40 @@ std::optional<std::chrono::milliseconds> deadline_in(const msgpack::object& meta
 }
 }  // namespace
 
+std::uint64_t id_number(std::string_view packed, bool request) noexcept {
+  msgpack_head h;
+  const char* end = packed.data() + packed.size();
+  const char* after = packed.empty() ? nullptr : read_head(packed.data(), end, h);
+  if (after == end && h.kind == msgpack_head::uint) return h.u;
+  if (after == end && h.kind == msgpack_head::str && h.count > 0 && h.count <= 20) {
+    std::uint64_t n = 0;
+    auto [last, ec] = std::from_chars(h.payload, h.payload + h.count, n);
+    if (ec == std::errc() && last == h.payload + h.count) return n;
+  }
+  if (!request) return 0;
+  std::uint64_t hash = 14695981039346656037ull;  // FNV-1a
+  for (unsigned char c : packed) hash = (hash ^ c) * 1099511628211ull;
+  return hash;
+}
+
+void refuse_envelope(const char* body, std::size_t size, const char* what,
+                     const envelope_dialect& d) {
+  auto f = scan_envelope(body, body + size, d);
+  throw packet_error(what, f.id, f.well_formed, f.has_pattern, std::move(f.packed_id));
+}
+
 void msgpack_codec::decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
                            packet& out) const {
+  static constexpr envelope_dialect tern_dialect{};
   try {
-    decode_strict(body, size, zone, reference, out);
+    decode_envelope(body, size, zone, reference, out, tern_dialect);
   } catch (const protocol_violation& e) {
-    auto f = scan_envelope(body, body + size);
-    throw packet_error(e.what(), f.id, f.well_formed, f.has_pattern);
+    refuse_envelope(body, size, e.what(), tern_dialect);
   }
 }
 
-void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::zone& zone,
-                                  bool reference, packet& out) const {
+void decode_envelope(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
+                     packet& out, const envelope_dialect& d) {
   // The envelope is read head by head; pattern, data, meta and err are built
   // as objects, while a reply's response stays bytes (a relay writes them on
   // as they are; a typed caller decodes them once).
@@ -299,8 +326,15 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
     if (!p || p >= end) malformed("truncated packet");
     std::string_view name = k.kind == msgpack_head::str ? k.bytes() : std::string_view();
     if (name == "id") {
+      const char* start = p;
       next(v);
-      if (p && v.kind != msgpack_head::uint) {
+      if (p && d.any_id) {
+        out.packed_id = std::string_view(start, static_cast<std::size_t>(p - start));
+        if (out.packed_id.size() > max_packed_id) {
+          throw protocol_violation("packet id is longer than " + std::to_string(max_packed_id) +
+                                   " bytes");
+        }
+      } else if (p && v.kind != msgpack_head::uint) {
         throw protocol_violation("packet id is not an unsigned integer");
       }
       out.id = v.u;
@@ -328,7 +362,7 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
       }
       out.disposed = p && v.b;
       has_disposed = true;
-    } else if (name == "meta") {
+    } else if (name == d.meta_key) {
       object(out.meta);
       if (p && out.meta.type != msgpack::type::MAP && out.meta.type != msgpack::type::NIL) {
         throw protocol_violation("meta is not a map");
@@ -348,6 +382,7 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
     if (!p) malformed("truncated, malformed or too deeply nested value");
   }
   if (p != end) throw protocol_violation("trailing bytes after the packet");
+  if (d.any_id && has_id) out.id = id_number(out.packed_id, has_pattern);
   if (has_pattern) {
     out.kind = has_id ? packet_kind::request : packet_kind::event;
     if (!has_data) out.data = msgpack::object();
@@ -364,27 +399,35 @@ void msgpack_codec::decode_strict(const char* body, std::size_t size, msgpack::z
   out.kind = packet_kind::reply;
 }
 
+outgoing_meta::outgoing_meta(std::string_view packed_meta, std::chrono::milliseconds deadline)
+    : deadline_(deadline), timed_(deadline.count() > 0) {
+  if (packed_meta.empty()) return;
+  msgpack_head h;
+  const char* end = packed_meta.data() + packed_meta.size();
+  const char* after = read_head(packed_meta.data(), end, h);
+  if (!after || (h.kind != msgpack_head::map && h.kind != msgpack_head::nil)) {
+    throw protocol_violation("meta is not a map");
+  }
+  if (h.kind == msgpack_head::map) {
+    entries_ = h.count;
+    rest_ = std::string_view(after, static_cast<std::size_t>(end - after));
+  }
+}
+
+void outgoing_meta::write(packer& pk) const {
+  pk.pack_map(entries_ + (timed_ ? 1 : 0));
+  if (timed_) {
+    key(pk, "deadline_ms");
+    pk.pack_uint64(static_cast<std::uint64_t>(deadline_.count()));
+  }
+  pk.pack_packed(rest_);
+}
+
 void msgpack_codec::encode_request(byte_buffer& out, std::uint64_t id,
                                    std::string_view packed_pattern, std::string_view packed_meta,
                                    std::chrono::milliseconds deadline, value_writer data) const {
-  bool timed = deadline.count() > 0;
-  // The caller's meta map, as its entry count and the bytes after its head:
-  // `deadline_ms` goes in front of them, where a receiver finds it first.
-  std::uint32_t entries = 0;
-  std::string_view rest;
-  if (!packed_meta.empty()) {
-    msgpack_head h;
-    const char* end = packed_meta.data() + packed_meta.size();
-    const char* after = read_head(packed_meta.data(), end, h);
-    if (!after || (h.kind != msgpack_head::map && h.kind != msgpack_head::nil)) {
-      throw protocol_violation("meta is not a map");
-    }
-    if (h.kind == msgpack_head::map) {
-      entries = h.count;
-      rest = std::string_view(after, static_cast<std::size_t>(end - after));
-    }
-  }
-  bool has_meta = timed || entries > 0;
+  outgoing_meta meta(packed_meta, deadline);
+  bool has_meta = meta.any();
   frame_scope frame(out, max_frame());
   packer pk(out);
   pk.pack_map(has_meta ? 4 : 3);
@@ -396,12 +439,7 @@ void msgpack_codec::encode_request(byte_buffer& out, std::uint64_t id,
   data(pk);
   if (has_meta) {
     key(pk, "meta");
-    pk.pack_map(entries + (timed ? 1 : 0));
-    if (timed) {
-      key(pk, "deadline_ms");
-      pk.pack_uint64(static_cast<std::uint64_t>(deadline.count()));
-    }
-    out.write(rest.data(), rest.size());
+    meta.write(pk);
   }
   frame.finish();
 }
@@ -422,13 +460,13 @@ void msgpack_codec::encode_event(byte_buffer& out, std::string_view packed_patte
   frame.finish();
 }
 
-void msgpack_codec::encode_response(byte_buffer& out, std::uint64_t id,
-                                    const value_writer* response, bool disposed) const {
+void msgpack_codec::encode_response(byte_buffer& out, reply_to to, const value_writer* response,
+                                    bool disposed) const {
   frame_scope frame(out, max_frame());
   packer pk(out);
   pk.pack_map(1 + (response ? 1 : 0) + (disposed ? 1 : 0));
   key(pk, "id");
-  pk.pack_uint64(id);
+  pk.pack_uint64(to.id);
   if (response) {
     key(pk, "response");
     (*response)(pk);
@@ -440,12 +478,12 @@ void msgpack_codec::encode_response(byte_buffer& out, std::uint64_t id,
   frame.finish();
 }
 
-void msgpack_codec::encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const {
+void msgpack_codec::encode_error(byte_buffer& out, reply_to to, value_writer err) const {
   frame_scope frame(out, max_frame());
   packer pk(out);
   pk.pack_map(3);
   key(pk, "id");
-  pk.pack_uint64(id);
+  pk.pack_uint64(to.id);
   key(pk, "err");
   err(pk);
   key(pk, "isDisposed");
@@ -476,12 +514,12 @@ bool msgpack_codec::encode_cancel(byte_buffer& out, std::uint64_t id) const {
   return true;
 }
 
-void msgpack_codec::encode_no_handler(byte_buffer& out, std::uint64_t id) const {
+void msgpack_codec::encode_no_handler(byte_buffer& out, reply_to to) const {
   frame_scope frame(out, max_frame());
   packer pk(out);
   pk.pack_map(4);
   key(pk, "id");
-  pk.pack_uint64(id);
+  pk.pack_uint64(to.id);
   key(pk, "status");
   key(pk, "error");
   key(pk, "err");

@@ -36,7 +36,7 @@ void server_session::on_packet_(packet& p) {
   switch (p.kind) {
     case packet_kind::request:
       if (is_string(p.pattern, ping_pattern)) {
-        answer_ping(p.id);
+        answer_ping({p.id, p.packed_id});
       } else {
         owner_->sink_.on_request(self, p);
       }
@@ -61,7 +61,7 @@ void server_session::on_bad_packet_(const packet_error& e) {
   if (!owner_) return;
   if (e.id()) {
     owner_->sink_.on_bad_request(std::static_pointer_cast<server_session>(shared_from_this()),
-                                 *e.id(), e.what());
+                                 e.to(), e.what());
     return;
   }
   if (!e.well_formed() || !e.has_pattern()) throw e;  // nothing to answer: a broken peer
@@ -109,8 +109,8 @@ void server_session::stop(std::uint64_t id, cancellable::reason why) {
   }
 }
 
-void server_session::answer_ping(std::uint64_t id) {
-  wire().encode_response(out(), id, nullptr, true);
+void server_session::answer_ping(reply_to to) {
+  wire().encode_response(out(), to, nullptr, true);
   flush();
 }
 

@@ -31,7 +31,8 @@ struct call_stats;
 class responder {
  public:
   /// `deadline`: when the caller stops waiting (time_point::max(): never).
-  responder(std::shared_ptr<transport::server_session> session, std::uint64_t id,
+  /// `request`: the packet it answers (its id is copied).
+  responder(std::shared_ptr<transport::server_session> session, const transport::packet& request,
             service_core* core, const std::string* pattern, call_stats* stats,
             std::chrono::steady_clock::time_point deadline);
   responder(responder&& o) noexcept;
@@ -43,7 +44,7 @@ class responder {
   void next(transport::value_writer value);     ///< one stream value, more to come
   void fail(const rpc_error& e);                ///< the handler's error, as sent
   void fail_internal(std::string_view detail);  ///< logged; the caller gets a generic error
-  void fail_decode(const rpc_error& e);  ///< the request data does not fit the handler (400)
+  void fail_decode(const rpc_error& e);         ///< the request data does not fit the handler (400)
   /// If the deadline has passed, answers errc::deadline_exceeded (the
   /// handler is not run) and returns true.
   bool drop_if_expired();
@@ -73,7 +74,9 @@ class responder {
   void fail_as(const rpc_error& e, std::size_t outcome);
   [[nodiscard]] std::string log_tag() const;  // " request_id=… trace_id=…", or empty
   std::shared_ptr<transport::server_session> session_;
+  [[nodiscard]] transport::reply_to to() const noexcept { return {id_, packed_id_}; }
   std::uint64_t id_;
+  std::string packed_id_;  // on a wire whose ids are JSON values: the id to echo
   service_core* core_;
   const std::string* pattern_;
   call_stats* stats_;

@@ -80,7 +80,10 @@ class codec {
  public:
   virtual ~codec() = default;
 
-  /// Whether the front of [data, data + size) holds a whole frame.
+  /// Whether the front of [data, data + size) holds a whole frame. While
+  /// it does not, `length` may be a lower bound of the body (the caller
+  /// need not ask again before header + length bytes are there). Throws
+  /// protocol_violation for a frame header that can never be valid.
   [[nodiscard]] virtual frame_result next_frame(const char* data, std::size_t size) const = 0;
 
   /// Decodes a frame body. With `reference`, strings and binaries may point
@@ -100,12 +103,12 @@ class codec {
   virtual void encode_event(byte_buffer& out, std::string_view packed_pattern,
                             std::string_view packed_meta, value_writer data) const = 0;
   /// {id, response, isDisposed} or, with a null response writer, {id, isDisposed: true}.
-  virtual void encode_response(byte_buffer& out, std::uint64_t id, const value_writer* response,
+  virtual void encode_response(byte_buffer& out, reply_to to, const value_writer* response,
                                bool disposed) const = 0;
   /// {id, err, isDisposed: true}
-  virtual void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const = 0;
+  virtual void encode_error(byte_buffer& out, reply_to to, value_writer err) const = 0;
   /// {id, status: "error", err: "There is no matching message handler ..."}
-  virtual void encode_no_handler(byte_buffer& out, std::uint64_t id) const = 0;
+  virtual void encode_no_handler(byte_buffer& out, reply_to to) const = 0;
   /// {goaway: true}, a service's notice that it drains; returns false (and
   /// appends nothing) for a wire format that has no such packet.
   virtual bool encode_goaway(byte_buffer& out) const {

@@ -112,6 +112,7 @@ class connection : public std::enable_shared_from_this<connection> {
   std::chrono::steady_clock::time_point write_started_{};  // when the write in progress began
   std::chrono::steady_clock::time_point last_read_{};      // when the last read completed
   std::size_t in_flight_ = 0;
+  std::size_t wanted_ = 0;  // bytes the frame at the front of the receive buffer needs at least
   byte_buffer out_;
   byte_buffer writing_;
   std::size_t writing_bytes_ = 0;

@@ -22,17 +22,15 @@ class msgpack_codec final : public codec {
                       value_writer data) const override;
   void encode_event(byte_buffer& out, std::string_view packed_pattern, std::string_view packed_meta,
                     value_writer data) const override;
-  void encode_response(byte_buffer& out, std::uint64_t id, const value_writer* response,
+  void encode_response(byte_buffer& out, reply_to to, const value_writer* response,
                        bool disposed) const override;
-  void encode_error(byte_buffer& out, std::uint64_t id, value_writer err) const override;
-  void encode_no_handler(byte_buffer& out, std::uint64_t id) const override;
+  void encode_error(byte_buffer& out, reply_to to, value_writer err) const override;
+  void encode_no_handler(byte_buffer& out, reply_to to) const override;
   bool encode_goaway(byte_buffer& out) const override;
   bool encode_cancel(byte_buffer& out, std::uint64_t id) const override;
   [[nodiscard]] std::uint32_t max_frame() const noexcept override { return decoder_.max_frame(); }
 
  private:
-  void decode_strict(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
-                     packet& out) const;
   frame_decoder decoder_;
 };
 

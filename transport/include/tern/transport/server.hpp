@@ -40,7 +40,7 @@ class request_sink {
   virtual void on_event(const std::shared_ptr<server_session>& session, packet& p) = 0;
   /// A request that does not decode (`why` says how) but whose id was read:
   /// answer it with an error for that id; the connection stays open.
-  virtual void on_bad_request(const std::shared_ptr<server_session>& session, std::uint64_t id,
+  virtual void on_bad_request(const std::shared_ptr<server_session>& session, reply_to to,
                               std::string_view why) = 0;
 };
 
@@ -68,7 +68,7 @@ class server_session final : public connection {
  private:
   friend class server;
   void stop(std::uint64_t id, cancellable::reason why);
-  void answer_ping(std::uint64_t id);
+  void answer_ping(reply_to to);
   server* owner_;
   std::unordered_multimap<std::uint64_t, cancellable*> tracked_;  // ids may be reused by a peer
 };
