@@ -101,7 +101,18 @@ std::vector<flag> service_flags(const std::string& default_port,
           {"drain-grace-ms", "DRAIN_GRACE_MS", "500",
            "on SIGTERM, how long to go on serving after the goaway"},
           {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
-           "then how long in-flight requests may take to finish"}};
+           "then how long in-flight requests may take to finish"},
+          {"wire", "TERN_WIRE", "tern",
+           "wire format of the port: tern (msgpack) or nestjs (NestJS's TCP transport, JSON)"}};
+}
+
+wire_format wire(const std::string& text) {
+  try {
+    return parse_wire_format(text);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "--wire: " << e.what() << '\n';
+    std::exit(2);
+  }
 }
 
 microservice_options service_options(std::map<std::string, std::string>& args) {
@@ -110,6 +121,7 @@ microservice_options service_options(std::map<std::string, std::string>& args) {
           .port = port(args["port"], "--port"),
           .drain_grace = millis(args["drain-grace-ms"], "--drain-grace-ms"),
           .drain_timeout = millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
+          .wire = wire(args["wire"]),
           .admin_port = port(args["admin-port"], "--admin-port"),
           .admin_host = args["admin-host"]};
 }

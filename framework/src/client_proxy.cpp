@@ -130,8 +130,7 @@ struct client_proxy::endpoint {
 struct client_proxy::impl : std::enable_shared_from_this<client_proxy::impl> {
   impl(asio::io_context& io, client_options o)
       : options(std::move(o)),
-        wire(options.codec ? options.codec
-                           : std::make_shared<transport::msgpack_codec>(options.max_frame)),
+        wire(options.codec ? options.codec : make_codec(options.wire, options.max_frame)),
         executor(io.get_executor()),
         resolved_signal(io.get_executor(), clock::time_point::max()),
         wake(std::make_shared<asio::steady_timer>(io.get_executor())),

@@ -5,6 +5,7 @@
 #include "tern/context.hpp"
 #include "tern/offload.hpp"
 
+#include "tern/transport/json.hpp"
 #include "tern/transport/log_limit.hpp"
 #include "tern/transport/msgpack_codec.hpp"
 #include "tern/transport/server.hpp"
@@ -47,8 +48,7 @@ class service_core final : public transport::request_sink,
   service_core(asio::io_context& io, microservice_options o)
       : io_(io),
         options_(std::move(o)),
-        wire_(options_.codec ? options_.codec
-                             : std::make_shared<transport::msgpack_codec>(options_.max_frame)),
+        wire_(options_.codec ? options_.codec : make_codec(options_.wire, options_.max_frame)),
         server_(io.get_executor(), *this, *wire_, options_.connection, options_.max_connections),
         stats_(metrics_) {
     metrics_.add_gauge("rpc_server_active_requests", "Requests and coroutine events in hand.",
@@ -121,7 +121,14 @@ class service_core final : public transport::request_sink,
   void on_bad_request(const std::shared_ptr<transport::server_session>& s, transport::reply_to to,
                       std::string_view why) override {
     if (std::size_t held = 0; bad_requests_.allow(held)) {
-      spdlog::warn("[{}] request {} refused: {}{}", s->peer(), to.id, why,
+      // A NestJS peer's id as it sent it (JSON), tern's as its number.
+      std::string id;
+      if (to.packed_id.empty()) {
+        id = std::to_string(to.id);
+      } else {
+        transport::append_json(to.packed_id, id);
+      }
+      spdlog::warn("[{}] request {} refused: {}{}", s->peer(), transport::clip(id), why,
                    transport::held_back(held));
     }
     service_metrics::record(*stats_.malformed(), outcome_of(errc::decode_error), {});

@@ -42,6 +42,14 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
         co_return created;
       });
 
+  // A page of users as a stream, one reply frame per user (an Observable
+  // for a NestJS caller).
+  app.message_pattern({{"cmd", "stream_users"}},
+                      [&repo](page p, stream_writer<user>& out) -> asio::awaitable<void> {
+                        auto users = co_await offload([&repo, p] { return repo.list(p); });
+                        for (const auto& u : users) co_await out.write(u);
+                      });
+
   // Who the caller is, as the gateway's auth policy verified it.
   app.message_pattern({{"cmd", "whoami"}}, [](const message_context& ctx) {
     if (!ctx.authenticated()) throw rpc_error(401, "whoami needs an identity");

@@ -279,7 +279,7 @@ TEST_CASE("an upstream is host and port or a list of endpoints, balanced as conf
   auto cfg = parse_config(R"({"upstreams": {
       "a": {"host": "users", "port": 3001},
       "b": {"endpoints": ["10.0.0.1:1", "[::1]:2", "users:3"], "balance": "round_robin",
-            "resolve_interval_ms": 250}},
+            "resolve_interval_ms": 250, "wire": "nestjs"}},
     "dns": {"servers": ["127.0.0.1:5353", "::1", "[::1]:53"]}, "routes": []})");
   REQUIRE(cfg.upstreams.size() == 2);
   CHECK(cfg.upstreams[0].endpoints == std::vector<std::string>{"users:3001"});
@@ -287,6 +287,8 @@ TEST_CASE("an upstream is host and port or a list of endpoints, balanced as conf
   CHECK(cfg.upstreams[1].endpoints == std::vector<std::string>{"10.0.0.1:1", "[::1]:2", "users:3"});
   CHECK(cfg.upstreams[1].round_robin);
   CHECK(cfg.upstreams[1].resolve_interval == std::chrono::milliseconds(250));
+  CHECK(cfg.upstreams[0].wire == tern::wire_format::tern);
+  CHECK(cfg.upstreams[1].wire == tern::wire_format::nestjs);
   CHECK(cfg.dns_servers.size() == 3);
 
   auto upstream = [](const std::string& body) {
@@ -300,6 +302,7 @@ TEST_CASE("an upstream is host and port or a list of endpoints, balanced as conf
   expect_config_error(upstream(R"({"endpoints": ["h:1"], "balance": "random"})"),
                       "upstreams.u.balance");
   expect_config_error(upstream(R"({"endpoints": ["h:1"], "timeout": 5})"), "upstreams.u.timeout");
+  expect_config_error(upstream(R"({"endpoints": ["h:1"], "wire": "json"})"), "upstreams.u.wire");
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
                           "dns": {"servers": ["dns.example"]}})",
                       "dns.servers[0]");

@@ -248,7 +248,7 @@ frame_result nestjs_codec::next_frame(const char* data, std::size_t size) const 
   }
   if (i == size && i < max_prefix) return {frame_status::need_more};
   if (i == size || data[i] != '#' || i == digits) {
-    throw protocol_violation("bad frame prefix \"" + shown(data, std::min(size, i + 1)) +
+    throw protocol_violation("bad frame prefix \"" + shown(data, std::min<std::size_t>(size, 16)) +
                              "\": expected a decimal length and '#'");
   }
   const auto header = static_cast<std::uint32_t>(i + 1);

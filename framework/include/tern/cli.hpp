@@ -33,13 +33,18 @@ unsigned short port(const std::string& text, const std::string& what);
 /// message if it is not one.
 std::chrono::milliseconds millis(const std::string& text, const std::string& what);
 
+/// A wire format from its name (tern, nestjs); exits 2 with a message if
+/// it is not one.
+wire_format wire(const std::string& text);
+
 /// Sets spdlog's level from its name (trace, debug, info, warn, error); exits 2 if unknown.
 void set_log_level(const std::string& level);
 
 /// The flags every service takes, each with its environment fallback:
 /// --host (HOST), --port (PORT), --admin-host (ADMIN_HOST, default: --host),
 /// --admin-port (ADMIN_PORT), --log-level (LOG_LEVEL), --drain-grace-ms
-/// (DRAIN_GRACE_MS), --drain-timeout-ms (DRAIN_TIMEOUT_MS). Append a
+/// (DRAIN_GRACE_MS), --drain-timeout-ms (DRAIN_TIMEOUT_MS), --wire
+/// (TERN_WIRE: tern, or nestjs to answer NestJS clients). Append a
 /// service's own flags to them before parse().
 ///
 /// ```

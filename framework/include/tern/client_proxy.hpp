@@ -9,6 +9,7 @@
 #include "tern/transport/codec.hpp"
 #include "tern/transport/connection_options.hpp"
 #include "tern/transport/function_ref.hpp"
+#include "tern/wire.hpp"
 
 #include <asio/awaitable.hpp>
 #include <msgpack.hpp>
@@ -67,7 +68,10 @@ struct client_options {
   /// waits for the writer (write_high_water), and the time a reply frame
   /// has to arrive whole (incomplete_frame_timeout).
   transport::connection_options connection{};
-  /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
+  /// The wire format: tern's msgpack frames (docs/protocol.md), or
+  /// NestJS's JSON ones, to speak with NestJS (docs/nestjs-migration.md).
+  wire_format wire = wire_format::tern;
+  /// A codec of one's own, in place of `wire`'s.
   std::shared_ptr<const transport::codec> codec{};
   ejection_options ejection{};
   breaker_options breaker{};

@@ -4,6 +4,7 @@
 #include "tern/detail/handler.hpp"
 #include "tern/pattern.hpp"
 #include "tern/transport/connection_options.hpp"
+#include "tern/wire.hpp"
 
 #include <asio/awaitable.hpp>
 
@@ -44,7 +45,10 @@ struct microservice_options {
   std::chrono::milliseconds drain_grace{500};
   /// Then how long in-flight handlers may take to finish.
   std::chrono::milliseconds drain_timeout{10000};
-  /// The wire format; empty means tern's msgpack frames (docs/protocol.md).
+  /// The wire format: tern's msgpack frames (docs/protocol.md), or
+  /// NestJS's JSON ones, to speak with NestJS (docs/nestjs-migration.md).
+  wire_format wire = wire_format::tern;
+  /// A codec of one's own, in place of `wire`'s.
   std::shared_ptr<const transport::codec> codec{};
   /// The admin HTTP listener (GET /metrics, /health/live, /health/ready;
   /// docs/observability.md): none unless a port is given (0 picks one).

@@ -51,6 +51,7 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
                  .backoff_max = std::chrono::milliseconds(1000),
                  .connection = {.keepalive_interval = u.keepalive_interval,
                                 .keepalive_timeout = u.keepalive_timeout},
+                 .wire = u.wire,
                  .ejection = u.ejection,
                  .breaker = u.breaker,
                  .retry = u.retry}));
@@ -176,7 +177,11 @@ asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
                         .options = {.timeout = probe_timeout}};
     co_await tern::send_raw_all(std::span(&call, 1));
     if (!*alive) co_return;
-    if (!call.error) answered_[i] = call.ended;
+    // A NestJS service has no health pattern: its no-handler answer shows
+    // it is up and serving.
+    bool nest_alive = config_[i].wire == tern::wire_format::nestjs && call.error &&
+                      call.error->kind() == errc::no_handler;
+    if (!call.error || nest_alive) answered_[i] = call.ended;
     bool ready = answered_[i] >= std::chrono::steady_clock::now() - ready_window;
     if (ready != reported_[i]) {
       reported_[i] = ready;

@@ -187,7 +187,7 @@ upstream read_upstream(const std::string& name, const json& u) {
   if (!u.is_object()) bad(where, "must be an object with host and port, or endpoints");
   known_keys(u,
              {"host", "port", "endpoints", "timeout_ms", "balance", "resolve_interval_ms",
-              "ejection", "breaker", "retry", "keepalive"},
+              "ejection", "breaker", "retry", "keepalive", "wire"},
              where);
   upstream up;
   up.name = name;
@@ -210,6 +210,14 @@ upstream read_upstream(const std::string& name, const json& u) {
   }
   up.timeout = read_ms(u, "timeout_ms", up.timeout, where);
   up.resolve_interval = read_ms(u, "resolve_interval_ms", up.resolve_interval, where);
+  if (u.contains("wire")) {
+    const auto& w = u["wire"];
+    if (w == "nestjs") {
+      up.wire = tern::wire_format::nestjs;
+    } else if (w != "tern") {
+      bad(where + ".wire", "must be \"tern\" or \"nestjs\"");
+    }
+  }
   if (u.contains("balance")) {
     const auto& b = u["balance"];
     if (b == "round_robin") {

@@ -5,6 +5,7 @@
 
 #include <tern/pattern.hpp>
 #include <tern/resilience.hpp>
+#include <tern/wire.hpp>
 
 #include <array>
 #include <chrono>
@@ -28,6 +29,8 @@ struct upstream {
   /// (tern::client_options::endpoints).
   std::vector<std::string> endpoints;
   std::chrono::milliseconds timeout{3000};
+  /// The wire its instances speak: tern's, or NestJS's for NestJS services.
+  tern::wire_format wire = tern::wire_format::tern;
   bool round_robin = false;  ///< else least outstanding of two random choices
   std::chrono::milliseconds resolve_interval{5000};
   tern::ejection_options ejection{};
