@@ -4,8 +4,10 @@ table per protocol; with --write, puts them (and PNG charts) into
 docs/benchmarks.md and docs/img/. Called by scripts/bench, which installs
 and builds everything first.
 
-HTTP: tern's demo stack, the NestJS reference stack (bench/nestjs-reference)
-and nginx `return 200`, loaded with wrk -t1 -c64 --latency; rounds are
+HTTP: tern's demo stack, the NestJS reference stack (bench/nestjs-reference),
+the two mixed stacks of a migration (tern's gateway in front of the NestJS
+services, and the NestJS gateway in front of tern's services, both over
+NestJS's TCP wire; docs/nestjs-migration.md) and nginx `return 200`, loaded with wrk -t1 -c64 --latency; rounds are
 interleaved (A B C A B C ...) so drift hits all alike. RPC: bench/rpc_bench
 against redis-server with redis-benchmark PING at the same connection
 count and requests in flight. Server CPU per request is the servers'
@@ -78,8 +80,12 @@ class System:
             e = dict(os.environ, **(env or {}))
             self.procs.append(subprocess.Popen(cmd, env=e, cwd=cwd, stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL))
-        for p in ports:
-            wait_port(p)
+        try:
+            for p in ports:
+                wait_port(p)
+        except BaseException:
+            self.stop()  # none of them may outlive a failed start
+            raise
 
     @property
     def pids(self):
@@ -176,6 +182,32 @@ def http_bench(args):
         systems["nestjs"] = System("nestjs", [
             ["node", "dist/users.js"], ["node", "dist/products.js"], ["node", "dist/gateway.js"],
         ], [24001, 24002, 24000], nenv, cwd=nest)
+        # The migration's two mixed stacks, on NestJS's wire: tern's gateway
+        # (the demo config, its upstreams "wire": "nestjs") in front of the
+        # NestJS services, and the NestJS gateway in front of tern's.
+        with open(os.path.join(ROOT, "gateway", "routes.json")) as f:
+            cfg = json.load(f)
+        for u in cfg["upstreams"].values():
+            u["wire"] = "nestjs"
+        mixed_cfg = os.path.join(data, "routes-nestjs.json")
+        with open(mixed_cfg, "w") as f:
+            json.dump(cfg, f)
+        menv = dict(nenv, USERS_PORT="26001", PRODUCTS_PORT="26002", UPSTREAM_USERS="127.0.0.1:26001",
+                    UPSTREAM_PRODUCTS="127.0.0.1:26002", TERN_JWT_SECRET=env["TERN_JWT_SECRET"])
+        systems["tern gw + NestJS svcs"] = System("tern gw + NestJS svcs", [
+            ["node", "dist/users.js"], ["node", "dist/products.js"],
+            [f"{REL}/gateway/gateway", "--port", "26000", "--admin-port", "0", "--config", mixed_cfg,
+             "--log-level", "warn"],
+        ], [26001, 26002, 26000], menv, cwd=nest)
+        mdata = os.path.join(data, "mixed")
+        systems["NestJS gw + tern svcs"] = System("NestJS gw + tern svcs", [
+            [f"{REL}/services/users/users_service", "--port", "27001", "--admin-port", "0", "--data-dir", mdata,
+             "--log-level", "warn", "--wire", "nestjs"],
+            [f"{REL}/services/products/products_service", "--port", "27002", "--admin-port", "0",
+             "--data-dir", mdata, "--log-level", "warn", "--wire", "nestjs"],
+            ["node", "dist/gateway.js"],
+        ], [27001, 27002, 27000], dict(nenv, PORT="27000", USERS_PORT="27001", PRODUCTS_PORT="27002"),
+            cwd=nest)
         ngx_dir = os.path.join(data, "nginx")
         os.makedirs(ngx_dir)
         with open(os.path.join(ngx_dir, "nginx.conf"), "w") as f:
@@ -186,14 +218,18 @@ http {{ access_log off; server {{ listen 127.0.0.1:25000;
 """)
         systems["nginx"] = System("nginx", [["nginx", "-c", f"{ngx_dir}/nginx.conf", "-p", ngx_dir]], [25000])
 
-        # The same payloads on both stacks, or the comparison means nothing.
-        for route in ("/api-gateway/users", "/api-gateway/dashboard"):
+        # The same payloads on every stack, or the comparison means nothing.
+        for route, ports in (("/api-gateway/users", (24000, 26000, 27000)),
+                             ("/api-gateway/dashboard", (24000, 26000, 27000))):
             a = fetch_json(f"http://127.0.0.1:23000{route}")
-            b = fetch_json(f"http://127.0.0.1:24000{route}")
-            if a != b:
-                raise RuntimeError(f"{route}: tern and NestJS answer differently:\n{a}\n{b}")
+            for port in ports:
+                b = fetch_json(f"http://127.0.0.1:{port}{route}")
+                if a != b:
+                    raise RuntimeError(f"{route}: tern and :{port} answer differently:\n{a}\n{b}")
         cases = [("tern", "/api-gateway/users", 23000), ("tern", "/api-gateway/dashboard", 23000),
                  ("nestjs", "/api-gateway/users", 24000), ("nestjs", "/api-gateway/dashboard", 24000),
+                 ("tern gw + NestJS svcs", "/api-gateway/dashboard", 26000),
+                 ("NestJS gw + tern svcs", "/api-gateway/dashboard", 27000),
                  ("nginx", "return 200", 25000)]
         for name, route, port in cases:  # warm-up (JIT, caches, connections)
             path = "/" if name == "nginx" else route
@@ -298,6 +334,11 @@ def render(http, http_rss, rpc, rpc_rss, shapes, args):
               f"(1/{n['p99'] / t['p99']:.0f}), server CPU per request {t['cpu_us'] / n['cpu_us']:.3f}× "
               f"(1/{n['cpu_us'] / t['cpu_us']:.0f}). `/api-gateway/users`: "
               f"{http[('tern', '/api-gateway/users')]['rps'] / ng * 100:.0f}% of nginx's `return 200`.", "",
+              "The migration's steps (docs/nestjs-migration.md), dashboard: " + "; ".join(
+                  f"{name} {http[(name, '/api-gateway/dashboard')]['rps']:,.0f} req/s "
+                  f"(p99 {http[(name, '/api-gateway/dashboard')]['p99']:.2f} ms, "
+                  f"{http[(name, '/api-gateway/dashboard')]['cpu_us']:.0f} µs CPU/req)"
+                  for name in ("nestjs", "tern gw + NestJS svcs", "NestJS gw + tern svcs", "tern")) + ".", "",
               "Peak RSS after the runs (VmHWM): " + "; ".join(
                   f"{sys_}: " + ", ".join(f"{p} {m:.1f} MiB" for p, m in procs) for sys_, procs in http_rss.items()) + ".",
               "", "![HTTP requests per second](img/bench-http.png)", "",

@@ -3,7 +3,8 @@
 //
 //   rpc_bench [--connections C] [--inflight M] [--seconds S] [--warmup S]
 //             [--connect HOST:PORT]      (default: start our own server)
-//   rpc_bench --serve [--port P]         (the server side alone)
+//             [--wire tern|nestjs]       (the wire format, both sides; default tern)
+//   rpc_bench --serve [--port P] [--wire tern|nestjs]   (the server side alone)
 //
 // Prints one line: round trips/s and p50/p99/p999 latency.
 #include "tern/tern.hpp"
@@ -37,11 +38,13 @@ struct options {
   std::string host = "127.0.0.1";
   int port = 0;
   bool serve = false;
+  tern::wire_format wire = tern::wire_format::tern;
 };
 
 int serve(const options& o) {
   spdlog::set_level(spdlog::level::warn);
-  tern::microservice app({.host = o.host, .port = static_cast<std::uint16_t>(o.port)});
+  tern::microservice app(
+      {.host = o.host, .port = static_cast<std::uint16_t>(o.port), .wire = o.wire});
   app.message_pattern("ping", []() { return std::string("pong"); });
   return app.listen([](std::uint16_t port) {
     std::printf("READY %u\n", static_cast<unsigned>(port));
@@ -50,14 +53,15 @@ int serve(const options& o) {
 }
 
 // Starts `self --serve` and returns its pid and port.
-std::pair<pid_t, int> start_server(const char* self) {
+std::pair<pid_t, int> start_server(const char* self, tern::wire_format wire) {
   int fds[2];
   if (pipe(fds) != 0) std::exit(1);
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
     close(fds[0]);
-    execl(self, self, "--serve", "--port", "0", static_cast<char*>(nullptr));
+    std::string w(tern::to_string(wire));
+    execl(self, self, "--serve", "--port", "0", "--wire", w.c_str(), static_cast<char*>(nullptr));
     _exit(127);
   }
   close(fds[1]);
@@ -85,7 +89,8 @@ int run_client(const options& o) {
   std::vector<std::unique_ptr<tern::client_proxy>> clients;
   for (int i = 0; i < o.connections; ++i) {
     clients.push_back(std::make_unique<tern::client_proxy>(
-        io, tern::client_options{.host = o.host, .port = static_cast<std::uint16_t>(o.port)}));
+        io, tern::client_options{
+                .host = o.host, .port = static_cast<std::uint16_t>(o.port), .wire = o.wire}));
   }
   const tern::pattern ping("ping");
   auto start = clock_type::now();
@@ -164,6 +169,8 @@ int main(int argc, char** argv) {
       o.warmup = std::stod(next());
     } else if (a == "--connect") {
       connect = next();
+    } else if (a == "--wire") {
+      o.wire = tern::parse_wire_format(next());
     } else {
       std::fprintf(stderr, "usage: see the comment at the top of bench/rpc_bench.cpp\n");
       return 2;
@@ -172,7 +179,7 @@ int main(int argc, char** argv) {
   if (o.serve) return serve(o);
   pid_t server = 0;
   if (connect.empty()) {
-    auto [pid, port] = start_server("/proc/self/exe");
+    auto [pid, port] = start_server("/proc/self/exe", o.wire);
     server = pid;
     o.port = port;
   } else {

@@ -1,5 +1,5 @@
 // NestJS's JSON wire (tern/transport/nestjs_codec.hpp), checked against the
-// bytes @nestjs/microservices 12.1.1 writes (../shared/reference/nestjs-tcp-wire.md §7).
+// bytes @nestjs/microservices 12.1.1 writes (frames captured from a real ClientTCP and server).
 #include "tern/transport/nestjs_codec.hpp"
 
 #include "tern/transport/wire_error.hpp"
@@ -137,6 +137,17 @@ TEST_CASE("prefixes: leading whitespace is accepted as NestJS does, anything els
   for (int i = 0; i < 400; ++i) wide += "\xe2\x82\xac";
   wide += '"';
   CHECK_THROWS_WITH_AS(status_of(c, wide), doctest::Contains("exceeds"), protocol_violation);
+  // Bytes that are not UTF-8 close at once: each byte counts, so no peer
+  // can make a frame that is rescanned without ever completing.
+  for (std::string bad : {std::string("1#\x80\x80\x80\x80"),
+                          std::string("1#\xe2"
+                                      "a"),
+                          std::string("2#\xff\"\""), std::string("2#\xc0\x80")}) {
+    CHECK_THROWS_WITH_AS(status_of(c, bad), doctest::Contains("not UTF-8"), protocol_violation);
+  }
+  // A prefix of 32 characters whose '#' is still to come.
+  std::string long_prefix = std::string(30, ' ') + "12";
+  CHECK(status_of(c, long_prefix) == frame_status::need_more);
   // A length that ends inside a surrogate pair.
   std::string split = "2#\"\xf0\x9f\x98\x80\"";
   CHECK_THROWS_WITH_AS(status_of(c, split), doctest::Contains("inside a character"),
@@ -307,7 +318,42 @@ TEST_CASE("packets that cannot be taken: answered for their id when it can be re
     CHECK_MESSAGE(!b.id(), bad);
     CHECK_MESSAGE(!b.well_formed(), bad);
   }
-  // An id too long to echo.
+  // Not JSON, but its id can be read: answered for it.
+  auto typo = refused(R"({"pattern":"p","data":tru,"id":"t-1"})");
+  REQUIRE(typo.id());
+  CHECK(typo.to().packed_id == packed(std::string("t-1")));
+  // An id too long to echo: nothing to answer, and not an event to drop.
   auto long_id = refused("{\"pattern\":\"p\",\"id\":\"" + std::string(2000, 'x') + "\"}");
   CHECK(!long_id.id());
+  CHECK(!long_id.well_formed());
+}
+
+TEST_CASE("a lone surrogate escape, as JavaScript writes a cut string, reads as U+FFFD") {
+  nestjs_codec c;
+  msgpack::zone z;
+  auto p = decode_one(
+      c,
+      frame(R"({"pattern":"echo","data":["a\ud800b","\udc00","\ud83d\ude00","\\ud800"],"id":"s"})"),
+      z);
+  REQUIRE(p.kind == packet_kind::request);
+  auto strings = p.data.as<std::vector<std::string>>();
+  REQUIRE(strings.size() == 4);
+  CHECK(strings[0] ==
+        "a\xef\xbf\xbd"
+        "b");
+  CHECK(strings[1] == "\xef\xbf\xbd");
+  CHECK(strings[2] == "\xf0\x9f\x98\x80");  // a proper pair is kept
+  CHECK(strings[3] == "\\ud800");           // an escaped backslash, then text
+}
+
+TEST_CASE("a value JSON cannot hold is refused as a protocol error, nothing written") {
+  nestjs_codec c;
+  byte_buffer out;
+  std::string deep;
+  for (int i = 0; i < 100; ++i) deep += '\x91';  // [[[...
+  deep += '\x01';
+  CHECK_THROWS_AS(
+      c.encode_event(out, packed(std::string("e")), {}, [&](packer& pk) { pk.pack_packed(deep); }),
+      protocol_violation);
+  CHECK(out.empty());
 }

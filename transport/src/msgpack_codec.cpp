@@ -231,7 +231,10 @@ envelope_facts scan_envelope(const char* p, const char* end, const envelope_dial
     if (is_id && !d.any_id && read_head(p, end, v) && v.kind == msgpack_head::uint) f.id = v.u;
     if (k.kind == msgpack_head::str && k.bytes() == "pattern") f.has_pattern = true;
     if (!(p = skip_any(value, end))) return f;
-    if (is_id && d.any_id && static_cast<std::size_t>(p - value) <= max_packed_id) {
+    if (is_id && d.any_id) {
+      if (static_cast<std::size_t>(p - value) > max_packed_id) {
+        return f;  // an id too long to echo: nothing can be answered, nor dropped quietly
+      }
       f.packed_id.assign(value, p);
       f.id = id_number(f.packed_id, true);
     }

@@ -39,12 +39,6 @@ std::string shown(const char* p, std::size_t n) {
   return s;
 }
 
-// Bytes a character whose first byte is `c` takes in UTF-8 (1 for a byte
-// that starts none).
-std::size_t sequence_length(unsigned char c) noexcept {
-  return c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
-}
-
 // Scratch space for one frame's JSON and one value's msgpack, per thread
 // (codecs are shared; encoding and decoding never nest on a thread).
 struct scratch {
@@ -72,6 +66,7 @@ scratch& scratch_space() {
 struct json_facts {
   std::string packed_id;
   bool has_id = false;
+  bool bad_id = false;  // an id too long to echo, or not JSON
   bool has_pattern = false;
 };
 
@@ -128,13 +123,16 @@ json_facts scan_json_packet(std::string_view t) {
     std::size_t value_at = i;
     if (!skip_value()) return f;
     if (key == "pattern") f.has_pattern = true;
-    if (key == "id" && i - value_at <= max_packed_id) {
+    if (key == "id") {
       std::string packed;
       auto text = t.substr(value_at, i - value_at);
       while (!text.empty() && is_space(text.back())) text.remove_suffix(1);
-      if (!json_to_msgpack(text, packed, max_msgpack_depth)) {
+      if (text.size() <= max_packed_id && !json_to_msgpack(text, packed, max_msgpack_depth) &&
+          packed.size() <= max_packed_id) {
         f.packed_id = std::move(packed);
         f.has_id = true;
+      } else {
+        f.bad_id = true;
       }
     }
     if (t[i] == '}') return f;
@@ -145,6 +143,10 @@ json_facts scan_json_packet(std::string_view t) {
 [[noreturn]] void refuse_json(std::string_view text, const json_error& e) {
   std::string why;
   switch (e.kind) {
+    case json_error::malformed:
+    case json_error::none:
+      why = "the packet is not valid JSON";
+      break;
     case json_error::too_deep:
       why = "a value nests deeper than " + std::to_string(max_msgpack_depth) + " levels";
       break;
@@ -154,15 +156,64 @@ json_facts scan_json_packet(std::string_view t) {
     case json_error::out_of_range:
       why = "a number is out of range";
       break;
-    default:
-      throw packet_error("the frame is not JSON text", std::nullopt, false, false);
   }
-  // The text is one well-formed object as far as it was read: a request
-  // whose id can be found is answered for that id.
+  // The frame's length delimited it, so the stream is intact: a request
+  // whose id can still be found is answered for that id (a reply's fails
+  // its call), an event is dropped, and anything else closes.
   auto f = scan_json_packet(text);
   std::optional<std::uint64_t> id;
-  if (f.has_id) id = id_number(f.packed_id, true);
-  throw packet_error(why, id, f.has_id || f.has_pattern, f.has_pattern, std::move(f.packed_id));
+  if (f.has_id) id = id_number(f.packed_id, f.has_pattern);
+  bool readable = !f.bad_id && (f.has_id || f.has_pattern);
+  throw packet_error(why, id, readable, f.has_pattern, std::move(f.packed_id));
+}
+
+// JSON text with each escaped lone surrogate (`\ud800` not followed by its
+// pair, which JavaScript's JSON.stringify writes for a cut string) replaced
+// by `\ufffd`, as a UTF-8 encoder replaces it; empty if there was none.
+std::string without_lone_surrogates(std::string_view t) {
+  auto unit = [&](std::size_t at) -> int {  // the \uXXXX at `at`, or -1
+    if (at + 6 > t.size() || t[at] != '\\' || t[at + 1] != 'u') return -1;
+    int v = 0;
+    for (std::size_t k = at + 2; k < at + 6; ++k) {
+      char c = t[k];
+      int d = c >= '0' && c <= '9'   ? c - '0'
+              : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                     : -1;
+      if (d < 0) return -1;
+      v = v * 16 + d;
+    }
+    return v;
+  };
+  std::string out;
+  bool changed = false;
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i + 1 < t.size(); ++i) {
+    if (t[i] != '\\') continue;
+    int u = unit(i);
+    if (u < 0) {
+      ++i;  // another escape (\\ among them): skip its second character
+      continue;
+    }
+    bool high = u >= 0xd800 && u <= 0xdbff, low = u >= 0xdc00 && u <= 0xdfff;
+    if (high) {
+      int next = unit(i + 6);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        i += 11;  // a proper pair
+        continue;
+      }
+    }
+    if (high || low) {
+      out.append(t.substr(copied, i - copied));
+      out.append("\\ufffd");
+      copied = i + 6;
+      changed = true;
+    }
+    i += 5;
+  }
+  if (!changed) return {};
+  out.append(t.substr(copied));
+  return out;
 }
 
 // ---- encoding ----
@@ -187,7 +238,14 @@ class json_frame {
     write(pk);
     packed(std::string_view(s_.value.data(), s_.value.size()));
   }
-  void packed(std::string_view p) { append_json(p, json_, json_binary::base64); }
+  void packed(std::string_view p) {
+    try {
+      append_json(p, json_, json_binary::base64);
+    } catch (const std::invalid_argument& e) {
+      // Nested too deep for JSON's writer, or not one value: not sent.
+      throw protocol_violation(std::string("a value cannot be written as JSON: ") + e.what());
+    }
+  }
   void string(std::string_view text) { append_json_string(text, json_); }
   void id(const reply_to& to) {
     if (!to.packed_id.empty()) {
@@ -246,7 +304,7 @@ frame_result nestjs_codec::next_frame(const char* data, std::size_t size) const 
     }
     ++i;
   }
-  if (i == size && i < max_prefix) return {frame_status::need_more};
+  if (i == size && i <= max_prefix) return {frame_status::need_more};
   if (i == size || data[i] != '#' || i == digits) {
     throw protocol_violation("bad frame prefix \"" + shown(data, std::min<std::size_t>(size, 16)) +
                              "\": expected a decimal length and '#'");
@@ -258,11 +316,18 @@ frame_result nestjs_codec::next_frame(const char* data, std::size_t size) const 
   if (avail < units) return {frame_status::need_more, static_cast<std::uint32_t>(units), header};
 
   // Count characters as UTF-16 units until `units` are there; the frame
-  // ends where the next character would start.
+  // ends where the next character would start. The UTF-8 is checked for
+  // structure on the way (lead bytes, and continuation bytes where a lead
+  // asked for them, no others), so every byte counts towards the length and
+  // what need_more asks for is a true lower bound.
   const std::size_t limit = std::min<std::size_t>(avail, std::size_t{max_frame_} + 1);
   std::size_t n = 0, counted = 0;
+  int pending = 0;  // continuation bytes the current character still needs
+  auto not_utf8 = [&]() {
+    throw protocol_violation("a frame's text is not UTF-8 (byte " + std::to_string(n) + ")");
+  };
   while (n < limit) {
-    if (counted + 8 <= units && n + 8 <= limit) {
+    if (pending == 0 && counted + 8 <= units && n + 8 <= limit) {
       std::uint64_t w;
       std::memcpy(&w, b + n, 8);
       if ((w & 0x8080808080808080ull) == 0) {
@@ -272,13 +337,30 @@ frame_result nestjs_codec::next_frame(const char* data, std::size_t size) const 
       }
     }
     unsigned char c = b[n];
-    if ((c & 0xc0) != 0x80) {
-      if (counted == units) break;
-      counted += c >= 0xf0 ? 2 : 1;
-      if (counted > units) {
-        throw protocol_violation("a frame's length of " + std::to_string(units) +
-                                 " characters ends inside a character");
-      }
+    if (pending > 0) {
+      if ((c & 0xc0) != 0x80) not_utf8();
+      --pending;
+      ++n;
+      continue;
+    }
+    if (counted == units) break;
+    if (c < 0x80) {
+      counted += 1;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      counted += 1;
+      pending = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      counted += 1;
+      pending = 2;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      counted += 2;  // a surrogate pair in JavaScript
+      pending = 3;
+    } else {
+      not_utf8();  // a continuation byte without its lead, or no lead byte at all
+    }
+    if (counted > units) {
+      throw protocol_violation("a frame's length of " + std::to_string(units) +
+                               " characters ends inside a character");
     }
     ++n;
   }
@@ -286,18 +368,11 @@ frame_result nestjs_codec::next_frame(const char* data, std::size_t size) const 
     throw protocol_violation("frame of more than " + std::to_string(max_frame_) +
                              " bytes exceeds the limit");
   }
-  if (counted < units) {
-    // At least one byte per character still to come.
-    return {frame_status::need_more, static_cast<std::uint32_t>(n + (units - counted)), header};
-  }
-  if (n == avail) {
-    // All characters counted, but the last may still lack bytes.
-    std::size_t last = n;
-    while (last > 0 && (b[last - 1] & 0xc0) == 0x80 && n - last < 3) --last;
-    if (last > 0) {
-      std::size_t want = last - 1 + sequence_length(b[last - 1]);
-      if (want > n) return {frame_status::need_more, static_cast<std::uint32_t>(want), header};
-    }
+  if (counted < units || pending > 0) {
+    // The rest of this character, then a byte at least per character to come.
+    return {frame_status::need_more,
+            static_cast<std::uint32_t>(n + static_cast<std::size_t>(pending) + (units - counted)),
+            header};
   }
   return {frame_status::complete, static_cast<std::uint32_t>(n), header};
 }
@@ -308,9 +383,19 @@ void nestjs_codec::decode(const char* body, std::size_t size, msgpack::zone& zon
   // packet itself is one level), then the envelope is read as on tern's
   // wire. Its objects point into the zone's copy, valid as long as the zone.
   std::string_view text(body, size);
+  struct trim_after {  // what a big frame made the scratch space grow to goes
+    ~trim_after() { scratch_space().trim(); }
+  } trim;
   auto& packed = scratch_space().packed;
   packed.clear();
-  if (auto e = json_to_msgpack(text, packed, max_msgpack_depth + 1)) refuse_json(text, e);
+  auto e = json_to_msgpack(text, packed, max_msgpack_depth + 1);
+  if (e.kind == json_error::malformed && text.find("\\u") != std::string_view::npos) {
+    if (auto fixed = without_lone_surrogates(text); !fixed.empty()) {
+      packed.clear();
+      e = json_to_msgpack(fixed, packed, max_msgpack_depth + 1);
+    }
+  }
+  if (e) refuse_json(text, e);
   msgpack_head root;
   if (!read_head(packed.data(), packed.data() + packed.size(), root) ||
       root.kind != msgpack_head::map) {
@@ -319,7 +404,6 @@ void nestjs_codec::decode(const char* body, std::size_t size, msgpack::zone& zon
   auto* copy = static_cast<char*>(zone.allocate_no_align(packed.size()));
   std::memcpy(copy, packed.data(), packed.size());
   const std::size_t n = packed.size();
-  scratch_space().trim();
   try {
     decode_envelope(copy, n, zone, true, out, nestjs_dialect);
   } catch (const protocol_violation& e) {

@@ -4,6 +4,8 @@
 
 #include "tern/transport/codec.hpp"
 
+#include <algorithm>
+
 namespace tern::transport {
 
 /// NestJS's TCP transport as @nestjs/microservices 10 to 12 write it
@@ -14,10 +16,12 @@ namespace tern::transport {
 ///   The length is counted exactly from the UTF-8 as it arrives, so a
 ///   character split across reads is safe. Leading whitespace before the
 ///   digits is accepted, as NestJS accepts it; any other prefix, a frame
-///   that ends inside a character, and text that is not one JSON object
-///   close the connection. max_frame() limits the frame's bytes, checked
-///   before anything is allocated for it, and values may nest
-///   max_msgpack_depth levels, as on tern's own wire.
+///   that ends inside a character or is not UTF-8 close the connection. A
+///   frame that is not one JSON object is answered with 400 when its id can
+///   still be read (a lone surrogate escape, which JavaScript writes, is
+///   read as U+FFFD first), and closes the connection otherwise. max_frame() limits the frame's
+///   bytes, checked before anything is allocated for it, and values may nest max_msgpack_depth
+///   levels, as on tern's own wire.
 /// - Packets are NestJS's: requests {pattern, data, id} with string ids
 ///   (any JSON id a peer sends is echoed as sent), events {pattern, data}
 ///   with an object pattern flattened to its JSON text, replies
@@ -37,8 +41,9 @@ namespace tern::transport {
 ///   it is alive).
 class nestjs_codec final : public codec {
  public:
+  /// `max_frame`: the largest frame, in bytes (at most 1 GiB).
   explicit nestjs_codec(std::uint32_t max_frame = default_max_frame) noexcept
-      : max_frame_(max_frame) {}
+      : max_frame_(std::min<std::uint32_t>(max_frame, 1u << 30)) {}
 
   [[nodiscard]] frame_result next_frame(const char* data, std::size_t size) const override;
   void decode(const char* body, std::size_t size, msgpack::zone& zone, bool reference,
