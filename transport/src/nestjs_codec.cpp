@@ -247,6 +247,12 @@ class json_frame {
     }
   }
   void string(std::string_view text) { append_json_string(text, json_); }
+  // `,"metadata":{...}` when there is any (NestJS 12's name for tern's meta).
+  void metadata(const outgoing_meta& meta) {
+    if (!meta.any()) return;
+    text(R"(,"metadata":)");
+    value([&](packer& pk) { meta.write(pk); });
+  }
   void id(const reply_to& to) {
     if (!to.packed_id.empty()) {
       packed(to.packed_id);
@@ -420,10 +426,7 @@ void nestjs_codec::encode_request(byte_buffer& out, std::uint64_t id,
   f.packed(packed_pattern);
   f.text(R"(,"data":)");
   f.value(data);
-  if (meta.any()) {
-    f.text(R"(,"metadata":)");
-    f.value([&](packer& pk) { meta.write(pk); });
-  }
+  f.metadata(meta);
   f.text(R"(,"id":)");
   f.id(id);
   f.text("}");
@@ -449,10 +452,7 @@ void nestjs_codec::encode_event(byte_buffer& out, std::string_view packed_patter
   }
   f.text(R"(,"data":)");
   f.value(data);
-  if (meta.any()) {
-    f.text(R"(,"metadata":)");
-    f.value([&](packer& pk) { meta.write(pk); });
-  }
+  f.metadata(meta);
   f.text("}");
   f.finish();
 }
