@@ -10,7 +10,11 @@ WORKDIR /src
 COPY scripts/setup scripts/setup
 RUN scripts/setup --build-only && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release \
+# ccache (scripts/setup installs it) keeps its cache in a build cache mount,
+# so a rebuild after an edit recompiles only what changed (BuildKit and
+# buildah/podman both keep such mounts between builds).
+RUN --mount=type=cache,target=/root/.cache/ccache,id=tern-ccache \
+    cmake -S . -B build-release -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DTERN_BUILD_TESTS=OFF -DTERN_BUILD_BENCH=OFF \
  && cmake --build build-release --target users_service products_service gateway tern_call \
  && mkdir -p /out/bin \
