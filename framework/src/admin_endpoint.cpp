@@ -6,11 +6,7 @@ admin_endpoint::admin_endpoint(asio::io_context& io, metrics_registry& m,
                                std::function<bool()> ready)
     : metrics_(m),
       ready_(std::move(ready)),
-      server_(
-          io,
-          http::limits{
-              .max_body_bytes = 0, .idle_timeout = std::chrono::seconds(30), .max_connections = 64},
-          [this](http::request& r) { return handle(r); }) {}
+      server_(io, http::admin_limits(64), [this](http::request& r) { return handle(r); }) {}
 
 std::uint16_t admin_endpoint::listen(const std::string& host, std::uint16_t port) {
   return server_.listen(host, port);

@@ -405,7 +405,7 @@ void spawn(asio::awaitable<void> task, service_core* core,
     try {
       std::rethrow_exception(e);
     } catch (const std::exception& ex) {
-      spdlog::error("handler task failed: {}", ex.what());
+      spdlog::error("handler task failed: {}", transport::clip(ex.what()));
     }
   };
   if (!stop) {
@@ -419,7 +419,9 @@ void spawn(asio::awaitable<void> task, service_core* core,
 
 void event_done(service_core* core, const std::string& pattern, const std::string& peer,
                 errc outcome_if_failed, const char* what) {
-  if (what) spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, what);
+  if (what) {
+    spdlog::error("[{}] event handler for {} failed: {}", peer, pattern, transport::clip(what));
+  }
   core->stats_.event_stats(pattern)->count(what ? outcome_of(outcome_if_failed) : outcome_ok);
 }
 

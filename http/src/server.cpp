@@ -30,6 +30,8 @@ constexpr std::size_t linger_bytes = 1024 * 1024;
 constexpr std::chrono::milliseconds max_linger{2000};
 // Responses to pipelined requests queued before they are written.
 constexpr std::size_t max_queued_response_bytes = 64 * 1024;
+// A session's read buffer, taken when its first byte arrives.
+constexpr std::size_t read_buffer_bytes = 16 * 1024;
 
 void append_response(std::string& out, const response& r, bool keep_alive, bool head) {
   char num[16];
@@ -58,6 +60,12 @@ struct server::session_info {
   server* owner;  // null once the server is destroyed (the frame may outlive it)
   asio::ip::tcp::socket* socket;
   const std::string* peer;
+  connection_slot slot;
+  // The idle list this session is on (track()), and its neighbours there.
+  idle_list* listed = nullptr;
+  session_info* prev = nullptr;
+  session_info* next = nullptr;
+  bool fresh = true;     // not a byte received yet
   bool busy = false;     // a handler is working on a response
   bool writing = false;  // responses are being written (the client must take them)
   clock_type::time_point write_since{};
@@ -163,6 +171,15 @@ response text_response(int status, std::string_view message) {
   return r;
 }
 
+limits admin_limits(std::size_t max_connections) {
+  return limits{.max_header_bytes = 8 * 1024,
+                .max_body_bytes = 0,
+                .max_headers = 50,
+                .read_timeout = std::chrono::seconds(3),
+                .idle_timeout = std::chrono::seconds(30),
+                .max_connections = max_connections};
+}
+
 server::server(asio::io_context& io, limits l, handler h, error_renderer render)
     : io_(io),
       limits_(l),
@@ -178,6 +195,38 @@ server::server(asio::io_context& io, limits l, handler h, error_renderer render)
 server::~server() {
   stop();
   for (auto* s : sessions_) s->owner = nullptr;
+}
+
+void server::untrack(session_info& s) noexcept {
+  auto* list = s.listed;
+  if (!list) return;
+  (s.prev ? s.prev->next : list->head) = s.next;
+  (s.next ? s.next->prev : list->tail) = s.prev;
+  s.prev = s.next = nullptr;
+  s.listed = nullptr;
+}
+
+void server::track(session_info& s) noexcept {
+  auto* want = !s.idle() ? nullptr : s.fresh ? &fresh_ : &between_;
+  if (want == s.listed) return;
+  untrack(s);
+  if (!want) return;
+  s.prev = want->tail;
+  (want->tail ? want->tail->next : want->head) = &s;
+  want->tail = &s;
+  s.listed = want;
+}
+
+bool server::reclaim() {
+  auto* victim = fresh_.head ? fresh_.head : between_.head;
+  if (!victim) return false;
+  untrack(*victim);
+  victim->slot.release();
+  ++reclaimed_;
+  spdlog::debug("[{}] idle connection closed to admit a new one (max_connections)", *victim->peer);
+  std::error_code ec;
+  victim->socket->close(ec);  // its read fails and the session ends
+  return true;
 }
 
 std::uint16_t server::listen(const std::string& host, std::uint16_t port, bool reuse_port) {
@@ -272,7 +321,7 @@ void server::start_session(asio::ip::tcp::socket socket, bool counted) {
                    try {
                      std::rethrow_exception(e);
                    } catch (const std::exception& ex) {
-                     spdlog::error("http session failed: {}", ex.what());
+                     spdlog::error("http session failed: {}", transport::clip(ex.what()));
                    }
                  }));
 }
@@ -294,13 +343,15 @@ asio::awaitable<void> server::accept_loop() {
       continue;
     }
     // Counted before the check: servers sharing the count never pass the
-    // limit together.
+    // limit together. At the limit, an idle connection of this server's
+    // makes room (its slot is freed at once, so the count stays).
     if (auto open = open_->fetch_add(1, std::memory_order_relaxed);
-        open >= limits_.max_connections) {
+        open >= limits_.max_connections && !reclaim()) {
       open_->fetch_sub(1, std::memory_order_relaxed);
       if (std::size_t held = 0; over_limit.allow(held)) {
-        spdlog::warn("http connection refused: {} open, the most allowed (max_connections){}", open,
-                     transport::held_back(held));
+        spdlog::warn(
+            "http connection refused: {} open, the most allowed (max_connections), none idle{}",
+            open, transport::held_back(held));
       }
       std::error_code cec;
       sock.close(cec);
@@ -311,14 +362,14 @@ asio::awaitable<void> server::accept_loop() {
 }
 
 asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
-                                      std::shared_ptr<client_watch> watch, connection_slot) {
+                                      std::shared_ptr<client_watch> watch, connection_slot slot) {
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
   request req;
   req.peer = ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
   request_parser parser(limits_);
-  session_info info{this, &socket, &req.peer};
+  session_info info{this, &socket, &req.peer, std::move(slot)};
   info.since = clock_type::now();
   --starting_;
   sessions_.insert(&info);
@@ -327,12 +378,18 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     ~unregister() {
       auto* s = info->owner;
       if (!s) return;
+      s->untrack(*info);
       s->sessions_.erase(info);
       if (s->draining_ && s->sessions_.empty() && s->starting_ == 0) s->drained_.cancel();
     }
   } guard{&info};
 
-  std::vector<char> in(16 * 1024);
+  // No read buffer until the first byte: that is read on its own.
+  std::unique_ptr<char[]> in;
+  char first = 0;
+  auto read_into = [&] {
+    return in ? asio::buffer(in.get(), read_buffer_bytes) : asio::buffer(&first, 1);
+  };
   std::string out;
   bool close_after = false;  // the last response said Connection: close
   bool sent_continue = false;
@@ -340,6 +397,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
   auto write_out = [&]() -> asio::awaitable<bool> {
     info.writing = true;
     info.write_since = clock_type::now();
+    track(info);
     auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
     if (!info.owner) co_return false;  // the server is gone: touch nothing of it
     info.writing = false;
@@ -352,7 +410,8 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     // Draining: a connection between requests closes, unless the next
     // request is already waiting in the socket.
     if (draining_ && !info.in_message && socket.available(ec) == 0) break;
-    auto [rec, n] = co_await socket.async_read_some(asio::buffer(in), nothrow);
+    track(info);
+    auto [rec, n] = co_await socket.async_read_some(read_into(), nothrow);
     if (!info.owner) co_return;
     if (rec) {
       // drain() cancels the reads of idle connections so they look again.
@@ -362,9 +421,17 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
       }
       break;
     }
+    // Reclaimed (or timed out) while its bytes were on their way: this
+    // connection is closed; a keep-alive client retries on a new one.
+    if (!socket.is_open()) break;
+    const char* data = in ? in.get() : &first;
+    if (!in) {
+      info.fresh = false;
+      in = std::make_unique_for_overwrite<char[]>(read_buffer_bytes);
+    }
     std::size_t pos = 0;
     while (pos < n && !close_after) {
-      auto [state, used] = parser.parse(req, std::string_view(in.data() + pos, n - pos));
+      auto [state, used] = parser.parse(req, std::string_view(data + pos, n - pos));
       pos += used;
       if (state == request_parser::result::need_more) {
         if (!info.in_message && parser.in_progress()) {
@@ -383,6 +450,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         spdlog::debug("[{}] bad request ({}): {}", req.peer, parser.error_status(),
                       parser.error_message());
         info.busy = true;
+        track(info);
         response refused = co_await render_(parser.error_status(), parser.error_message(), req);
         if (!info.owner) co_return;
         info.busy = false;
@@ -391,6 +459,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         break;
       }
       info.busy = true;
+      track(info);
       response r;
       bool failed = false;
       watch->info = &info;
@@ -400,7 +469,8 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         r = co_await handler_(req);
       } catch (const std::exception& e) {
         if (!req.client_gone) {
-          spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, req.target, e.what());
+          spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, transport::clip(req.target),
+                        transport::clip(e.what()));
         }
         failed = true;
       }
@@ -441,9 +511,10 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
     info.lingering = true;
     info.since = clock_type::now();
+    track(info);
     std::size_t discarded = 0;
     while (discarded < linger_bytes) {
-      auto [lec, ln] = co_await socket.async_read_some(asio::buffer(in), nothrow);
+      auto [lec, ln] = co_await socket.async_read_some(read_into(), nothrow);
       if (lec) break;
       discarded += ln;
     }

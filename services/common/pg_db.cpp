@@ -1,6 +1,6 @@
 #include "pg_db.hpp"
 
-#include <tern/transport/log_limit.hpp>
+#include <tern/log_limit.hpp>
 
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
@@ -29,9 +29,9 @@ std::string message(const char* m) {
 
 void log_unavailable(const pg_error& e) {
   // One line a second at most, while the database is down.
-  static tern::transport::log_limiter limit;
+  static tern::log_limiter limit;
   if (std::size_t held = 0; limit.allow(held)) {
-    spdlog::warn("{}{}", e.what(), tern::transport::held_back(held));
+    spdlog::warn("{}{}", tern::clip(e.what()), tern::held_back(held));
   }
 }
 
@@ -96,7 +96,8 @@ void pg_db::open() {
   // The server's notices ("relation already exists, skipping") go to the
   // debug log, not to stderr.
   PQsetNoticeProcessor(
-      conn_, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", message(m)); }, nullptr);
+      conn_, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", tern::clip(message(m))); },
+      nullptr);
 }
 
 PGresult* pg_db::run(const std::string& sql, const std::vector<const char*>& values) {

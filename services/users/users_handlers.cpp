@@ -2,6 +2,7 @@
 
 #include "reads.hpp"
 
+#include <tern/log_limit.hpp>
 #include <tern/offload.hpp>
 
 #include <spdlog/spdlog.h>
@@ -36,7 +37,8 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
           try {
             co_await events->emit("user_created", created);
           } catch (const rpc_error& e) {
-            spdlog::warn("user_created not sent: {} (request_id={})", e.what(), ctx.request_id());
+            spdlog::warn("user_created not sent: {} (request_id={})", tern::clip(e.what()),
+                         ctx.request_id());
           }
         }
         co_return created;
@@ -63,7 +65,7 @@ void register_users_handlers(microservice& app, users_repository& repo, client_p
 
   app.event_pattern("user_created", [created_events](const user& u) {
     ++*created_events;
-    spdlog::info("user {} created ({})", u.id, u.email);
+    spdlog::info("user {} created ({})", u.id, tern::clip(u.email));
   });
 
   app.message_pattern({{"cmd", "health"}}, [created_events]() {

@@ -27,9 +27,14 @@ struct new_user {
   MSGPACK_DEFINE_MAP(name, email);
 
   static auto rules() {
+    // A character of an address: no '@', no white space, no control
+    // character (C0, DEL, C1 with NEL) and no line or paragraph separator
+    // (U+2028, U+2029): text that could forge log lines or drive a terminal.
+    const std::string c = R"([^@\s\x00-\x1f\x7f-\x9f\x{2028}\x{2029}])";
+    const std::string last = R"([^.@\s\x00-\x1f\x7f-\x9f\x{2028}\x{2029}])";
     return tern::rules(tern::field(&new_user::name, tern::length(1, 100)),
                        tern::field(&new_user::email, tern::length(1, 254),
-                                   tern::matches(R"([^@\s]+@[^@\s]+\.[^@\s]*[^@\s.])",
+                                   tern::matches(c + "+@" + c + R"(+\.)" + c + "*" + last,
                                                  "must be a valid address")));
   }
 };

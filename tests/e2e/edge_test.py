@@ -668,9 +668,10 @@ class CorsTest(unittest.TestCase):
             status, h, body = self.preflight("/api-gateway/users", "POST", **args)
             self.assertEqual((what, status, self.cors_fields(h)), (what, 403, {}))
             self.assertIn("CORS preflight refused", body["message"])
-        # A method no route has: nothing to preflight (a plain 404, which fails the preflight).
+        # A method no route has: nothing to preflight (a plain 405 naming the
+        # methods there are, which fails the preflight).
         status, h, _ = self.preflight("/api-gateway/users", "DELETE")
-        self.assertEqual(status, 404)
+        self.assertEqual((status, h["allow"]), (405, "GET, HEAD, POST"))
         self.assertNotIn("access-control-allow-methods", h)
 
     def test_answers_carry_the_fields_for_allowed_origins_only(self):

@@ -4,6 +4,7 @@ binaries on loopback): each attack gets a clear error, costs only its
 sender, and the stack keeps serving everyone else.
 Usage: hostile_test.py BUILD_DIR [unittest args]"""
 
+import http.client
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ import threading
 import unittest
 
 import stack_test
+from observability_test import Metrics, until
 from stack_test import Stack
 
 
@@ -160,6 +162,143 @@ class HostileTest(unittest.TestCase):
         for junk in (b"\x00\xff\xff\xff", b"\xff\xff\xff\xff", b"GET / HTTP/1.1\r\n\r\n"):
             self.service("users").sendall(junk)
         self.assertEqual(s.request("GET", "/api-gateway/dashboard")[0], 200)
+
+
+def still_open(sock, wait):
+    """True if nothing arrives on `sock` within `wait` seconds (the server
+    kept it); False once the server has closed it (an end of stream)."""
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) != b""
+    except socket.timeout:
+        return True
+    except ConnectionError:
+        return False
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def gauge(stack, name):
+    """The gateway's metric `name`, summed over its workers."""
+    status, body = admin_get(stack.admin["gateway"], "/metrics")
+    assert status == 200, status
+    return sum(v for _, v in Metrics(body.decode()).matching(name))
+
+
+def admin_get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+class HoldingTest(unittest.TestCase):
+    """Peers that connect and hold connections without using them: the
+    public and admin ports stay open to everyone else."""
+
+    def connections(self, port, n, first=b""):
+        out = []
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", port), timeout=5)
+            self.addCleanup(c.close)
+            if first:
+                c.sendall(first)
+            out.append(c)
+        return out
+
+    def test_idle_connections_make_room_for_new_clients_oldest_first(self):
+        def edit(cfg):
+            cfg["server"].update(max_connections=40, idle_timeout_ms=60000, read_timeout_ms=60000)
+        stack = Stack(edit=edit, gateway_threads=1)
+        self.addCleanup(stack.close)
+        port = stack.ports["gateway"]
+        # Keep-alive clients that made a request and stay connected ...
+        kept = []
+        for _ in range(10):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            self.addCleanup(conn.close)
+            conn.request("GET", "/api-gateway/users/1")
+            r = conn.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["id"]), (200, 1))
+            kept.append(conn)
+        # ... and 30 that never send a byte: the limit is reached.
+        silent = self.connections(port, 30)
+        until(lambda: gauge(stack, "http_server_open_connections") == 40, what="40 connections open")
+        # Each new client (which stays connected too) is served, in place of
+        # the silent connection held longest; the keep-alive ones go only
+        # when no silent one is left, the oldest first.
+        for i in range(35):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            self.addCleanup(conn.close)
+            conn.request("GET", "/api-gateway/users/1")
+            r = conn.getresponse()
+            self.assertEqual((r.status, json.loads(r.read())["id"]), (200, 1), f"client {i}")
+        for i, c in enumerate(silent):
+            self.assertFalse(still_open(c, 2), f"silent connection {i} is still open")
+        closed = [not still_open(conn.sock, 0.5) for conn in kept]
+        self.assertEqual(closed, [True] * 5 + [False] * 5)
+        self.assertEqual(gauge(stack, "gateway_worker_connections_reclaimed_total"), 35)
+
+    def test_a_silent_connection_holds_no_read_buffer(self):
+        stack = Stack(gateway_threads=1)
+        self.addCleanup(stack.close)
+        pid = stack.procs["gateway"].pid
+        before = rss_kib(pid)
+        n = 2000
+        self.connections(stack.ports["gateway"], n)
+        until(lambda: gauge(stack, "http_server_open_connections") == n, what=f"{n} connections open")
+        per_connection = (rss_kib(pid) - before) / n
+        print(f"{per_connection:.2f} KiB per silent connection", file=sys.stderr)
+        # A 16 KiB read buffer each would be 16 KiB or more.
+        self.assertLess(per_connection, 8, f"{per_connection:.1f} KiB per silent connection")
+        self.assertEqual(stack.request("GET", "/api-gateway/users/1")[0], 200)
+
+    def test_admin_ports_answer_while_idle_peers_fill_their_budget(self):
+        stack = Stack()
+        self.addCleanup(stack.close)
+        # The gateway's admin port allows 256 connections, a service's 64:
+        # twice as many silent peers, and keep-alive ones that made a request.
+        for name, budget in (("gateway", 256), ("users", 64)):
+            port = stack.admin[name]
+            self.connections(port, budget)
+            self.connections(port, budget, first=b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            for path in ("/health/live", "/health/ready", "/metrics"):
+                status, _ = admin_get(port, path)
+                self.assertEqual(status, 200, f"{name} {path}")
+
+    def test_client_text_reaches_the_logs_escaped(self):
+        stack = Stack(log_level="info", capture_logs=True)
+        self.addCleanup(stack.close)
+        # The demo's email rule refuses control characters and separators.
+        for bad in ("a\x1b[2J@example.org", "a@exa\u0085mple.org", "a\u2028b@example.org",
+                    "a@example.org\u2029", "a\x7f@example.org", "a\x00@example.org"):
+            status, body = stack.request("POST", "/api-gateway/users", {"name": "X", "email": bad},
+                                         stack.as_admin)
+            self.assertEqual(status, 400, bad)
+            self.assertIn("email", body["message"], bad)
+        # Any peer on the service's port can send it user_created itself.
+        forged = "x@y.z\n[2026-12-07 00:00:00.000] [critical] forged\x1b[2J\u2028"
+        sock = socket.create_connection(("127.0.0.1", stack.ports["users"]), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(frame(mp({"pattern": "user_created",
+                               "data": {"id": 77, "name": "n", "email": forged}})))
+        until(lambda: "user 77 created" in stack.log("users"), what="the event's log line")
+        log = stack.log("users")
+        line = next(l for l in log.splitlines() if "user 77 created" in l)
+        self.assertIn("(x@y.z\\x0a[2026-12-07 00:00:00.000] [critical] forged\\x1b[2J\\xe2\\x80\\xa8)",
+                      line)
+        self.assertNotIn("\x1b", log)
+        self.assertNotIn("\u2028", log)
+        self.assertFalse(any(l.startswith("[2026-12-07 00:00:00.000]") for l in log.splitlines()))
 
 
 if __name__ == "__main__":

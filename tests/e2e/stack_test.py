@@ -283,8 +283,19 @@ class StackTest(unittest.TestCase):
         self.assertIn("price", body["message"])
         status, body = s.request("POST", "/api-gateway/users", "{not json", s.as_admin)
         self.assertEqual((status, body["message"]), (400, "malformed JSON body"))
-        self.assertEqual(s.request("GET", "/nowhere")[0], 404)
-        self.assertEqual(s.request("DELETE", "/api-gateway/users")[0], 404)
+        self.assertEqual(s.request("GET", "/nowhere"),
+                         (404, {"statusCode": 404, "message": "Cannot GET /nowhere", "error": "Not Found"}))
+        # A path that exists with other methods: 405 naming them (RFC 9110 §15.5.6).
+        for method, path, allow in (("DELETE", "/api-gateway/users", "GET, HEAD, POST"),
+                                    ("PUT", "/api-gateway/users/7", "GET, HEAD"),
+                                    ("POST", "/api-gateway/dashboard", "GET, HEAD")):
+            conn = http.client.HTTPConnection("127.0.0.1", s.ports["gateway"], timeout=10)
+            conn.request(method, path)
+            r = conn.getresponse()
+            self.assertEqual((r.status, r.getheader("Allow"), json.loads(r.read())),
+                             (405, allow, {"statusCode": 405, "message": f"Cannot {method} {path}",
+                                           "error": "Method Not Allowed"}))
+            conn.close()
 
     def test_a_dead_service_fails_only_its_routes_and_is_reconnected(self):
         s = self.stack

@@ -4,6 +4,8 @@
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
 
+#include "../support/harness.hpp"
+
 #include <doctest/doctest.h>
 #include <asio/co_spawn.hpp>
 #include <asio/io_context.hpp>
@@ -34,6 +36,19 @@ const char* minimal = R"({
   "routes": [
     {"method": "GET", "path": "/u/:id", "service": "users", "pattern": {"cmd": "get_user"}, "data": "params"}
   ]})";
+
+// Runs `io` a handler at a time until done() holds, for at most 10 s: the
+// gateway keeps timers (the access log's flush), so the loop never runs out
+// of work by itself.
+template <typename Done>
+void run_until(asio::io_context& io, Done done) {
+  io.restart();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.run_one_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE_MESSAGE(done(), "not done within 10 s");
+}
 
 void expect_config_error(const std::string& text, const std::string& names) {
   try {
@@ -205,14 +220,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
       r = std::move(got);
       done = true;
     });
-    io.restart();
-    // One handler at a time: the gateway keeps timers (the access log's
-    // flush), so the loop never runs out of work by itself.
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done && std::chrono::steady_clock::now() < until) {
-      io.run_one_for(std::chrono::milliseconds(100));
-    }
-    REQUIRE(done);
+    run_until(io, [&] { return done; });
     return std::pair(r.status, nlohmann::json::parse(r.body)["message"].get<std::string>());
   };
   using route_answer = std::pair<int, std::string>;
@@ -229,7 +237,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
   CHECK(answer("POST", "/api-gateway/products", R"({"name":"a"})", admin) == products);
   CHECK(answer("GET", "/api-gateway/dashboard") == users);  // the first call decides
   CHECK(answer("DELETE", "/api-gateway/users") ==
-        route_answer{404, "Cannot DELETE /api-gateway/users"});
+        route_answer{405, "Cannot DELETE /api-gateway/users"});  // GET and POST routes have it
   CHECK(answer("GET", "/api-gateway/users/7/x") ==
         route_answer{404, "Cannot GET /api-gateway/users/7/x"});
   CHECK(answer("GET", "/api-gateway/user") == route_answer{404, "Cannot GET /api-gateway/user"});
@@ -522,7 +530,7 @@ TEST_CASE("a route's own policies piece overrides the default, one policy at a t
         CHECK(r.status == 503);  // nothing listens on port 1
         done = true;
       });
-      while (!done) io.run_one_for(std::chrono::milliseconds(100));
+      run_until(io, [&] { return done; });
     }
   }  // the gateway's end writes out what the log holds
   std::ifstream in(path);
@@ -658,8 +666,7 @@ TEST_CASE("a default auth and rate limit leave health, metrics, 404s and parse e
                      REQUIRE_FALSE(e);
                      got = r.status;
                    });
-    io.restart();
-    while (got == 0) io.run_one_for(std::chrono::milliseconds(100));
+    run_until(io, [&] { return got != 0; });
     return got;
   };
   CHECK(status(false, "/a") == 401);  // a route: the default applies
@@ -674,7 +681,50 @@ TEST_CASE("a default auth and rate limit leave health, metrics, 404s and parse e
   int got = 0;
   asio::co_spawn(io, gw.render_error(431, "header fields too large", bad),
                  [&](std::exception_ptr, tern::http::response r) { got = r.status; });
-  io.restart();
-  while (got == 0) io.run_one_for(std::chrono::milliseconds(100));
+  run_until(io, [&] { return got != 0; });
   CHECK(got == 431);
+}
+
+TEST_CASE("a path that exists with other methods is answered 405 naming them, others 404") {
+  ::setenv("TERN_JWT_SECRET", "a-secret-of-thirty-two-bytes-ok!", 0);  // the demo config's key
+  std::ifstream in(std::string(TERN_SOURCE_DIR) + "/gateway/routes.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto cfg = parse_config(ss.str());
+  cfg.routes.erase(std::remove_if(cfg.routes.begin(), cfg.routes.end(),
+                                  [](const route& r) { return r.method != "GET"; }),
+                   cfg.routes.end());
+  tern::test::run([&](asio::io_context& io) -> asio::awaitable<void> {
+    gateway gw(io, cfg);
+    auto ask = [&](bool admin, std::string method,
+                   std::string path) -> asio::awaitable<tern::http::response> {
+      tern::http::request req;
+      req.method = std::move(method);
+      req.path = req.target = std::move(path);
+      req.peer = "127.0.0.1:1";
+      if (admin) co_return co_await gw.handle_admin(req);
+      co_return co_await gw.handle(req);
+    };
+    auto allow = [](const tern::http::response& r) {
+      for (const auto& [k, v] : r.headers) {
+        if (k == "Allow") return v;
+      }
+      return std::string();
+    };
+    auto r = co_await ask(false, "POST", "/api-gateway/users");
+    CHECK(r.status == 405);
+    CHECK(allow(r) == "GET, HEAD");
+    CHECK(
+        r.body ==
+        R"({"statusCode":405,"message":"Cannot POST /api-gateway/users","error":"Method Not Allowed"})");
+    CHECK(allow(co_await ask(false, "DELETE", "/api-gateway/users/7")) == "GET, HEAD");
+    r = co_await ask(false, "POST", "/api-gateway/nowhere");
+    CHECK(r.status == 404);
+    CHECK(allow(r).empty());
+    CHECK((co_await ask(false, "GET", "/api-gateway/users/7/x")).status == 404);
+    r = co_await ask(true, "POST", "/metrics");
+    CHECK(r.status == 405);
+    CHECK(allow(r) == "GET, HEAD");
+    CHECK((co_await ask(true, "GET", "/nope")).status == 404);
+  });
 }

@@ -905,27 +905,49 @@ TEST_CASE("a client that does not read its responses is cut off after read_timeo
   });
 }
 
-TEST_CASE("connections over max_connections are closed at once, the others are served") {
+TEST_CASE("at max_connections a new connection takes the place of the idle one held longest") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     test_app app(io);
     auto limits = test_limits();
-    limits.max_connections = 2;
+    limits.max_connections = 3;
     http_server server(io, limits, app.handler());
     auto port = server.listen("127.0.0.1", 0);
-    auto a = co_await connect(io, port);
-    auto b = co_await connect(io, port);
     std::string buf;
-    for (auto* s : std::vector<tcp::socket*>{&a, &b}) {
-      co_await send(*s, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-      CHECK((co_await read_response(*s, buf)).status == 200);
-    }
+    // Between requests: served once, then idle.
+    auto kept = co_await connect(io, port);
+    co_await send(kept, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK((co_await read_response(kept, buf)).status == 200);
+    // Connected, never a byte: reclaimed first, though it came later.
+    auto silent = co_await connect(io, port);
+    // Busy: its handler is working.
+    auto busy = co_await connect(io, port);
+    co_await send(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await app.started.wait();
+    co_await tern::test::until([&] { return server.connections() == 3; });
+
+    auto second = co_await connect(io, port);
+    CHECK((co_await read_to_end(silent)).empty());  // closed without a word
+    co_await send(second, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK((co_await read_response(second, buf)).body == "GET /2 ");
+    // The next one: `kept` is now the idle connection held longest.
+    auto third = co_await connect(io, port);
+    CHECK((co_await read_to_end(kept)).empty());
+    co_await send(third, "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK((co_await read_response(third, buf)).body == "GET /3 ");
+    CHECK(server.reclaimed() == 2);
+
+    // Nothing idle (every connection's handler is working): a new one is
+    // closed at once, and the others are served.
+    co_await send(second, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await send(third, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await tern::test::until([&] { return app.calls == 6; });
     auto refused = co_await connect(io, port);
-    CHECK((co_await read_to_end(refused)).empty());  // closed without a word
-    a.close();
-    co_await tern::test::until([&] { return server.connections() == 1; });
-    auto d = co_await connect(io, port);
-    co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK((co_await read_response(d, buf)).body == "GET /y ");
+    CHECK((co_await read_to_end(refused)).empty());
+    CHECK(server.reclaimed() == 2);
+    app.release.notify();
+    for (auto* c : {&busy, &second, &third}) {
+      CHECK((co_await read_response(*c, buf)).body == "GET /slow ");
+    }
   });
 }
 
@@ -959,15 +981,17 @@ TEST_CASE("servers on one port (SO_REUSEPORT) share the connections and one max_
     CHECK(first.accepted() + second.accepted() == 24);
     CHECK(first.connections() + second.connections() == 24);
     // The limit is the two servers' together, whichever one a new
-    // connection reaches.
+    // connection reaches: each of these takes the place of an idle one
+    // there, and the count stays at the limit.
     for (int i = 0; i < 4; ++i) {
-      auto refused = co_await connect(io, port);
-      CHECK((co_await read_to_end(refused)).empty());
+      auto d = co_await connect(io, port);
+      co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK((co_await read_response(d, buf)).body == "GET /y ");
+      held.push_back(std::move(d));
     }
-    held.front().close();
-    co_await tern::test::until([&] { return open->load() == 23; });
-    auto d = co_await connect(io, port);
-    co_await send(d, "GET /y HTTP/1.1\r\nHost: x\r\n\r\n");
-    CHECK((co_await read_response(d, buf)).body == "GET /y ");
+    CHECK(first.reclaimed() + second.reclaimed() == 4);
+    CHECK(open->load() == 24);
+    co_await tern::test::until([&] { return first.connections() + second.connections() == 24; });
+    CHECK(first.connections() + second.connections() == 24);
   });
 }

@@ -1,6 +1,7 @@
 #include "tern/transport/client_connection.hpp"
 
 #include "tern/transport/control.hpp"
+#include "tern/transport/log_limit.hpp"
 #include "tern/transport/wire_error.hpp"
 
 #include <spdlog/spdlog.h>
@@ -92,7 +93,7 @@ std::shared_ptr<client_connection> client_connection::started(asio::ip::tcp::soc
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& ex) {
-          spdlog::error("[{}] call expirer failed: {}", peer, ex.what());
+          spdlog::error("[{}] call expirer failed: {}", peer, clip(ex.what()));
         }
       });
   return conn;
@@ -212,7 +213,7 @@ void client_connection::tell_cancelled(std::uint64_t id) noexcept {
   try {
     if (wire().encode_cancel(out(), id)) flush();
   } catch (const std::exception& e) {
-    spdlog::debug("[{}] cancel of call {} not sent: {}", peer(), id, e.what());
+    spdlog::debug("[{}] cancel of call {} not sent: {}", peer(), id, clip(e.what()));
   }
 }
 

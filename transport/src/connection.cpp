@@ -49,7 +49,7 @@ void connection::start() {
       try {
         std::rethrow_exception(e);
       } catch (const std::exception& ex) {
-        spdlog::error("[{}] {} failed: {}", peer, what, ex.what());
+        spdlog::error("[{}] {} failed: {}", peer, what, clip(ex.what()));
       }
     };
   };
@@ -82,7 +82,7 @@ void connection::close(std::string_view reason, bool protocol_error) {
                    held_back(held));
     }
   } else {
-    spdlog::debug("[{}] connection closed: {}", peer_, reason);
+    spdlog::debug("[{}] connection closed: {}", peer_, clip(reason));
   }
   on_closed_(reason, protocol_error);
 }

@@ -68,7 +68,7 @@ void server_session::on_bad_packet_(const packet_error& e) {
   // An event (no id, so no one to answer) that cannot be taken: dropped.
   thread_local log_limiter limit;
   if (std::size_t held = 0; limit.allow(held)) {
-    spdlog::warn("[{}] dropped an event that does not decode: {}{}", peer(), e.what(),
+    spdlog::warn("[{}] dropped an event that does not decode: {}{}", peer(), clip(e.what()),
                  held_back(held));
   }
 }

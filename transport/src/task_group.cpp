@@ -1,5 +1,7 @@
 #include "tern/transport/task_group.hpp"
 
+#include "tern/transport/log_limit.hpp"
+
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -36,7 +38,7 @@ void task_group::spawn(asio::awaitable<void> task) {
                      try {
                        std::rethrow_exception(e);
                      } catch (const std::exception& ex) {
-                       spdlog::error("{}: task failed: {}", st->name, ex.what());
+                       spdlog::error("{}: task failed: {}", st->name, clip(ex.what()));
                      } catch (...) {
                        spdlog::error("{}: task failed", st->name);
                      }

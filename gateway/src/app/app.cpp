@@ -1,6 +1,7 @@
 #include "app/app.hpp"
 
 #include <tern/listen.hpp>
+#include <tern/log_limit.hpp>
 
 #include <prometheus/metric_family.h>
 #include <spdlog/spdlog.h>
@@ -71,10 +72,16 @@ app::app(gateway_config cfg, app_options options)
       prometheus::ClientMetric m;
       m.label = {{"worker", std::to_string(i)}};
       m.counter.value = static_cast<double>(server.accepted());
+      auto reclaimed = m;
+      reclaimed.counter.value = static_cast<double>(server.reclaimed());
       out.push_back({"gateway_worker_connections_total",
                      "Connections each worker (event-loop thread) accepted on the public port.",
                      prometheus::MetricType::Counter,
                      {std::move(m)}});
+      out.push_back({"gateway_worker_connections_reclaimed_total",
+                     "Idle connections each worker closed to admit new ones at max_connections.",
+                     prometheus::MetricType::Counter,
+                     {std::move(reclaimed)}});
     });
     workers_.push_back(std::move(w));
   }
@@ -82,9 +89,9 @@ app::app(gateway_config cfg, app_options options)
   auto open = std::make_shared<std::atomic<std::size_t>>(0);
   for (auto& w : workers_) w->server->share_connection_count(open);
   auto& first = *workers_.front()->gw;
-  admin_ = std::make_unique<http::server>(
-      workers_.front()->io, http::limits{.max_body_bytes = 0, .max_connections = 256},
-      [&first](http::request& r) { return first.handle_admin(r); });
+  admin_ =
+      std::make_unique<http::server>(workers_.front()->io, http::admin_limits(256),
+                                     [&first](http::request& r) { return first.handle_admin(r); });
 }
 
 app::~app() {
@@ -188,7 +195,7 @@ asio::awaitable<std::vector<T>> app::on_each(F f) {
         try {
           std::rethrow_exception(e);
         } catch (const std::exception& x) {
-          spdlog::error("gateway: a task on a worker failed: {}", x.what());
+          spdlog::error("gateway: a task on a worker failed: {}", clip(x.what()));
         }
       }
       asio::post(ex, [st] {

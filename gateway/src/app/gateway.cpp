@@ -44,13 +44,13 @@ gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg
   add_admin_routes(admin_, env, "admin ");
   if (cfg_->admin_on_public) add_admin_routes(public_, env, "public ");
   unmatched_ = build_chain(env, nullptr, "(unmatched)", "(unmatched)", "{}", "policies",
-                           make_not_found_handler());
+                           make_no_route_handler(public_));
   rejected_ = build_chain(env, nullptr, "(rejected)", "(rejected)", "{}", "policies",
                           make_refused_handler());
   admin_unmatched_ = build_chain(
       env, nullptr, "(unmatched)", "admin (unmatched)",
       R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})",
-      "admin", make_not_found_handler());
+      "admin", make_no_route_handler(admin_));
 }
 
 void gateway::add_admin_routes(route_table& t, const chain_env& env, std::string_view id_prefix) {
@@ -117,11 +117,10 @@ asio::awaitable<http::response> gateway::handle_admin(http::request& req) {
 asio::awaitable<http::response> gateway::serve(const route_table& table, const chain& fallback,
                                                http::request& req) {
   request_context ctx(req);
-  bool path_known = false;
   // A CORS preflight goes to the route it asks about, if that one has CORS.
   if (auto asked = req.header("access-control-request-method");
       req.method == "OPTIONS" && !asked.empty()) {
-    const auto* e = table.match(asked, req.path, ctx.params, path_known);
+    const auto* e = table.match(asked, req.path, ctx.params);
     if (e && e->serve->answers_preflight) {
       ctx.matched = e->config;
       ctx.preflight = true;
@@ -130,7 +129,7 @@ asio::awaitable<http::response> gateway::serve(const route_table& table, const c
     }
     ctx.params.clear();
   }
-  if (const auto* e = table.match(req, ctx.params, path_known)) {
+  if (const auto* e = table.match(req, ctx.params)) {
     ctx.matched = e->config;
     co_await e->serve->run(ctx);
   } else {

@@ -189,7 +189,7 @@ asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
         spdlog::info("upstream {} is ready", config_[i].name);
       } else {
         spdlog::warn("upstream {} is not ready: {}", config_[i].name,
-                     call.error ? call.error->what() : "no answer");
+                     call.error ? tern::clip(call.error->what()) : "no answer");
       }
     }
     tick.expires_at(started + probe_interval);
@@ -203,7 +203,7 @@ void upstreams::warn_failure(std::size_t i, std::string_view method, std::string
   // A dead service under load must not turn into a log flood.
   if (std::size_t held = 0; warnings_[i].allow(held)) {
     spdlog::warn("{} {}: {} failed ({}): {}{}", method, tern::clip(target), config_[i].name,
-                 to_string(e.kind()), e.what(), tern::held_back(held));
+                 to_string(e.kind()), tern::clip(e.what()), tern::held_back(held));
   }
 }
 

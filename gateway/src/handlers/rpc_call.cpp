@@ -1,9 +1,11 @@
+#include <tern/json.hpp>
+#include <tern/log_limit.hpp>
 #include "app/upstreams.hpp"
 #include "config/config.hpp"
 #include "handlers/handlers.hpp"
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
-#include <tern/json.hpp>
+#include "routing/route_table.hpp"
 
 #include <tern/packed.hpp>
 
@@ -127,8 +129,8 @@ class rpc_call final : public handler {
     if (failed) {
       auto upstream = route_.calls[failed_call].second.upstream;
       if (failed->kind() == errc::remote) {
-        spdlog::debug("{} {}: {} answered {} {} (request_id={})", req.method, req.target,
-                      upstreams_.info(upstream).name, failed->status(), failed->what(),
+        spdlog::debug("{} {}: {} answered {} {} (request_id={})", req.method, clip(req.target),
+                      upstreams_.info(upstream).name, failed->status(), clip(failed->what()),
                       ctx.request_id);
       } else {
         upstreams_.warn_failure(upstream, req.method, req.target, *failed);
@@ -168,12 +170,19 @@ class rpc_call final : public handler {
   upstreams& upstreams_;
 };
 
-class not_found final : public handler {
+class no_route final : public handler {
  public:
+  explicit no_route(const route_table& table) : table_(table) {}
   asio::awaitable<void> handle(request_context& ctx) override {
-    ctx.response = error_response(404, "Cannot " + ctx.request.method + " " + ctx.request.path);
+    auto text = "Cannot " + ctx.request.method + " " + ctx.request.path;
+    auto allow = table_.allowed(ctx.request.path);
+    ctx.response = error_response(allow.empty() ? 404 : 405, text);
+    if (!allow.empty()) ctx.response.headers.emplace_back("Allow", std::move(allow));
     co_return;
   }
+
+ private:
+  const route_table& table_;
 };
 
 class refused final : public handler {
@@ -193,8 +202,8 @@ std::unique_ptr<handler> make_refused_handler() {
 std::unique_ptr<handler> make_rpc_handler(const route& r, upstreams& u) {
   return std::make_unique<rpc_call>(r, u);
 }
-std::unique_ptr<handler> make_not_found_handler() {
-  return std::make_unique<not_found>();
+std::unique_ptr<handler> make_no_route_handler(const route_table& table) {
+  return std::make_unique<no_route>(table);
 }
 
 }  // namespace tern::gateway

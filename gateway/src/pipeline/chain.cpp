@@ -1,6 +1,8 @@
 #include "pipeline/policy.hpp"
 #include "render/errors.hpp"
 
+#include <tern/log_limit.hpp>
+
 #include <spdlog/spdlog.h>
 
 namespace tern::gateway {
@@ -17,12 +19,12 @@ asio::awaitable<void> chain::run_handler(request_context& ctx) const {
     co_await handler_->handle(ctx);
   } catch (const std::exception& e) {
     if (ctx.request.client_gone) {  // its awaited operations were cancelled
-      ctx.response = error_response(499, "the client closed the connection before the response");
+      ctx.response = client_closed();
       co_return;
     }
     spdlog::error("[{}] {} {} failed: {} (request_id={})", ctx.request.peer, ctx.request.method,
-                  ctx.request.target, e.what(), ctx.request_id);
-    ctx.response = error_response(500, "Internal server error");
+                  clip(ctx.request.target), clip(e.what()), ctx.request_id);
+    ctx.response = internal_error();
   }
 }
 

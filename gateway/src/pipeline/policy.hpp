@@ -59,7 +59,6 @@ class chain {
   [[nodiscard]] asio::awaitable<void> run(request_context& ctx) const {
     return next(*this, 0)(ctx);
   }
-  [[nodiscard]] std::size_t size() const noexcept { return policies_.size(); }
   /// Whether the chain has a cors policy, which answers preflights.
   bool answers_preflight = false;
 

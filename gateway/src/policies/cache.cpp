@@ -6,6 +6,7 @@
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
 #include "render/call_data.hpp"
+#include "render/errors.hpp"
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -341,11 +342,7 @@ class cache final : public policy {
 
  private:
   static http::response error_response_for_abandoned() {
-    http::response r;
-    r.status = 503;
-    r.body = R"({"statusCode":503,"message":"the request this one waited on was abandoned",)"
-             R"("error":"Service Unavailable"})";
-    return r;
+    return error_response(503, "the request this one waited on was abandoned");
   }
 
   static void answered_from_cache(request_context& ctx, clock::duration age) {

@@ -1,7 +1,7 @@
 #include "render/errors.hpp"
 
-#include "config/config.hpp"
 #include <tern/json.hpp>
+#include "config/config.hpp"
 
 namespace tern::gateway {
 
@@ -16,6 +16,14 @@ http::response error_response(int status, std::string_view message) {
   return r;
 }
 
+http::response internal_error() {
+  return error_response(500, "Internal server error");
+}
+
+http::response client_closed() {
+  return error_response(499, "the client closed the connection before the response");
+}
+
 http::response error_for(const rpc_error& e, const upstream& service) {
   switch (e.kind()) {
     case errc::remote: {
@@ -23,7 +31,7 @@ http::response error_for(const rpc_error& e, const upstream& service) {
       return error_response(status, e.message());
     }
     case errc::internal:
-      return error_response(500, "Internal server error");
+      return internal_error();
     case errc::no_handler:
       return error_response(502, "service " + service.name + " has no handler for this route");
     case errc::decode_error:
@@ -39,7 +47,7 @@ http::response error_for(const rpc_error& e, const upstream& service) {
       return error_response(503,
                             "service " + service.name + " is unavailable (circuit breaker open)");
     case errc::cancelled:  // the HTTP client left, which cancelled the call (nginx's 499)
-      return error_response(499, "the client closed the connection before the response");
+      return client_closed();
     case errc::connection_refused:
     case errc::connection_closed:
     case errc::protocol_error:

@@ -35,16 +35,24 @@ class route_table {
   void add(route_entry e) { routes_.push_back(std::move(e)); }
 
   /// The route for `req`, with its captures (percent-decoded) in `captured`;
-  /// null if none. `path_known` tells whether some route has the path.
-  const route_entry* match(const http::request& req, params& captured, bool& path_known) const {
-    return match(req.method, req.path, captured, path_known);
+  /// null if none.
+  const route_entry* match(const http::request& req, params& captured) const {
+    return match(req.method, req.path, captured);
   }
   /// The same for a method other than the request's (a CORS preflight
   /// asks about the method it names).
-  const route_entry* match(std::string_view method, std::string_view path, params& captured,
-                           bool& path_known) const;
+  const route_entry* match(std::string_view method, std::string_view path, params& captured) const;
+  /// The methods the routes that have `path` answer, for an Allow header
+  /// ("GET, HEAD, POST": HEAD with GET); empty if no route has it.
+  [[nodiscard]] std::string allowed(std::string_view path) const;
 
  private:
+  // Calls `found(route)` for each route whose template `path` fits, in
+  // order, until it returns true; fills `captured` for the route it
+  // stopped at. Returns that route, or null.
+  template <typename Found>
+  const route_entry* each_fit(std::string_view path, params* captured, Found found) const;
+
   std::vector<route_entry> routes_;
 };
 

@@ -34,6 +34,12 @@ std::string_view reason_phrase(int status);
 /// A plain-text response: `message` and a newline.
 response text_response(int status, std::string_view message);
 
+/// The limits of an admin port (metrics scrapes and health probes): its
+/// own budget of `max_connections`, no request bodies, 8 KiB of headers,
+/// and a request whole within 3 s, so peers that hold connections without
+/// finishing a request are cut quickly (idle ones are reclaimed anyway).
+limits admin_limits(std::size_t max_connections);
+
 /// Serves HTTP/1.1 on one io_context (single-threaded), parsing with
 /// request_parser. Requests on one connection are handled one after
 /// another and answered in order, so pipelined requests get their
@@ -45,6 +51,12 @@ response text_response(int status, std::string_view message);
 /// response with `Connection: close` the server stops sending and reads
 /// (and discards) what the client still sends, until it closes, for at most
 /// min(read_timeout, 2 s), so the response is not lost to a reset.
+///
+/// At max_connections a new connection takes the place of the idle one
+/// held longest (nginx reuses keep-alive connections so): first one that
+/// has not sent a byte, then one between requests; it is closed at once
+/// only when no connection is idle. A connection holds no read buffer
+/// until its first byte arrives, so idle ones cost little.
 ///
 /// Thread safety: none; every call on the io_context's thread. The server
 /// may be destroyed while the io_context runs: its sessions' sockets are
@@ -71,9 +83,9 @@ class server {
   /// address and port, and the kernel spreads new connections over them
   /// (SO_REUSEPORT). Throws std::system_error.
   std::uint16_t listen(const std::string& host, std::uint16_t port, bool reuse_port = false);
-  /// Counts this server's connections in `open` too, and refuses a new one
-  /// while `open` holds max_connections: servers given the same count (one
-  /// per thread, on one port) share one limit. Call before listen().
+  /// Counts this server's connections in `open` too: servers given the
+  /// same count (one per thread, on one port) share one max_connections.
+  /// Call before listen().
   void share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open) {
     open_ = std::move(open);
   }
@@ -90,23 +102,33 @@ class server {
   [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
   /// Connections accepted and served since listen() (not those refused).
   [[nodiscard]] std::uint64_t accepted() const noexcept { return accepted_; }
+  /// Idle connections closed to admit new ones at max_connections.
+  [[nodiscard]] std::uint64_t reclaimed() const noexcept { return reclaimed_; }
 
  private:
   struct session_info;
   struct client_watch;
-  // A connection counted in open_ (released when the session's frame goes).
+  // A connection counted in open_: released when the session's frame goes,
+  // or at once when the connection is reclaimed.
   class connection_slot {
    public:
     explicit connection_slot(std::shared_ptr<std::atomic<std::size_t>> open)
         : open_(std::move(open)) {}
     connection_slot(connection_slot&&) noexcept = default;
     connection_slot& operator=(connection_slot&&) = delete;
-    ~connection_slot() {
+    ~connection_slot() { release(); }
+    void release() noexcept {
       if (open_) open_->fetch_sub(1, std::memory_order_relaxed);
+      open_.reset();
     }
 
    private:
     std::shared_ptr<std::atomic<std::size_t>> open_;
+  };
+  // Idle sessions in the order they became idle (an intrusive list).
+  struct idle_list {
+    session_info* head = nullptr;
+    session_info* tail = nullptr;
   };
   // `counted`: the connection is in open_ already (the accept loop's check).
   void start_session(asio::ip::tcp::socket socket, bool counted = false);
@@ -115,6 +137,14 @@ class server {
   asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch,
                                 connection_slot slot);
   static void watch_client(const std::shared_ptr<client_watch>& w);
+  // Files `s` under the idle list its state calls for (none while it is
+  // reading a request, handling, writing or closing). Called before each of
+  // the session's waits: reclaim() runs only while sessions wait.
+  void track(session_info& s) noexcept;
+  void untrack(session_info& s) noexcept;
+  // Closes the idle connection held longest, one that never sent a byte
+  // before one between requests, and frees its slot; false if none is idle.
+  bool reclaim();
 
   asio::io_context& io_;
   limits limits_;
@@ -127,7 +157,10 @@ class server {
   bool draining_ = false;
   std::size_t starting_ = 0;  // sessions spawned that have not registered yet
   std::uint64_t accepted_ = 0;
+  std::uint64_t reclaimed_ = 0;
   std::unordered_set<session_info*> sessions_;
+  idle_list fresh_;                                 // connected, not a byte received yet
+  idle_list between_;                               // keep-alive, between requests
   std::shared_ptr<std::atomic<std::size_t>> open_;  // connections, maybe other servers' too
   transport::task_group tasks_;                     // the accept and sweep loops
 };
