@@ -5,6 +5,7 @@
 #include "render/errors.hpp"
 
 #include "../support/harness.hpp"
+#include "source_dir.hpp"
 
 #include <doctest/doctest.h>
 #include <asio/co_spawn.hpp>

@@ -3,6 +3,7 @@
 // TCP wire: the same calls a NestJS ClientProxy makes, from C++.
 #include "harness.hpp"
 #include "process.hpp"
+#include "source_dir.hpp"
 #include "tern/tern.hpp"
 
 #include <filesystem>
