@@ -1,5 +1,3 @@
-#include <tern/json.hpp>
-#include <tern/log_limit.hpp>
 #include "app/upstreams.hpp"
 #include "config/config.hpp"
 #include "handlers/handlers.hpp"
@@ -7,6 +5,8 @@
 #include "render/errors.hpp"
 #include "routing/route_table.hpp"
 
+#include <tern/json.hpp>
+#include <tern/log_limit.hpp>
 #include <tern/packed.hpp>
 
 #include <spdlog/spdlog.h>
