@@ -10,6 +10,11 @@
 
 namespace tern::cli {
 
+int exit_request::report() const {
+  (status_ == 0 ? std::cout : std::cerr) << what() << std::flush;
+  return status_;
+}
+
 namespace {
 std::string usage(const std::string& program, const std::string& summary,
                   const std::vector<flag>& flags) {
@@ -35,15 +40,11 @@ std::map<std::string, std::string> parse(int argc, char** argv, const std::strin
     values[f.name] = env && *env ? env : f.fallback;
   }
   auto fail = [&](const std::string& why) {
-    std::cerr << program << ": " << why << "\n" << usage(program, summary, flags);
-    std::exit(2);
+    throw exit_request(2, program + ": " + why + "\n" + usage(program, summary, flags));
   };
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << usage(program, summary, flags);
-      std::exit(0);
-    }
+    if (a == "--help" || a == "-h") throw exit_request(0, usage(program, summary, flags));
     if (a.rfind("--", 0) != 0) fail("unexpected argument '" + a + "'");
     std::string name = a.substr(2), value;
     auto eq = name.find('=');
@@ -64,8 +65,7 @@ unsigned short port(const std::string& text, const std::string& what) {
   char* end = nullptr;
   long v = std::strtol(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || v < 0 || v > 65535) {
-    std::cerr << what << ": '" << text << "' is not a port number\n";
-    std::exit(2);
+    throw exit_request(2, what + ": '" + text + "' is not a port number\n");
   }
   return static_cast<unsigned short>(v);
 }
@@ -74,8 +74,7 @@ std::chrono::milliseconds millis(const std::string& text, const std::string& wha
   char* end = nullptr;
   long long v = std::strtoll(text.c_str(), &end, 10);
   if (text.empty() || *end != '\0' || v < 0 || v > 24LL * 3600 * 1000) {
-    std::cerr << what << ": '" << text << "' is not a number of milliseconds (0 to a day)\n";
-    std::exit(2);
+    throw exit_request(2, what + ": '" + text + "' is not a number of milliseconds (0 to a day)\n");
   }
   return std::chrono::milliseconds(v);
 }
@@ -83,8 +82,8 @@ std::chrono::milliseconds millis(const std::string& text, const std::string& wha
 void set_log_level(const std::string& level) {
   auto l = spdlog::level::from_str(level);
   if (l == spdlog::level::off && level != "off") {
-    std::cerr << "unknown log level '" << level << "' (trace, debug, info, warn, error, off)\n";
-    std::exit(2);
+    throw exit_request(
+        2, "unknown log level '" + level + "' (trace, debug, info, warn, error, off)\n");
   }
   spdlog::set_level(l);
 }
@@ -110,8 +109,7 @@ wire_format wire(const std::string& text) {
   try {
     return parse_wire_format(text);
   } catch (const std::invalid_argument& e) {
-    std::cerr << "--wire: " << e.what() << '\n';
-    std::exit(2);
+    throw exit_request(2, std::string("--wire: ") + e.what() + '\n');
   }
 }
 

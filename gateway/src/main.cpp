@@ -7,34 +7,23 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
-#include <iostream>
 
 namespace {
-
-std::chrono::milliseconds milliseconds(const std::string& text, const std::string& what) {
-  long long v = -1;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || end != text.data() + text.size() || v < 0) {
-    std::cerr << what << ": '" << text << "' is not a number of milliseconds\n";
-    std::exit(2);
-  }
-  return std::chrono::milliseconds(v);
-}
 
 std::size_t threads(const std::string& text) {
   if (text.empty()) return tern::gateway::usable_cores();
   unsigned v = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size() || v < 1 || v > 1024) {
-    std::cerr << "--threads: '" << text << "' is not a number of threads (1 to 1024)\n";
-    std::exit(2);
+    throw tern::cli::exit_request(
+        2, "--threads: '" + text + "' is not a number of threads (1 to 1024)\n");
   }
   return v;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   if (argc > 1 && std::string_view(argv[1]) == "token") {
     return tern::gateway::token_command(argc, argv);
   }
@@ -63,7 +52,7 @@ int main(int argc, char** argv) {
       .admin_host = args["admin-host"],
       .admin_port = tern::cli::port(args["admin-port"], "--admin-port"),
       .threads = threads(args["threads"]),
-      .drain_timeout = milliseconds(args["drain-timeout-ms"], "--drain-timeout-ms")};
+      .drain_timeout = tern::cli::millis(args["drain-timeout-ms"], "--drain-timeout-ms")};
   std::unique_ptr<gw::app> made;
   try {
     auto cfg = gw::load_config(args["config"]);
@@ -79,4 +68,6 @@ int main(int argc, char** argv) {
     spdlog::critical("gateway: {}", e.what());
     return 1;
   }
+} catch (const tern::cli::exit_request& e) {
+  return e.report();
 }

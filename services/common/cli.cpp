@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <iostream>
 
 namespace tern::cli {
 
@@ -28,8 +27,8 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
   set_log_level(args["log-level"]);
   tern::set_worker_threads(static_cast<unsigned>(std::max(1, std::atoi(args["workers"].c_str()))));
   if (!args["database"].empty() && !demo::is_postgres_url(args["database"])) {
-    std::cerr << name << "_service: --database must be a postgres:// or postgresql:// URL\n";
-    std::exit(2);
+    throw exit_request(2,
+                       name + "_service: --database must be a postgres:// or postgresql:// URL\n");
   }
   // Where the repository keeps its data: the server, or a file in data-dir.
   args["store"] =
@@ -38,9 +37,8 @@ std::map<std::string, std::string> parse_service(int argc, char** argv, const st
   // Only SQLite writes there (a read-only root file system is fine otherwise).
   if (args["database"].empty()) std::filesystem::create_directories(args["data-dir"], ec);
   if (ec) {
-    std::cerr << name << "_service: cannot create " << args["data-dir"] << ": " << ec.message()
-              << "\n";
-    std::exit(1);
+    throw exit_request(
+        1, name + "_service: cannot create " + args["data-dir"] + ": " + ec.message() + "\n");
   }
   return args;
 }

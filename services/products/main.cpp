@@ -4,15 +4,15 @@
 
 #include <spdlog/spdlog.h>
 
-int main(int argc, char** argv) {
+int main(int argc, char** argv) try {
   auto args = tern::cli::parse_service(argc, argv, "products", "3002", "9102");
-  try {
-    tern::demo::products_repository repo(args["store"]);
-    tern::microservice app(tern::cli::service_options(args));
-    tern::demo::register_products_handlers(app, repo);
-    return app.listen();
-  } catch (const std::exception& e) {
-    spdlog::critical("products_service: {}", e.what());
-    return 1;
-  }
+  tern::demo::products_repository repo(args["store"]);
+  tern::microservice app(tern::cli::service_options(args));
+  tern::demo::register_products_handlers(app, repo);
+  return app.listen();
+} catch (const tern::cli::exit_request& e) {
+  return e.report();
+} catch (const std::exception& e) {
+  spdlog::critical("products_service: {}", e.what());
+  return 1;
 }

@@ -6,10 +6,33 @@
 
 #include <chrono>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 namespace tern::cli {
+
+/// What the parsers below throw instead of exiting the process: `--help`
+/// (status 0, the usage for stdout) or a flag or value that is not valid
+/// (status 2, the reason and the usage for stderr). main() reports it:
+///
+/// ```
+/// int main(int argc, char** argv) try {
+///   ...
+/// } catch (const tern::cli::exit_request& e) {
+///   return e.report();
+/// }
+/// ```
+class exit_request : public std::runtime_error {
+ public:
+  exit_request(int status, const std::string& text) : std::runtime_error(text), status_(status) {}
+  [[nodiscard]] int status() const noexcept { return status_; }
+  /// Prints the text (stdout for status 0, else stderr); returns status().
+  int report() const;
+
+ private:
+  int status_;
+};
 
 struct flag {
   std::string name;      ///< "port" for --port
@@ -20,24 +43,25 @@ struct flag {
 
 /// Parses `--name value` / `--name=value` for the given flags; a flag not
 /// on the command line takes its env variable, then its default. `--help`
-/// prints usage and exits 0; an unknown flag or a missing value prints the
-/// usage to stderr and exits 2.
+/// throws exit_request(0, usage); an unknown flag or a missing value
+/// exit_request(2, what is wrong and the usage).
 std::map<std::string, std::string> parse(int argc, char** argv, const std::string& program,
                                          const std::string& summary,
                                          const std::vector<flag>& flags);
 
-/// A port number from text; exits 2 with a message if it is not one.
+/// A port number from text; exit_request(2, why) if it is not one.
 unsigned short port(const std::string& text, const std::string& what);
 
-/// A duration in milliseconds from text (0 up to a day); exits 2 with a
-/// message if it is not one.
+/// A duration in milliseconds from text (0 up to a day); exit_request(2,
+/// why) if it is not one.
 std::chrono::milliseconds millis(const std::string& text, const std::string& what);
 
-/// A wire format from its name (tern, nestjs); exits 2 with a message if
-/// it is not one.
+/// A wire format from its name (tern, nestjs); exit_request(2, why) if it
+/// is not one.
 wire_format wire(const std::string& text);
 
-/// Sets spdlog's level from its name (trace, debug, info, warn, error); exits 2 if unknown.
+/// Sets spdlog's level from its name (trace, debug, info, warn, error);
+/// exit_request(2, why) if unknown.
 void set_log_level(const std::string& level);
 
 /// The flags every service takes, each with its environment fallback:
@@ -56,7 +80,7 @@ std::vector<flag> service_flags(const std::string& default_port,
                                 const std::string& default_admin_port);
 
 /// A microservice's options from service_flags()' values; applies
-/// --log-level too. Exits 2 with a message for a value that is not valid.
+/// --log-level too. exit_request(2, why) for a value that is not valid.
 microservice_options service_options(std::map<std::string, std::string>& args);
 
 }  // namespace tern::cli
