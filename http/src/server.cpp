@@ -30,7 +30,7 @@ constexpr std::size_t linger_bytes = 1024 * 1024;
 constexpr std::chrono::milliseconds max_linger{2000};
 // Responses to pipelined requests queued before they are written.
 constexpr std::size_t max_queued_response_bytes = 64 * 1024;
-// A session's read buffer, taken when its first byte arrives.
+// A session's read buffer, taken when its first bytes arrive.
 constexpr std::size_t read_buffer_bytes = 16 * 1024;
 
 void append_response(std::string& out, const response& r, bool keep_alive, bool head) {
@@ -218,7 +218,19 @@ void server::track(session_info& s) noexcept {
 }
 
 bool server::reclaim() {
-  auto* victim = fresh_.head ? fresh_.head : between_.head;
+  // A listed session waits for bytes; one whose bytes have come (its wait
+  // done, its turn to run not yet) is about to be busy, and one already
+  // closed (timed out) frees its slot by itself: neither is taken.
+  auto usable = [](session_info* s) {
+    std::error_code ec;
+    return s->socket->is_open() && s->socket->available(ec) == 0 && !ec;
+  };
+  session_info* victim = nullptr;
+  for (auto* list : {&fresh_, &between_}) {
+    for (auto* s = list->head; s && !victim; s = s->next) {
+      if (usable(s)) victim = s;
+    }
+  }
   if (!victim) return false;
   untrack(*victim);
   victim->slot.release();
@@ -384,12 +396,14 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     }
   } guard{&info};
 
-  // No read buffer until the first byte: that is read on its own.
+  // No read buffer until the first bytes have come.
   std::unique_ptr<char[]> in;
-  char first = 0;
   auto read_into = [&] {
-    return in ? asio::buffer(in.get(), read_buffer_bytes) : asio::buffer(&first, 1);
+    if (!in) in = std::make_unique_for_overwrite<char[]>(read_buffer_bytes);
+    return asio::buffer(in.get(), read_buffer_bytes);
   };
+  // Idle reads are non-blocking ones after a wait (below).
+  socket.non_blocking(true, ec);
   std::string out;
   bool close_after = false;  // the last response said Connection: close
   bool sent_continue = false;
@@ -410,25 +424,35 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     // Draining: a connection between requests closes, unless the next
     // request is already waiting in the socket.
     if (draining_ && !info.in_message && socket.available(ec) == 0) break;
-    track(info);
-    auto [rec, n] = co_await socket.async_read_some(read_into(), nothrow);
-    if (!info.owner) co_return;
+    std::error_code rec;
+    std::size_t n = 0;
+    if (info.in_message) {  // the rest of a request
+      track(info);
+      std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
+      if (!info.owner) co_return;
+    } else {
+      // Idle (connected, or between requests): wait for bytes with no read
+      // pending and no buffer held, listed for reclaim() meanwhile, which
+      // leaves a session alone once bytes have come for it (available()).
+      // Looked at first: an edge already reported would not wake the wait.
+      if (socket.available(ec) == 0 && !ec) {
+        track(info);
+        std::tie(rec) = co_await socket.async_wait(asio::socket_base::wait_read, nothrow);
+        if (!info.owner) co_return;
+      }
+      if (!rec) n = socket.read_some(read_into(), rec);
+      if (rec == asio::error::would_block) continue;  // woken with nothing to read
+      info.fresh = false;
+    }
     if (rec) {
-      // drain() cancels the reads of idle connections so they look again.
+      // drain() cancels the waits of idle connections so they look again.
       if (rec == asio::error::operation_aborted && draining_ && !info.in_message &&
           socket.is_open()) {
         continue;
       }
       break;
     }
-    // Reclaimed (or timed out) while its bytes were on their way: this
-    // connection is closed; a keep-alive client retries on a new one.
-    if (!socket.is_open()) break;
-    const char* data = in ? in.get() : &first;
-    if (!in) {
-      info.fresh = false;
-      in = std::make_unique_for_overwrite<char[]>(read_buffer_bytes);
-    }
+    const char* data = in.get();
     std::size_t pos = 0;
     while (pos < n && !close_after) {
       auto [state, used] = parser.parse(req, std::string_view(data + pos, n - pos));

@@ -951,6 +951,34 @@ TEST_CASE("at max_connections a new connection takes the place of the idle one h
   });
 }
 
+TEST_CASE("at max_connections a connection whose request has come is never the one reclaimed") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    auto limits = test_limits();
+    limits.max_connections = 1;
+    http_server server(io, limits, app.handler());
+    auto port = server.listen("127.0.0.1", 0);
+    tcp::endpoint at(asio::ip::make_address("127.0.0.1"), port);
+    std::string buf;
+    auto kept = co_await connect(io, port);
+    for (int round = 0; round < 20; ++round) {
+      co_await send(kept, "GET /k HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK((co_await read_response(kept, buf)).body == "GET /k ");
+      co_await tern::test::until([&] { return server.connections() == 1; });
+      // Idle between requests, the only connection. Before the server runs
+      // again (blocking calls on its thread), a new connection arrives and
+      // then the kept one's next request: the server learns of both at
+      // once, the new one first, while the request is there.
+      tcp::socket late(io);
+      late.connect(at);
+      asio::write(kept, asio::buffer("GET /again HTTP/1.1\r\nHost: x\r\n\r\n"sv));
+      CHECK((co_await read_response(kept, buf)).body == "GET /again ");
+      CHECK((co_await read_to_end(late)).empty());  // refused: nothing was idle
+    }
+    CHECK(server.reclaimed() == 0);
+  });
+}
+
 TEST_CASE("servers on one port (SO_REUSEPORT) share the connections and one max_connections") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     test_app app(io);
