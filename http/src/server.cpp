@@ -93,11 +93,13 @@ void server::watch_client(const std::shared_ptr<client_watch>& w) {
     // it is there), or the end of its stream (gone).
     char byte;
     auto n = ::recv(w->info->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))) {
-      // There (a pipelined request, or a spurious wake): wait for the next
-      // event on the socket, an end of stream among them (the wait is edge
-      // triggered: bytes already there do not wake it again).
-      watch_client(w);
+    // A pipelined request: the client is there, and the watch ends (Asio
+    // starts a wait with EPOLL_CTL_MOD, which reports bytes already there,
+    // so waiting again would wake at once, over and over, while the handler
+    // runs). A client that leaves after it is noticed when it is answered.
+    if (n > 0) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+      watch_client(w);  // a spurious wake
       return;
     }
     spdlog::debug("[{}] the client left before its response: its calls are cancelled",
@@ -404,6 +406,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
   };
   // Idle reads are non-blocking ones after a wait (below).
   socket.non_blocking(true, ec);
+  if (ec) co_return;  // a blocking read_some would stall every session
   std::string out;
   bool close_after = false;  // the last response said Connection: close
   bool sent_continue = false;
@@ -434,12 +437,11 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
       // Idle (connected, or between requests): wait for bytes with no read
       // pending and no buffer held, listed for reclaim() meanwhile, which
       // leaves a session alone once bytes have come for it (available()).
-      // Looked at first: an edge already reported would not wake the wait.
-      if (socket.available(ec) == 0 && !ec) {
-        track(info);
-        std::tie(rec) = co_await socket.async_wait(asio::socket_base::wait_read, nothrow);
-        if (!info.owner) co_return;
-      }
+      // Asio starts the wait with EPOLL_CTL_MOD, which reports bytes
+      // already there (pipelined) at once.
+      track(info);
+      std::tie(rec) = co_await socket.async_wait(asio::socket_base::wait_read, nothrow);
+      if (!info.owner) co_return;
       if (!rec) n = socket.read_some(read_into(), rec);
       if (rec == asio::error::would_block) continue;  // woken with nothing to read
       info.fresh = false;

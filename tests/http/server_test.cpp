@@ -13,6 +13,8 @@
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
+#include <sys/resource.h>
+
 #include <atomic>
 #include <cstring>
 #include <memory>
@@ -976,6 +978,37 @@ TEST_CASE("at max_connections a connection whose request has come is never the o
       CHECK((co_await read_to_end(late)).empty());  // refused: nothing was idle
     }
     CHECK(server.reclaimed() == 0);
+  });
+}
+
+TEST_CASE("a pipelined request waiting behind a slow handler costs no CPU meanwhile") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    http_server server(io, test_limits(), app.handler());
+    auto port = server.listen("127.0.0.1", 0);
+    auto c = co_await connect(io, port);
+    co_await send(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await app.started.wait();
+    // The next request comes while the first is being handled: it waits in
+    // the socket, not in the server's buffer.
+    co_await send(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The window observed: 300 ms of the handler working. The server's
+    // watch for the client leaving must not wake over and over for the
+    // request that waits in the socket.
+    auto cpu = [] {
+      rusage u{};
+      ::getrusage(RUSAGE_SELF, &u);
+      return std::chrono::seconds(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+             std::chrono::microseconds(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+    };
+    auto before = cpu();
+    co_await tern::test::sleep_for(std::chrono::milliseconds(300));
+    auto used = std::chrono::duration_cast<std::chrono::milliseconds>(cpu() - before);
+    CHECK_MESSAGE(used < std::chrono::milliseconds(100), used.count(), " ms of CPU");
+    app.release.notify();
+    std::string buf;
+    CHECK((co_await read_response(c, buf)).body == "GET /slow ");
+    CHECK((co_await read_response(c, buf)).body == "GET /next ");
   });
 }
 
