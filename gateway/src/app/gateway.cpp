@@ -29,7 +29,7 @@ gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg
       cfg_(std::move(cfg)),
       process_(std::move(process)),
       upstreams_(io, cfg_->upstreams, cfg_->dns_servers, metrics_) {
-  chain_env env{io_, *cfg_, metrics_, shared_, *process_, &upstreams_};
+  chain_env env{io_, *cfg_, metrics_, shared_, *process_};
   for (std::size_t i = 0; i < cfg_->routes.size(); ++i) {
     const auto& r = cfg_->routes[i];
     route_entry e{

@@ -56,8 +56,6 @@ struct process_state {
   metrics_registry metrics;  ///< for those objects' metrics (scraped once, not per worker)
 };
 
-class upstreams;
-
 /// What every chain is built with: the gateway's parts policies may use.
 struct chain_env {
   asio::io_context& io;
@@ -65,7 +63,6 @@ struct chain_env {
   metrics_registry& metrics;  ///< this worker's (summed with the others' at scrape time)
   shared_state& shared;       ///< this worker's
   process_state& process;     ///< every worker's
-  const upstreams* services;
 };
 
 /// What a policy's factory gets for one route.

@@ -2,10 +2,9 @@
 // a syscall per request: lines are formatted into a buffer on each worker's
 // event loop, and the destination's one writer thread is handed the buffer
 // every 100 ms (or 64 KiB), whole lines at a time.
-#include "app/upstreams.hpp"
+#include <tern/json.hpp>
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
-#include <tern/json.hpp>
 
 #include <tern/log_limit.hpp>
 #include <tern/task_group.hpp>
@@ -278,11 +277,11 @@ long long micros(std::chrono::nanoseconds d) {
 class access_log final : public policy {
  public:
   access_log(writer& w, bool json, std::string_view label, const route* r,
-             const upstreams* services)
+             const std::vector<upstream>& services)
       : writer_(w), json_(json), route_(label) {
-    if (!r || !services) return;
+    if (!r) return;
     for (const auto& [key, spec] : r->calls) {
-      call_names_.emplace_back(services->info(spec.upstream).name, spec.pattern.canonical());
+      call_names_.emplace_back(services[spec.upstream].name, spec.pattern.canonical());
     }
   }
 
@@ -379,7 +378,8 @@ std::unique_ptr<policy> make_access_log_policy(const build_context& b) {
     auto& all_workers = b.process.shared.get<destinations>([] { return new destinations; });
     w = std::make_unique<writer>(b.io, path, all_workers.of(path));
   }
-  return std::make_unique<access_log>(*w, format == "json", b.route_label, b.matched, b.services);
+  return std::make_unique<access_log>(*w, format == "json", b.route_label, b.matched,
+                                      b.config.upstreams);
 }
 
 }  // namespace tern::gateway

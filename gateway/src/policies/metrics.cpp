@@ -1,7 +1,7 @@
 // Prometheus metrics of the HTTP side (requests by route, method, status;
 // durations; requests in progress) and of each upstream call the handler
 // made (by service, pattern, outcome).
-#include "app/upstreams.hpp"
+#include "config/config.hpp"
 #include "pipeline/registry.hpp"
 
 #include <prometheus/counter.h>
@@ -70,12 +70,13 @@ struct call_metrics {
 
 class metrics final : public policy {
  public:
-  metrics(families& f, std::string_view label, const route* r, const upstreams* u)
+  metrics(families& f, std::string_view label, const route* r,
+          const std::vector<upstream>& services)
       : f_(f), route_(label), durations_(&f.durations.Add({{"route", route_}}, buckets())) {
-    if (!r || !u) return;
+    if (!r) return;
     for (const auto& [key, spec] : r->calls) {
       auto& c = calls_.emplace_back();
-      c.service = u->info(spec.upstream).name;
+      c.service = services[spec.upstream].name;
       c.pattern = spec.pattern.canonical();
       c.by_outcome[0] =
           &f.calls.Add({{"service", c.service}, {"pattern", c.pattern}, {"outcome", "ok"}});
@@ -144,7 +145,7 @@ std::unique_ptr<policy> make_metrics_policy(const build_context& b) {
     throw config_error(b.where + ": must be true, false or {}");
   }
   auto& f = b.shared.get<families>([&] { return new families(b.metrics); });
-  return std::make_unique<metrics>(f, b.route_label, b.matched, b.services);
+  return std::make_unique<metrics>(f, b.route_label, b.matched, b.config.upstreams);
 }
 
 }  // namespace tern::gateway
