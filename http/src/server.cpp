@@ -196,6 +196,7 @@ server::server(asio::io_context& io, limits l, handler h, error_renderer render)
 
 server::~server() {
   stop();
+  tasks_.cancel();
   for (auto* s : sessions_) s->owner = nullptr;
 }
 

@@ -127,6 +127,7 @@ server::server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
 server::~server() {
   stop_accepting();
   close_all();
+  tasks_.cancel();
 }
 
 std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string& host,

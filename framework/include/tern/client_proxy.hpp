@@ -220,12 +220,10 @@ class client_proxy {
   };
   [[nodiscard]] counters stats() const noexcept;
 
-  struct impl;
-  struct endpoint;
-  struct call_slot;
   friend asio::awaitable<void> send_raw_all(std::span<raw_call> calls);
 
  private:
+  struct impl;
   asio::awaitable<void> call_(const pattern& p, transport::value_writer data,
                               transport::value_sink on_value, call_options o);
   asio::awaitable<detail::raw_stream> stream_packed(const pattern& p, transport::value_writer data,

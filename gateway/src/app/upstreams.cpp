@@ -207,6 +207,10 @@ void upstreams::warn_failure(std::size_t i, std::string_view method, std::string
   }
 }
 
+upstreams::~upstreams() {
+  tasks_.cancel();
+}
+
 void upstreams::close() {
   closed_ = true;
   tasks_.cancel();

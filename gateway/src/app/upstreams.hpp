@@ -37,6 +37,9 @@ class upstreams {
 
   upstreams(asio::io_context& io, const std::vector<upstream>& config,
             const std::vector<std::string>& dns_servers, metrics_registry& metrics);
+  ~upstreams();
+  upstreams(const upstreams&) = delete;
+  upstreams& operator=(const upstreams&) = delete;
 
   [[nodiscard]] tern::client_proxy& client(std::size_t i) { return *clients_[i]; }
   [[nodiscard]] const upstream& info(std::size_t i) const { return config_[i]; }

@@ -180,7 +180,10 @@ class writer {
   writer& operator=(const writer&) = delete;
 
   // Hands over what is buffered; the destination writes it before it ends.
-  ~writer() { hand_over(); }
+  ~writer() {
+    tasks_.cancel();
+    hand_over();
+  }
 
   void log(bool json, std::string_view line) {
     (json ? json_ : text_)->info(line);

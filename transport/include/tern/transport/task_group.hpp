@@ -3,6 +3,8 @@
 #pragma once
 
 #include <asio/any_io_executor.hpp>
+#include "tern/transport/unique_function.hpp"
+
 #include <asio/awaitable.hpp>
 
 #include <chrono>
@@ -14,13 +16,18 @@ namespace tern::transport {
 
 /// A small task group (after Beast's): spawn() starts a coroutine bound to
 /// the group's cancellation; cancel() sends every running one a terminal
-/// cancellation; join() waits until all have finished (or a deadline). An
-/// exception that escapes a task is logged with the group's name, never
-/// rethrown into the event loop.
+/// cancellation; join() waits until all have finished (or a deadline), and
+/// when_idle() is told each time the last one does. An exception that
+/// escapes a task is logged with the group's name, never rethrown into the
+/// event loop; a task that ends with operation_aborted after cancel() has
+/// simply stopped.
 ///
-/// A task that borrows its owner (`this`) must stop touching it once the
-/// group is gone: it keeps alive() on its frame and checks it after each
-/// co_await (the destructor cancels the tasks, which resume later).
+/// The destructor cancels nothing: the owner cancels and joins first, or
+/// its tasks hold it (so it goes only once none runs). Emitting to tasks
+/// whose frames an event loop's destruction is tearing down would reach
+/// freed memory. A task that borrows an owner without either must stop
+/// touching it once the group is gone: it keeps alive() on its frame and
+/// checks it after each co_await.
 ///
 /// Thread safety: none; use it from its executor's (single) thread.
 class task_group {
@@ -36,6 +43,9 @@ class task_group {
   void cancel();
   /// Completes once no task runs (true), or when `deadline` passes (false).
   asio::awaitable<bool> join(std::chrono::steady_clock::time_point deadline);
+  /// Called (from the ending task's completion) each time the last
+  /// running task ends.
+  void when_idle(unique_function<void()> f);
   /// Tasks running now.
   [[nodiscard]] std::size_t running() const noexcept;
   /// True until the group is destroyed.
