@@ -5,6 +5,8 @@
 #include "tern/tern.hpp"
 
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/ip/udp.hpp>
 #include <asio/steady_timer.hpp>
 
 using namespace std::chrono_literals;
@@ -195,6 +197,28 @@ TEST_CASE("a name that does not resolve fails calls with connection_refused nami
       CHECK(std::string(e.what()).find("nowhere.tern.test") != std::string::npos);
     }
     client.close();
+  });
+}
+
+TEST_CASE("a call given up while its endpoints are being looked up ends at once") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    // A DNS server that never answers: c-ares gives up after its timeouts
+    // and retries; a caller that gives up first does not wait for that.
+    asio::ip::udp::socket silent(io, {asio::ip::make_address("127.0.0.1"), 0});
+    auto dns = "127.0.0.1:" + std::to_string(silent.local_endpoint().port());
+    tern::client_proxy client(io, {.endpoints = {"silent.tern.test:1"}, .dns_servers = {dns}});
+    auto first = co_await (client.send<int>("who") || tern::test::sleep_for(50ms));
+    CHECK(first.index() == 1);  // the timer won; the call was cancelled
+    auto given_up = std::chrono::steady_clock::now();
+    // A call that waits for the lookup fails when c-ares gives up.
+    try {
+      (void)co_await client.send<int>("who", msgpack::type::nil_t{}, {.timeout = 10s});
+      FAIL("the call succeeded");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::connection_refused);
+    }
+    CHECK(std::chrono::steady_clock::now() - given_up > 500ms);  // long after
   });
 }
 
