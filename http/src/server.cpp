@@ -2,11 +2,14 @@
 
 #include "tern/transport/log_limit.hpp"
 #include "tern/transport/server.hpp"
+#include "tern/transport/task_group.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/post.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -17,6 +20,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <unordered_set>
 
 namespace tern::http {
 
@@ -56,8 +60,77 @@ void append_response(std::string& out, const response& r, bool keep_alive, bool 
 
 }  // namespace
 
-struct server::session_info {
-  server* owner;  // null once the server is destroyed (the frame may outlive it)
+// The server's state and its tasks (the accept and sweep loops, one
+// session per connection), which hold it: it goes once none runs.
+struct server::impl : std::enable_shared_from_this<server::impl> {
+  impl(asio::io_context& io, limits l, handler h, error_renderer render);
+
+  struct session_info;
+  struct client_watch;
+  // A connection counted in open_: released when the session's frame goes,
+  // or at once when the connection is reclaimed.
+  class connection_slot {
+   public:
+    explicit connection_slot(std::shared_ptr<std::atomic<std::size_t>> open)
+        : open_(std::move(open)) {}
+    connection_slot(connection_slot&&) noexcept = default;
+    connection_slot& operator=(connection_slot&&) = delete;
+    ~connection_slot() { release(); }
+    void release() noexcept {
+      if (open_) open_->fetch_sub(1, std::memory_order_relaxed);
+      open_.reset();
+    }
+
+   private:
+    std::shared_ptr<std::atomic<std::size_t>> open_;
+  };
+  // Idle sessions in the order they became idle (an intrusive list).
+  struct idle_list {
+    session_info* head = nullptr;
+    session_info* tail = nullptr;
+  };
+
+  std::uint16_t listen(const std::string& host, std::uint16_t port, bool reuse_port);
+  void stop();
+  asio::awaitable<void> drain(std::chrono::milliseconds bound);
+  // `counted`: the connection is in open_ already (the accept loop's check).
+  void start_session(asio::ip::tcp::socket socket, bool counted = false);
+  // The tasks: each holds the impl (`keep`), so `this` outlives it.
+  asio::awaitable<void> accept_loop(std::shared_ptr<impl> keep);
+  asio::awaitable<void> sweep_loop(std::shared_ptr<impl> keep);
+  asio::awaitable<void> session(std::shared_ptr<impl> keep, asio::ip::tcp::socket socket,
+                                std::shared_ptr<client_watch> watch, connection_slot slot);
+  static void watch_client(const std::shared_ptr<client_watch>& w);
+  // Files `s` under the idle list its state calls for (none while it is
+  // reading a request, handling, writing or closing). Called before each of
+  // the session's waits: reclaim() runs only while sessions wait.
+  void track(session_info& s) noexcept;
+  void untrack(session_info& s) noexcept;
+  // Closes the idle connection held longest, one that never sent a byte
+  // before one between requests, and frees its slot; false if none is idle.
+  bool reclaim();
+
+  asio::io_context& io_;
+  limits limits_;
+  handler handler_;
+  error_renderer render_;
+  asio::ip::tcp::acceptor acceptor_;
+  asio::steady_timer sweeper_;
+  asio::steady_timer drained_;  // drain() waits on it; the last session to end cancels it
+  bool running_ = false;
+  bool draining_ = false;
+  std::size_t starting_ = 0;  // sessions spawned that have not registered yet
+  std::uint64_t accepted_ = 0;
+  std::uint64_t reclaimed_ = 0;
+  std::unordered_set<session_info*> sessions_;
+  idle_list fresh_;                                 // connected, not a byte received yet
+  idle_list between_;                               // keep-alive, between requests
+  std::shared_ptr<std::atomic<std::size_t>> open_;  // connections, maybe other servers' too
+  transport::task_group tasks_;                     // the loops and the sessions
+};
+
+struct server::impl::session_info {
+  impl* owner;
   asio::ip::tcp::socket* socket;
   const std::string* peer;
   connection_slot slot;
@@ -80,13 +153,13 @@ struct server::session_info {
 // Notices a client that leaves while its request is being handled: the
 // session's signal (its coroutine is bound to it) then cancels what the
 // handler awaits. `info` is set while a handler runs.
-struct server::client_watch {
-  asio::cancellation_signal signal;
+struct server::impl::client_watch {
+  transport::task_group::task_ref session;  // the session's task
   session_info* info = nullptr;
   request* req = nullptr;
 };
 
-void server::watch_client(const std::shared_ptr<client_watch>& w) {
+void server::impl::watch_client(const std::shared_ptr<client_watch>& w) {
   w->info->socket->async_wait(asio::socket_base::wait_read, [w](std::error_code ec) {
     if (ec || !w->info) return;  // the handler finished first
     // Readable while its request is in hand: more requests (pipelining:
@@ -106,7 +179,7 @@ void server::watch_client(const std::shared_ptr<client_watch>& w) {
                   *w->info->peer);
     w->req->client_gone = true;
     w->info = nullptr;
-    w->signal.emit(asio::cancellation_type::terminal);
+    w->session.cancel();
   });
 }
 
@@ -182,7 +255,7 @@ limits admin_limits(std::size_t max_connections) {
                 .max_connections = max_connections};
 }
 
-server::server(asio::io_context& io, limits l, handler h, error_renderer render)
+server::impl::impl(asio::io_context& io, limits l, handler h, error_renderer render)
     : io_(io),
       limits_(l),
       handler_(std::move(h)),
@@ -194,13 +267,43 @@ server::server(asio::io_context& io, limits l, handler h, error_renderer render)
       open_(std::make_shared<std::atomic<std::size_t>>(0)),
       tasks_(io.get_executor(), "http server") {}
 
+server::server(asio::io_context& io, limits l, handler h, error_renderer render)
+    : impl_(std::make_shared<impl>(io, l, std::move(h), std::move(render))) {}
+
 server::~server() {
-  stop();
-  tasks_.cancel();
-  for (auto* s : sessions_) s->owner = nullptr;
+  impl_->stop();
 }
 
-void server::untrack(session_info& s) noexcept {
+std::uint16_t server::listen(const std::string& host, std::uint16_t port, bool reuse_port) {
+  return impl_->listen(host, port, reuse_port);
+}
+
+void server::share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open) {
+  impl_->open_ = std::move(open);
+}
+
+void server::stop() {
+  impl_->stop();
+}
+
+asio::awaitable<void> server::drain(std::chrono::milliseconds bound) {
+  auto self = impl_;
+  co_await self->drain(bound);
+}
+
+std::size_t server::connections() const noexcept {
+  return impl_->sessions_.size();
+}
+
+std::uint64_t server::accepted() const noexcept {
+  return impl_->accepted_;
+}
+
+std::uint64_t server::reclaimed() const noexcept {
+  return impl_->reclaimed_;
+}
+
+void server::impl::untrack(session_info& s) noexcept {
   auto* list = s.listed;
   if (!list) return;
   (s.prev ? s.prev->next : list->head) = s.next;
@@ -209,7 +312,7 @@ void server::untrack(session_info& s) noexcept {
   s.listed = nullptr;
 }
 
-void server::track(session_info& s) noexcept {
+void server::impl::track(session_info& s) noexcept {
   auto* want = !s.idle() ? nullptr : s.fresh ? &fresh_ : &between_;
   if (want == s.listed) return;
   untrack(s);
@@ -220,7 +323,7 @@ void server::track(session_info& s) noexcept {
   s.listed = want;
 }
 
-bool server::reclaim() {
+bool server::impl::reclaim() {
   // A listed session waits for bytes; one whose bytes have come (its wait
   // done, its turn to run not yet) is about to be busy, and one already
   // closed (timed out) frees its slot by itself: neither is taken.
@@ -244,23 +347,24 @@ bool server::reclaim() {
   return true;
 }
 
-std::uint16_t server::listen(const std::string& host, std::uint16_t port, bool reuse_port) {
+std::uint16_t server::impl::listen(const std::string& host, std::uint16_t port, bool reuse_port) {
   auto bound = transport::open_acceptor(acceptor_, host, port, reuse_port);
   running_ = true;
-  tasks_.spawn(accept_loop());
-  tasks_.spawn(sweep_loop());
+  tasks_.spawn(accept_loop(shared_from_this()));
+  tasks_.spawn(sweep_loop(shared_from_this()));
   return bound;
 }
 
-void server::stop() {
+void server::impl::stop() {
   running_ = false;
   std::error_code ec;
   acceptor_.close(ec);
   sweeper_.cancel();
   for (auto* s : sessions_) s->socket->close(ec);
+  tasks_.cancel();  // handlers still running see it
 }
 
-asio::awaitable<void> server::drain(std::chrono::milliseconds bound) {
+asio::awaitable<void> server::impl::drain(std::chrono::milliseconds bound) {
   auto deadline = clock_type::now() + bound;
   draining_ = true;
   std::error_code ec;
@@ -292,19 +396,21 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds bound) {
                  bound.count());
   }
   stop();
+  // What is left was cancelled, handlers included: it ends at once.
+  if (!co_await tasks_.join(clock_type::now() + max_linger)) {
+    spdlog::warn("drain: {} sessions did not end when cancelled", sessions_.size());
+  }
 }
 
-asio::awaitable<void> server::sweep_loop() {
+asio::awaitable<void> server::impl::sweep_loop(std::shared_ptr<impl> /*keep*/) {
   // One timer for every connection, instead of one re-armed per request:
   // a deadline is noticed within one tick of passing.
   auto tick = std::clamp(std::min(limits_.read_timeout, limits_.idle_timeout) / 8,
                          std::chrono::milliseconds(5), std::chrono::milliseconds(1000));
   auto linger = std::min(limits_.read_timeout, max_linger);
-  auto alive = tasks_.alive();
   while (running_) {
     sweeper_.expires_after(tick);
     co_await sweeper_.async_wait(nothrow);
-    if (!*alive) co_return;
     auto now = clock_type::now();
     for (auto* s : sessions_) {
       if (s->busy) continue;  // a handler is working: the client is not the one being slow
@@ -323,38 +429,28 @@ asio::awaitable<void> server::sweep_loop() {
   }
 }
 
-void server::start_session(asio::ip::tcp::socket socket, bool counted) {
+void server::impl::start_session(asio::ip::tcp::socket socket, bool counted) {
   ++starting_;
   ++accepted_;
   if (!counted) open_->fetch_add(1, std::memory_order_relaxed);
-  // The watch (and its signal) lives as long as the session's coroutine.
+  // The watch lives as long as the session's coroutine; it cancels the
+  // session's task when the client leaves (only while a handler runs).
   auto watch = std::make_shared<client_watch>();
-  auto& signal = watch->signal;
-  asio::co_spawn(io_, session(std::move(socket), watch, connection_slot(open_)),
-                 asio::bind_cancellation_slot(signal.slot(), [watch](std::exception_ptr e) {
-                   if (!e) return;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& ex) {
-                     spdlog::error("http session failed: {}", transport::clip(ex.what()));
-                   }
-                 }));
+  watch->session =
+      tasks_.spawn(session(shared_from_this(), std::move(socket), watch, connection_slot(open_)));
 }
 
-asio::awaitable<void> server::accept_loop() {
-  auto alive = tasks_.alive();
+asio::awaitable<void> server::impl::accept_loop(std::shared_ptr<impl> /*keep*/) {
   asio::steady_timer pause(io_);
   transport::log_limiter over_limit;
   while (running_ && !draining_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
-    if (!*alive) co_return;
     if (!ec && draining_) start_session(std::move(sock));  // accepted just before the drain
     if (!running_ || draining_) co_return;
     if (ec) {
       spdlog::warn("http accept failed: {}", ec.message());
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(nothrow);
-      if (!*alive) co_return;
       continue;
     }
     // Counted before the check: servers sharing the count never pass the
@@ -376,8 +472,10 @@ asio::awaitable<void> server::accept_loop() {
   }
 }
 
-asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
-                                      std::shared_ptr<client_watch> watch, connection_slot slot) {
+asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
+                                            asio::ip::tcp::socket socket,
+                                            std::shared_ptr<client_watch> watch,
+                                            connection_slot slot) {
   std::error_code ec;
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
@@ -392,7 +490,6 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     session_info* info;
     ~unregister() {
       auto* s = info->owner;
-      if (!s) return;
       s->untrack(*info);
       s->sessions_.erase(info);
       if (s->draining_ && s->sessions_.empty() && s->starting_ == 0) s->drained_.cancel();
@@ -417,7 +514,6 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     info.write_since = clock_type::now();
     track(info);
     auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
-    if (!info.owner) co_return false;  // the server is gone: touch nothing of it
     info.writing = false;
     if (!info.in_message) info.since = clock_type::now();
     out.clear();
@@ -433,7 +529,6 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
     if (info.in_message) {  // the rest of a request
       track(info);
       std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
-      if (!info.owner) co_return;
     } else {
       // Idle (connected, or between requests): wait for bytes with no read
       // pending and no buffer held, listed for reclaim() meanwhile, which
@@ -442,7 +537,6 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
       // already there (pipelined) at once.
       track(info);
       std::tie(rec) = co_await socket.async_wait(asio::socket_base::wait_read, nothrow);
-      if (!info.owner) co_return;
       if (!rec) n = socket.read_some(read_into(), rec);
       if (rec == asio::error::would_block) continue;  // woken with nothing to read
       info.fresh = false;
@@ -479,7 +573,6 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         info.busy = true;
         track(info);
         response refused = co_await render_(parser.error_status(), parser.error_message(), req);
-        if (!info.owner) co_return;
         info.busy = false;
         append_response(out, refused, false, req.method == "HEAD");
         close_after = true;
@@ -495,7 +588,7 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
       try {
         r = co_await handler_(req);
       } catch (const std::exception& e) {
-        if (!req.client_gone) {
+        if (!req.client_gone && running_) {  // (not a handler cancelled by stop())
           spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, transport::clip(req.target),
                         transport::clip(e.what()));
         }
@@ -506,14 +599,13 @@ asio::awaitable<void> server::session(asio::ip::tcp::socket socket,
         socket.cancel(ec);  // the watch's wait, the only operation pending
       }
       watch->req = nullptr;
-      if (!info.owner) co_return;
-      if (req.client_gone) {  // nobody to answer; the session is cancelled too
+      if (req.client_gone ||
+          !running_) {  // nobody to answer, or stopped; the session is cancelled too
         gone = true;
         break;
       }
       if (failed) {
         r = co_await render_(500, "Internal server error", req);
-        if (!info.owner) co_return;
       }
       info.busy = false;
       info.since = clock_type::now();

@@ -658,14 +658,20 @@ asio::awaitable<std::string> read_to_end(tcp::socket& s, std::string buf = {}) {
   }
 }
 
-// Echoes "METHOD path body"; "/slow" waits for `release` after notifying `started`.
+// Echoes "METHOD path body"; "/slow" waits for `release` after notifying
+// `started`. `ended` counts handlers that have ended, however they did.
 struct test_app {
   explicit test_app(asio::io_context& io) : started(io), release(io) {}
   event started, release;
   int calls = 0;
+  int ended = 0;
   http_server::handler handler() {
     return [this](http_request& r) -> asio::awaitable<http_response> {
       ++calls;
+      struct count {
+        int& n;
+        ~count() { ++n; }
+      } end{ended};
       if (r.path == "/slow") {
         started.notify();
         co_await release.wait();
@@ -867,7 +873,7 @@ TEST_CASE("drain serves a request already sent on an idle connection") {
   });
 }
 
-TEST_CASE("drain closes what is left when its bound passes") {
+TEST_CASE("drain closes what is left when its bound passes, cancels its handlers and awaits them") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     test_app app(io);
     http_server server(io, test_limits(), app.handler());
@@ -878,11 +884,38 @@ TEST_CASE("drain closes what is left when its bound passes") {
     auto begun = std::chrono::steady_clock::now();
     co_await server.drain(std::chrono::milliseconds(50));
     CHECK(std::chrono::steady_clock::now() - begun >= std::chrono::milliseconds(50));
-    CHECK((co_await read_to_end(c)).empty());  // closed without a response
-    app.release.notify();                      // the handler finishes; its response is dropped
-    co_await server.drain(std::chrono::seconds(5));
+    CHECK(app.ended == 1);  // never released: cancelled, and over before drain returned
     CHECK(server.connections() == 0);
+    CHECK((co_await read_to_end(c)).empty());  // closed without a response
     CHECK(app.calls == 1);
+  });
+}
+
+TEST_CASE("stop() cancels the handlers still running, and a destroyed server's sessions end") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    auto server = std::make_unique<http_server>(io, test_limits(), app.handler());
+    auto port = server->listen("127.0.0.1", 0);
+    auto a = co_await connect(io, port);
+    co_await send(a, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await app.started.wait();
+    server->stop();
+    co_await tern::test::until([&] { return app.ended == 1; });
+    CHECK(app.ended == 1);  // never released: the stop cancelled it
+    CHECK((co_await read_to_end(a)).empty());
+
+    // Destroyed with a handler running: the session ends (its handler
+    // cancelled) and touches nothing freed.
+    app.started = event(io);
+    server = std::make_unique<http_server>(io, test_limits(), app.handler());
+    port = server->listen("127.0.0.1", 0);
+    auto b = co_await connect(io, port);
+    co_await send(b, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await app.started.wait();
+    server.reset();
+    co_await tern::test::until([&] { return app.ended == 2; });
+    CHECK(app.ended == 2);
+    CHECK((co_await read_to_end(b)).empty());
   });
 }
 

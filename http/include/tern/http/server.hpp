@@ -3,12 +3,7 @@
 
 #include "tern/http/request_parser.hpp"
 
-#include "tern/transport/task_group.hpp"
-
 #include <asio/awaitable.hpp>
-#include <asio/io_context.hpp>
-#include <asio/ip/tcp.hpp>
-#include <asio/steady_timer.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -16,9 +11,12 @@
 #include <functional>
 #include <memory>
 #include <string>
-#include <unordered_set>
 #include <utility>
 #include <vector>
+
+namespace asio {
+class io_context;
+}
 
 namespace tern::http {
 
@@ -58,10 +56,12 @@ limits admin_limits(std::size_t max_connections);
 /// only when no connection is idle. A connection holds no read buffer
 /// until its first byte arrives, so idle ones cost little.
 ///
-/// Thread safety: none; every call on the io_context's thread. The server
-/// may be destroyed while the io_context runs: its sessions' sockets are
-/// closed, and each session, when it resumes, touches nothing of the
-/// server again (the handler it may be awaiting must look after itself).
+/// Thread safety: none; every call on the io_context's thread. Each
+/// connection's session is a task of the server's: stop() (and the
+/// destructor) closes the sockets and cancels the sessions, whose handlers
+/// see the cancellation; drain() awaits them. A session holds what it
+/// needs of the server, so the server may be destroyed while the
+/// io_context runs (the handler a session awaits must look after itself).
 class server {
  public:
   using handler = std::function<asio::awaitable<response>(request&)>;
@@ -86,83 +86,27 @@ class server {
   /// Counts this server's connections in `open` too: servers given the
   /// same count (one per thread, on one port) share one max_connections.
   /// Call before listen().
-  void share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open) {
-    open_ = std::move(open);
-  }
-  /// Stops accepting and closes every connection at once.
+  void share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open);
+  /// Stops accepting, closes every connection at once and cancels the
+  /// handlers still running (their responses are not sent).
   void stop();
   /// Graceful stop: accepts no new connection; connections idle between
   /// requests are closed at once; requests in flight (begun, or already in
   /// the socket's receive buffer) are finished and answered with
   /// `Connection: close`; pipelined requests after them are not started.
   /// Completes when every connection is gone, or after `bound`, when what
-  /// is left is closed as stop() does (handlers still running then finish
-  /// on their own, their responses discarded). Never throws.
+  /// is left is stopped as stop() does, and awaited (a handler that ignores
+  /// its cancellation, for at most another 2 s). Never throws.
   asio::awaitable<void> drain(std::chrono::milliseconds bound);
-  [[nodiscard]] std::size_t connections() const noexcept { return sessions_.size(); }
+  [[nodiscard]] std::size_t connections() const noexcept;
   /// Connections accepted and served since listen() (not those refused).
-  [[nodiscard]] std::uint64_t accepted() const noexcept { return accepted_; }
+  [[nodiscard]] std::uint64_t accepted() const noexcept;
   /// Idle connections closed to admit new ones at max_connections.
-  [[nodiscard]] std::uint64_t reclaimed() const noexcept { return reclaimed_; }
+  [[nodiscard]] std::uint64_t reclaimed() const noexcept;
 
  private:
-  struct session_info;
-  struct client_watch;
-  // A connection counted in open_: released when the session's frame goes,
-  // or at once when the connection is reclaimed.
-  class connection_slot {
-   public:
-    explicit connection_slot(std::shared_ptr<std::atomic<std::size_t>> open)
-        : open_(std::move(open)) {}
-    connection_slot(connection_slot&&) noexcept = default;
-    connection_slot& operator=(connection_slot&&) = delete;
-    ~connection_slot() { release(); }
-    void release() noexcept {
-      if (open_) open_->fetch_sub(1, std::memory_order_relaxed);
-      open_.reset();
-    }
-
-   private:
-    std::shared_ptr<std::atomic<std::size_t>> open_;
-  };
-  // Idle sessions in the order they became idle (an intrusive list).
-  struct idle_list {
-    session_info* head = nullptr;
-    session_info* tail = nullptr;
-  };
-  // `counted`: the connection is in open_ already (the accept loop's check).
-  void start_session(asio::ip::tcp::socket socket, bool counted = false);
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> sweep_loop();
-  asio::awaitable<void> session(asio::ip::tcp::socket socket, std::shared_ptr<client_watch> watch,
-                                connection_slot slot);
-  static void watch_client(const std::shared_ptr<client_watch>& w);
-  // Files `s` under the idle list its state calls for (none while it is
-  // reading a request, handling, writing or closing). Called before each of
-  // the session's waits: reclaim() runs only while sessions wait.
-  void track(session_info& s) noexcept;
-  void untrack(session_info& s) noexcept;
-  // Closes the idle connection held longest, one that never sent a byte
-  // before one between requests, and frees its slot; false if none is idle.
-  bool reclaim();
-
-  asio::io_context& io_;
-  limits limits_;
-  handler handler_;
-  error_renderer render_;
-  asio::ip::tcp::acceptor acceptor_;
-  asio::steady_timer sweeper_;
-  asio::steady_timer drained_;  // drain() waits on it; the last session to end cancels it
-  bool running_ = false;
-  bool draining_ = false;
-  std::size_t starting_ = 0;  // sessions spawned that have not registered yet
-  std::uint64_t accepted_ = 0;
-  std::uint64_t reclaimed_ = 0;
-  std::unordered_set<session_info*> sessions_;
-  idle_list fresh_;                                 // connected, not a byte received yet
-  idle_list between_;                               // keep-alive, between requests
-  std::shared_ptr<std::atomic<std::size_t>> open_;  // connections, maybe other servers' too
-  transport::task_group tasks_;                     // the accept and sweep loops
+  struct impl;
+  std::shared_ptr<impl> impl_;
 };
 
 }  // namespace tern::http

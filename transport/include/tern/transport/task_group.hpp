@@ -37,8 +37,23 @@ class task_group {
   task_group(const task_group&) = delete;
   task_group& operator=(const task_group&) = delete;
 
+  struct state;
+  struct task;
+  /// One running task, to cancel it alone (as cancel() does all): valid
+  /// until the task ends.
+  class task_ref {
+   public:
+    task_ref() = default;
+    void cancel();
+
+   private:
+    friend class task_group;
+    explicit task_ref(task* t) : task_(t) {}
+    task* task_ = nullptr;
+  };
+
   /// Starts `task` on the group's executor.
-  void spawn(asio::awaitable<void> task);
+  task_ref spawn(asio::awaitable<void> task);
   /// Requests every running task to stop (asio::cancellation_type::terminal).
   void cancel();
   /// Completes once no task runs (true), or when `deadline` passes (false).
@@ -52,7 +67,6 @@ class task_group {
   [[nodiscard]] std::shared_ptr<const bool> alive() const noexcept { return alive_; }
 
  private:
-  struct state;
   asio::any_io_executor executor_;
   std::shared_ptr<state> state_;
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
