@@ -13,7 +13,7 @@ set(TERN_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/tern)
 install(DIRECTORY framework/include/tern DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} COMPONENT dev)
 install(FILES transport/include/tern/rpc_error.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tern COMPONENT dev)
-foreach(h byte_buffer codec connection connection_options control frame_decoder function_ref
+foreach(h byte_buffer codec connection connection_options control endpoint frame_decoder function_ref
           json log_limit msgpack_codec msgpack_reader nestjs_codec packet server task_group
           unique_function utf8)
   install(FILES transport/include/tern/transport/${h}.hpp

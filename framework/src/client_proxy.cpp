@@ -5,48 +5,9 @@
 #include "tern/microservice.hpp"
 #include "tern/transport/client_connection.hpp"
 
-#include <stdexcept>
-
 namespace tern {
 
 using detail::clock;
-
-endpoint_address parse_endpoint(std::string_view text) {
-  auto bad = [&](std::string_view why) {
-    return std::invalid_argument("endpoint \"" + std::string(text) + "\": " + std::string(why));
-  };
-  auto colon = text.rfind(':');
-  if (colon == std::string_view::npos) throw bad("expected host:port");
-  std::string_view host = text.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  } else if (host.find(':') != std::string_view::npos) {
-    throw bad("an IPv6 address is written [address]:port");
-  }
-  if (host.empty()) throw bad("empty host");
-  auto digits = text.substr(colon + 1);
-  unsigned long port = 0;
-  for (char c : digits) {
-    if (c < '0' || c > '9' || (port = port * 10 + static_cast<unsigned long>(c - '0')) > 65535) {
-      throw bad("the port must be 1-65535");
-    }
-  }
-  if (port == 0) throw bad("the port must be 1-65535");
-  return {std::string(host), static_cast<std::uint16_t>(port)};
-}
-
-std::string to_string(const endpoint_address& e) {
-  // Appended piece by piece: GCC 12's -Wrestrict misfires at -O3 on
-  // "[" + host + "]:" + port.
-  std::string out;
-  bool v6 = e.host.find(':') != std::string::npos;
-  if (v6) out += '[';
-  out += e.host;
-  if (v6) out += ']';
-  out += ':';
-  out += std::to_string(e.port);
-  return out;
-}
 
 // What the copies of a client_proxy share. The last one to go stops the
 // client's tasks, which hold the core until they end.

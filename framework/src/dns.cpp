@@ -1,5 +1,7 @@
 #include "dns.hpp"
 
+#include "tern/transport/endpoint.hpp"
+
 #include "tern/transport/unique_function.hpp"
 
 #include <ares.h>
@@ -32,10 +34,7 @@ void init_library() {
 
 // "10.0.0.1", "10.0.0.1:5353", "::1", "[::1]:5353" → c-ares's "host:port" list item.
 std::string server_item(const std::string& s) {
-  if (s.empty()) throw std::invalid_argument("an empty DNS server address");
-  if (s.front() == '[') return s;                                     // [v6]:port
-  if (std::count(s.begin(), s.end(), ':') > 1) return "[" + s + "]";  // bare v6
-  return s;
+  return transport::to_string(transport::parse_ip_endpoint(s, 53));
 }
 
 }  // namespace

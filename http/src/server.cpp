@@ -132,7 +132,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 struct server::impl::session_info {
   impl* owner;
   asio::ip::tcp::socket* socket;
-  const std::string* peer;
+  const transport::ip_endpoint* peer;
   connection_slot slot;
   // The idle list this session is on (track()), and its neighbours there.
   idle_list* listed = nullptr;
@@ -176,7 +176,7 @@ void server::impl::watch_client(const std::shared_ptr<client_watch>& w) {
       return;
     }
     spdlog::debug("[{}] the client left before its response: its calls are cancelled",
-                  *w->info->peer);
+                  transport::to_string(*w->info->peer));
     w->req->client_gone = true;
     w->info = nullptr;
     w->session.cancel();
@@ -341,7 +341,8 @@ bool server::impl::reclaim() {
   untrack(*victim);
   victim->slot.release();
   ++reclaimed_;
-  spdlog::debug("[{}] idle connection closed to admit a new one (max_connections)", *victim->peer);
+  spdlog::debug("[{}] idle connection closed to admit a new one (max_connections)",
+                transport::to_string(*victim->peer));
   std::error_code ec;
   victim->socket->close(ec);  // its read fails and the session ends
   return true;
@@ -421,7 +422,7 @@ asio::awaitable<void> server::impl::sweep_loop(std::shared_ptr<impl> /*keep*/) {
                       : s->lingering  ? s->since + linger
                                       : s->since + limits_.idle_timeout;
       if (now >= deadline) {
-        spdlog::debug("[{}] http connection timed out", *s->peer);
+        spdlog::debug("[{}] http connection timed out", transport::to_string(*s->peer));
         std::error_code ec;
         s->socket->close(ec);  // its read fails and the session ends
       }
@@ -480,7 +481,7 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
   socket.set_option(asio::ip::tcp::no_delay(true), ec);
   auto remote = socket.remote_endpoint(ec);
   request req;
-  req.peer = ec ? "(unknown)" : remote.address().to_string() + ":" + std::to_string(remote.port());
+  if (!ec) req.peer = transport::to_ip_endpoint(remote);
   request_parser parser(limits_);
   session_info info{this, &socket, &req.peer, std::move(slot)};
   info.since = clock_type::now();
@@ -568,8 +569,8 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
       info.in_message = false;
       sent_continue = false;
       if (state == request_parser::result::error) {
-        spdlog::debug("[{}] bad request ({}): {}", req.peer, parser.error_status(),
-                      parser.error_message());
+        spdlog::debug("[{}] bad request ({}): {}", transport::to_string(req.peer),
+                      parser.error_status(), parser.error_message());
         info.busy = true;
         track(info);
         response refused = co_await render_(parser.error_status(), parser.error_message(), req);
@@ -589,8 +590,8 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
         r = co_await handler_(req);
       } catch (const std::exception& e) {
         if (!req.client_gone && running_) {  // (not a handler cancelled by stop())
-          spdlog::error("[{}] {} {} failed: {}", req.peer, req.method, transport::clip(req.target),
-                        transport::clip(e.what()));
+          spdlog::error("[{}] {} {} failed: {}", transport::to_string(req.peer), req.method,
+                        transport::clip(req.target), transport::clip(e.what()));
         }
         failed = true;
       }

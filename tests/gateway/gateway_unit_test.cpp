@@ -4,6 +4,8 @@
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
 
+#include <tern/endpoint.hpp>
+
 #include "../support/harness.hpp"
 #include "source_dir.hpp"
 
@@ -491,7 +493,7 @@ TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {
   REQUIRE(cfg.trusted_proxies.size() == 4);
   auto trusted = [&](const char* text) {
     std::array<std::uint8_t, 16> a{};
-    REQUIRE(parse_address(text, a));
+    REQUIRE(tern::parse_ip(text, a));
     return std::any_of(cfg.trusted_proxies.begin(), cfg.trusted_proxies.end(),
                        [&](const address_range& r) { return r.contains(a); });
   };
@@ -503,8 +505,8 @@ TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {
   CHECK(trusted("192.168.1.7"));
   CHECK_FALSE(trusted("192.168.1.8"));
   std::array<std::uint8_t, 16> a{};
-  CHECK_FALSE(parse_address("10.0.0.1:80", a));
-  CHECK_FALSE(parse_address("", a));
+  CHECK_FALSE(tern::parse_ip("10.0.0.1:80", a));
+  CHECK_FALSE(tern::parse_ip("", a));
   for (const char* bad : {"10.0.0.0/33", "::/129", "10.0.0.0/", "host", "10.0.0.0/8x"}) {
     expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
         "server": {"trusted_proxies": [")" +
@@ -524,7 +526,7 @@ TEST_CASE("a route's own policies piece overrides the default, one policy at a t
       tern::http::request req;
       req.method = "GET";
       req.path = req.target = p;
-      req.peer = "127.0.0.1:1";
+      req.peer = tern::parse_ip_endpoint("127.0.0.1:1", 0);
       bool done = false;
       asio::co_spawn(io, gw.handle(req), [&](std::exception_ptr e, tern::http::response r) {
         REQUIRE_FALSE(e);
@@ -660,7 +662,7 @@ TEST_CASE("a default auth and rate limit leave health, metrics, 404s and parse e
     tern::http::request req;
     req.method = "GET";
     req.path = req.target = std::move(path);
-    req.peer = "127.0.0.1:1";
+    req.peer = tern::parse_ip_endpoint("127.0.0.1:1", 0);
     int got = 0;
     asio::co_spawn(io, admin ? gw.handle_admin(req) : gw.handle(req),
                    [&](std::exception_ptr e, tern::http::response r) {
@@ -702,7 +704,7 @@ TEST_CASE("a path that exists with other methods is answered 405 naming them, ot
       tern::http::request req;
       req.method = std::move(method);
       req.path = req.target = std::move(path);
-      req.peer = "127.0.0.1:1";
+      req.peer = tern::parse_ip_endpoint("127.0.0.1:1", 0);
       if (admin) co_return co_await gw.handle_admin(req);
       co_return co_await gw.handle(req);
     };

@@ -20,11 +20,6 @@ constexpr std::size_t initial_read_buffer = 64 * 1024;
 constexpr auto forever = std::chrono::steady_clock::time_point::max();
 }  // namespace
 
-std::string to_string(const asio::ip::tcp::endpoint& ep) {
-  auto addr = ep.address().to_string();
-  return (ep.address().is_v6() ? "[" + addr + "]" : addr) + ":" + std::to_string(ep.port());
-}
-
 connection::connection(asio::ip::tcp::socket socket, const codec& wire,
                        const connection_options& options)
     : socket_(std::move(socket)),

@@ -1,22 +1,19 @@
-// "host:port" as client_options::endpoints and configs write it.
+// Endpoints: "host:port" as client_options::endpoints and configs write it
+// (IPv6 in brackets), and a peer's address as its socket reports it. The
+// transport's one unit for them (tern/transport/endpoint.hpp).
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <string_view>
+#include "tern/transport/endpoint.hpp"
 
 namespace tern {
 
-struct endpoint_address {
-  std::string host;  ///< a name, or an address (IPv6 without its brackets)
-  std::uint16_t port = 0;
-};
-
-/// Parses "host:port", "10.0.0.5:3001" or "[::1]:3001". Throws
-/// std::invalid_argument naming the text and what is wrong with it.
-endpoint_address parse_endpoint(std::string_view text);
-
-/// The text parse_endpoint() reads back: brackets around an IPv6 host.
-std::string to_string(const endpoint_address& e);
+using transport::endpoint_address;
+using transport::ip_address;
+using transport::ip_endpoint;
+using transport::is_v4;
+using transport::parse_endpoint;
+using transport::parse_ip;
+using transport::parse_ip_endpoint;
+using transport::to_string;
 
 }  // namespace tern

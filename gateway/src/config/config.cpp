@@ -53,7 +53,7 @@ address_range read_range(const json& v, const std::string& where) {
   std::string text = v.is_string() ? v.get<std::string>() : std::string();
   address_range r;
   auto slash = text.find('/');
-  bool ok = parse_address(std::string_view(text).substr(0, slash), r.base);
+  bool ok = tern::parse_ip(std::string_view(text).substr(0, slash), r.base);
   bool v4 = text.find(':') == std::string::npos;
   if (ok && slash != std::string::npos) {
     auto bits = text.substr(slash + 1);
@@ -290,19 +290,6 @@ bool address_range::contains(const std::array<std::uint8_t, 16>& a) const noexce
          (base[static_cast<std::size_t>(full)] & mask);
 }
 
-bool parse_address(std::string_view text, std::array<std::uint8_t, 16>& out) {
-  char buf[INET6_ADDRSTRLEN + 1];
-  if (text.empty() || text.size() >= sizeof buf) return false;
-  text.copy(buf, text.size());
-  buf[text.size()] = '\0';
-  out = {};
-  if (inet_pton(AF_INET, buf, out.data() + 12) == 1) {
-    out[10] = out[11] = 0xff;
-    return true;
-  }
-  return inet_pton(AF_INET6, buf, out.data()) == 1;
-}
-
 gateway_config parse_config(const std::string& text) {
   // Checked before parsing: the parser is iterative, but dump() and the
   // pattern code walk the tree recursively.
@@ -329,25 +316,10 @@ gateway_config parse_config(const std::string& text) {
     if (d.contains("servers")) {
       cfg.dns_servers = read_strings(d["servers"], "dns.servers");
       for (std::size_t i = 0; i < cfg.dns_servers.size(); ++i) {
-        std::array<std::uint8_t, 16> ignored{};
-        auto text = cfg.dns_servers[i];
-        auto host = text.front() == '[' ? text.substr(1, text.find(']') - 1)
-                    : std::count(text.begin(), text.end(), ':') == 1
-                        ? text.substr(0, text.find(':'))
-                        : text;
-        auto colon = text.front() == '['                              ? text.find("]:") + 1
-                     : std::count(text.begin(), text.end(), ':') == 1 ? text.find(':')
-                                                                      : std::string::npos;
-        bool port_ok = true;
-        if (colon != std::string::npos && colon != 0) {
-          auto digits = text.substr(colon + 1);
-          port_ok = !digits.empty() && digits.size() <= 5 &&
-                    digits.find_first_not_of("0123456789") == std::string::npos &&
-                    std::stol(digits) >= 1 && std::stol(digits) <= 65535;
-        }
-        if (!parse_address(host, ignored) || !port_ok) {
-          bad("dns.servers[" + std::to_string(i) + "]",
-              "'" + text + "' is not an address (10.0.0.2, 127.0.0.1:5353, [::1]:53)");
+        try {
+          (void)tern::parse_ip_endpoint(cfg.dns_servers[i], 53);
+        } catch (const std::invalid_argument& e) {
+          bad("dns.servers[" + std::to_string(i) + "]", e.what());
         }
       }
     }

@@ -74,10 +74,6 @@ struct address_range {
   [[nodiscard]] bool contains(const std::array<std::uint8_t, 16>& a) const noexcept;
 };
 
-/// Parses an IPv4 or IPv6 address (no port, no brackets) into `out` as IPv6
-/// (IPv4-mapped); false if it is not one.
-bool parse_address(std::string_view text, std::array<std::uint8_t, 16>& out);
-
 /// The response cache's bounds (the top-level "cache" section).
 struct cache_limits {
   std::size_t max_entries = 10000;

@@ -1,6 +1,7 @@
 #include "pipeline/policy.hpp"
 #include "render/errors.hpp"
 
+#include <tern/endpoint.hpp>
 #include <tern/log_limit.hpp>
 
 #include <spdlog/spdlog.h>
@@ -22,8 +23,8 @@ asio::awaitable<void> chain::run_handler(request_context& ctx) const {
       ctx.response = client_closed();
       co_return;
     }
-    spdlog::error("[{}] {} {} failed: {} (request_id={})", ctx.request.peer, ctx.request.method,
-                  clip(ctx.request.target), clip(e.what()), ctx.request_id);
+    spdlog::error("[{}] {} {} failed: {} (request_id={})", tern::to_string(ctx.request.peer),
+                  ctx.request.method, clip(ctx.request.target), clip(e.what()), ctx.request_id);
     ctx.response = internal_error();
   }
 }

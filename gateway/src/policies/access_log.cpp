@@ -6,6 +6,7 @@
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
 
+#include <tern/endpoint.hpp>
 #include <tern/log_limit.hpp>
 #include <tern/task_group.hpp>
 
@@ -295,9 +296,9 @@ class access_log final : public policy {
     auto took = std::chrono::steady_clock::now() - ctx.start;
     if (json_) {
       line_ += "\"client\":";
-      append_json_string(req.peer, line_);
+      append_json_string(tern::to_string(req.peer), line_);
     } else {
-      line_ += req.peer;
+      line_ += tern::to_string(req.peer);
     }
     field(line_, "method", req.method, json_);
     field(line_, "target", req.target, json_);

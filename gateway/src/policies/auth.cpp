@@ -5,6 +5,7 @@
 #include "pipeline/registry.hpp"
 #include "render/errors.hpp"
 
+#include <tern/endpoint.hpp>
 #include <tern/log_limit.hpp>
 
 #include <spdlog/spdlog.h>
@@ -170,9 +171,9 @@ class auth final : public policy {
     ctx.response.headers.emplace_back("WWW-Authenticate", std::string(challenge));
     std::size_t held = 0;
     if (log_.allow(held)) {
-      spdlog::info("[{}] {} {} refused ({}): {} (request_id={}){}", ctx.request.peer,
-                   ctx.request.method, clip(ctx.request.target), status, clip(reason),
-                   ctx.request_id, held_back(held));
+      spdlog::info("[{}] {} {} refused ({}): {} (request_id={}){}",
+                   tern::to_string(ctx.request.peer), ctx.request.method, clip(ctx.request.target),
+                   status, clip(reason), ctx.request_id, held_back(held));
     }
   }
 

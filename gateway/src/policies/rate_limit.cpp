@@ -6,6 +6,7 @@
 #include "pipeline/registry.hpp"
 #include "render/errors.hpp"
 
+#include <tern/endpoint.hpp>
 #include <tern/log_limit.hpp>
 
 #include <prometheus/counter.h>
@@ -14,8 +15,6 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
-
-#include <arpa/inet.h>
 
 #include <algorithm>
 #include <array>
@@ -146,8 +145,9 @@ class rate_limit final : public policy {
       (shadow ? shadowed_ : limited_)->Increment();
       std::size_t held = 0;
       if (log_.allow(held)) {
-        spdlog::info("[{}] {} {} {} (rate limit, key {}) (request_id={}){}", ctx.request.peer,
-                     ctx.request.method, clip(ctx.request.target),
+        spdlog::info("[{}] {} {} {} (rate limit, key {}) (request_id={}){}",
+                     tern::to_string(ctx.request.peer), ctx.request.method,
+                     clip(ctx.request.target),
                      shadow ? "over the limit, let through (shadow mode)" : "refused (429)",
                      clip(key), ctx.request_id, held_back(held));
       }
@@ -180,26 +180,19 @@ class rate_limit final : public policy {
 
   // IPv6 clients are limited by /64: one subscriber usually holds a whole
   // /64, and would otherwise have 2^64 buckets to spread over.
-  static std::string network_of(std::string address) {
-    std::array<std::uint8_t, 16> a{};
-    if (!parse_address(address, a)) return address;
-    bool v4 = std::all_of(a.begin(), a.begin() + 10, [](auto x) { return x == 0; }) &&
-              a[10] == 0xff && a[11] == 0xff;
-    if (v4) return address;
+  static std::string network_of(tern::ip_address a) {
+    if (tern::is_v4(a)) return tern::to_string(a);
     std::fill(a.begin() + 8, a.end(), 0);
-    char text[INET6_ADDRSTRLEN];
-    if (!inet_ntop(AF_INET6, a.data(), text, sizeof text)) return address;
-    return std::string(text) + "/64";
+    return tern::to_string(a) + "/64";
   }
 
   // The client's address: the peer's, or, when the peer is a trusted
-  // proxy, the last address in X-Forwarded-For that is not one.
-  std::string client(const http::request& req) const {
-    std::string_view peer = req.peer;
-    peer = peer.substr(0, peer.rfind(':'));
-    std::array<std::uint8_t, 16> a{};
-    if (trusted_.empty() || !parse_address(peer, a) || !is_trusted(a)) return std::string(peer);
-    std::string_view chosen = peer;
+  // proxy, the last address in X-Forwarded-For that is not one. (A peer
+  // the socket could not tell is ::, one bucket for all such.)
+  tern::ip_address client(const http::request& req) const {
+    const auto& peer = req.peer.address;
+    if (trusted_.empty() || !is_trusted(peer)) return peer;
+    tern::ip_address chosen = peer, a{};
     // Several X-Forwarded-For fields are one list, in order; read it from
     // the right (the hops nearest to us), stopping at the first untrusted.
     for (auto it = req.headers.rbegin(); it != req.headers.rend(); ++it) {
@@ -211,12 +204,12 @@ class rate_limit final : public policy {
         list = comma == list.npos ? std::string_view() : list.substr(0, comma);
         while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
         while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-        if (!parse_address(item, a)) return std::string(chosen);  // a hop we cannot read
-        chosen = item;
-        if (!is_trusted(a)) return std::string(chosen);
+        if (!tern::parse_ip(item, a)) return chosen;  // a hop we cannot read
+        chosen = a;
+        if (!is_trusted(a)) return chosen;
       }
     }
-    return std::string(chosen);
+    return chosen;
   }
 
   bool is_trusted(const std::array<std::uint8_t, 16>& a) const {

@@ -1,6 +1,8 @@
 // tern's HTTP/1.1 request parser: strict (RFC 9112), incremental, I/O-free.
 #pragma once
 
+#include "tern/transport/endpoint.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -34,7 +36,7 @@ struct request {
   std::string query;   ///< after '?', undecoded
   std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased, values trimmed
   std::string body;                                          ///< de-chunked
-  std::string peer;                                          ///< set by the server
+  transport::ip_endpoint peer;                               ///< set by the server
   int version_minor = 1;                                     ///< HTTP/1.<version_minor>: 0 or 1
   /// The connection may stay open after the response: HTTP/1.1 unless
   /// `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.

@@ -2,6 +2,8 @@
 // stall watchdog around a codec.
 #pragma once
 
+#include "tern/transport/endpoint.hpp"
+
 #include "tern/transport/byte_buffer.hpp"
 #include "tern/transport/codec.hpp"
 #include "tern/transport/connection_options.hpp"
@@ -125,7 +127,9 @@ class connection : public std::enable_shared_from_this<connection> {
   msgpack::zone zone_{2048};  // decoded packets' objects, cleared per frame
 };
 
-/// "host:port" of an endpoint, for logs.
+/// "host:port" of an endpoint, for logs ("[::1]:80" for IPv6).
 std::string to_string(const asio::ip::tcp::endpoint& ep);
+/// The endpoint as endpoint.hpp keeps a peer.
+ip_endpoint to_ip_endpoint(const asio::ip::tcp::endpoint& ep);
 
 }  // namespace tern::transport
