@@ -7,11 +7,10 @@
 //   rpc_bench --serve [--port P] [--wire tern|nestjs]   (the server side alone)
 //
 // Prints one line: round trips/s and p50/p99/p999 latency.
+#include "tern/task_group.hpp"
 #include "tern/tern.hpp"
 
 #include <spdlog/spdlog.h>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 
@@ -102,30 +101,30 @@ int run_client(const options& o) {
   latencies.reserve(4'000'000);
   std::uint64_t errors = 0;
   int running = 0;
+  // One loop of calls; kept here while the loops run (they refer to its captures).
+  auto loop = [&](tern::client_proxy* client) -> asio::awaitable<void> {
+    for (;;) {
+      auto t0 = clock_type::now();
+      if (t0 >= stop_at) break;
+      try {
+        co_await client->send<void>(ping);
+      } catch (const std::exception& e) {
+        if (++errors == 1) std::fprintf(stderr, "rpc_bench: %s\n", e.what());
+        continue;
+      }
+      auto t1 = clock_type::now();
+      if (t0 >= measure_from && t1 <= stop_at) {
+        latencies.push_back(static_cast<std::uint32_t>(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
+      }
+    }
+    if (--running == 0) io.stop();
+  };
+  tern::task_group tasks(io.get_executor(), "rpc_bench");
   for (auto& c : clients) {
     for (int j = 0; j < o.inflight; ++j) {
       ++running;
-      asio::co_spawn(
-          io,
-          [&, client = c.get()]() -> asio::awaitable<void> {
-            for (;;) {
-              auto t0 = clock_type::now();
-              if (t0 >= stop_at) break;
-              try {
-                co_await client->send<void>(ping);
-              } catch (const std::exception& e) {
-                if (++errors == 1) std::fprintf(stderr, "rpc_bench: %s\n", e.what());
-                continue;
-              }
-              auto t1 = clock_type::now();
-              if (t0 >= measure_from && t1 <= stop_at) {
-                latencies.push_back(static_cast<std::uint32_t>(
-                    std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
-              }
-            }
-            if (--running == 0) io.stop();
-          },
-          asio::detached);
+      tasks.spawn(loop(c.get()));
     }
   }
   io.run();

@@ -7,11 +7,10 @@
 // PATTERN is JSON text ('{"cmd":"get_users"}') or a plain string (ping);
 // DATA is JSON (default null). Exit status: 0 on a reply, 1 on an error
 // (printed to stderr with its kind), 2 on bad usage. Handy for health checks.
+#include <tern/task_group.hpp>
 #include <tern/tern.hpp>
 
 #include <spdlog/spdlog.h>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -62,42 +61,41 @@ int main(int argc, char** argv) {
   asio::io_context io;
   int status = 1;
   auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
-  asio::co_spawn(
-      io,
-      [&]() -> asio::awaitable<void> {
-        for (;;) {
-          // A client per attempt: one that was refused backs off before its next connect.
-          tern::client_proxy client(io, {.host = host,
-                                         .port = static_cast<std::uint16_t>(port),
-                                         .connect_timeout = std::chrono::milliseconds(timeout_ms)});
-          bool again = false;
-          try {
-            std::string printed = "null";
-            auto print = [&printed](const tern::transport::value_view& v) {
-              printed = nlohmann::json::from_msgpack(v.packed()).dump();
-            };
-            co_await client.send_raw(
-                pattern,
-                std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()),
-                print, {.timeout = std::chrono::milliseconds(timeout_ms)});
-            std::cout << printed << "\n";
-            status = 0;
-          } catch (const tern::rpc_error& e) {
-            again = e.kind() == tern::errc::connection_refused &&
-                    std::chrono::steady_clock::now() < give_up;
-            if (!again) {
-              std::cerr << "tern_call: " << tern::to_string(e.kind());
-              if (e.status() != 0) std::cerr << " " << e.status();
-              std::cerr << ": " << e.what() << "\n";
-            }
-          }
-          client.close();
-          if (!again) break;
-          asio::steady_timer pause(io, std::chrono::milliseconds(50));
-          co_await pause.async_wait(asio::use_awaitable);
+  // Kept here while its coroutine runs (the coroutine refers to its captures).
+  auto call = [&]() -> asio::awaitable<void> {
+    for (;;) {
+      // A client per attempt: one that was refused backs off before its next connect.
+      tern::client_proxy client(io, {.host = host,
+                                     .port = static_cast<std::uint16_t>(port),
+                                     .connect_timeout = std::chrono::milliseconds(timeout_ms)});
+      bool again = false;
+      try {
+        std::string printed = "null";
+        auto print = [&printed](const tern::transport::value_view& v) {
+          printed = nlohmann::json::from_msgpack(v.packed()).dump();
+        };
+        co_await client.send_raw(
+            pattern, std::string_view(reinterpret_cast<const char*>(packed.data()), packed.size()),
+            print, {.timeout = std::chrono::milliseconds(timeout_ms)});
+        std::cout << printed << "\n";
+        status = 0;
+      } catch (const tern::rpc_error& e) {
+        again = e.kind() == tern::errc::connection_refused &&
+                std::chrono::steady_clock::now() < give_up;
+        if (!again) {
+          std::cerr << "tern_call: " << tern::to_string(e.kind());
+          if (e.status() != 0) std::cerr << " " << e.status();
+          std::cerr << ": " << e.what() << "\n";
         }
-      },
-      asio::detached);
+      }
+      client.close();
+      if (!again) break;
+      asio::steady_timer pause(io, std::chrono::milliseconds(50));
+      co_await pause.async_wait(asio::use_awaitable);
+    }
+  };
+  tern::task_group tasks(io.get_executor(), "tern_call");
+  tasks.spawn(call());
   io.run();
   return status;
 }

@@ -2,9 +2,9 @@
 // from a table the test changes while it runs (no caching: TTL 0).
 #pragma once
 
+#include "tern/task_group.hpp"
+
 #include <asio/awaitable.hpp>
-#include <asio/co_spawn.hpp>
-#include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/ip/udp.hpp>
 #include <asio/use_awaitable.hpp>
@@ -22,12 +22,14 @@ class dns_server {
   explicit dns_server(asio::io_context& io)
       : socket_(std::make_shared<asio::ip::udp::socket>(
             io, asio::ip::udp::endpoint(asio::ip::make_address("127.0.0.1"), 0))),
-        names_(std::make_shared<std::map<std::string, std::vector<asio::ip::address>>>()) {
-    asio::co_spawn(io, serve(socket_, names_), asio::detached);
+        names_(std::make_shared<std::map<std::string, std::vector<asio::ip::address>>>()),
+        tasks_(io.get_executor(), "dns server") {
+    tasks_.spawn(serve(socket_, names_));
   }
   ~dns_server() {
     std::error_code ignored;
     socket_->close(ignored);
+    tasks_.cancel();
   }
 
   /// "127.0.0.1:port", for client_options::dns_servers.
@@ -116,6 +118,7 @@ class dns_server {
   std::shared_ptr<asio::ip::udp::socket> socket_;
   std::shared_ptr<table> names_;
   std::shared_ptr<int> queries_ = std::make_shared<int>(0);
+  tern::task_group tasks_;  // serve(), which holds what it uses
 };
 
 }  // namespace tern::test

@@ -6,6 +6,7 @@
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/as_tuple.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <asio/write.hpp>
 
@@ -103,8 +104,14 @@ asio::awaitable<void> connection::wait_writable() {
   auto self = shared_from_this();
   while (open_ && congested()) {
     ++state_waiters_;
+    struct leave {  // also when the wait is cancelled
+      int& n;
+      ~leave() { --n; }
+    } l{state_waiters_};
     co_await state_changed_.async_wait(nothrow);
-    --state_waiters_;
+    // Read, not awaited: a cancelled waiter stops waiting (an awaitable would throw).
+    auto cs = co_await asio::this_coro::cancellation_state;
+    if (cs.cancelled() != asio::cancellation_type::none) co_return;
   }
 }
 

@@ -234,6 +234,7 @@ class client_proxy {
 
 /// One call of send_raw_all(): send_raw()'s arguments, and its outcome.
 struct raw_call {
+  /// Must outlive the call (send_raw_all holds no copy of it).
   client_proxy* client = nullptr;
   const pattern* p = nullptr;
   std::string_view packed_data;    ///< exactly one msgpack value

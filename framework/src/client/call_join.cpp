@@ -276,6 +276,9 @@ asio::awaitable<void> run(std::span<call_slot> slots) {
     }
   }
   if (all.remaining == 0 && (!all.tasks || all.tasks->running() == 0)) co_return;
+  // Nothing above suspends, so no cancellation can have reached this
+  // coroutine yet and the co_await below cannot throw before it waits:
+  // the frame, whose slots the attempts borrow, goes only after the join.
   co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
       [&](auto handler) {
         auto cancel = asio::get_associated_cancellation_slot(handler);

@@ -109,6 +109,7 @@ asio::awaitable<void> client_core::connect(endpoint_ptr ep) {
 }
 
 void client_core::start_attempt(const endpoint_ptr& ep) {
+  if (stopped_) throw rpc_error(errc::connection_closed, "client closed");
   ep->connecting = true;
   spawn(tasks_, attempt(ep));
 }
@@ -126,6 +127,10 @@ asio::awaitable<void> client_core::attempt(endpoint_ptr ep) {
   std::optional<rpc_error> failure;
   try {
     auto conn = co_await connector_->connect(ep->address, ep->text);
+    if (stopped_) {  // the client went meanwhile
+      conn->close("client destroyed");
+      co_return;
+    }
     // A peer gone silent (a cut link, a frozen process) is out at once.
     conn->on_silent([weak = weak_from_this(), e = std::weak_ptr<endpoint>(ep)] {
       auto self = weak.lock();
@@ -146,6 +151,7 @@ asio::awaitable<void> client_core::attempt(endpoint_ptr ep) {
   } catch (const std::exception& e) {
     failure.emplace(errc::connection_refused, "cannot connect to " + ep->text + ": " + e.what());
   }
+  if (stopped_) co_return;  // cancelled by shutdown(): says nothing of the endpoint
   ++ep->failures;
   auto backoff = options.backoff_initial * (1LL << std::min(ep->failures - 1, 16));
   ep->retry_at = clock::now() + std::min<std::chrono::milliseconds>(backoff, options.backoff_max);
@@ -163,6 +169,7 @@ void client_core::outcome(endpoint& ep, bool failed, clock::time_point now) {
 }
 
 void client_core::start_probe(const endpoint_ptr& ep) {
+  if (stopped_) return;
   spawn(tasks_, outliers.probe(ep, [this](const endpoint_ptr& e) { return ask_health(e); }));
 }
 
@@ -212,6 +219,7 @@ void client_core::close() {
 }
 
 void client_core::shutdown() {
+  stopped_ = true;
   close();
   tasks_.cancel();
 }

@@ -42,7 +42,8 @@ class client_core : public std::enable_shared_from_this<client_core> {
   /// Closes every connection and stops the lookups; calls waiting to
   /// retry end. A later call connects (and looks up) again.
   void close();
-  /// The last client_proxy is gone: close(), and the tasks end.
+  /// The last client_proxy is gone: close(), and the tasks end; an attempt
+  /// that connects meanwhile closes what it got, and nothing starts again.
   void shutdown();
 
   const client_options options;
@@ -66,6 +67,7 @@ class client_core : public std::enable_shared_from_this<client_core> {
   void spawn(task_group& group, Task task);
 
   std::unique_ptr<connector> connector_;
+  bool stopped_ = false;  // shutdown(): no connection or probe is started again
   bool discovering_ = false;
   task_group lookups_;  // discover(), while it runs
   task_group tasks_;    // connect attempts and probes
