@@ -124,21 +124,15 @@ TEST_CASE("a draining service is not ready while its requests finish") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
     int replied = 0;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          replied = co_await f.client->send<int>({{"cmd", "sleep"}}, 300);
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      replied = co_await f.client->send<int>({{"cmd", "sleep"}}, 300);
+    });
     co_await until([&] { return f.app.in_flight() == 1; });
     bool stopped = false;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          co_await f.app.shutdown();
-          stopped = true;
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      co_await f.app.shutdown();
+      stopped = true;
+    });
     auto during = co_await get(io, f.app.admin_port(), "/health/ready");
     CHECK((during.status == 503 && during.body == R"({"status":"draining"})"));
     CHECK((co_await get(io, f.app.admin_port(), "/health/live")).status == 200);

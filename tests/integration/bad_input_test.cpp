@@ -37,20 +37,17 @@ struct service {
 // Pings the service every few ms until stopped; counts answers and failures.
 struct bystander {
   bystander(asio::io_context& io, std::uint16_t port) : client(io, {.port = port}) {
-    asio::co_spawn(
-        io,
-        [this]() -> asio::awaitable<void> {
-          while (!stop) {
-            try {
-              if (co_await client.send<std::string>("ping") == "pong") ++answered;
-            } catch (const std::exception&) {
-              ++failed;
-            }
-            co_await sleep_for(5ms);
-          }
-          done = true;
-        },
-        asio::detached);
+    tern::test::spawn([this]() -> asio::awaitable<void> {
+      while (!stop) {
+        try {
+          if (co_await client.send<std::string>("ping") == "pong") ++answered;
+        } catch (const std::exception&) {
+          ++failed;
+        }
+        co_await sleep_for(5ms);
+      }
+      done = true;
+    });
   }
   asio::awaitable<void> finish() {
     stop = true;
@@ -169,16 +166,13 @@ TEST_CASE("an idle connection between frames is left open") {
 TEST_CASE("a server that sends garbage fails the client's pending calls with protocol_error") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          auto s = co_await acceptor.async_accept(asio::use_awaitable);
-          char buf[256];
-          co_await s.async_read_some(asio::buffer(buf), asio::use_awaitable);
-          co_await send_raw(s, header(2) + "\xc1\xc1");
-          co_await sleep_for(500ms);
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      auto s = co_await acceptor.async_accept(asio::use_awaitable);
+      char buf[256];
+      co_await s.async_read_some(asio::buffer(buf), asio::use_awaitable);
+      co_await send_raw(s, header(2) + "\xc1\xc1");
+      co_await sleep_for(500ms);
+    });
     tern::client_proxy c(io, {.port = acceptor.local_endpoint().port()});
     try {
       co_await c.send<int>("ping");
@@ -399,12 +393,9 @@ TEST_CASE("a client with max_in_flight requests in hand is read no further until
     tern::client_proxy c(io, {.port = port});
     int done = 0;
     for (int i = 0; i < 6; ++i) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            if (co_await c.send<int>("busy", 30) == 30) ++done;
-          },
-          asio::detached);
+      tern::test::spawn([&]() -> asio::awaitable<void> {
+        if (co_await c.send<int>("busy", 30) == 30) ++done;
+      });
     }
     auto deadline = std::chrono::steady_clock::now() + 5s;
     while (done < 6 && std::chrono::steady_clock::now() < deadline) co_await sleep_for(2ms);
@@ -439,29 +430,24 @@ TEST_CASE("a reply sink that throws fails only its own call") {
 TEST_CASE("a reply nested too deep fails only its own call") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     asio::ip::tcp::acceptor acceptor(io, {asio::ip::make_address("127.0.0.1"), 0});
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          auto s = co_await acceptor.async_accept(asio::use_awaitable);
-          auto first = co_await read_packet(s);
-          auto second = co_await read_packet(s);
-          auto id1 = field(first.get(), "id")->as<std::uint64_t>();
-          auto id2 = field(second.get(), "id")->as<std::uint64_t>();
-          {
-            auto f = frame_of({{"id", packed_of(id1)},
-                               {"response", nested(100)},
-                               {"isDisposed", packed_of(true)}});
-            co_await send_raw(s, f);
-          }
-          {
-            auto f = frame_of({{"id", packed_of(id2)},
-                               {"response", packed_of(7)},
-                               {"isDisposed", packed_of(true)}});
-            co_await send_raw(s, f);
-          }
-          co_await sleep_for(500ms);
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      auto s = co_await acceptor.async_accept(asio::use_awaitable);
+      auto first = co_await read_packet(s);
+      auto second = co_await read_packet(s);
+      auto id1 = field(first.get(), "id")->as<std::uint64_t>();
+      auto id2 = field(second.get(), "id")->as<std::uint64_t>();
+      {
+        auto f = frame_of(
+            {{"id", packed_of(id1)}, {"response", nested(100)}, {"isDisposed", packed_of(true)}});
+        co_await send_raw(s, f);
+      }
+      {
+        auto f = frame_of(
+            {{"id", packed_of(id2)}, {"response", packed_of(7)}, {"isDisposed", packed_of(true)}});
+        co_await send_raw(s, f);
+      }
+      co_await sleep_for(500ms);
+    });
     using namespace asio::experimental::awaitable_operators;
     tern::client_proxy c(io, {.port = acceptor.local_endpoint().port()});
     auto first = [&]() -> asio::awaitable<tern::errc> {

@@ -91,13 +91,10 @@ TEST_CASE("least outstanding sends most calls to the endpoint that answers faste
     std::map<int, int> seen;
     int finished = 0;
     for (int w = 0; w < 8; ++w) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            for (int i = 0; i < 25; ++i) ++seen[co_await client.send<int>("slow")];
-            ++finished;
-          },
-          asio::detached);
+      tern::test::spawn([&]() -> asio::awaitable<void> {
+        for (int i = 0; i < 25; ++i) ++seen[co_await client.send<int>("slow")];
+        ++finished;
+      });
     }
     co_await until([&] { return finished == 8; }, 15s);
     REQUIRE(finished == 8);
@@ -153,12 +150,9 @@ TEST_CASE(
     // A call in flight on .3 when .3 leaves the name still gets its answer.
     std::vector<int> held_answers;
     for (int i = 0; i < 2; ++i) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            held_answers.push_back(co_await client.send<int>("hold"));
-          },
-          asio::detached);
+      tern::test::spawn([&]() -> asio::awaitable<void> {
+        held_answers.push_back(co_await client.send<int>("hold"));
+      });
     }
     co_await until([&] { return two.held == 1 && three.held == 1; });
     REQUIRE(three.held == 1);
@@ -392,16 +386,13 @@ TEST_CASE("close() ends idempotent calls in flight without retrying them") {
     instance a(io, 1, "127.0.0.1"), b(io, 2, "127.0.0.1");
     tern::client_proxy client(io, quiet({at(a), at(b)}));
     std::optional<tern::rpc_error> failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          try {
-            (void)co_await client.send<int>("hold", msgpack::type::nil_t{}, {.idempotent = true});
-          } catch (const tern::rpc_error& e) {
-            failure = e;
-          }
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      try {
+        (void)co_await client.send<int>("hold", msgpack::type::nil_t{}, {.idempotent = true});
+      } catch (const tern::rpc_error& e) {
+        failure = e;
+      }
+    });
     co_await until([&] { return a.held + b.held == 1; });
     client.close();
     co_await until([&] { return failure.has_value(); });

@@ -329,23 +329,17 @@ namespace {
 struct silent_peer {
   explicit silent_peer(asio::io_context& io)
       : acceptor(io, {asio::ip::make_address("127.0.0.1"), 0}) {
-    asio::co_spawn(
-        io,
-        [this]() -> asio::awaitable<void> {
-          for (;;) {
-            auto s = std::make_shared<asio::ip::tcp::socket>(
-                co_await acceptor.async_accept(asio::use_awaitable));
-            ++accepted;
-            asio::co_spawn(
-                acceptor.get_executor(),
-                [s]() -> asio::awaitable<void> {
-                  char buf[4096];
-                  for (;;) co_await s->async_read_some(asio::buffer(buf), asio::use_awaitable);
-                },
-                asio::detached);
-          }
-        },
-        asio::detached);
+    tern::test::spawn([this]() -> asio::awaitable<void> {
+      for (;;) {
+        auto s = std::make_shared<asio::ip::tcp::socket>(
+            co_await acceptor.async_accept(asio::use_awaitable));
+        ++accepted;
+        tern::test::spawn([s]() -> asio::awaitable<void> {
+          char buf[4096];
+          for (;;) co_await s->async_read_some(asio::buffer(buf), asio::use_awaitable);
+        });
+      }
+    });
   }
   [[nodiscard]] std::uint16_t port() const { return acceptor.local_endpoint().port(); }
   asio::ip::tcp::acceptor acceptor;

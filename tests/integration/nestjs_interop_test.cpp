@@ -169,15 +169,12 @@ TEST_CASE(
         constexpr int n = 1000;
         int right = 0, done = 0;
         for (int i = 0; i < n; ++i) {
-          asio::co_spawn(
-              io,
-              [&, i]() -> asio::awaitable<void> {
-                auto id = i % 3 + 1;
-                auto u = co_await users.send<user>({{"cmd", "get_user"}}, by_id{id});
-                right += u.id == id ? 1 : 0;
-                ++done;
-              },
-              asio::detached);
+          tern::test::spawn([&, i]() -> asio::awaitable<void> {
+            auto id = i % 3 + 1;
+            auto u = co_await users.send<user>({{"cmd", "get_user"}}, by_id{id});
+            right += u.id == id ? 1 : 0;
+            ++done;
+          });
         }
         co_await tern::test::until([&] { return done == n; }, 15s);
         CHECK(right == n);

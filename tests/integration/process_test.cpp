@@ -36,17 +36,14 @@ TEST_CASE("a killed server fails every pending call at once, a restarted one is 
     constexpr int n = 20;
     int closed = 0, other = 0;
     for (int i = 0; i < n; ++i) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            try {
-              co_await c.send<int>({{"cmd", "sleep"}}, 5000);
-              ++other;
-            } catch (const tern::rpc_error& e) {
-              ++(e.kind() == errc::connection_closed ? closed : other);
-            }
-          },
-          asio::detached);
+      tern::test::spawn([&]() -> asio::awaitable<void> {
+        try {
+          co_await c.send<int>({{"cmd", "sleep"}}, 5000);
+          ++other;
+        } catch (const tern::rpc_error& e) {
+          ++(e.kind() == errc::connection_closed ? closed : other);
+        }
+      });
     }
     co_await being_handled(c, n);
     CHECK(c.pending() == n);
@@ -72,16 +69,13 @@ TEST_CASE("SIGTERM drains in-flight requests, then the process exits 0") {
     tern::client_proxy c(io, {.port = server.port()});
     int reply = 0;
     std::optional<tern::rpc_error> failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          try {
-            reply = co_await c.send<int>({{"cmd", "sleep"}}, 300);
-          } catch (const tern::rpc_error& e) {
-            failure = e;
-          }
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      try {
+        reply = co_await c.send<int>({{"cmd", "sleep"}}, 300);
+      } catch (const tern::rpc_error& e) {
+        failure = e;
+      }
+    });
     co_await being_handled(c, 1);
     server.signal(SIGTERM);
     while (reply == 0 && !failure) co_await sleep_for(5ms);
@@ -104,20 +98,17 @@ TEST_CASE(
     bool stop = false;
     std::string first_failure;
     for (int w = 0; w < running; ++w) {
-      asio::co_spawn(
-          io,
-          [&]() -> asio::awaitable<void> {
-            while (!stop) {
-              try {
-                co_await c.send<int>({{"cmd", "sleep"}}, 5);
-                ++ok;
-              } catch (const tern::rpc_error& e) {
-                if (failed++ == 0) first_failure = e.what();
-              }
-            }
-            --running;
-          },
-          asio::detached);
+      tern::test::spawn([&]() -> asio::awaitable<void> {
+        while (!stop) {
+          try {
+            co_await c.send<int>({{"cmd", "sleep"}}, 5);
+            ++ok;
+          } catch (const tern::rpc_error& e) {
+            if (failed++ == 0) first_failure = e.what();
+          }
+        }
+        --running;
+      });
     }
     co_await tern::test::until([&] { return ok >= 100; });
     signalled = std::chrono::steady_clock::now();
@@ -148,17 +139,14 @@ TEST_CASE("a second signal during the drain exits at once with status 1") {
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     tern::client_proxy c(io, {.port = server.port()});
     std::optional<tern::rpc_error> failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          try {
-            co_await c.send<int>({{"cmd", "sleep"}}, 5000);
-          } catch (const tern::rpc_error& e) {
-            failure = e;
-          }
-          call_ended = std::chrono::steady_clock::now();
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      try {
+        co_await c.send<int>({{"cmd", "sleep"}}, 5000);
+      } catch (const tern::rpc_error& e) {
+        failure = e;
+      }
+      call_ended = std::chrono::steady_clock::now();
+    });
     co_await being_handled(c, 1);
     server.signal(SIGTERM);
     // Draining: the health pattern answers 503.
@@ -196,16 +184,13 @@ TEST_CASE("drain time is bounded: a handler slower than drain_timeout does not h
   run([&](asio::io_context& io) -> asio::awaitable<void> {
     tern::client_proxy c(io, {.port = server.port()});
     std::optional<tern::rpc_error> failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          try {
-            co_await c.send<int>({{"cmd", "sleep"}}, 3000);
-          } catch (const tern::rpc_error& e) {
-            failure = e;
-          }
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      try {
+        co_await c.send<int>({{"cmd", "sleep"}}, 3000);
+      } catch (const tern::rpc_error& e) {
+        failure = e;
+      }
+    });
     co_await being_handled(c, 1);
     server.signal(SIGTERM);
     while (!failure) co_await sleep_for(5ms);

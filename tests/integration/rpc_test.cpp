@@ -366,16 +366,13 @@ TEST_CASE("closing the client fails its pending calls, and the next call reconne
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
     std::optional<rpc_error> failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          try {
-            co_await f.client->send<int>({{"cmd", "sleep"}}, 1000);
-          } catch (const rpc_error& e) {
-            failure = e;
-          }
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      try {
+        co_await f.client->send<int>({{"cmd", "sleep"}}, 1000);
+      } catch (const rpc_error& e) {
+        failure = e;
+      }
+    });
     co_await until([&] { return f.app.in_flight() == 1; });
     f.client->close();
     co_await until([&] { return failure.has_value(); });
@@ -389,12 +386,9 @@ TEST_CASE("shutdown lets in-flight handlers finish and reply") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     fixture f(io);
     int replied = 0;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-          replied = co_await f.client->send<int>({{"cmd", "sleep"}}, 200);
-        },
-        asio::detached);
+    tern::test::spawn([&]() -> asio::awaitable<void> {
+      replied = co_await f.client->send<int>({{"cmd", "sleep"}}, 200);
+    });
     co_await until([&] { return f.app.in_flight() == 1; });
     co_await f.app.shutdown();
     co_await until([&] { return replied != 0; });

@@ -2,6 +2,8 @@
 // fails the test instead of blocking the suite.
 #pragma once
 
+#include "tern/transport/task_group.hpp"
+
 #include <doctest/doctest.h>
 #include <asio/awaitable.hpp>
 #include <asio/co_spawn.hpp>
@@ -17,11 +19,30 @@ namespace tern::test {
 
 inline constexpr auto max_test_wait = std::chrono::seconds(20);
 
+namespace detail {
+// The task group of the run() going on on this thread (see spawn()).
+inline thread_local transport::task_group* test_tasks = nullptr;
+}  // namespace detail
+
+/// Starts `f()`, a coroutine lambda kept in the task's frame, as a task of
+/// the running test's (run()'s task group, whose tasks end with its event
+/// loop): the tests' way to start a coroutine beside the test's own.
+template <class F>
+void spawn(F f) {
+  REQUIRE_MESSAGE(detail::test_tasks, "tern::test::spawn outside tern::test::run");
+  detail::test_tasks->spawn([](F g) -> asio::awaitable<void> { co_await g(); }(std::move(f)));
+}
+
 /// Runs body(io) to completion; fails the test if it throws or has not
 /// finished within `limit`.
 inline void run(std::function<asio::awaitable<void>(asio::io_context&)> body,
                 std::chrono::milliseconds limit = max_test_wait) {
   asio::io_context io(1);
+  transport::task_group tasks(io.get_executor(), "test");
+  struct current {
+    explicit current(transport::task_group& t) { detail::test_tasks = &t; }
+    ~current() { detail::test_tasks = nullptr; }
+  } in_this_run(tasks);
   bool done = false;
   std::exception_ptr error;
   asio::co_spawn(io, body(io), [&](std::exception_ptr e) {
