@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack_test  # noqa: E402
 from stack_test import Stack  # noqa: E402
 from hostile_test import frame, mp, read_reply  # noqa: E402
-from observability_test import Metrics, until  # noqa: E402
+from stack_test import Metrics, until  # noqa: E402
 
 
 def call(port, method, path, body=None, headers=None):
@@ -569,7 +569,9 @@ class CacheTest(unittest.TestCase):
             self.assertEqual((status, h["x-cache"]), (503, "MISS"))
         finally:
             s.start("products")
-        until(lambda: self.get("/e2e/cached-dashboard")[0] == 200, what="products back")
+        s.wait_connected("products")  # every worker, not just the one a first 200 came through
+        status, h, _ = self.get("/e2e/cached-dashboard")
+        self.assertEqual((status, h["x-cache"]), (200, "MISS"))
         status, h, body = self.get("/e2e/cached-dashboard")
         self.assertEqual((status, h["x-cache"]), (200, "HIT"))
         self.assertTrue(body["users"] and body["products"])

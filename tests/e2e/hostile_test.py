@@ -14,7 +14,7 @@ import threading
 import unittest
 
 import stack_test
-from observability_test import Metrics, until
+from stack_test import Metrics, until
 from stack_test import Stack
 
 

@@ -12,11 +12,9 @@ import sys
 import time
 import unittest
 
-from prometheus_client.parser import text_string_to_metric_families
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack_test  # noqa: E402
-from stack_test import Stack  # noqa: E402
+from stack_test import Metrics, Stack, until  # noqa: E402
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -31,37 +29,6 @@ def get(port, path, headers=None):
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         conn.close()
-
-
-def until(condition, limit=10.0, what="condition"):
-    """Polls condition() until it is true; fails after `limit` seconds."""
-    deadline = time.monotonic() + limit
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {limit} s")
-        time.sleep(0.05)
-
-
-class Metrics:
-    """One scrape: samples by (name, labels) and the families by name."""
-
-    def __init__(self, text):
-        self.families = {f.name: f for f in text_string_to_metric_families(text)}
-        self.samples = {}
-        for f in self.families.values():
-            for s in f.samples:
-                self.samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-
-    def value(self, name, **labels):
-        return self.samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def matching(self, name, **labels):
-        """Samples of `name` whose labels include `labels`: [(labels dict, value)]."""
-        want = set(labels.items())
-        return [(dict(k), v) for (n, k), v in self.samples.items() if n == name and want <= set(k)]
 
 
 class ObservabilityTest(unittest.TestCase):
@@ -98,11 +65,8 @@ class ObservabilityTest(unittest.TestCase):
         # Each of the gateway's workers holds one connection to each upstream
         # (its probes make and keep it: waited for, since each worker's first
         # probe may still be connecting right after the start).
-        threads = int(stack_test.GATEWAY_THREADS)
         for service in ("users", "products"):
-            until(lambda: self.scrape("gateway").value("rpc_client_connections", service=service,
-                                                       state="connected") == threads,
-                  what=f"{threads} connections to {service}")
+            self.stack.wait_connected(service)
             self.assertEqual(self.scrape("gateway").value("rpc_client_connections", service=service,
                                                           state="disconnected"), 0)
 

@@ -19,7 +19,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack_test  # noqa: E402
 from stack_test import Stack  # noqa: E402
-from observability_test import Metrics, until  # noqa: E402
+from stack_test import Metrics, until  # noqa: E402
 
 
 class Load:
