@@ -291,6 +291,11 @@ asio::awaitable<void> server::drain(std::chrono::milliseconds bound) {
   co_await self->drain(bound);
 }
 
+asio::awaitable<bool> server::join(std::chrono::steady_clock::time_point deadline) {
+  auto self = impl_;
+  co_return co_await self->tasks_.join(deadline);
+}
+
 std::size_t server::connections() const noexcept {
   return impl_->sessions_.size();
 }

@@ -3,6 +3,7 @@
 sockets to the real binaries (the Stack of stack_test.py).
 Usage: http_test.py BUILD_DIR [unittest args]"""
 
+import http.client
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack_test  # noqa: E402
-from stack_test import Stack  # noqa: E402
+from stack_test import Stack, until  # noqa: E402
 
 
 class Closed(Exception):
@@ -307,6 +308,47 @@ class DrainBoundTest(unittest.TestCase):
         gateway = s.procs.pop("gateway")
         gateway.send_signal(signal.SIGTERM)
         self.assertEqual(gateway.wait(timeout=5), 0)
+
+
+class SecondSignalTest(unittest.TestCase):
+    def setUp(self):
+        self.stack = DrainStack()
+
+    def tearDown(self):
+        users = self.stack.procs.get("users")
+        if users:
+            users.send_signal(signal.SIGCONT)
+        self.stack.close()
+
+    def test_a_second_signal_ends_the_drain_at_once_and_the_gateway_exits_0(self):
+        """A call hangs on a frozen service; the first SIGTERM starts a 3 s
+        drain, the second ends it: the handler is cancelled and joined,
+        the client's connection closed, and the gateway exits well before
+        the drain's bound."""
+        s = self.stack
+        self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)  # connected
+        s.procs["users"].send_signal(signal.SIGSTOP)
+        client = socket.create_connection(("127.0.0.1", s.ports["gateway"]))
+        self.addCleanup(client.close)
+        client.sendall(b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\n\r\n")
+        until(lambda: unread_bytes_at(s.ports["users"]), limit=5, what="the call at the service")
+        gateway = s.procs.pop("gateway")
+        gateway.send_signal(signal.SIGTERM)
+
+        def draining():
+            conn = http.client.HTTPConnection("127.0.0.1", s.admin["gateway"], timeout=5)
+            try:
+                conn.request("GET", "/health/ready")
+                return conn.getresponse().status == 503
+            finally:
+                conn.close()
+        until(draining, limit=5, what="the drain begun")
+        signalled = time.monotonic()
+        gateway.send_signal(signal.SIGTERM)
+        self.assertEqual(gateway.wait(timeout=5), 0)
+        self.assertLess(time.monotonic() - signalled, DrainStack.drain_ms / 1000 / 2)
+        client.settimeout(5)
+        self.assertEqual(client.recv(100), b"")  # closed, not answered: the stop was asked for
 
 
 if __name__ == "__main__":

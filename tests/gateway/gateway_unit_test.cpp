@@ -53,6 +53,33 @@ void run_until(asio::io_context& io, Done done) {
   REQUIRE_MESSAGE(done(), "not done within 10 s");
 }
 
+// A gateway its test closes and joins before it goes, as every owner of
+// one must (its tasks, the access log's flushes and the probes, borrow
+// it). Not for a gateway inside a coroutine on `io`: that one co_awaits
+// close() and join() itself.
+class test_gateway : public gateway {
+ public:
+  template <class Config>
+  test_gateway(asio::io_context& io, Config cfg) : gateway(io, std::move(cfg)), io_(io) {}
+  test_gateway(const test_gateway&) = delete;
+  test_gateway& operator=(const test_gateway&) = delete;
+  ~test_gateway() {
+    close();
+    bool joined = false;
+    asio::co_spawn(io_, join(std::chrono::steady_clock::now() + std::chrono::seconds(10)),
+                   [&](std::exception_ptr e, bool ok) { joined = !e && ok; });
+    io_.restart();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!joined && std::chrono::steady_clock::now() < deadline) {
+      io_.run_one_for(std::chrono::milliseconds(100));
+    }
+    CHECK_MESSAGE(joined, "the gateway's tasks did not end within 10 s");
+  }
+
+ private:
+  asio::io_context& io_;
+};
+
 void expect_config_error(const std::string& text, const std::string& names) {
   try {
     parse_config(text);
@@ -206,7 +233,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
                    std::to_string(a.local_endpoint().port())};  // free once `a` closes
   }
   ::setenv("TERN_JWT_SECRET", "a-test-secret-of-at-least-32-bytes", 1);
-  gateway gw(io, cfg);
+  test_gateway gw(io, cfg);
   auto admin = "Bearer " + jwt::verifier(nlohmann::json::parse(cfg.auth), "auth")
                                .sign({{"sub", "t"}, {"roles", {"admin"}}, {"iss", "tern-demo"}});
   auto answer = [&](std::string method, std::string path, std::string body = "",
@@ -386,7 +413,7 @@ namespace {
 std::string chain_error(const std::string& text) {
   asio::io_context io(1);
   try {
-    gateway gw(io, parse_config(text));
+    test_gateway gw(io, parse_config(text));
   } catch (const config_error& e) {
     return e.what();
   }
@@ -521,7 +548,7 @@ TEST_CASE("a route's own policies piece overrides the default, one policy at a t
   auto top = R"({"access_log": {"format": "json", "path": ")" + path.string() + R"("}})";
   {
     asio::io_context io(1);
-    gateway gw(io, parse_config(with_policies(top, R"({"access_log": false})")));
+    test_gateway gw(io, parse_config(with_policies(top, R"({"access_log": false})")));
     for (const char* p : {"/a", "/b", "/b"}) {
       tern::http::request req;
       req.method = "GET";
@@ -657,7 +684,7 @@ TEST_CASE("a default auth and rate limit leave health, metrics, 404s and parse e
   text.insert(1,
               R"("auth": {"keys": [{"algorithms": ["HS256"], "secret_env": "TERN_TEST_LONG"}]},)");
   asio::io_context io(1);
-  gateway gw(io, parse_config(text));
+  test_gateway gw(io, parse_config(text));
   auto status = [&](bool admin, std::string path) {
     tern::http::request req;
     req.method = "GET";
@@ -729,5 +756,7 @@ TEST_CASE("a path that exists with other methods is answered 405 naming them, ot
     CHECK(r.status == 405);
     CHECK(allow(r) == "GET, HEAD");
     CHECK((co_await ask(true, "GET", "/nope")).status == 404);
+    gw.close();
+    CHECK(co_await gw.join(std::chrono::steady_clock::now() + std::chrono::seconds(10)));
   });
 }

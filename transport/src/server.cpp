@@ -121,7 +121,7 @@ server::server(asio::any_io_executor ex, request_sink& sink, const codec& wire,
       wire_(wire),
       options_(options),
       max_connections_(max_connections),
-      acceptor_(ex),
+      acceptor_(std::make_shared<asio::ip::tcp::acceptor>(ex)),
       tasks_(ex, "server") {}
 
 server::~server() {
@@ -146,32 +146,33 @@ std::uint16_t open_acceptor(asio::ip::tcp::acceptor& acceptor, const std::string
 }
 
 std::uint16_t server::listen(const std::string& host, std::uint16_t port) {
-  auto bound = open_acceptor(acceptor_, host, port);
-  accepting_ = true;
-  tasks_.spawn(accept_loop());
+  auto bound = open_acceptor(*acceptor_, host, port);
+  tasks_.spawn(accept_loop(acceptor_));
   return bound;
 }
 
 std::string server::address() const {
   std::error_code ec;
-  auto ep = acceptor_.local_endpoint(ec);
+  auto ep = acceptor_->local_endpoint(ec);
   return ec ? std::string("(not listening)") : to_string(ep);
 }
 
-asio::awaitable<void> server::accept_loop() {
-  auto alive = tasks_.alive();
+// The loop holds the acceptor it waits on: the server's destructor closes
+// it (stop_accepting), and a loop that resumes after that finds it closed
+// and ends without touching the server. While the acceptor is open the
+// server exists: only the server closes it, on this thread.
+asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor) {
   asio::steady_timer pause(executor_);
   log_limiter over_limit;
-  while (accepting_) {
-    auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
-    if (!*alive || !accepting_) co_return;
+  while (acceptor->is_open()) {
+    auto [ec, sock] = co_await acceptor->async_accept(nothrow);
+    if (!acceptor->is_open()) co_return;
     if (ec) {
       // Out of descriptors and the like: keep serving the connections we
       // have and try again shortly.
       spdlog::warn("accept on {} failed: {}", address(), ec.message());
       pause.expires_after(std::chrono::milliseconds(50));
       co_await pause.async_wait(nothrow);
-      if (!*alive) co_return;
       continue;
     }
     if (sessions_.size() >= max_connections_) {
@@ -203,9 +204,8 @@ void server::goaway() {
 }
 
 void server::stop_accepting() {
-  accepting_ = false;
   std::error_code ec;
-  acceptor_.close(ec);
+  acceptor_->close(ec);
 }
 
 void server::stop_reading() {

@@ -78,9 +78,7 @@ class entry {
 task_group::task_group(asio::any_io_executor ex, std::string name)
     : executor_(ex), state_(std::make_shared<state>(ex, std::move(name))) {}
 
-task_group::~task_group() {
-  *alive_ = false;
-}
+task_group::~task_group() = default;
 
 task_group::task_ref task_group::spawn(asio::awaitable<void> task) {
   auto st = state_;

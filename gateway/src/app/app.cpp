@@ -22,16 +22,8 @@
 namespace tern::gateway {
 
 namespace {
-
-// An io_context whose pending work can be destroyed (shutdown) while the
-// gateways and servers that suspended coroutines refer to still exist:
-// after a drain that ran out of time, some do.
-class io_context : public asio::io_context {
- public:
-  using asio::execution_context::shutdown;
-  using asio::io_context::io_context;
-};
-
+// How long a worker's stopped tasks may take to end once cancelled.
+constexpr std::chrono::seconds join_bound{3};
 }  // namespace
 
 std::size_t usable_cores() {
@@ -44,10 +36,14 @@ std::size_t usable_cores() {
 }
 
 struct app::worker {
-  io_context io{1};
+  asio::io_context io{1};
   std::unique_ptr<gateway> gw;
   std::unique_ptr<http::server> server;
-  std::thread thread;  // none for the first: it runs on run()'s thread
+  // What the app runs on this worker (on_each's tasks; the drain, on the
+  // first): cancelled and joined by finish().
+  task_group tasks{io.get_executor(), "gateway worker"};
+  bool finishing = false;  // finish() has begun: nothing new starts
+  std::thread thread;      // none for the first: it runs on run()'s thread
 };
 
 app::app(gateway_config cfg, app_options options)
@@ -95,9 +91,8 @@ app::app(gateway_config cfg, app_options options)
 }
 
 app::~app() {
-  // Frames still suspended (a drain that ran out of time) refer to any
-  // worker's parts: destroy them all before any part goes.
-  for (auto& w : workers_) w->io.shutdown();
+  // finish() has joined every task that borrows a part; a worker whose
+  // tasks did not end was left to the process's exit (see finish()).
   admin_.reset();
   workers_.clear();
 }
@@ -134,12 +129,20 @@ int app::run() {
     if (ec) return;
     spdlog::info("received signal {}, draining (at most {} ms)", sig,
                  options_.drain_timeout.count());
-    asio::co_spawn(workers_.front()->io, drain(), [this](std::exception_ptr e) {
-      if (!e) return;
-      spdlog::error("gateway: the drain failed; stopping");
-      failed_ = true;
-      stop_all();
-    });
+    workers_.front()->tasks.spawn([](app* self) -> asio::awaitable<void> {
+      try {
+        co_await self->drain();
+      } catch (const std::system_error& e) {
+        // Cancelled: a second signal, or a failed worker, stopped it all.
+        if (e.code() == asio::error::operation_aborted) co_return;
+        spdlog::error("gateway: the drain failed ({}); stopping", clip(e.what()));
+        self->failed_ = true;
+      } catch (const std::exception& e) {
+        spdlog::error("gateway: the drain failed ({}); stopping", clip(e.what()));
+        self->failed_ = true;
+      }
+      self->stop_all();
+    }(this));
     signals.async_wait([this](std::error_code ec2, int) {
       if (!ec2) stop_all();
     });
@@ -162,11 +165,61 @@ int app::run() {
   } catch (...) {  // no thread to be had: stop those that run
     stop_all();
     for (std::size_t i = 1; i < started; ++i) workers_[i]->thread.join();
+    signals.cancel();
+    finish();
     throw;
   }
   serve(*workers_.front());
   for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
+  signals.cancel();
+  if (!finish()) failed_ = true;
   return failed_ ? 1 : 0;
+}
+
+// Every loop has stopped. Each worker in turn (on this thread, its own
+// having ended): stop what it still runs (connections, handlers, probes,
+// flushes, the app's tasks on it) and run its loop until all of that has
+// ended, so nothing is left that borrows a part of it when the parts go.
+// A worker whose tasks do not end within join_bound is never destroyed
+// under them: it is left to the process's exit (and the status is 1).
+bool app::finish() {
+  bool all = true;
+  for (auto& slot : workers_) {
+    auto& w = *slot;
+    bool first = &slot == &workers_.front();
+    w.finishing = true;
+    bool joined = false;
+    try {
+      w.io.restart();
+      asio::co_spawn(w.io, stop_and_join(w, first), [&](std::exception_ptr e, bool ok) {
+        joined = !e && ok;
+        w.io.stop();
+      });
+      w.io.run();
+    } catch (const std::exception& e) {
+      spdlog::critical("gateway: {}", clip(e.what()));
+    }
+    if (!joined) {
+      spdlog::critical("gateway: a worker's tasks did not end when stopped; left to the exit");
+      (void)slot.release();
+      if (first) (void)admin_.release();  // on that worker's loop
+      all = false;
+    }
+  }
+  std::erase(workers_, nullptr);
+  return all;
+}
+
+asio::awaitable<bool> app::stop_and_join(worker& w, bool first) {
+  auto deadline = std::chrono::steady_clock::now() + join_bound;
+  w.server->stop();
+  if (first) admin_->stop();
+  w.tasks.cancel();
+  w.gw->close();
+  bool ok = co_await w.server->join(deadline);
+  if (first) ok = co_await admin_->join(deadline) && ok;
+  ok = co_await w.tasks.join(deadline) && ok;
+  co_return co_await w.gw->join(deadline) && ok;
 }
 
 // Runs f(worker) (an awaitable<T>) on every worker's own loop at once, and
@@ -183,24 +236,29 @@ asio::awaitable<std::vector<T>> app::on_each(F f) {
     std::size_t left;
   };
   auto st = std::make_shared<state>(ex, workers_.size());
-  for (std::size_t i = 0; i < workers_.size(); ++i) {
-    auto& w = *workers_[i];
-    // f is copied: a caller that gives up leaves the tasks running.
-    auto task = [](std::shared_ptr<state> st, F f, worker& w,
-                   std::size_t i) -> asio::awaitable<void> { st->results[i] = co_await f(w); };
-    // Not bound to the caller's cancellation: that would be emitted on the
-    // caller's thread into a coroutine running on another.
-    asio::co_spawn(w.io, task(st, f, w, i), [st, ex](std::exception_ptr e) {
-      if (e) {
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& x) {
-          spdlog::error("gateway: a task on a worker failed: {}", clip(x.what()));
-        }
-      }
+  // Each part is a task of its worker's group, started on that worker's
+  // thread: not bound to the caller's cancellation, which would be emitted
+  // on the caller's thread into a coroutine running on another. f is
+  // copied: a caller that gives up leaves the parts running.
+  auto part = [](std::shared_ptr<state> st, F f, worker& w, std::size_t i,
+                 asio::any_io_executor ex) -> asio::awaitable<void> {
+    auto one_less = [&] {
       asio::post(ex, [st] {
         if (--st->left == 0) st->done.cancel();
       });
+    };
+    try {
+      st->results[i] = co_await f(w);
+    } catch (...) {
+      one_less();
+      throw;  // the group logs it
+    }
+    one_less();
+  };
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    auto& w = *workers_[i];
+    asio::post(w.io, [st, f, &w, i, ex, part] {
+      if (!w.finishing) w.tasks.spawn(part(st, f, w, i, ex));
     });
   }
   if (st->left > 0) {
@@ -243,24 +301,11 @@ asio::awaitable<void> app::drain() {
     co_return true;
   });
   spdlog::info("drained, stopping");
-  admin_->stop();
-  // Calls still pending (the bound passed) end now, so nothing waits on
-  // them when the loops stop; each stops once its endings have run.
-  co_await on_each<bool>([](worker& w) -> asio::awaitable<bool> {
-    w.gw->close_upstreams();
-    asio::post(w.io, [&io = w.io] { io.stop(); });
-    co_return true;
-  });
 }
 
+// Each loop stops; finish() then stops and joins what each still runs.
 void app::stop_all() {
-  for (auto& w : workers_) {
-    asio::post(w->io, [&w = *w, this] {
-      w.server->stop();
-      if (&w == workers_.front().get()) admin_->stop();
-      w.io.stop();
-    });
-  }
+  for (auto& w : workers_) w->io.stop();
 }
 
 }  // namespace tern::gateway

@@ -41,7 +41,9 @@ struct app_options {
 /// its own thread and merged (counts summed).
 ///
 /// SIGINT/SIGTERM drain every worker at once (drain_timeout), then stop; a
-/// second signal stops at once.
+/// second signal stops at once. Either way each worker's connections,
+/// handlers, probes and flushes are then cancelled and joined before any
+/// part of it goes.
 ///
 /// Thread safety: construct and run() on one thread.
 class app final : public process_view {
@@ -70,6 +72,8 @@ class app final : public process_view {
   void on_signal();
   asio::awaitable<void> drain();
   void stop_all();
+  bool finish();
+  asio::awaitable<bool> stop_and_join(worker& w, bool first);
 
   std::shared_ptr<const gateway_config> cfg_;
   std::shared_ptr<process_state> process_;  // outlives the workers

@@ -28,8 +28,9 @@ gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg
     : io_(io),
       cfg_(std::move(cfg)),
       process_(std::move(process)),
-      upstreams_(io, cfg_->upstreams, cfg_->dns_servers, metrics_) {
-  chain_env env{io_, *cfg_, metrics_, shared_, *process_};
+      upstreams_(io, cfg_->upstreams, cfg_->dns_servers, metrics_),
+      tasks_(io.get_executor(), "gateway") {
+  chain_env env{io_, *cfg_, metrics_, shared_, *process_, tasks_};
   for (std::size_t i = 0; i < cfg_->routes.size(); ++i) {
     const auto& r = cfg_->routes[i];
     route_entry e{
@@ -102,8 +103,14 @@ void gateway::start() {
   upstreams_.watch(std::move(used));
 }
 
-void gateway::close_upstreams() {
+void gateway::close() {
+  tasks_.cancel();
   upstreams_.close();
+}
+
+asio::awaitable<bool> gateway::join(std::chrono::steady_clock::time_point deadline) {
+  bool probes = co_await upstreams_.join(deadline);
+  co_return co_await tasks_.join(deadline) && probes;
 }
 
 asio::awaitable<http::response> gateway::handle(http::request& req) {

@@ -12,6 +12,7 @@
 
 #include <asio/io_context.hpp>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -82,9 +83,15 @@ class gateway {
   void start();
   /// From now on /health/ready answers 503 (a drain has begun).
   void set_draining() noexcept { draining_ = true; }
-  /// Stops the probes and closes every upstream connection: calls still
-  /// pending end with errc::connection_closed (the last step of a drain).
-  void close_upstreams();
+  /// Stops its tasks (the probes, the access log's flushes) and closes
+  /// every upstream connection: calls still pending end with
+  /// errc::connection_closed (the last step of a drain).
+  void close();
+  /// After close(): completes once every task has ended (true), or at
+  /// `deadline` (false). The tasks borrow the gateway: its owner joins them
+  /// before it destroys it (and stops the HTTP server whose handlers call
+  /// handle() first).
+  asio::awaitable<bool> join(std::chrono::steady_clock::time_point deadline);
 
   /// This gateway's metric families (its registry's and its collectors'),
   /// without the process_state's; on its thread.
@@ -118,6 +125,7 @@ class gateway {
   process_view* view_ = nullptr;
   route_table public_, admin_;
   std::unique_ptr<chain> unmatched_, admin_unmatched_, rejected_;
+  tern::task_group tasks_;  // the policies'; see chain_env
 };
 
 }  // namespace tern::gateway

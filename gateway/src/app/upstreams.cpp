@@ -137,7 +137,7 @@ void upstreams::watch(std::vector<std::size_t> used) {
   std::sort(used.begin(), used.end());
   used.erase(std::unique(used.begin(), used.end()), used.end());
   watched_ = std::move(used);
-  for (auto i : watched_) tasks_.spawn(probe_loop(i));
+  for (auto i : watched_) tasks_.spawn(probe_rounds(i));
 }
 
 bool upstreams::ready(std::vector<std::string>* failing) const {
@@ -151,19 +151,9 @@ bool upstreams::ready(std::vector<std::string>* failing) const {
   return ok;
 }
 
-asio::awaitable<void> upstreams::probe_loop(std::size_t i) {
-  try {
-    co_await probe_rounds(i);
-  } catch (const std::system_error& e) {
-    // close() cancels the probes; Asio reports it at the next co_await.
-    if (e.code() != asio::error::operation_aborted) throw;
-  }
-}
-
 // One loop per upstream: a service that never answers (or whose connect
 // hangs) delays only its own probes, never another's.
 asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
-  auto alive = tasks_.alive();
   static const tern::pattern health(tern::health_pattern);
   static constexpr char nil = '\xc0';  // msgpack nil: the call's data
   asio::steady_timer tick(io_);
@@ -176,7 +166,6 @@ asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
                         .on_value = ignore,
                         .options = {.timeout = probe_timeout}};
     co_await tern::send_raw_all(std::span(&call, 1));
-    if (!*alive) co_return;
     // A NestJS service has no health pattern: its no-handler answer shows
     // it is up and serving.
     bool nest_alive = config_[i].wire == tern::wire_format::nestjs && call.error &&
@@ -194,7 +183,6 @@ asio::awaitable<void> upstreams::probe_rounds(std::size_t i) {
     }
     tick.expires_at(started + probe_interval);
     co_await tick.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-    if (!*alive) co_return;
   }
 }
 
@@ -207,14 +195,14 @@ void upstreams::warn_failure(std::size_t i, std::string_view method, std::string
   }
 }
 
-upstreams::~upstreams() {
-  tasks_.cancel();
-}
-
 void upstreams::close() {
   closed_ = true;
   tasks_.cancel();
   for (auto& c : clients_) c->close();
+}
+
+asio::awaitable<bool> upstreams::join(std::chrono::steady_clock::time_point deadline) {
+  return tasks_.join(deadline);
 }
 
 }  // namespace tern::gateway

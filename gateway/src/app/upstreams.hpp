@@ -37,7 +37,6 @@ class upstreams {
 
   upstreams(asio::io_context& io, const std::vector<upstream>& config,
             const std::vector<std::string>& dns_servers, metrics_registry& metrics);
-  ~upstreams();
   upstreams(const upstreams&) = delete;
   upstreams& operator=(const upstreams&) = delete;
 
@@ -56,10 +55,13 @@ class upstreams {
   /// Stops probing and closes every connection: pending calls end with
   /// errc::connection_closed (the last step of a drain).
   void close();
+  /// After close(): completes once every probe has ended (true), or at
+  /// `deadline` (false). The probes borrow this object: it may go only
+  /// after they are joined.
+  asio::awaitable<bool> join(std::chrono::steady_clock::time_point deadline);
 
  private:
   void resilience_families(std::vector<prometheus::MetricFamily>& out) const;
-  asio::awaitable<void> probe_loop(std::size_t i);
   asio::awaitable<void> probe_rounds(std::size_t i);
 
   asio::io_context& io_;

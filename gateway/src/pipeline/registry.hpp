@@ -23,6 +23,9 @@
 namespace asio {
 class io_context;
 }
+namespace tern::transport {
+class task_group;
+}
 
 namespace tern::gateway {
 
@@ -63,6 +66,9 @@ struct chain_env {
   metrics_registry& metrics;  ///< this worker's (summed with the others' at scrape time)
   shared_state& shared;       ///< this worker's
   process_state& process;     ///< every worker's
+  /// This worker's: a policy's own coroutines (the access log's flushes)
+  /// start here; the gateway cancels and joins them before it goes.
+  transport::task_group& tasks;
 };
 
 /// What a policy's factory gets for one route.

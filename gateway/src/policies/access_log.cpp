@@ -167,24 +167,22 @@ struct destinations {
 };
 
 // Formats lines on a worker's event loop and hands them to its
-// destination's thread.
+// destination's thread. Its flush loop is a task of the worker's gateway,
+// which joins it before the writer goes.
 class writer {
  public:
-  writer(asio::io_context& io, const std::string& path, destination& to)
-      : path_(path), out_(to.out()), timer_(io), tasks_(io.get_executor(), "access log") {
+  writer(asio::io_context& io, const std::string& path, destination& to, tern::task_group& tasks)
+      : path_(path), out_(to.out()), timer_(io) {
     text_ = make_logger("%Y-%m-%dT%H:%M:%S.%fZ %v");
     json_ = make_logger(R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ",%v)");
-    tasks_.spawn(flush_loop());
+    tasks.spawn(flush_loop());
   }
 
   writer(const writer&) = delete;
   writer& operator=(const writer&) = delete;
 
   // Hands over what is buffered; the destination writes it before it ends.
-  ~writer() {
-    tasks_.cancel();
-    hand_over();
-  }
+  ~writer() { hand_over(); }
 
   void log(bool json, std::string_view line) {
     (json ? json_ : text_)->info(line);
@@ -202,11 +200,10 @@ class writer {
   }
 
   asio::awaitable<void> flush_loop() {
-    auto alive = tasks_.alive();
     for (;;) {
       timer_.expires_after(flush_interval);
       auto [ec] = co_await timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
-      if (!*alive || ec) co_return;
+      if (ec) co_return;
       hand_over();
     }
   }
@@ -239,7 +236,6 @@ class writer {
   std::shared_ptr<spdlog::logger> text_, json_;
   tern::log_limiter drops_;
   asio::steady_timer timer_;
-  tern::task_group tasks_;
 };
 
 // One writer per destination in each worker, shared by the routes that
@@ -380,7 +376,7 @@ std::unique_ptr<policy> make_access_log_policy(const build_context& b) {
   auto& w = all.by_path[path];
   if (!w) {
     auto& all_workers = b.process.shared.get<destinations>([] { return new destinations; });
-    w = std::make_unique<writer>(b.io, path, all_workers.of(path));
+    w = std::make_unique<writer>(b.io, path, all_workers.of(path), b.tasks);
   }
   return std::make_unique<access_log>(*w, format == "json", b.route_label, b.matched,
                                       b.config.upstreams);

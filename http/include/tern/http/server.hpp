@@ -98,6 +98,10 @@ class server {
   /// is left is stopped as stop() does, and awaited (a handler that ignores
   /// its cancellation, for at most another 2 s). Never throws.
   asio::awaitable<void> drain(std::chrono::milliseconds bound);
+  /// After stop() (or drain()): completes once every session, handler and
+  /// loop of the server has ended (true), or at `deadline` (false). An
+  /// owner whose handler borrows from it joins before it goes.
+  asio::awaitable<bool> join(std::chrono::steady_clock::time_point deadline);
   [[nodiscard]] std::size_t connections() const noexcept;
   /// Connections accepted and served since listen() (not those refused).
   [[nodiscard]] std::uint64_t accepted() const noexcept;

@@ -109,7 +109,7 @@ class server {
 
  private:
   friend class server_session;
-  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> accept_loop(std::shared_ptr<asio::ip::tcp::acceptor> acceptor);
   void send_goaway(server_session& s);
 
   asio::any_io_executor executor_;
@@ -117,8 +117,7 @@ class server {
   const codec& wire_;
   connection_options options_;
   std::size_t max_connections_;
-  asio::ip::tcp::acceptor acceptor_;
-  bool accepting_ = false;
+  std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;  // and the accept loop's
   bool going_away_ = false;
   std::unordered_set<server_session*> sessions_;
   task_group tasks_;  // the accept loop

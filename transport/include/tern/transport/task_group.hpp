@@ -25,9 +25,8 @@ namespace tern::transport {
 /// The destructor cancels nothing: the owner cancels and joins first, or
 /// its tasks hold it (so it goes only once none runs). Emitting to tasks
 /// whose frames an event loop's destruction is tearing down would reach
-/// freed memory. A task that borrows an owner without either must stop
-/// touching it once the group is gone: it keeps alive() on its frame and
-/// checks it after each co_await.
+/// freed memory. There is no third way: a task never checks whether its
+/// owner still exists.
 ///
 /// Thread safety: none; use it from its executor's (single) thread.
 class task_group {
@@ -63,13 +62,10 @@ class task_group {
   void when_idle(unique_function<void()> f);
   /// Tasks running now.
   [[nodiscard]] std::size_t running() const noexcept;
-  /// True until the group is destroyed.
-  [[nodiscard]] std::shared_ptr<const bool> alive() const noexcept { return alive_; }
 
  private:
   asio::any_io_executor executor_;
   std::shared_ptr<state> state_;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 
 }  // namespace tern::transport
