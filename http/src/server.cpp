@@ -451,7 +451,9 @@ asio::awaitable<void> server::impl::accept_loop(std::shared_ptr<impl> /*keep*/) 
   transport::log_limiter over_limit;
   while (running_ && !draining_) {
     auto [ec, sock] = co_await acceptor_.async_accept(nothrow);
-    if (!ec && draining_) start_session(std::move(sock));  // accepted just before the drain
+    // Accepted just before the drain: served. (Not after stop(): nothing
+    // would cancel it.)
+    if (!ec && draining_ && running_) start_session(std::move(sock));
     if (!running_ || draining_) co_return;
     if (ec) {
       spdlog::warn("http accept failed: {}", ec.message());

@@ -4,6 +4,7 @@
 // same value nlohmann reads from the text.
 #include "render/call_data.hpp"
 
+#include <tern/http/url.hpp>
 #include <tern/rpc_error.hpp>
 #include <tern/transport/codec.hpp>
 #include <tern/transport/packet.hpp>
@@ -26,7 +27,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (cut2 != std::string_view::npos) body = rest.substr(cut2 + 1);
 
   std::vector<std::pair<std::string_view, std::string>> params{
-      {"id", percent_decode(param, false)}};
+      {"id", tern::http::percent_decode(param, false)}};
   for (auto sources :
        {std::vector<data_source>{data_source::params, data_source::query, data_source::body},
         std::vector<data_source>{data_source::body}}) {

@@ -1,6 +1,7 @@
 #include "app/gateway.hpp"
 #include "auth/jwt.hpp"
 #include "config/config.hpp"
+#include "policies/client_address.hpp"
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
 
@@ -234,7 +235,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
   }
   ::setenv("TERN_JWT_SECRET", "a-test-secret-of-at-least-32-bytes", 1);
   test_gateway gw(io, cfg);
-  auto admin = "Bearer " + jwt::verifier(nlohmann::json::parse(cfg.auth), "auth")
+  auto admin = "Bearer " + jwt::verifier(nlohmann::json::parse(*cfg.section("auth")), "auth")
                                .sign({{"sub", "t"}, {"roles", {"admin"}}, {"iss", "tern-demo"}});
   auto answer = [&](std::string method, std::string path, std::string body = "",
                     std::string authorization = "") {
@@ -485,9 +486,29 @@ TEST_CASE("auth, rate_limit and cache pieces are checked, naming the setting") {
   CHECK(cached(R"({"ttl": 5})").find("must be {\"ttl_s\": N}") != std::string::npos);
   CHECK(cached(R"({"ttl_s": 5, "vary": []})") ==
         "routes[0].policies.cache.vary: is not a cache setting (ttl_s, invalidates)");
+  // The cache's own section is checked even when no route caches.
+  CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "cache": {"max_entries": 10, "max_size": 5}})") ==
+        "cache.max_size: is not a cache setting (max_entries, max_bytes, max_entry_bytes)");
+  CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "cache": {"max_entries": 0}})") == "cache.max_entries: must be a positive integer");
+}
+
+TEST_CASE("a top-level section is parse_config's or a policy's: any other is refused") {
+  CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "caches": {"max_entries": 10}})") ==
+        "caches: is not a section (known: upstreams, dns, server, policies, admin, routes, auth, "
+        "cache)");
+  // An auth section is read as the auth policy will read it, used or not.
+  ::unsetenv("TERN_TEST_UNSET_SECRET");
+  CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "auth": {"keys": [{"algorithms": ["HS256"], "secret_env": "TERN_TEST_UNSET_SECRET"}]}})")
+            .find("auth.keys[0]") == 0);
+  CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "auth": []})") == "auth: must be an object");
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
-      "cache": {"max_entries": 10, "max_size": 5}})",
-                      "cache.max_size: is not a cache setting");
+      "server": {"max_conections": 5}})",
+                      "server.max_conections: unknown setting");
 }
 
 TEST_CASE("cors pieces are checked: any origin only for public routes, never with credentials") {
@@ -515,14 +536,13 @@ TEST_CASE("cors pieces are checked: any origin only for public routes, never wit
 }
 
 TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {
-  auto cfg = parse_config(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
-      "server": {"trusted_proxies": ["10.0.0.0/8", "::1", "fd00::/8", "192.168.1.7"]}})");
-  REQUIRE(cfg.trusted_proxies.size() == 4);
+  auto list = nlohmann::ordered_json::parse(R"(["10.0.0.0/8", "::1", "fd00::/8", "192.168.1.7"])");
+  auto proxies = trusted_proxies::read(list, "server.trusted_proxies");
+  REQUIRE(proxies.size() == 4);
   auto trusted = [&](const char* text) {
-    std::array<std::uint8_t, 16> a{};
+    tern::ip_address a{};
     REQUIRE(tern::parse_ip(text, a));
-    return std::any_of(cfg.trusted_proxies.begin(), cfg.trusted_proxies.end(),
-                       [&](const address_range& r) { return r.contains(a); });
+    return proxies.contains(a);
   };
   CHECK(trusted("10.200.3.4"));
   CHECK_FALSE(trusted("11.0.0.1"));
@@ -531,15 +551,36 @@ TEST_CASE("trusted proxies are addresses or ranges, IPv4 and IPv6") {
   CHECK(trusted("fd12:3456::1"));
   CHECK(trusted("192.168.1.7"));
   CHECK_FALSE(trusted("192.168.1.8"));
-  std::array<std::uint8_t, 16> a{};
+  tern::ip_address a{};
   CHECK_FALSE(tern::parse_ip("10.0.0.1:80", a));
   CHECK_FALSE(tern::parse_ip("", a));
   for (const char* bad : {"10.0.0.0/33", "::/129", "10.0.0.0/", "host", "10.0.0.0/8x"}) {
-    expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+    CHECK(chain_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
         "server": {"trusted_proxies": [")" +
-                            std::string(bad) + R"("]}})",
-                        "server.trusted_proxies[0]");
+                      std::string(bad) + R"("]}})")
+              .find("server.trusted_proxies[0]: '") == 0);
   }
+}
+
+TEST_CASE("the client is the peer, or behind trusted proxies the last untrusted hop") {
+  auto proxies = trusted_proxies::read(
+      nlohmann::ordered_json::parse(R"(["127.0.0.1", "10.0.0.0/8"])"), "server.trusted_proxies");
+  auto client = [&](const char* peer, std::vector<const char*> forwarded) {
+    tern::http::request req;
+    req.peer = tern::parse_ip_endpoint(peer, 0);
+    for (const char* f : forwarded) req.headers.emplace_back("x-forwarded-for", f);
+    return tern::to_string(proxies.client(req));
+  };
+  CHECK(client("203.0.113.9:5", {"198.51.100.1"}) == "203.0.113.9");  // an untrusted peer's word
+  CHECK(client("127.0.0.1:5", {}) == "127.0.0.1");
+  CHECK(client("127.0.0.1:5", {"198.51.100.1"}) == "198.51.100.1");
+  CHECK(client("127.0.0.1:5", {"198.51.100.1, 10.1.2.3"}) == "198.51.100.1");
+  CHECK(client("127.0.0.1:5", {"6.6.6.6, 198.51.100.1"}) == "198.51.100.1");  // a forged left
+  CHECK(client("127.0.0.1:5", {"6.6.6.6", "198.51.100.1 ,10.0.0.1"}) == "198.51.100.1");
+  CHECK(client("127.0.0.1:5", {"junk, 10.0.0.1"}) == "10.0.0.1");  // unreadable: stop there
+  CHECK(client("[::1]:5", {"198.51.100.1"}) == "::1");             // ::1 is not trusted here
+  CHECK(client("127.0.0.1:5", {"[2001:db8::1]"}) == "127.0.0.1");  // brackets: not an address
+  CHECK(client("127.0.0.1:5", {"2001:db8::1"}) == "2001:db8::1");
 }
 
 TEST_CASE("a route's own policies piece overrides the default, one policy at a time") {

@@ -22,7 +22,8 @@
 namespace tern::gateway {
 
 namespace {
-// How long a worker's stopped tasks may take to end once cancelled.
+// How long the workers' stopped tasks may take to end, all together, once
+// cancelled.
 constexpr std::chrono::seconds join_bound{3};
 }  // namespace
 
@@ -183,6 +184,8 @@ int app::run() {
 // A worker whose tasks do not end within join_bound is never destroyed
 // under them: it is left to the process's exit (and the status is 1).
 bool app::finish() {
+  finishing_ = true;  // a stop_all() still queued must not stop the loops below
+  auto deadline = std::chrono::steady_clock::now() + join_bound;
   bool all = true;
   for (auto& slot : workers_) {
     auto& w = *slot;
@@ -191,7 +194,7 @@ bool app::finish() {
     bool joined = false;
     try {
       w.io.restart();
-      asio::co_spawn(w.io, stop_and_join(w, first), [&](std::exception_ptr e, bool ok) {
+      asio::co_spawn(w.io, stop_and_join(w, first, deadline), [&](std::exception_ptr e, bool ok) {
         joined = !e && ok;
         w.io.stop();
       });
@@ -210,8 +213,8 @@ bool app::finish() {
   return all;
 }
 
-asio::awaitable<bool> app::stop_and_join(worker& w, bool first) {
-  auto deadline = std::chrono::steady_clock::now() + join_bound;
+asio::awaitable<bool> app::stop_and_join(worker& w, bool first,
+                                         std::chrono::steady_clock::time_point deadline) {
   w.server->stop();
   if (first) admin_->stop();
   w.tasks.cancel();
@@ -305,6 +308,7 @@ asio::awaitable<void> app::drain() {
 
 // Each loop stops; finish() then stops and joins what each still runs.
 void app::stop_all() {
+  if (finishing_) return;
   for (auto& w : workers_) w->io.stop();
 }
 

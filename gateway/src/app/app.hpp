@@ -46,7 +46,7 @@ struct app_options {
 /// part of it goes.
 ///
 /// Thread safety: construct and run() on one thread.
-class app final : public process_view {
+class app final : public admin_view {
  public:
   /// Builds every worker's gateway; throws config_error.
   app(gateway_config cfg, app_options options);
@@ -73,7 +73,8 @@ class app final : public process_view {
   asio::awaitable<void> drain();
   void stop_all();
   bool finish();
-  asio::awaitable<bool> stop_and_join(worker& w, bool first);
+  asio::awaitable<bool> stop_and_join(worker& w, bool first,
+                                      std::chrono::steady_clock::time_point deadline);
 
   std::shared_ptr<const gateway_config> cfg_;
   std::shared_ptr<process_state> process_;  // outlives the workers
@@ -81,6 +82,7 @@ class app final : public process_view {
   std::vector<std::unique_ptr<worker>> workers_;
   std::unique_ptr<http::server> admin_;  // on workers_[0]'s loop
   std::atomic<bool> failed_ = false;     // a worker's loop threw
+  std::atomic<bool> finishing_ = false;  // finish() has begun: stop_all() does nothing
 };
 
 }  // namespace tern::gateway

@@ -9,16 +9,6 @@
 
 namespace tern::gateway {
 
-void readiness::merge(readiness other) {
-  draining = draining || other.draining;
-  upstreams_ready = upstreams_ready && other.upstreams_ready;
-  for (auto& name : other.failing) {
-    if (std::find(failing.begin(), failing.end(), name) == failing.end()) {
-      failing.push_back(std::move(name));
-    }
-  }
-}
-
 gateway::gateway(asio::io_context& io, gateway_config cfg)
     : gateway(io, std::make_shared<const gateway_config>(std::move(cfg)),
               std::make_shared<process_state>()) {}
@@ -30,6 +20,18 @@ gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg
       process_(std::move(process)),
       upstreams_(io, cfg_->upstreams, cfg_->dns_servers, metrics_),
       tasks_(io.get_executor(), "gateway") {
+  try {
+    build();
+  } catch (...) {
+    // A policy refused its piece: the tasks started so far (an access
+    // log's flush) must not touch what goes with this gateway.
+    tasks_.cancel();
+    throw;
+  }
+}
+
+void gateway::build() {
+  check_sections(*cfg_);
   chain_env env{io_, *cfg_, metrics_, shared_, *process_, tasks_};
   for (std::size_t i = 0; i < cfg_->routes.size(); ++i) {
     const auto& r = cfg_->routes[i];

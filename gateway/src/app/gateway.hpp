@@ -2,10 +2,11 @@
 // chains of policies built from the config.
 #pragma once
 
-#include "app/upstreams.hpp"
 #include "config/config.hpp"
+#include "handlers/admin.hpp"
 #include "pipeline/registry.hpp"
 #include "routing/route_table.hpp"
+#include "upstreams/upstreams.hpp"
 
 #include <tern/http/server.hpp>
 #include <tern/metrics.hpp>
@@ -24,27 +25,6 @@ struct MetricFamily;
 
 namespace tern::gateway {
 
-/// What GET /health/ready reports.
-struct readiness {
-  bool draining = false;             ///< a drain has begun
-  bool upstreams_ready = true;       ///< every watched upstream answers its probes
-  std::vector<std::string> failing;  ///< the upstreams that do not
-  [[nodiscard]] bool ok() const noexcept { return upstreams_ready && !draining; }
-  /// Another worker's view: ready only if both are.
-  void merge(readiness other);
-};
-
-/// What the admin endpoints report on when a gateway is one of several
-/// workers (app/app.hpp): every worker's metrics and readiness, each read on
-/// its own thread.
-class process_view {
- public:
-  virtual ~process_view() = default;
-  /// The /metrics text.
-  virtual asio::awaitable<std::string> scrape() = 0;
-  virtual asio::awaitable<readiness> ready() = 0;
-};
-
 /// Routes HTTP requests to services (one pattern call, or an aggregate of
 /// several made concurrently, each result under its key) through the
 /// route's chain: request id, access log, metrics, ..., handler
@@ -60,7 +40,7 @@ class process_view {
 /// and shares only what process_state holds.
 ///
 /// Thread safety: single-threaded, on the io_context given.
-class gateway {
+class gateway : public admin_view {
  public:
   /// A gateway alone in its process: it owns its config and process state.
   /// Builds every chain; throws config_error for a bad policies piece.
@@ -100,10 +80,10 @@ class gateway {
   [[nodiscard]] readiness local_readiness() const;
   /// Makes the admin endpoints report on `view` (every worker) instead of
   /// this gateway alone. Call before serving; `view` must outlive serving.
-  void report_on(process_view* view) noexcept { view_ = view; }
+  void report_on(admin_view* view) noexcept { view_ = view; }
   /// What /metrics and /health/ready answer.
-  asio::awaitable<std::string> scrape();
-  asio::awaitable<readiness> ready();
+  asio::awaitable<std::string> scrape() override;
+  asio::awaitable<readiness> ready() override;
 
   [[nodiscard]] const gateway_config& config() const noexcept { return *cfg_; }
   /// This gateway's metrics (a worker's own; see process_state).
@@ -113,6 +93,7 @@ class gateway {
  private:
   asio::awaitable<http::response> serve(const route_table& table, const chain& fallback,
                                         http::request& req);
+  void build();
   void add_admin_routes(route_table& t, const chain_env& env, std::string_view id_prefix);
 
   asio::io_context& io_;
@@ -122,7 +103,7 @@ class gateway {
   upstreams upstreams_;
   shared_state shared_;
   bool draining_ = false;
-  process_view* view_ = nullptr;
+  admin_view* view_ = nullptr;
   route_table public_, admin_;
   std::unique_ptr<chain> unmatched_, admin_unmatched_, rejected_;
   tern::task_group tasks_;  // the policies'; see chain_env

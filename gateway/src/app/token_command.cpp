@@ -70,8 +70,9 @@ int token_command(int argc, char** argv) {
   }
   try {
     auto cfg = load_config(config);
-    if (cfg.auth.empty()) throw config_error(config + " has no \"auth\" section");
-    jwt::verifier keys(nlohmann::json::parse(cfg.auth), "auth");
+    const auto* auth = cfg.section("auth");
+    if (!auth) throw config_error(config + " has no \"auth\" section");
+    jwt::verifier keys(nlohmann::json::parse(*auth), "auth");
     auto now = std::chrono::duration_cast<std::chrono::seconds>(
                    std::chrono::system_clock::now().time_since_epoch())
                    .count();

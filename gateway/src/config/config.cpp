@@ -49,23 +49,6 @@ std::size_t read_size(const json& obj, const char* key, std::size_t def, const s
   return static_cast<std::size_t>(v.get<long>());
 }
 
-address_range read_range(const json& v, const std::string& where) {
-  std::string text = v.is_string() ? v.get<std::string>() : std::string();
-  address_range r;
-  auto slash = text.find('/');
-  bool ok = tern::parse_ip(std::string_view(text).substr(0, slash), r.base);
-  bool v4 = text.find(':') == std::string::npos;
-  if (ok && slash != std::string::npos) {
-    auto bits = text.substr(slash + 1);
-    char* end = nullptr;
-    long n = std::strtol(bits.c_str(), &end, 10);
-    ok = !bits.empty() && *end == '\0' && n >= 0 && n <= (v4 ? 32 : 128);
-    r.prefix = static_cast<int>(n) + (v4 ? 96 : 0);
-  }
-  if (!ok) bad(where, "'" + text + "' is not an address or range (10.0.0.0/8, ::1, fd00::/8)");
-  return r;
-}
-
 std::vector<std::string> read_strings(const json& v, const std::string& where) {
   if (!v.is_array() || v.empty()) bad(where, "must be a non-empty array of strings");
   std::vector<std::string> out;
@@ -277,17 +260,128 @@ call_spec read_call(const json& c, const gateway_config& cfg, const std::string&
   return spec;
 }
 
+void read_upstreams(const json& root, gateway_config& cfg) {
+  if (!root.contains("upstreams") || !root["upstreams"].is_object() || root["upstreams"].empty()) {
+    bad("upstreams", "must be an object naming at least one service");
+  }
+  for (const auto& [name, u] : root["upstreams"].items()) {
+    cfg.upstreams.push_back(read_upstream(name, u));
+  }
+}
+
+void read_dns(const json& d, gateway_config& cfg) {
+  if (!d.is_object()) bad("dns", "must be an object");
+  known_keys(d, {"servers"}, "dns");
+  if (!d.contains("servers")) return;
+  cfg.dns_servers = read_strings(d["servers"], "dns.servers");
+  for (std::size_t i = 0; i < cfg.dns_servers.size(); ++i) {
+    try {
+      (void)tern::parse_ip_endpoint(cfg.dns_servers[i], 53);
+    } catch (const std::invalid_argument& e) {
+      bad("dns.servers[" + std::to_string(i) + "]", e.what());
+    }
+  }
+}
+
+void read_server(const json& s, gateway_config& cfg) {
+  if (!s.is_object()) bad("server", "must be an object");
+  known_keys(s,
+             {"max_header_bytes", "max_body_bytes", "read_timeout_ms", "idle_timeout_ms",
+              "max_connections", "trusted_proxies"},
+             "server");
+  auto& l = cfg.limits;
+  l.max_header_bytes = read_size(s, "max_header_bytes", l.max_header_bytes, "server");
+  l.max_body_bytes = read_size(s, "max_body_bytes", l.max_body_bytes, "server");
+  l.read_timeout = read_ms(s, "read_timeout_ms", l.read_timeout, "server");
+  l.idle_timeout = read_ms(s, "idle_timeout_ms", l.idle_timeout, "server");
+  l.max_connections = read_size(s, "max_connections", l.max_connections, "server");
+  // Whose X-Forwarded-For to believe: the client address's (policies/client_address).
+  if (s.contains("trusted_proxies"))
+    cfg.sections["server.trusted_proxies"] = s["trusted_proxies"].dump();
+}
+
+void read_admin(const json& a, gateway_config& cfg) {
+  if (!a.is_object()) bad("admin", "must be an object");
+  known_keys(a, {"on_public_port"}, "admin");
+  if (!a.contains("on_public_port")) return;
+  if (!a["on_public_port"].is_boolean()) bad("admin.on_public_port", "must be true or false");
+  cfg.admin_on_public = a["on_public_port"].get<bool>();
+}
+
+route read_route(const json& r, const gateway_config& cfg, const std::string& where) {
+  if (!r.is_object()) bad(where, "must be an object");
+  route rt;
+  if (!r.contains("method") || !r["method"].is_string()) bad(where + ".method", "is required");
+  rt.method = r["method"].get<std::string>();
+  static const char* methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+  if (std::find(std::begin(methods), std::end(methods), rt.method) == std::end(methods)) {
+    bad(where + ".method", "must be one of GET, POST, PUT, PATCH, DELETE");
+  }
+  if (!r.contains("path") || !r["path"].is_string() || r["path"].get<std::string>().empty() ||
+      r["path"].get<std::string>()[0] != '/') {
+    bad(where + ".path", "is required and must start with /");
+  }
+  rt.path = r["path"].get<std::string>();
+  std::stringstream ss(rt.path.substr(1));
+  for (std::string seg; std::getline(ss, seg, '/');) {
+    if (seg == ":") bad(where + ".path", "a parameter needs a name");
+    rt.segments.push_back(seg);
+  }
+  rt.status = rt.method == "POST" ? 201 : 200;
+  if (r.contains("status")) {
+    if (!r["status"].is_number_integer() || r["status"].get<int>() < 200 ||
+        r["status"].get<int>() > 299) {
+      bad(where + ".status", "must be a 2xx status");
+    }
+    rt.status = r["status"].get<int>();
+  }
+  bool has_call = r.contains("service"), has_aggregate = r.contains("aggregate");
+  if (has_call == has_aggregate) bad(where, "needs either service+pattern or aggregate");
+  if (has_call) {
+    rt.calls.emplace_back("", read_call(r, cfg, where));
+  } else {
+    const auto& agg = r["aggregate"];
+    if (!agg.is_object() || agg.empty()) bad(where + ".aggregate", "must be an object of calls");
+    rt.aggregate = true;
+    for (const auto& [key, c] : agg.items()) {
+      rt.calls.emplace_back(key, read_call(c, cfg, where + ".aggregate." + key));
+    }
+  }
+  rt.idempotent = rt.method == "GET";
+  if (r.contains("idempotent")) {
+    if (!r["idempotent"].is_boolean()) bad(where + ".idempotent", "must be true or false");
+    rt.idempotent = r["idempotent"].get<bool>();
+  }
+  if (r.contains("policies")) {
+    if (!r["policies"].is_object()) bad(where + ".policies", "must be an object");
+    rt.policies = r["policies"].dump();
+  }
+  for (const auto& other : cfg.routes) {
+    if (other.method == rt.method && other.path == rt.path)
+      bad(where, "duplicates an earlier route");
+  }
+  return rt;
+}
+
+void read_routes(const json& root, gateway_config& cfg) {
+  if (!root.contains("routes") || !root["routes"].is_array()) bad("routes", "must be an array");
+  const auto& routes = root["routes"];
+  for (std::size_t i = 0; i < routes.size(); ++i) {
+    cfg.routes.push_back(read_route(routes[i], cfg, "routes[" + std::to_string(i) + "]"));
+  }
+}
+
 }  // namespace
 
-bool address_range::contains(const std::array<std::uint8_t, 16>& a) const noexcept {
-  int full = prefix / 8, rest = prefix % 8;
-  for (int i = 0; i < full; ++i) {
-    if (a[static_cast<std::size_t>(i)] != base[static_cast<std::size_t>(i)]) return false;
-  }
-  if (rest == 0) return true;
-  auto mask = static_cast<std::uint8_t>(0xff << (8 - rest));
-  return (a[static_cast<std::size_t>(full)] & mask) ==
-         (base[static_cast<std::size_t>(full)] & mask);
+std::span<const std::string_view> core_sections() {
+  static constexpr std::string_view all[] = {"upstreams", "dns",   "server",
+                                             "policies",  "admin", "routes"};
+  return all;
+}
+
+const std::string* gateway_config::section(std::string_view name) const {
+  auto it = sections.find(name);
+  return it == sections.end() ? nullptr : &it->second;
 }
 
 gateway_config parse_config(const std::string& text) {
@@ -300,140 +394,18 @@ gateway_config parse_config(const std::string& text) {
   if (root.is_discarded()) throw config_error("config is not valid JSON");
   if (!root.is_object()) throw config_error("config must be a JSON object");
   gateway_config cfg;
-
-  if (!root.contains("upstreams") || !root["upstreams"].is_object() || root["upstreams"].empty()) {
-    bad("upstreams", "must be an object naming at least one service");
-  }
-  for (const auto& [name, u] : root["upstreams"].items()) {
-    cfg.upstreams.push_back(read_upstream(name, u));
-  }
-  if (root.contains("dns")) {
-    const auto& d = root["dns"];
-    if (!d.is_object()) bad("dns", "must be an object");
-    for (const auto& [key, v] : d.items()) {
-      if (key != "servers") bad("dns." + key, "unknown setting (servers)");
-    }
-    if (d.contains("servers")) {
-      cfg.dns_servers = read_strings(d["servers"], "dns.servers");
-      for (std::size_t i = 0; i < cfg.dns_servers.size(); ++i) {
-        try {
-          (void)tern::parse_ip_endpoint(cfg.dns_servers[i], 53);
-        } catch (const std::invalid_argument& e) {
-          bad("dns.servers[" + std::to_string(i) + "]", e.what());
-        }
-      }
-    }
-  }
-
-  if (root.contains("server")) {
-    const auto& s = root["server"];
-    if (!s.is_object()) bad("server", "must be an object");
-    cfg.limits.max_header_bytes =
-        read_size(s, "max_header_bytes", cfg.limits.max_header_bytes, "server");
-    cfg.limits.max_body_bytes = read_size(s, "max_body_bytes", cfg.limits.max_body_bytes, "server");
-    cfg.limits.read_timeout = read_ms(s, "read_timeout_ms", cfg.limits.read_timeout, "server");
-    cfg.limits.idle_timeout = read_ms(s, "idle_timeout_ms", cfg.limits.idle_timeout, "server");
-    cfg.limits.max_connections =
-        read_size(s, "max_connections", cfg.limits.max_connections, "server");
-  }
-
-  if (root.contains("server") && root["server"].contains("trusted_proxies")) {
-    const auto& list = root["server"]["trusted_proxies"];
-    if (!list.is_array()) bad("server.trusted_proxies", "must be an array of addresses or ranges");
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      cfg.trusted_proxies.push_back(
-          read_range(list[i], "server.trusted_proxies[" + std::to_string(i) + "]"));
-    }
-  }
-
-  if (root.contains("cache")) {
-    const auto& c = root["cache"];
-    if (!c.is_object()) bad("cache", "must be an object");
-    for (const auto& [key, v] : c.items()) {
-      if (key != "max_entries" && key != "max_bytes" && key != "max_entry_bytes") {
-        bad("cache." + key, "is not a cache setting (max_entries, max_bytes, max_entry_bytes)");
-      }
-    }
-    cfg.cache.max_entries = read_size(c, "max_entries", cfg.cache.max_entries, "cache");
-    cfg.cache.max_bytes = read_size(c, "max_bytes", cfg.cache.max_bytes, "cache");
-    cfg.cache.max_entry_bytes = read_size(c, "max_entry_bytes", cfg.cache.max_entry_bytes, "cache");
-  }
-
+  read_upstreams(root, cfg);
+  if (root.contains("dns")) read_dns(root["dns"], cfg);
+  if (root.contains("server")) read_server(root["server"], cfg);
   if (root.contains("policies")) {
     if (!root["policies"].is_object()) bad("policies", "must be an object");
     cfg.policies = root["policies"].dump();
   }
-  if (root.contains("auth")) {
-    if (!root["auth"].is_object()) bad("auth", "must be an object");
-    cfg.auth = root["auth"].dump();
-  }
-  if (root.contains("admin")) {
-    const auto& a = root["admin"];
-    if (!a.is_object()) bad("admin", "must be an object");
-    for (const auto& [key, v] : a.items()) {
-      if (key != "on_public_port") bad("admin." + key, "is not a known setting");
-      if (!v.is_boolean()) bad("admin.on_public_port", "must be true or false");
-      cfg.admin_on_public = v.get<bool>();
-    }
-  }
-
-  if (!root.contains("routes") || !root["routes"].is_array()) bad("routes", "must be an array");
-  const auto& routes = root["routes"];
-  for (std::size_t i = 0; i < routes.size(); ++i) {
-    const auto& r = routes[i];
-    std::string where = "routes[" + std::to_string(i) + "]";
-    if (!r.is_object()) bad(where, "must be an object");
-    route rt;
-    if (!r.contains("method") || !r["method"].is_string()) bad(where + ".method", "is required");
-    rt.method = r["method"].get<std::string>();
-    static const char* methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
-    if (std::find(std::begin(methods), std::end(methods), rt.method) == std::end(methods)) {
-      bad(where + ".method", "must be one of GET, POST, PUT, PATCH, DELETE");
-    }
-    if (!r.contains("path") || !r["path"].is_string() || r["path"].get<std::string>().empty() ||
-        r["path"].get<std::string>()[0] != '/') {
-      bad(where + ".path", "is required and must start with /");
-    }
-    rt.path = r["path"].get<std::string>();
-    std::stringstream ss(rt.path.substr(1));
-    for (std::string seg; std::getline(ss, seg, '/');) {
-      if (seg == ":") bad(where + ".path", "a parameter needs a name");
-      rt.segments.push_back(seg);
-    }
-    rt.status = rt.method == "POST" ? 201 : 200;
-    if (r.contains("status")) {
-      if (!r["status"].is_number_integer() || r["status"].get<int>() < 200 ||
-          r["status"].get<int>() > 299) {
-        bad(where + ".status", "must be a 2xx status");
-      }
-      rt.status = r["status"].get<int>();
-    }
-    bool has_call = r.contains("service"), has_aggregate = r.contains("aggregate");
-    if (has_call == has_aggregate) bad(where, "needs either service+pattern or aggregate");
-    if (has_call) {
-      rt.calls.emplace_back("", read_call(r, cfg, where));
-    } else {
-      const auto& agg = r["aggregate"];
-      if (!agg.is_object() || agg.empty()) bad(where + ".aggregate", "must be an object of calls");
-      rt.aggregate = true;
-      for (const auto& [key, c] : agg.items()) {
-        rt.calls.emplace_back(key, read_call(c, cfg, where + ".aggregate." + key));
-      }
-    }
-    rt.idempotent = rt.method == "GET";
-    if (r.contains("idempotent")) {
-      if (!r["idempotent"].is_boolean()) bad(where + ".idempotent", "must be true or false");
-      rt.idempotent = r["idempotent"].get<bool>();
-    }
-    if (r.contains("policies")) {
-      if (!r["policies"].is_object()) bad(where + ".policies", "must be an object");
-      rt.policies = r["policies"].dump();
-    }
-    for (const auto& other : cfg.routes) {
-      if (other.method == rt.method && other.path == rt.path)
-        bad(where, "duplicates an earlier route");
-    }
-    cfg.routes.push_back(std::move(rt));
+  if (root.contains("admin")) read_admin(root["admin"], cfg);
+  read_routes(root, cfg);
+  for (const auto& [key, v] : root.items()) {
+    auto core = core_sections();
+    if (std::find(core.begin(), core.end(), key) == core.end()) cfg.sections[key] = v.dump();
   }
   return cfg;
 }

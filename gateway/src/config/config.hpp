@@ -1,18 +1,21 @@
 // The gateway's routes and upstreams, read from a JSON file.
 #pragma once
 
-#include <tern/http/request_parser.hpp>
+#include <tern/http/request.hpp>
 
 #include <tern/pattern.hpp>
 #include <tern/resilience.hpp>
 #include <tern/wire.hpp>
 
-#include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace tern::gateway {
@@ -66,39 +69,31 @@ struct route {
   std::string policies = "{}";
 };
 
-/// An address range from the config ("10.0.0.0/8", "::1"): IPv4 kept as
-/// IPv4-mapped IPv6, so one comparison serves both.
-struct address_range {
-  std::array<std::uint8_t, 16> base{};
-  int prefix = 128;
-  [[nodiscard]] bool contains(const std::array<std::uint8_t, 16>& a) const noexcept;
-};
-
-/// The response cache's bounds (the top-level "cache" section).
-struct cache_limits {
-  std::size_t max_entries = 10000;
-  std::size_t max_bytes = 64 * 1024 * 1024;
-  std::size_t max_entry_bytes = 1024 * 1024;  ///< larger responses are not cached
-};
-
 struct gateway_config {
   std::vector<upstream> upstreams;
   /// dns.servers: where upstream names are looked up; empty: the system's.
   std::vector<std::string> dns_servers;
   std::vector<route> routes;
   http::limits limits;
-  cache_limits cache;
-  /// server.trusted_proxies: peers whose X-Forwarded-For names the client.
-  std::vector<address_range> trusted_proxies;
   /// The top-level "policies" object as JSON text: every route's defaults.
   std::string policies = "{}";
-  /// The top-level "auth" object as JSON text (keys, issuer, audience,
-  /// leeway), or empty: read by the auth policy (auth/jwt.hpp).
-  std::string auth;
   /// admin.on_public_port: the admin paths (/metrics, /health/*) are also
   /// served on the public port (by default only on the admin port).
   bool admin_on_public = false;
+  /// The sections policies own, as JSON text by name: every top-level one
+  /// parse_config does not read itself ("auth", "cache"), and
+  /// "server.trusted_proxies". Each is read and validated by its owner
+  /// (pipeline/registry.hpp, registered_sections()); a section without
+  /// one is an error when the gateway is built.
+  std::map<std::string, std::string, std::less<>> sections;
+
+  /// sections' entry `name`, or null.
+  [[nodiscard]] const std::string* section(std::string_view name) const;
 };
+
+/// The top-level sections parse_config reads itself (upstreams, dns, ...);
+/// any other is a policy's (gateway_config::sections).
+std::span<const std::string_view> core_sections();
 
 /// Parses and validates a config; throws config_error naming the entry.
 gateway_config parse_config(const std::string& json_text);

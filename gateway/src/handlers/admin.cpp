@@ -1,8 +1,21 @@
-#include "app/gateway.hpp"
-#include "handlers/handlers.hpp"
+#include "handlers/admin.hpp"
+
 #include <tern/json.hpp>
+#include <tern/metrics.hpp>
+
+#include <algorithm>
 
 namespace tern::gateway {
+
+void readiness::merge(readiness other) {
+  draining = draining || other.draining;
+  upstreams_ready = upstreams_ready && other.upstreams_ready;
+  for (auto& name : other.failing) {
+    if (std::find(failing.begin(), failing.end(), name) == failing.end()) {
+      failing.push_back(std::move(name));
+    }
+  }
+}
 
 namespace {
 
@@ -16,9 +29,9 @@ class live final : public handler {
 
 class ready final : public handler {
  public:
-  explicit ready(gateway& gw) : gateway_(gw) {}
+  explicit ready(admin_view& view) : view_(view) {}
   asio::awaitable<void> handle(request_context& ctx) override {
-    auto now = co_await gateway_.ready();
+    auto now = co_await view_.ready();
     auto& body = ctx.response.body;
     if (now.ok()) {
       body = R"({"status":"ok"})";
@@ -35,19 +48,19 @@ class ready final : public handler {
   }
 
  private:
-  gateway& gateway_;
+  admin_view& view_;
 };
 
 class metrics_endpoint final : public handler {
  public:
-  explicit metrics_endpoint(gateway& gw) : gateway_(gw) {}
+  explicit metrics_endpoint(admin_view& view) : view_(view) {}
   asio::awaitable<void> handle(request_context& ctx) override {
-    ctx.response.body = co_await gateway_.scrape();
+    ctx.response.body = co_await view_.scrape();
     ctx.response.content_type = metrics_content_type;
   }
 
  private:
-  gateway& gateway_;
+  admin_view& view_;
 };
 
 }  // namespace
@@ -55,11 +68,11 @@ class metrics_endpoint final : public handler {
 std::unique_ptr<handler> make_live_handler() {
   return std::make_unique<live>();
 }
-std::unique_ptr<handler> make_ready_handler(gateway& gw) {
-  return std::make_unique<ready>(gw);
+std::unique_ptr<handler> make_ready_handler(admin_view& view) {
+  return std::make_unique<ready>(view);
 }
-std::unique_ptr<handler> make_metrics_handler(gateway& gw) {
-  return std::make_unique<metrics_endpoint>(gw);
+std::unique_ptr<handler> make_metrics_handler(admin_view& view) {
+  return std::make_unique<metrics_endpoint>(view);
 }
 
 }  // namespace tern::gateway

@@ -10,7 +10,6 @@
 namespace tern::gateway {
 
 class upstreams;
-class gateway;
 class route_table;
 
 /// A config route: its one call, or its aggregate's calls made at once
@@ -22,13 +21,6 @@ std::unique_ptr<handler> make_rpc_handler(const route& r, upstreams& u);
 std::unique_ptr<handler> make_no_route_handler(const route_table& table);
 /// A request the HTTP server refused: ctx.refused_status and its message.
 std::unique_ptr<handler> make_refused_handler();
-/// GET /health/live: 200 while the process serves.
-std::unique_ptr<handler> make_live_handler();
-/// GET /health/ready: 200 while no drain has begun and every upstream the
-/// routes use answers its health calls (in every worker); else 503 naming
-/// the failing ones.
-std::unique_ptr<handler> make_ready_handler(gateway& gw);
-/// GET /metrics: the Prometheus text (gateway::scrape()).
-std::unique_ptr<handler> make_metrics_handler(gateway& gw);
+// The admin endpoints' handlers: handlers/admin.hpp.
 
 }  // namespace tern::gateway

@@ -1,9 +1,9 @@
-#include "app/upstreams.hpp"
 #include "config/config.hpp"
 #include "handlers/handlers.hpp"
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
 #include "routing/route_table.hpp"
+#include "upstreams/upstreams.hpp"
 
 #include <tern/json.hpp>
 #include <tern/log_limit.hpp>

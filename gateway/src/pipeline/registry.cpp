@@ -27,6 +27,36 @@ std::span<const policy_registration> registered_policies() {
 
 using json = nlohmann::ordered_json;
 
+std::span<const section_registration> registered_sections() {
+  static const section_registration all[] = {
+      {"auth", check_auth_section},                       // policies/auth.cpp
+      {"cache", check_cache_section},                     // policies/cache.cpp
+      {"server.trusted_proxies", check_trusted_proxies},  // policies/client_address.cpp
+  };
+  return all;
+}
+
+void check_sections(const gateway_config& config) {
+  for (const auto& [name, text] : config.sections) {
+    const section_registration* owner = nullptr;
+    std::string known;
+    for (auto core : core_sections()) known += std::string(known.empty() ? "" : ", ") += core;
+    for (const auto& r : registered_sections()) {
+      if (r.name == name) owner = &r;
+      if (r.name.find('.') != std::string_view::npos) continue;  // not a top-level one
+      known += ", ";
+      known += r.name;
+    }
+    if (!owner) throw config_error(name + ": is not a section (known: " + known + ")");
+    owner->check(json::parse(text), name);
+  }
+}
+
+json section_of(const gateway_config& config, std::string_view name) {
+  const auto* text = config.section(name);
+  return text ? json::parse(*text) : json();
+}
+
 std::vector<std::string> piece_strings(const json& v, const std::string& where) {
   std::vector<std::string> out;
   if (!v.is_array()) throw config_error(where + ": must be an array of strings");

@@ -94,6 +94,22 @@ struct policy_registration {
   policy_factory make;
 };
 
+/// A config section some policy owns (gateway_config::sections) beside
+/// its pieces: its name ("cache", "server.trusted_proxies") and the check
+/// that reads it, throwing config_error naming `where` when it is wrong.
+struct section_registration {
+  std::string_view name;
+  void (*check)(const nlohmann::ordered_json& section, const std::string& where);
+};
+
+/// Every section a policy owns.
+std::span<const section_registration> registered_sections();
+/// Checks every section of `config` once, whether or not a route uses its
+/// owner: each has one, and its owner accepts it. Throws config_error.
+void check_sections(const gateway_config& config);
+/// Section `name` of `config`, parsed; a JSON null when there is none.
+nlohmann::ordered_json section_of(const gateway_config& config, std::string_view name);
+
 /// A piece's list of non-empty strings (`where` names it in the error).
 std::vector<std::string> piece_strings(const nlohmann::ordered_json& v, const std::string& where);
 
@@ -116,5 +132,9 @@ std::unique_ptr<policy> make_cors_policy(const build_context& b);
 std::unique_ptr<policy> make_auth_policy(const build_context& b);
 std::unique_ptr<policy> make_rate_limit_policy(const build_context& b);
 std::unique_ptr<policy> make_cache_policy(const build_context& b);
+// The sections' checks, beside the policies that read them.
+void check_auth_section(const nlohmann::ordered_json& section, const std::string& where);
+void check_cache_section(const nlohmann::ordered_json& section, const std::string& where);
+void check_trusted_proxies(const nlohmann::ordered_json& section, const std::string& where);
 
 }  // namespace tern::gateway

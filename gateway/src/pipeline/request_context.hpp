@@ -4,7 +4,7 @@
 #include <tern/http/server.hpp>
 #include <tern/trace.hpp>
 
-#include <tern/rpc_error.hpp>
+#include <tern/error.hpp>
 
 #include <chrono>
 #include <optional>

@@ -18,6 +18,7 @@
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
@@ -200,7 +201,11 @@ class writer {
   }
 
   asio::awaitable<void> flush_loop() {
+    // Cancelled before it first ran (a gateway whose construction failed
+    // cancels its tasks, and this writer may be gone): it touches nothing.
+    auto cs = co_await asio::this_coro::cancellation_state;
     for (;;) {
+      if (cs.cancelled() != asio::cancellation_type::none) co_return;
       timer_.expires_after(flush_interval);
       auto [ec] = co_await timer_.async_wait(asio::experimental::as_tuple(asio::use_awaitable));
       if (ec) co_return;

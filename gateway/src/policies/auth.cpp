@@ -203,11 +203,11 @@ std::unique_ptr<policy> make_auth_policy(const build_context& b) {
   // The (unmatched) and (rejected) chains answer 404 and parse errors:
   // asking those for a token would only hide the real answer.
   if (!b.matched) return nullptr;
-  if (b.config.auth.empty()) {
+  if (!b.config.section("auth")) {
     throw config_error(b.where + ": needs the top-level \"auth\" section (its keys)");
   }
   auto& shared = b.shared.get<shared_verifier>(
-      [&] { return new shared_verifier(json::parse(b.config.auth)); });
+      [&] { return new shared_verifier(json(section_of(b.config, "auth"))); });
   auto p = std::make_unique<auth>(shared);
   if (piece.is_object()) {
     for (const auto& [key, v] : piece.items()) {
@@ -235,6 +235,11 @@ std::unique_ptr<policy> make_auth_policy(const build_context& b) {
     }
   }
   return p;
+}
+
+void check_auth_section(const nlohmann::ordered_json& section, const std::string& where) {
+  if (!section.is_object()) throw config_error(where + ": must be an object");
+  jwt::verifier keys(json(section), where);  // reads the keys, as a route with auth will
 }
 
 }  // namespace tern::gateway

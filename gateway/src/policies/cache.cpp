@@ -8,6 +8,8 @@
 #include "render/call_data.hpp"
 #include "render/errors.hpp"
 
+#include <tern/http/url.hpp>
+
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/registry.h>
@@ -33,6 +35,34 @@ namespace {
 using json = nlohmann::ordered_json;
 using clock = std::chrono::steady_clock;
 using prometheus::Counter;
+
+// The store's bounds: the top-level "cache" section.
+struct cache_limits {
+  std::size_t max_entries = 10000;
+  std::size_t max_bytes = 64 * 1024 * 1024;
+  std::size_t max_entry_bytes = 1024 * 1024;  // larger responses are not cached
+};
+
+cache_limits read_cache_limits(const json& c, const std::string& where) {
+  cache_limits l;
+  if (c.is_null()) return l;
+  if (!c.is_object()) throw config_error(where + ": must be an object");
+  for (const auto& [key, v] : c.items()) {
+    std::size_t* field = key == "max_entries"       ? &l.max_entries
+                         : key == "max_bytes"       ? &l.max_bytes
+                         : key == "max_entry_bytes" ? &l.max_entry_bytes
+                                                    : nullptr;
+    if (!field) {
+      throw config_error(where + "." + key +
+                         ": is not a cache setting (max_entries, max_bytes, max_entry_bytes)");
+    }
+    if (!v.is_number_integer() || v.get<long>() <= 0) {
+      throw config_error(where + "." + key + ": must be a positive integer");
+    }
+    *field = v.get<std::size_t>();
+  }
+  return l;
+}
 
 // The store every cached route shares, in every worker: entries, their
 // metrics, and the calls in flight for missing keys. One lock guards it,
@@ -378,8 +408,8 @@ class cache final : public policy {
         rest = amp == rest.npos ? std::string_view() : rest.substr(amp + 1);
         if (item.empty()) continue;
         auto eq = item.find('=');
-        q[percent_decode(item.substr(0, eq), true)] =
-            eq == item.npos ? std::string() : percent_decode(item.substr(eq + 1), true);
+        q[http::percent_decode(item.substr(0, eq), true)] =
+            eq == item.npos ? std::string() : http::percent_decode(item.substr(eq + 1), true);
       }
       for (const auto& [k, v] : q) {
         field(k);
@@ -409,8 +439,9 @@ std::unique_ptr<policy> make_cache_policy(const build_context& b) {
                        R"(: must be {"ttl_s": N} (a GET route) or {"invalidates": [...]})");
   }
   if (!b.matched) return nullptr;  // the unmatched and admin chains have nothing to cache
-  auto& s =
-      b.process.shared.get<store>([&] { return new store(b.config.cache, b.process.metrics); });
+  auto& s = b.process.shared.get<store>([&] {
+    return new store(read_cache_limits(section_of(b.config, "cache"), "cache"), b.process.metrics);
+  });
   auto& f = b.shared.get<request_family>([&] { return new request_family(b.metrics); });
   auto p = std::make_unique<cache>(s, f, b.io, b.route_label);
   for (const auto& [key, v] : piece.items()) {
@@ -445,6 +476,10 @@ std::unique_ptr<policy> make_cache_policy(const build_context& b) {
     }
   }
   return p;
+}
+
+void check_cache_section(const nlohmann::ordered_json& section, const std::string& where) {
+  (void)read_cache_limits(section, where);
 }
 
 }  // namespace tern::gateway

@@ -4,6 +4,7 @@
 // headers-08) on every answer of a limited route.
 #include "config/config.hpp"
 #include "pipeline/registry.hpp"
+#include "policies/client_address.hpp"
 #include "render/errors.hpp"
 
 #include <tern/endpoint.hpp>
@@ -107,8 +108,7 @@ std::int64_t ceil_seconds(std::int64_t ns) {
 
 class rate_limit final : public policy {
  public:
-  rate_limit(families& f, table& t, std::string_view label,
-             const std::vector<address_range>& trusted)
+  rate_limit(families& f, table& t, std::string_view label, const trusted_proxies& trusted)
       : route_(label),
         trusted_(trusted),
         limited_(&f.limited.Add({{"route", route_}, {"mode", "enforced"}})),
@@ -175,7 +175,7 @@ class rate_limit final : public policy {
       auto v = ctx.request.header(header);
       if (!v.empty()) return "h:" + std::string(v.substr(0, max_key_bytes));
     }
-    return "c:" + network_of(client(ctx.request));
+    return "c:" + network_of(trusted_.client(ctx.request));
   }
 
   // IPv6 clients are limited by /64: one subscriber usually holds a whole
@@ -184,36 +184,6 @@ class rate_limit final : public policy {
     if (tern::is_v4(a)) return tern::to_string(a);
     std::fill(a.begin() + 8, a.end(), 0);
     return tern::to_string(a) + "/64";
-  }
-
-  // The client's address: the peer's, or, when the peer is a trusted
-  // proxy, the last address in X-Forwarded-For that is not one. (A peer
-  // the socket could not tell is ::, one bucket for all such.)
-  tern::ip_address client(const http::request& req) const {
-    const auto& peer = req.peer.address;
-    if (trusted_.empty() || !is_trusted(peer)) return peer;
-    tern::ip_address chosen = peer, a{};
-    // Several X-Forwarded-For fields are one list, in order; read it from
-    // the right (the hops nearest to us), stopping at the first untrusted.
-    for (auto it = req.headers.rbegin(); it != req.headers.rend(); ++it) {
-      if (it->first != "x-forwarded-for") continue;
-      std::string_view list = it->second;
-      while (!list.empty()) {
-        auto comma = list.rfind(',');
-        auto item = comma == list.npos ? list : list.substr(comma + 1);
-        list = comma == list.npos ? std::string_view() : list.substr(0, comma);
-        while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
-        while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
-        if (!tern::parse_ip(item, a)) return chosen;  // a hop we cannot read
-        chosen = a;
-        if (!is_trusted(a)) return chosen;
-      }
-    }
-    return chosen;
-  }
-
-  bool is_trusted(const std::array<std::uint8_t, 16>& a) const {
-    return std::any_of(trusted_.begin(), trusted_.end(), [&](auto& r) { return r.contains(a); });
   }
 
   // The key's bucket (table_.mutex held). Over max_keys, buckets that are
@@ -252,7 +222,7 @@ class rate_limit final : public policy {
   }
 
   std::string route_;
-  const std::vector<address_range>& trusted_;
+  const trusted_proxies& trusted_;
   prometheus::Counter* limited_;
   prometheus::Counter* shadowed_;
   table& table_;
@@ -321,8 +291,13 @@ std::unique_ptr<policy> make_rate_limit_policy(const build_context& b) {
   }
   auto& f = b.shared.get<families>([&] { return new families(b.metrics); });
   auto& t = b.process.shared.get<tables>([&] { return new tables(b.process.metrics); });
-  auto p = std::make_unique<rate_limit>(f, t.of(b.chain_id, b.route_label), b.route_label,
-                                        b.config.trusted_proxies);
+  // Read once per worker (a route's own list would be a piece, not this).
+  auto& trusted = b.shared.get<trusted_proxies>([&] {
+    auto list = section_of(b.config, "server.trusted_proxies");
+    return new trusted_proxies(
+        list.is_null() ? trusted_proxies() : trusted_proxies::read(list, "server.trusted_proxies"));
+  });
+  auto p = std::make_unique<rate_limit>(f, t.of(b.chain_id, b.route_label), b.route_label, trusted);
   for (const auto& [key, v] : piece.items()) {
     std::string at = b.where + "." + key;
     if (key == "limits") {

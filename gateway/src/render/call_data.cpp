@@ -1,8 +1,9 @@
 #include "render/call_data.hpp"
 
+#include <tern/error.hpp>
+#include <tern/http/url.hpp>
 #include <tern/json.hpp>
 #include <tern/packed.hpp>
-#include <tern/rpc_error.hpp>
 #include <tern/utf8.hpp>
 
 #include <msgpack.hpp>
@@ -124,9 +125,9 @@ std::string query_map(std::string_view query) {
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     if (part.empty()) continue;
     auto eq = part.find('=');
-    auto key = percent_decode(part.substr(0, eq), true);
-    auto value =
-        eq == std::string_view::npos ? std::string() : percent_decode(part.substr(eq + 1), true);
+    auto key = http::percent_decode(part.substr(0, eq), true);
+    auto value = eq == std::string_view::npos ? std::string()
+                                              : http::percent_decode(part.substr(eq + 1), true);
     require_utf8(key, "a query parameter name", "");
     require_utf8(value, "query parameter", key);
     pairs.emplace_back(std::move(key), std::move(value));
@@ -164,28 +165,6 @@ bool map_entries(std::string_view packed,
 }
 
 }  // namespace
-
-std::string percent_decode(std::string_view s, bool plus_is_space) {
-  std::string out;
-  out.reserve(s.size());
-  auto hex = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
-      i += 2;
-    } else if (plus_is_space && s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
 
 std::string build_call_data(const std::vector<data_source>& sources,
                             const std::vector<std::pair<std::string_view, std::string>>& params,

@@ -16,10 +16,6 @@ namespace tern::gateway {
 /// would refuse.
 inline constexpr int max_body_depth = 64;
 
-/// Decodes %XX escapes (and `+` as a space when `plus_is_space`, as query
-/// strings use it); other bytes, malformed escapes included, stay as they are.
-std::string percent_decode(std::string_view s, bool plus_is_space);
-
 /// The msgpack data for a call: its sources (path params, query string,
 /// JSON body) merged in order as objects, a later source's key replacing
 /// an earlier one's. Path and query values made only of digits (optional

@@ -1,8 +1,8 @@
 // The gateway's error responses, in NestJS's shape.
 #pragma once
 
+#include <tern/error.hpp>
 #include <tern/http/server.hpp>
-#include <tern/rpc_error.hpp>
 
 #include <string_view>
 

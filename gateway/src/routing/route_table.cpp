@@ -1,6 +1,6 @@
 #include "routing/route_table.hpp"
 
-#include "render/call_data.hpp"
+#include <tern/http/url.hpp>
 
 #include <algorithm>
 #include <array>
@@ -34,7 +34,8 @@ const route_entry* route_table::each_fit(std::string_view path, params* captured
       for (std::size_t i = 0; i < count; ++i) {
         const auto& want = r.segments[i];
         if (!want.empty() && want[0] == ':') {
-          captured->emplace_back(std::string_view(want).substr(1), percent_decode(segs[i], false));
+          captured->emplace_back(std::string_view(want).substr(1),
+                                 http::percent_decode(segs[i], false));
         }
       }
     }

@@ -3,7 +3,7 @@
 
 #include "pipeline/policy.hpp"
 
-#include <tern/http/request_parser.hpp>
+#include <tern/http/request.hpp>
 
 #include <memory>
 #include <string>

@@ -1,4 +1,4 @@
-#include "app/upstreams.hpp"
+#include "upstreams/upstreams.hpp"
 
 #include <tern/microservice.hpp>
 #include <tern/packed.hpp>
