@@ -208,10 +208,7 @@ class AuthTest(unittest.TestCase):
 
     def test_the_reason_is_logged_not_sent(self):
         self.assert_invalid(self.hs(exp=int(time.time()) - 3600), "expired", "/e2e/logged")
-        until_logged = time.monotonic() + 5
-        while "expired" not in self.stack.log("gateway") and time.monotonic() < until_logged:
-            time.sleep(0.05)
-        self.assertIn("refused (401): expired", self.stack.log("gateway"))
+        until(lambda: "refused (401): expired" in self.stack.log("gateway"), what="the 401's log line")
 
     def test_no_token_gets_401_with_a_bare_challenge(self):
         status, headers, body = self.get("/api-gateway/me")
@@ -315,9 +312,6 @@ class RateLimitTest(unittest.TestCase):
             cfg["server"]["trusted_proxies"] = ["127.0.0.1"]
             cfg["routes"] += [
                 users_route("/e2e/limited", rate_limit={"limits": [{"requests": 2, "per_s": 1}], **by_header}),
-                users_route("/e2e/two", rate_limit={"limits": [{"requests": 3, "per_s": 1},
-                                                               {"requests": 4, "per_s": 60, "name": "minute"}],
-                                                    **by_header}),
                 users_route("/e2e/shadow", rate_limit={"limits": [{"requests": 1, "per_s": 60}], "shadow": True}),
                 users_route("/e2e/keys", rate_limit={"limits": [{"requests": 1, "per_s": 60}], "max_keys": 1000,
                                                      **by_header}),
@@ -365,7 +359,9 @@ class RateLimitTest(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertNotIn("ratelimit", h)
 
-    def test_a_burst_over_the_limit_gets_429_and_is_allowed_after_the_refill(self):
+    # The refill, and several limits on one route, are tested in process on
+    # a clock the test moves (tests/gateway/policies/rate_limit_test.cpp).
+    def test_a_burst_over_the_limit_gets_429_for_its_key_only(self):
         first = self.get("/e2e/limited", **{"X-Client": "burst"})
         self.assertEqual((first[0], first[1]["ratelimit"]), (200, '"2-per-1s";r=1;t=1'))
         self.assertEqual(first[1]["ratelimit-policy"], '"2-per-1s";q=2;w=1')
@@ -373,20 +369,6 @@ class RateLimitTest(unittest.TestCase):
         status, h = self.get("/e2e/limited", **{"X-Client": "burst"})
         self.assertEqual((status, h["retry-after"], h["ratelimit"]), (429, "1", '"2-per-1s";r=0;t=1'))
         self.assertEqual(self.get("/e2e/limited", **{"X-Client": "someone else"})[0], 200)
-        time.sleep(int(h["retry-after"]))  # the refill time is what is tested
-        self.assertEqual(self.get("/e2e/limited", **{"X-Client": "burst"})[0], 200)
-
-    def test_every_limit_of_a_route_applies(self):
-        key = {"X-Client": "two"}
-        self.assertEqual([self.get("/e2e/two", **key)[0] for _ in range(4)], [200, 200, 200, 429])
-        time.sleep(1)  # the per-second limit refills; the minute one has 1 left
-        status, h = self.get("/e2e/two", **key)
-        self.assertEqual(status, 200)
-        self.assertEqual(h["ratelimit-policy"], '"3-per-1s";q=3;w=1, "minute";q=4;w=60')
-        self.assertTrue(h["ratelimit"].endswith('"minute";r=0;t=59'), h["ratelimit"])  # 60 s from the first, 1 s ago
-        time.sleep(1)
-        status, h = self.get("/e2e/two", **key)
-        self.assertEqual((status, h["retry-after"]), (429, "13"))  # 4 per minute: one per 15 s
 
     def test_shadow_mode_counts_and_logs_but_never_refuses(self):
         for _ in range(5):

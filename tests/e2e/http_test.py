@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -247,8 +248,10 @@ class DrainTest(unittest.TestCase):
         gateway = self.stack.procs.pop("gateway")
         gateway.send_signal(signal.SIGTERM)
         deadline = signalled_at[0] + DrainStack.drain_ms / 1000 + 2
-        while gateway.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        try:
+            gateway.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass  # checked below
         exited_after = time.monotonic() - signalled_at[0]
         for t in threads:
             t.join(timeout=15)
@@ -301,10 +304,7 @@ class DrainBoundTest(unittest.TestCase):
         self.addCleanup(client.close)
         client.sendall(b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\n\r\n")
         # Wait until the gateway's call sits unread in the frozen service's socket.
-        deadline = time.monotonic() + 5
-        while not unread_bytes_at(s.ports["users"]):
-            self.assertLess(time.monotonic(), deadline, "the call never reached the service")
-            time.sleep(0.005)
+        until(lambda: unread_bytes_at(s.ports["users"]), limit=5, what="the call reaching the service")
         gateway = s.procs.pop("gateway")
         gateway.send_signal(signal.SIGTERM)
         self.assertEqual(gateway.wait(timeout=5), 0)

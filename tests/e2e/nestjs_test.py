@@ -10,11 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from stack_test import GATEWAY_THREADS, ROOT, free_port, wait_port  # noqa: E402
+from stack_test import GATEWAY_THREADS, ROOT, free_port, until, wait_port  # noqa: E402
 
 BUILD = None
 INTEROP = os.path.join(ROOT, "tests", "interop")
@@ -182,14 +181,10 @@ class NestjsInteropTest(unittest.TestCase):
         self.assertEqual(get(theirs, "/api-gateway/users/999")[0], 404)
         # NestJS services have no health pattern; answering at all (with the
         # no-handler error) makes them ready.
-        deadline = time.monotonic() + 10
-        status = None
-        while time.monotonic() < deadline:
-            status, _ = get(admin, "/health/ready")
-            if status == 200:
-                break
-            time.sleep(0.05)
-        self.assertEqual(status, 200, self.p.logs())
+        try:
+            until(lambda: get(admin, "/health/ready")[0] == 200, what="readiness")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{self.p.logs()}") from None
 
 
 if __name__ == "__main__":

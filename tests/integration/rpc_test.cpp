@@ -82,7 +82,8 @@ TEST_CASE("10,000 concurrent sends on one connection each get their own reply") 
           },
           [&](std::exception_ptr) { ++finished; });
     }
-    while (finished < n) co_await sleep_for(5ms);
+    co_await until([&] { return finished == n; });
+    REQUIRE(finished == n);
     CHECK(right == n);
     CHECK(f.app.connections() == 1);
     CHECK(f.client->pending() == 0);

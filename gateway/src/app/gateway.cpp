@@ -32,6 +32,9 @@ gateway::gateway(asio::io_context& io, std::shared_ptr<const gateway_config> cfg
 
 void gateway::build() {
   check_sections(*cfg_);
+  for (const auto& r : registered_policies()) {
+    if (r.routes_by) reroutes_.push_back(r.routes_by);
+  }
   chain_env env{io_, *cfg_, metrics_, shared_, *process_, tasks_};
   for (std::size_t i = 0; i < cfg_->routes.size(); ++i) {
     const auto& r = cfg_->routes[i];
@@ -126,13 +129,15 @@ asio::awaitable<http::response> gateway::handle_admin(http::request& req) {
 asio::awaitable<http::response> gateway::serve(const route_table& table, const chain& fallback,
                                                http::request& req) {
   request_context ctx(req);
-  // A CORS preflight goes to the route it asks about, if that one has CORS.
-  if (auto asked = req.header("access-control-request-method");
-      req.method == "OPTIONS" && !asked.empty()) {
-    const auto* e = table.match(asked, req.path, ctx.params);
-    if (e && e->serve->answers_preflight) {
+  // A request a policy answers for the route of another method (a CORS
+  // preflight) goes to that route, if its chain has the policy.
+  for (auto routes_by : reroutes_) {
+    auto method = routes_by(req);
+    if (method.empty()) continue;
+    const auto* e = table.match(method, req.path, ctx.params);
+    if (e && e->serve->answers_rerouted) {
       ctx.matched = e->config;
-      ctx.preflight = true;
+      ctx.rerouted = true;
       co_await e->serve->run(ctx);
       co_return std::move(ctx.response);
     }

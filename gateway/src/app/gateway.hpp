@@ -106,7 +106,8 @@ class gateway : public admin_view {
   admin_view* view_ = nullptr;
   route_table public_, admin_;
   std::unique_ptr<chain> unmatched_, admin_unmatched_, rejected_;
-  tern::task_group tasks_;  // the policies'; see chain_env
+  std::vector<reroute_fn> reroutes_;  // the registered policies' routes_by
+  tern::task_group tasks_;            // the policies'; see chain_env
 };
 
 }  // namespace tern::gateway

@@ -59,8 +59,9 @@ class chain {
   [[nodiscard]] asio::awaitable<void> run(request_context& ctx) const {
     return next(*this, 0)(ctx);
   }
-  /// Whether the chain has a cors policy, which answers preflights.
-  bool answers_preflight = false;
+  /// Whether a policy of the chain answers requests routed to it by
+  /// another method (policy_registration::routes_by: a CORS preflight).
+  bool answers_rerouted = false;
 
  private:
   friend class next;

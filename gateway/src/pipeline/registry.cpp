@@ -17,7 +17,7 @@ std::span<const policy_registration> registered_policies() {
       {"request_id", make_request_id_policy},
       {"access_log", make_access_log_policy},
       {"metrics", make_metrics_policy},
-      {"cors", make_cors_policy},
+      {"cors", make_cors_policy, cors_preflight_method},
       {"auth", make_auth_policy},
       {"rate_limit", make_rate_limit_policy},
       {"cache", make_cache_policy},
@@ -99,7 +99,7 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
   const json own = parse_policies(route_policies, where);
   static const json none;
   std::vector<std::unique_ptr<policy>> policies;
-  bool answers_preflight = false;
+  bool answers_rerouted = false;
   for (const auto& r : registered_policies()) {
     std::string key(r.name);
     bool local = own.contains(key);
@@ -108,11 +108,11 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
                     id,  piece,   (local ? where : std::string("policies")) + "." + key};
     auto p = r.make(b);
     if (!p) continue;
-    answers_preflight = answers_preflight || r.name == "cors";
+    answers_rerouted = answers_rerouted || r.routes_by != nullptr;
     policies.push_back(std::move(p));
   }
   auto c = std::make_unique<chain>(std::move(policies), std::move(h));
-  c->answers_preflight = answers_preflight;
+  c->answers_rerouted = answers_rerouted;
   return c;
 }
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include <any>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -57,6 +58,9 @@ class shared_state {
 struct process_state {
   shared_state shared;       ///< every object in it is thread-safe
   metrics_registry metrics;  ///< for those objects' metrics (scraped once, not per worker)
+  /// The clock of what they keep in time (cache entries' TTLs and ages,
+  /// rate-limit buckets): the steady clock, or a test's.
+  std::chrono::steady_clock::time_point (*now)() noexcept = &std::chrono::steady_clock::now;
 };
 
 /// What every chain is built with: the gateway's parts policies may use.
@@ -89,9 +93,19 @@ struct build_context : chain_env {
 /// for that route.
 using policy_factory = std::function<std::unique_ptr<policy>(const build_context&)>;
 
+/// The method to match `req` by instead of its own, when a policy answers
+/// it on behalf of the route of that method; else empty.
+using reroute_fn = std::string_view (*)(const http::request& req);
+
 struct policy_registration {
   std::string_view name;  ///< the config key
   policy_factory make;
+  /// Requests this policy answers for a route of another method (a CORS
+  /// preflight: OPTIONS, for the method it asks about); null for most.
+  /// The gateway matches them by that method, and where the route's chain
+  /// has the policy (chain::answers_rerouted), runs it with
+  /// request_context::rerouted set.
+  reroute_fn routes_by = nullptr;
 };
 
 /// A config section some policy owns (gateway_config::sections) beside
@@ -132,6 +146,8 @@ std::unique_ptr<policy> make_cors_policy(const build_context& b);
 std::unique_ptr<policy> make_auth_policy(const build_context& b);
 std::unique_ptr<policy> make_rate_limit_policy(const build_context& b);
 std::unique_ptr<policy> make_cache_policy(const build_context& b);
+// The policies' reroutes (policy_registration::routes_by).
+std::string_view cors_preflight_method(const http::request& req);
 // The sections' checks, beside the policies that read them.
 void check_auth_section(const nlohmann::ordered_json& section, const std::string& where);
 void check_cache_section(const nlohmann::ordered_json& section, const std::string& where);

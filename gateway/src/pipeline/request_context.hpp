@@ -43,11 +43,12 @@ struct request_context {
   /// no route or that the HTTP server refused. (Policies know their
   /// route's label from when their chain was built.)
   const route* matched = nullptr;
+  /// Matched by the method a policy's registration routes it by
+  /// (policy_registration::routes_by: a CORS preflight, by the method it
+  /// asks about), not by its own: that policy answers it, nothing after.
+  bool rerouted = false;
   /// For a request the HTTP server refused itself (a parse error): its
   /// status and message, which the "(rejected)" chain's handler answers.
-  /// A CORS preflight (OPTIONS with Access-Control-Request-Method) for
-  /// the route `matched`: the cors policy answers it; nothing after runs.
-  bool preflight = false;
   int refused_status = 0;
   std::string_view refused_message;
   std::vector<std::pair<std::string_view, std::string>> params;  ///< ":id" captures, decoded

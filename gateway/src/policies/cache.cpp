@@ -69,8 +69,9 @@ cache_limits read_cache_limits(const json& c, const std::string& where) {
 // held for a lookup or an insertion, never across an await.
 class store {
  public:
-  store(const cache_limits& limits, metrics_registry& m)
-      : limits_(limits),
+  store(const cache_limits& limits, metrics_registry& m, clock::time_point (*now)() noexcept)
+      : now(now),
+        limits_(limits),
         evictions_(prometheus::BuildCounter()
                        .Name("gateway_cache_evictions_total")
                        .Help("Entries dropped, by reason (lru, expired, invalidated).")
@@ -115,6 +116,8 @@ class store {
   };
 
   [[nodiscard]] std::mutex& mutex() { return mutex_; }
+
+  clock::time_point (*const now)() noexcept;  // process_state::now
 
   // The rest need the lock held.
 
@@ -270,7 +273,7 @@ class cache final : public policy {
     std::shared_ptr<flight> f;  // the flight this request leads
     std::uint64_t generation = 0;
     for (;;) {
-      auto now = clock::now();
+      auto now = store_.now();
       std::shared_ptr<const http::response> hit;
       clock::time_point stored;
       std::shared_ptr<flight> waited;
@@ -358,7 +361,7 @@ class cache final : public policy {
     {
       std::lock_guard lock(store_.mutex());
       if (cacheable && store_.generation(label_) == generation) {
-        store_.put(key, label_, answer, entry_bytes(key, ctx.response), clock::now(), ttl);
+        store_.put(key, label_, answer, entry_bytes(key, ctx.response), store_.now(), ttl);
       }
       if (f && ctx.request.client_gone) {
         f->leader_left = true;  // its calls were cancelled: not the others' answer
@@ -440,7 +443,8 @@ std::unique_ptr<policy> make_cache_policy(const build_context& b) {
   }
   if (!b.matched) return nullptr;  // the unmatched and admin chains have nothing to cache
   auto& s = b.process.shared.get<store>([&] {
-    return new store(read_cache_limits(section_of(b.config, "cache"), "cache"), b.process.metrics);
+    return new store(read_cache_limits(section_of(b.config, "cache"), "cache"), b.process.metrics,
+                     b.process.now);
   });
   auto& f = b.shared.get<request_family>([&] { return new request_family(b.metrics); });
   auto p = std::make_unique<cache>(s, f, b.io, b.route_label);

@@ -39,7 +39,7 @@ class cors final : public policy {
 
   asio::awaitable<void> handle(request_context& ctx, next n) override {
     auto origin = allowed_origin(ctx.request);
-    if (ctx.preflight) {
+    if (ctx.rerouted) {
       preflight(ctx, origin);
       co_return;
     }
@@ -115,6 +115,11 @@ bool has_auth(const build_context& b) {
 }
 
 }  // namespace
+
+std::string_view cors_preflight_method(const http::request& req) {
+  if (req.method != "OPTIONS") return {};
+  return req.header("access-control-request-method");
+}
 
 std::unique_ptr<policy> make_cors_policy(const build_context& b) {
   const auto& piece = b.piece;

@@ -108,8 +108,10 @@ std::int64_t ceil_seconds(std::int64_t ns) {
 
 class rate_limit final : public policy {
  public:
-  rate_limit(families& f, table& t, std::string_view label, const trusted_proxies& trusted)
-      : route_(label),
+  rate_limit(families& f, table& t, std::string_view label, const trusted_proxies& trusted,
+             clock::time_point (*now)() noexcept)
+      : now_(now),
+        route_(label),
         trusted_(trusted),
         limited_(&f.limited.Add({{"route", route_}, {"mode", "enforced"}})),
         shadowed_(&f.limited.Add({{"route", route_}, {"mode", "shadow"}})),
@@ -123,7 +125,7 @@ class rate_limit final : public policy {
   std::string policy_field;  // RateLimit-Policy, made once
 
   asio::awaitable<void> handle(request_context& ctx, next n) override {
-    auto now = clock::now().time_since_epoch().count();
+    auto now = now_().time_since_epoch().count();
     auto key = key_of(ctx);
     std::int64_t wait = 0;
     bucket b;  // a copy of the key's times, as they are after this request
@@ -221,6 +223,7 @@ class rate_limit final : public policy {
     r.headers.emplace_back("RateLimit", std::move(state));
   }
 
+  clock::time_point (*now_)() noexcept;  // process_state::now
   std::string route_;
   const trusted_proxies& trusted_;
   prometheus::Counter* limited_;
@@ -297,7 +300,8 @@ std::unique_ptr<policy> make_rate_limit_policy(const build_context& b) {
     return new trusted_proxies(
         list.is_null() ? trusted_proxies() : trusted_proxies::read(list, "server.trusted_proxies"));
   });
-  auto p = std::make_unique<rate_limit>(f, t.of(b.chain_id, b.route_label), b.route_label, trusted);
+  auto p = std::make_unique<rate_limit>(f, t.of(b.chain_id, b.route_label), b.route_label, trusted,
+                                        b.process.now);
   for (const auto& [key, v] : piece.items()) {
     std::string at = b.where + "." + key;
     if (key == "limits") {

@@ -39,8 +39,8 @@ class route_table {
   const route_entry* match(const http::request& req, params& captured) const {
     return match(req.method, req.path, captured);
   }
-  /// The same for a method other than the request's (a CORS preflight
-  /// asks about the method it names).
+  /// The same for a method other than the request's (a policy's
+  /// routes_by: a CORS preflight asks about the method it names).
   const route_entry* match(std::string_view method, std::string_view path, params& captured) const;
   /// The methods the routes that have `path` answer, for an Allow header
   /// ("GET, HEAD, POST": HEAD with GET); empty if no route has it.
