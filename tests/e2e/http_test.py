@@ -284,9 +284,8 @@ class ShortDrainStack(DrainStack):
     drain_ms = 300
 
 
-class DrainBoundTest(unittest.TestCase):
-    def setUp(self):
-        self.stack = ShortDrainStack()
+class FrozenServiceTest(unittest.TestCase):
+    """A stack whose users service the test freezes (SIGSTOP) under a call."""
 
     def tearDown(self):
         users = self.stack.procs.get("users")
@@ -294,15 +293,27 @@ class DrainBoundTest(unittest.TestCase):
             users.send_signal(signal.SIGCONT)
         self.stack.close()
 
-    def test_a_call_to_a_frozen_service_does_not_hold_the_exit(self):
-        """The users service is stopped (SIGSTOP) with a call to it in flight:
-        the drain's bound passes, the call is ended, and the gateway exits 0."""
+    def hang_a_call(self):
+        """Freezes users and sends GET /api-gateway/users on a raw
+        connection, which the test then owns: its call hangs."""
         s = self.stack
         self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)  # connected
         s.procs["users"].send_signal(signal.SIGSTOP)
         client = socket.create_connection(("127.0.0.1", s.ports["gateway"]))
         self.addCleanup(client.close)
         client.sendall(b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\n\r\n")
+        return client
+
+
+class DrainBoundTest(FrozenServiceTest):
+    def setUp(self):
+        self.stack = ShortDrainStack()
+
+    def test_a_call_to_a_frozen_service_does_not_hold_the_exit(self):
+        """The users service is stopped (SIGSTOP) with a call to it in flight:
+        the drain's bound passes, the call is ended, and the gateway exits 0."""
+        s = self.stack
+        self.hang_a_call()
         # Wait until the gateway's call sits unread in the frozen service's socket.
         until(lambda: unread_bytes_at(s.ports["users"]), limit=5, what="the call reaching the service")
         gateway = s.procs.pop("gateway")
@@ -310,17 +321,11 @@ class DrainBoundTest(unittest.TestCase):
         self.assertEqual(gateway.wait(timeout=5), 0)
 
 
-class SecondSignalTest(unittest.TestCase):
+class SecondSignalTest(FrozenServiceTest):
     def setUp(self):
         def edit(cfg):  # the call must still be pending when the second signal comes
             cfg["upstreams"]["users"]["timeout_ms"] = 30000
         self.stack = DrainStack(edit=edit)
-
-    def tearDown(self):
-        users = self.stack.procs.get("users")
-        if users:
-            users.send_signal(signal.SIGCONT)
-        self.stack.close()
 
     def test_a_second_signal_ends_the_drain_at_once_and_the_gateway_exits_0(self):
         """A call hangs on a frozen service; the first SIGTERM starts a 3 s
@@ -328,11 +333,7 @@ class SecondSignalTest(unittest.TestCase):
         the client's connection closed unanswered, and the gateway exits 0
         well before the drain's bound."""
         s = self.stack
-        self.assertEqual(s.request("GET", "/api-gateway/users")[0], 200)  # connected
-        s.procs["users"].send_signal(signal.SIGSTOP)
-        client = socket.create_connection(("127.0.0.1", s.ports["gateway"]))
-        self.addCleanup(client.close)
-        client.sendall(b"GET /api-gateway/users HTTP/1.1\r\nHost: x\r\n\r\n")
+        client = self.hang_a_call()
         until(lambda: s.metrics("gateway").value("http_server_active_requests") >= 1, limit=5,
               what="the request in its handler")
         gateway = s.procs.pop("gateway")

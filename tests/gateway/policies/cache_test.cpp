@@ -15,12 +15,7 @@
 #include <stdexcept>
 
 using namespace tern::gateway;
-using tern::gateway::test::chain_error;
-using tern::gateway::test::field;
-using tern::gateway::test::manual_clock;
-using tern::gateway::test::policy_fixture;
-using tern::gateway::test::sample;
-using tern::gateway::test::with_policies;
+using namespace tern::gateway::test;
 using tern::test::until;
 
 namespace {

@@ -10,10 +10,7 @@
 #include <doctest/doctest.h>
 
 using namespace tern::gateway;
-using tern::gateway::test::chain_error;
-using tern::gateway::test::field;
-using tern::gateway::test::policy_fixture;
-using tern::gateway::test::with_policies;
+using namespace tern::gateway::test;
 
 namespace {
 

@@ -8,12 +8,7 @@
 #include <doctest/doctest.h>
 
 using namespace tern::gateway;
-using tern::gateway::test::chain_error;
-using tern::gateway::test::field;
-using tern::gateway::test::manual_clock;
-using tern::gateway::test::policy_fixture;
-using tern::gateway::test::sample;
-using tern::gateway::test::with_policies;
+using namespace tern::gateway::test;
 using namespace std::chrono_literals;
 
 namespace {
