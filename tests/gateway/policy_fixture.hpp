@@ -48,6 +48,19 @@ class policy_fixture {
         env_{io, config_, metrics_, shared_, process_, tasks_},
         handler_(std::move(h)) {
     process_.now = &manual_clock::now;
+    try {
+      build();
+    } catch (...) {
+      tasks_.cancel();  // as the gateway does: nothing started may outlive this
+      throw;
+    }
+  }
+  policy_fixture(const policy_fixture&) = delete;
+  policy_fixture& operator=(const policy_fixture&) = delete;
+  ~policy_fixture() { CHECK_MESSAGE(closed_, "a policy_fixture's test must co_await close()"); }
+
+ private:
+  void build() {
     check_sections(config_);
     for (std::size_t i = 0; i < config_.routes.size(); ++i) {
       const auto& r = config_.routes[i];
@@ -61,9 +74,8 @@ class policy_fixture {
       table_.add(std::move(e));
     }
   }
-  policy_fixture(const policy_fixture&) = delete;
-  policy_fixture& operator=(const policy_fixture&) = delete;
 
+ public:
   /// `req` through the chain of the route it matches (the test asks only
   /// for paths that have one).
   /// `req` (the test's, so it can mark its client gone meanwhile) must
@@ -91,6 +103,7 @@ class policy_fixture {
   asio::awaitable<void> close() {
     tasks_.cancel();
     CHECK(co_await tasks_.join(std::chrono::steady_clock::now() + std::chrono::seconds(5)));
+    closed_ = true;
   }
 
   /// The handler's runs so far.
@@ -117,6 +130,7 @@ class policy_fixture {
   test_handler_fn handler_;
   route_table table_;
   int handled_ = 0;
+  bool closed_ = false;
 };
 
 /// A response's field `name` ("" if absent; the last if repeated).

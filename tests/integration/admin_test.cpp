@@ -6,7 +6,6 @@
 #include "test_handlers.hpp"
 
 #include <asio/connect.hpp>
-#include <asio/detached.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/read.hpp>

@@ -53,17 +53,14 @@ void gateway::build() {
                            make_no_route_handler(public_));
   rejected_ = build_chain(env, nullptr, "(rejected)", "(rejected)", "{}", "policies",
                           make_refused_handler());
-  admin_unmatched_ = build_chain(
-      env, nullptr, "(unmatched)", "admin (unmatched)",
-      R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})",
-      "admin", make_no_route_handler(admin_));
+  admin_unmatched_ = build_chain(env, nullptr, "(unmatched)", "admin (unmatched)", admin_policies(),
+                                 "admin", make_no_route_handler(admin_));
 }
 
 void gateway::add_admin_routes(route_table& t, const chain_env& env, std::string_view id_prefix) {
   // Scrapes and probes are neither logged nor counted: they would drown
   // the traffic they watch.
-  constexpr std::string_view quiet =
-      R"({"access_log":false,"metrics":false,"cors":false,"auth":false,"rate_limit":false})";
+  const std::string& quiet = admin_policies();
   auto add = [&](std::vector<std::string> segments, std::string path, std::unique_ptr<handler> h) {
     auto id = std::string(id_prefix) + path;
     route_entry e{.method = "GET",
@@ -135,9 +132,10 @@ asio::awaitable<http::response> gateway::serve(const route_table& table, const c
     auto method = routes_by(req);
     if (method.empty()) continue;
     const auto* e = table.match(method, req.path, ctx.params);
-    if (e && e->serve->answers_rerouted) {
+    if (e && std::find(e->serve->reroutes.begin(), e->serve->reroutes.end(), routes_by) !=
+                 e->serve->reroutes.end()) {
       ctx.matched = e->config;
-      ctx.rerouted = true;
+      ctx.rerouted_by = routes_by;
       co_await e->serve->run(ctx);
       co_return std::move(ctx.response);
     }

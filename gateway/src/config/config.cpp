@@ -405,7 +405,13 @@ gateway_config parse_config(const std::string& text) {
   read_routes(root, cfg);
   for (const auto& [key, v] : root.items()) {
     auto core = core_sections();
-    if (std::find(core.begin(), core.end(), key) == core.end()) cfg.sections[key] = v.dump();
+    if (std::find(core.begin(), core.end(), key) != core.end()) continue;
+    // "server.trusted_proxies" names a setting inside server, not a section
+    // a top-level key may stand for.
+    if (key.find('.') != std::string::npos) {
+      throw config_error(key + ": is not a section (write a nested setting inside its section)");
+    }
+    cfg.sections[key] = v.dump();
   }
   return cfg;
 }

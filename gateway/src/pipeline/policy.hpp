@@ -59,9 +59,10 @@ class chain {
   [[nodiscard]] asio::awaitable<void> run(request_context& ctx) const {
     return next(*this, 0)(ctx);
   }
-  /// Whether a policy of the chain answers requests routed to it by
-  /// another method (policy_registration::routes_by: a CORS preflight).
-  bool answers_rerouted = false;
+  /// The routes_by of the chain's policies that have one
+  /// (policy_registration::routes_by: a CORS preflight's): the requests
+  /// routed to it by another method that it answers.
+  std::vector<reroute_fn> reroutes;
 
  private:
   friend class next;

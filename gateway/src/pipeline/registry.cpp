@@ -27,6 +27,17 @@ std::span<const policy_registration> registered_policies() {
 
 using json = nlohmann::ordered_json;
 
+const std::string& admin_policies() {
+  static const std::string piece = [] {
+    json off = json::object();
+    for (const auto& r : registered_policies()) {
+      if (r.name != "request_id") off[std::string(r.name)] = false;
+    }
+    return off.dump();
+  }();
+  return piece;
+}
+
 std::span<const section_registration> registered_sections() {
   static const section_registration all[] = {
       {"auth", check_auth_section},                       // policies/auth.cpp
@@ -99,7 +110,7 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
   const json own = parse_policies(route_policies, where);
   static const json none;
   std::vector<std::unique_ptr<policy>> policies;
-  bool answers_rerouted = false;
+  std::vector<reroute_fn> reroutes;
   for (const auto& r : registered_policies()) {
     std::string key(r.name);
     bool local = own.contains(key);
@@ -108,11 +119,11 @@ std::unique_ptr<chain> build_chain(const chain_env& env, const route* matched,
                     id,  piece,   (local ? where : std::string("policies")) + "." + key};
     auto p = r.make(b);
     if (!p) continue;
-    answers_rerouted = answers_rerouted || r.routes_by != nullptr;
+    if (r.routes_by) reroutes.push_back(r.routes_by);
     policies.push_back(std::move(p));
   }
   auto c = std::make_unique<chain>(std::move(policies), std::move(h));
-  c->answers_rerouted = answers_rerouted;
+  c->reroutes = std::move(reroutes);
   return c;
 }
 

@@ -60,7 +60,9 @@ struct process_state {
   metrics_registry metrics;  ///< for those objects' metrics (scraped once, not per worker)
   /// The clock of what they keep in time (cache entries' TTLs and ages,
   /// rate-limit buckets): the steady clock, or a test's.
-  std::chrono::steady_clock::time_point (*now)() noexcept = &std::chrono::steady_clock::now;
+  std::chrono::steady_clock::time_point (*now)() noexcept = []() noexcept {
+    return std::chrono::steady_clock::now();
+  };
 };
 
 /// What every chain is built with: the gateway's parts policies may use.
@@ -93,18 +95,14 @@ struct build_context : chain_env {
 /// for that route.
 using policy_factory = std::function<std::unique_ptr<policy>(const build_context&)>;
 
-/// The method to match `req` by instead of its own, when a policy answers
-/// it on behalf of the route of that method; else empty.
-using reroute_fn = std::string_view (*)(const http::request& req);
-
 struct policy_registration {
   std::string_view name;  ///< the config key
   policy_factory make;
   /// Requests this policy answers for a route of another method (a CORS
   /// preflight: OPTIONS, for the method it asks about); null for most.
   /// The gateway matches them by that method, and where the route's chain
-  /// has the policy (chain::answers_rerouted), runs it with
-  /// request_context::rerouted set.
+  /// has the policy (chain::reroutes), runs it with
+  /// request_context::rerouted_by set to this function.
   reroute_fn routes_by = nullptr;
 };
 
@@ -129,6 +127,10 @@ std::vector<std::string> piece_strings(const nlohmann::ordered_json& v, const st
 
 /// Every policy, in chain order.
 std::span<const policy_registration> registered_policies();
+/// The policies piece of the admin chains (/metrics, /health/*, and their
+/// unmatched paths): every policy off but the request id, so scrapes and
+/// probes are neither logged, counted, limited nor authenticated.
+const std::string& admin_policies();
 
 /// Builds one route's chain. `route_policies` is the route's "policies"
 /// JSON text (or "{}"); keys that name no policy are refused. `id` names

@@ -18,6 +18,11 @@ namespace tern::gateway {
 struct call_spec;
 struct route;
 
+/// The method to match `req` by instead of its own, when a policy answers
+/// it on behalf of the route of that method; else empty
+/// (policy_registration::routes_by).
+using reroute_fn = std::string_view (*)(const http::request& req);
+
 /// One upstream call a handler made: for the access log and the metrics.
 struct upstream_call {
   std::size_t call = 0;       ///< index into the route's calls
@@ -43,10 +48,11 @@ struct request_context {
   /// no route or that the HTTP server refused. (Policies know their
   /// route's label from when their chain was built.)
   const route* matched = nullptr;
-  /// Matched by the method a policy's registration routes it by
-  /// (policy_registration::routes_by: a CORS preflight, by the method it
-  /// asks about), not by its own: that policy answers it, nothing after.
-  bool rerouted = false;
+  /// Set when the request was matched by the method a policy's
+  /// registration routes it by (policy_registration::routes_by: a CORS
+  /// preflight, by the method it asks about), not by its own: the policy
+  /// registered with this function answers it, and nothing after it runs.
+  reroute_fn rerouted_by = nullptr;
   /// For a request the HTTP server refused itself (a parse error): its
   /// status and message, which the "(rejected)" chain's handler answers.
   int refused_status = 0;

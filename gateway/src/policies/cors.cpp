@@ -39,7 +39,7 @@ class cors final : public policy {
 
   asio::awaitable<void> handle(request_context& ctx, next n) override {
     auto origin = allowed_origin(ctx.request);
-    if (ctx.rerouted) {
+    if (ctx.rerouted_by == &cors_preflight_method) {
       preflight(ctx, origin);
       co_return;
     }

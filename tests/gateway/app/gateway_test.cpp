@@ -44,6 +44,7 @@ TEST_CASE("the demo config is valid and routes as documented") {
   }
   ::setenv("TERN_JWT_SECRET", "a-test-secret-of-at-least-32-bytes", 1);
   test_gateway gw(io, cfg);
+  REQUIRE(cfg.section("auth"));
   auto admin = "Bearer " + jwt::verifier(nlohmann::json::parse(*cfg.section("auth")), "auth")
                                .sign({{"sub", "t"}, {"roles", {"admin"}}, {"iss", "tern-demo"}});
   auto answer = [&](std::string method, std::string path, std::string body = "",

@@ -48,6 +48,23 @@ TEST_CASE("a top-level section is parse_config's or a policy's: any other is ref
   expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
       "server": {"max_conections": 5}})",
                       "server.max_conections: unknown setting");
+  // A nested setting's name is not a top-level key: it would stand in for
+  // (and override) the one inside its section.
+  expect_config_error(R"({"upstreams": {"u": {"host": "h", "port": 1}}, "routes": [],
+      "server.trusted_proxies": ["0.0.0.0/0"]})",
+                      "server.trusted_proxies: is not a section");
+}
+
+TEST_CASE("the admin chains have every policy off but the request id, by the registry's list") {
+  auto off = nlohmann::json::parse(admin_policies());
+  for (const auto& r : registered_policies()) {
+    if (r.name == "request_id") {
+      CHECK_FALSE(off.contains(std::string(r.name)));
+    } else {
+      CHECK(off[std::string(r.name)] == false);
+    }
+  }
+  CHECK(off.size() == registered_policies().size() - 1);
 }
 
 TEST_CASE("a route's own policies piece overrides the default, one policy at a time") {
