@@ -42,16 +42,61 @@ def free_port():
     raise RuntimeError("no free port in 20000-32000")
 
 
+def listeners(port):
+    """The inodes of the sockets listening on `port`, any address (Linux's
+    /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)  # the column names
+                for line in f:
+                    fields = line.split()
+                    local, state, inode = fields[1], fields[3], fields[9]
+                    if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                        found.add(inode)
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def sockets_of(pid):
+    """The inodes of the sockets process `pid` holds."""
+    found = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return found
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(link[len("socket:["):-1])
+    return found
+
+
 def wait_port(port, proc, limit=10.0):
+    """Waits until `proc` itself listens on `port`, and nothing else does.
+    A connect alone could reach another test's process that holds the port
+    while `proc` fails to bind it (or, with SO_REUSEPORT, shares it): then
+    `proc` is ended and PortTaken raised, for the caller to start again on
+    another port."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise PortTaken(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        listening = listeners(port)
+        if listening:
+            mine = sockets_of(proc.pid)
+            if listening <= mine:
                 return
-        except OSError:
-            time.sleep(0.02)
+            if listening & mine:  # shared with a stranger (SO_REUSEPORT)
+                proc.kill()
+                proc.wait()
+                raise PortTaken(f"another process also listens on {port}")
+        time.sleep(0.02)
     raise RuntimeError(f"nothing listening on {port} after {limit} s")
 
 
@@ -87,7 +132,8 @@ class Metrics:
 
 
 class PortTaken(RuntimeError):
-    """A process exited before listening: most likely another test took its port."""
+    """A process could not have its port to itself: most likely another test
+    took it first."""
 
 
 class Stack:
