@@ -97,6 +97,10 @@ def wait_port(port, proc, limit=10.0):
                 proc.wait()
                 raise PortTaken(f"another process also listens on {port}")
         time.sleep(0.02)
+    if listeners(port):  # a stranger's alone: `proc` never got it
+        proc.kill()
+        proc.wait()
+        raise PortTaken(f"another process listens on {port}")
     raise RuntimeError(f"nothing listening on {port} after {limit} s")
 
 

@@ -82,7 +82,7 @@ TEST_CASE("auth through its chain: 401 without a valid token, 403 without the ro
     CHECK((co_await f.ask(garbage)).status == 401);
     CHECK(f.handled() == 0);
 
-    for (int i = 0; i < 2; ++i) {  // the second from the verified-token cache
+    for (int i = 0; i < 2; ++i) {  // again: the same verdict when the token was seen before
       auto req = with_token("GET", "/me", user);
       r = co_await f.ask(req);
       CHECK(r.status == 200);

@@ -47,6 +47,7 @@ TEST_CASE("requests are counted by route template, method and status, with their
     CHECK(sample(f.metrics(), "http_server_active_requests") == 1);  // in its handler now
     gate.cancel();
     co_await tern::test::until([&] { return done; });
+    REQUIRE(done);
     CHECK(sample(f.metrics(), "http_server_active_requests") == 0);
     hold = false;
     co_await f.get("/u/8");

@@ -52,7 +52,6 @@ TEST_CASE("a route matches by method and template, the first that fits winning")
   CHECK(t.captured[0].second == "7");
   CHECK(t.match("HEAD", "/u/7") == "/u/:id");  // HEAD is answered as GET
   CHECK(t.match("DELETE", "/u/7") == "/u/:id");
-  CHECK(t.config.routes[2].method == "DELETE");
   CHECK(t.match("PUT", "/u/7").empty());
   CHECK(t.match("GET", "/u/7/orders/9") == "/u/:id/orders/:order");
   REQUIRE(t.captured.size() == 2);
@@ -74,7 +73,7 @@ TEST_CASE("captures are percent-decoded, and an empty or missing segment fits no
   CHECK(t.match("GET", "").empty());
   std::string deep;
   for (int i = 0; i < 17; ++i) deep += "/u";
-  CHECK(t.match("GET", deep).empty());  // more segments than any template may have
+  CHECK(t.match("GET", deep).empty());  // past the 16 segments a path is split into
 }
 
 TEST_CASE("the methods a path has, for Allow: HEAD beside GET, each once") {
