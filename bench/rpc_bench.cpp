@@ -4,6 +4,8 @@
 //   rpc_bench [--connections C] [--inflight M] [--seconds S] [--warmup S]
 //             [--connect HOST:PORT]      (default: start our own server)
 //             [--wire tern|nestjs]       (the wire format, both sides; default tern)
+//             [--round-trips N]          (exactly N round trips, however long they take,
+//                                         counted from the first: for callgrind)
 //   rpc_bench --serve [--port P] [--wire tern|nestjs]   (the server side alone)
 //
 // Prints one line: round trips/s and p50/p99/p999 latency.
@@ -37,6 +39,7 @@ struct options {
   std::string host = "127.0.0.1";
   int port = 0;
   bool serve = false;
+  std::uint64_t round_trips = 0;  // 0: --seconds decide
   tern::wire_format wire = tern::wire_format::tern;
 };
 
@@ -101,11 +104,13 @@ int run_client(const options& o) {
   latencies.reserve(4'000'000);
   std::uint64_t errors = 0;
   int running = 0;
+  std::uint64_t started = 0;
   // One loop of calls; kept here while the loops run (they refer to its captures).
   auto loop = [&](tern::client_proxy* client) -> asio::awaitable<void> {
     for (;;) {
       auto t0 = clock_type::now();
-      if (t0 >= stop_at) break;
+      if (o.round_trips > 0 ? started == o.round_trips : t0 >= stop_at) break;
+      ++started;
       try {
         co_await client->send<void>(ping);
       } catch (const std::exception& e) {
@@ -113,7 +118,7 @@ int run_client(const options& o) {
         continue;
       }
       auto t1 = clock_type::now();
-      if (t0 >= measure_from && t1 <= stop_at) {
+      if (o.round_trips > 0 || (t0 >= measure_from && t1 <= stop_at)) {
         latencies.push_back(static_cast<std::uint32_t>(
             std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count()));
       }
@@ -128,15 +133,17 @@ int run_client(const options& o) {
     }
   }
   io.run();
-  double rate = static_cast<double>(latencies.size()) / o.seconds;
+  auto elapsed = std::chrono::duration<double>(clock_type::now() - start).count();
+  auto counted = o.round_trips > 0 ? started : latencies.size();
+  double rate = static_cast<double>(counted) / (o.round_trips > 0 ? elapsed : o.seconds);
   auto p50 = percentile(latencies, 0.50);
   auto p99 = percentile(latencies, 0.99);
   auto p999 = percentile(latencies, 0.999);
   std::printf(
       "rpc_bench connections=%d inflight=%d seconds=%.1f round_trips=%zu rate=%.0f/s "
       "p50=%.1fus p99=%.1fus p999=%.1fus errors=%llu\n",
-      o.connections, o.inflight, o.seconds, latencies.size(), rate, p50, p99, p999,
-      static_cast<unsigned long long>(errors));
+      o.connections, o.inflight, o.round_trips > 0 ? elapsed : o.seconds, counted, rate, p50, p99,
+      p999, static_cast<unsigned long long>(errors));
   return errors == 0 ? 0 : 1;
 }
 
@@ -166,6 +173,8 @@ int main(int argc, char** argv) {
       o.seconds = std::stod(next());
     } else if (a == "--warmup") {
       o.warmup = std::stod(next());
+    } else if (a == "--round-trips") {
+      o.round_trips = std::stoull(next());
     } else if (a == "--connect") {
       connect = next();
     } else if (a == "--wire") {
