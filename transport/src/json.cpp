@@ -14,20 +14,55 @@
 #include <memory>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace tern::transport {
 
 namespace {
 
-// Whether any of the 8 bytes in `w` is a control character, '"', '\\' or
-// not ASCII (the classic SWAR zero-byte test, applied to w ^ '"' and
-// w ^ '\\'; non-ASCII bytes go the slow way, where UTF-8 is checked).
-constexpr bool needs_escape(std::uint64_t w) {
+// Bytes that JSON text cannot hold as they are, among 16 (SSE2) or 8 (SWAR)
+// at p: a bit set per such byte, lowest for the first. Control characters,
+// '"', '\\' and non-ASCII bytes count (those go the slow way, where UTF-8 is
+// checked).
+#if defined(__SSE2__)
+constexpr std::size_t block = 16;
+inline unsigned escapes(const char* p) noexcept {
+  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  // As signed bytes, those from 0x80 are negative: one compare finds them
+  // and the control characters.
+  __m128i bad = _mm_or_si128(
+      _mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+      _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')), _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+  return static_cast<unsigned>(_mm_movemask_epi8(bad));
+}
+inline void copy_block(char* d, const char* s) noexcept {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(d),
+                   _mm_loadu_si128(reinterpret_cast<const __m128i*>(s)));
+}
+#else
+constexpr std::size_t block = 8;
+// The classic SWAR zero-byte test, applied to w ^ '"' and w ^ '\\', gives
+// the high bit of each byte to escape (exact for the lowest one found; the
+// slow path looks at the bytes themselves).
+inline unsigned escapes(const char* p) noexcept {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  if constexpr (std::endian::native == std::endian::big) w = __builtin_bswap64(w);
   constexpr std::uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   auto zero_byte = [](std::uint64_t x) { return (x - ones) & ~x & highs; };
   auto below_space = (w - ones * 0x20) & ~w & highs;
-  return (below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\')) | (w & highs)) !=
-         0;
+  std::uint64_t bad =
+      below_space | zero_byte(w ^ (ones * '"')) | zero_byte(w ^ (ones * '\\')) | (w & highs);
+  unsigned bits = 0;  // the high bit of byte i becomes bit i
+  for (int i = 0; i < 8; ++i) bits |= static_cast<unsigned>((bad >> (8 * i + 7)) & 1) << i;
+  return bits;
 }
+inline void copy_block(char* d, const char* s) noexcept {
+  std::memcpy(d, s, 8);
+}
+#endif
 
 // The length of the valid UTF-8 sequence at the front of [p, p + n), or 0.
 std::size_t utf8_sequence(const char* p, std::size_t n) {
@@ -38,17 +73,18 @@ std::size_t utf8_sequence(const char* p, std::size_t n) {
 }
 
 // Writes into a std::string through a raw cursor: room is made in advance
-// for the most an item can take, so single characters need no checks.
+// for the most an item can take, so single characters need no checks. The
+// msgpack is read one head at a time; only containers recurse.
 class json_out {
  public:
   /// The longest JSON text of a map key that is not a string.
   static constexpr std::size_t max_key_text = 64 * 1024;
 
-  // `floor`: where the packed bytes being written from start (see string()).
+  // `limit`: the end of the packed bytes being written from (see string()).
   // `expect`: room to make at once (JSON is rarely much longer than msgpack).
-  explicit json_out(std::string& s, const char* floor = nullptr, std::size_t expect = 256,
+  explicit json_out(std::string& s, const char* limit, std::size_t expect = 256,
                     json_binary binary = json_binary::text)
-      : s_(s), start_(s.size()), floor_(floor), binary_(binary) {
+      : s_(s), start_(s.size()), limit_(limit), binary_(binary) {
     s_.resize(start_ + expect);
     p_ = s_.data() + start_;
     end_ = s_.data() + s_.size();
@@ -62,15 +98,6 @@ class json_out {
     if (static_cast<std::size_t>(end_ - p_) < n) grow(n);
   }
   void put(char c) noexcept { *p_++ = c; }
-  static std::uint64_t load(const char* p) noexcept {
-    std::uint64_t w;
-    std::memcpy(&w, p, 8);
-    return w;
-  }
-  void close(char* d) noexcept {
-    *d++ = '"';
-    p_ = d;
-  }
   void put(std::string_view s) noexcept {
     std::memcpy(p_, s.data(), s.size());
     p_ += s.size();
@@ -80,94 +107,26 @@ class json_out {
     p_ = std::to_chars(p_, p_ + 24, v).ptr;
   }
 
-  // Writes `s` quoted and escaped. Bytes from `floor` up to s are readable
-  // too (the rest of the packed value): a short string is then tested and
-  // copied as one 8-byte word that ends where it ends.
-  void string(std::string_view s, const char* floor) {
+  // Writes `s` quoted and escaped. What needs no escape is tested and copied
+  // a block at a time; bytes after s, up to `limit`, may be read for that (a
+  // block that runs past s is copied whole, and what follows overwrites the
+  // rest).
+  [[gnu::always_inline]] void string(std::string_view s, const char* limit) {
     const std::size_t n = s.size();
     const char* src = s.data();
-    room(n + 10);  // the string unescaped, quotes, slack for 8-byte stores
-    char* d = p_;
-    *d++ = '"';
-    if constexpr (std::endian::native == std::endian::little) {
-      if (n >= 8) {
-        bool plain = true;
-        std::size_t i = 0;
-        for (; i + 8 <= n && plain; i += 8) plain = !needs_escape(load(src + i));
-        if (plain && i < n) plain = !needs_escape(load(src + n - 8));
-        if (plain) {
-          for (std::size_t j = 0; j + 8 <= n; j += 8) std::memcpy(d + j, src + j, 8);
-          std::memcpy(d + n - 8, src + n - 8, 8);
-          return close(d + n);
-        }
-      } else if (n > 0 && static_cast<std::size_t>(src - floor) + n >= 8) {
-        unsigned drop = static_cast<unsigned>(8 - n) * 8;  // the bytes before s
-        std::uint64_t w = load(src + n - 8) >> drop;
-        constexpr std::uint64_t spaces = 0x2020202020202020ull;
-        if (!needs_escape(w | spaces << (64 - drop))) {
-          std::memcpy(d, &w, 8);
-          return close(d + n);
-        }
+    // The usual case inline: a short string with a block readable from it.
+    if (n <= block && static_cast<std::size_t>(limit - src) >= block) {
+      room(block + 2);  // a block's overrun, quotes
+      char* d = p_;
+      *d++ = '"';
+      // One block from s on: the bits of s's own bytes decide.
+      if ((escapes(src) & ((1u << n) - 1)) == 0) {
+        copy_block(d, src);
+        return close(d + n);
       }
+      return escaped(src, n, d);
     }
-    static constexpr char hex[] = "0123456789abcdef";
-    std::size_t i = 0;
-    while (i < n) {
-      std::size_t plain = i;
-      while (plain + 8 <= n && !needs_escape(load(src + plain))) plain += 8;
-      while (plain < n) {
-        auto c = static_cast<unsigned char>(src[plain]);
-        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
-        ++plain;
-      }
-      // Room for this run, one escape (6 bytes) and the closing quote.
-      p_ = d;
-      room(plain - i + 8);
-      d = p_;
-      std::memcpy(d, src + i, plain - i);
-      d += plain - i;
-      if (plain == n) break;
-      auto c = static_cast<unsigned char>(src[plain]);
-      if (c >= 0x80) {
-        // A valid UTF-8 sequence is copied; any other byte becomes U+FFFD,
-        // so the output is valid JSON whatever the service sent.
-        if (std::size_t len = utf8_sequence(src + plain, n - plain); len > 0) {
-          std::memcpy(d, src + plain, len);
-          d += len;
-          i = plain + len;
-        } else {
-          std::memcpy(d, "\xef\xbf\xbd", 3);
-          d += 3;
-          i = plain + 1;
-        }
-        continue;
-      }
-      *d++ = '\\';
-      switch (c) {
-        case '"':
-          *d++ = '"';
-          break;
-        case '\\':
-          *d++ = '\\';
-          break;
-        case '\n':
-          *d++ = 'n';
-          break;
-        case '\r':
-          *d++ = 'r';
-          break;
-        case '\t':
-          *d++ = 't';
-          break;
-        default:
-          std::memcpy(d, "u00", 3);
-          d[3] = hex[c >> 4];
-          d[4] = hex[c & 0xf];
-          d += 5;
-      }
-      i = plain + 1;
-    }
-    close(d);
+    other_string(src, n);
   }
 
   void base64(std::string_view bytes) {
@@ -224,7 +183,7 @@ class json_out {
 
   // Writes the value at p as JSON; returns its end, or nullptr if the bytes
   // are malformed.
-  const char* value(const char* p, const char* end, int depth) {
+  [[gnu::always_inline]] const char* value(const char* p, const char* end, int depth) {
     if (p >= end) return nullptr;
     msgpack_head h;
     p = read_head(p, end, h);
@@ -251,59 +210,186 @@ class json_out {
         number(h.f);
         break;
       case msgpack_head::str:
-        string(h.bytes(), floor_);
+        string(h.bytes(), limit_);
         break;
       case msgpack_head::bin:
       case msgpack_head::ext:
         if (binary_ == json_binary::base64) {
           base64(h.bytes());
         } else {
-          string(h.bytes(), floor_);
+          string(h.bytes(), limit_);
         }
         break;
       case msgpack_head::array:
-        if (depth >= max_msgpack_depth || h.count > std::size_t(end - p)) return nullptr;
-        room(2);
-        put('[');
-        for (std::uint32_t i = 0; i < h.count; ++i) {
-          if (i) {
-            room(1);
-            put(',');
-          }
-          if (!(p = value(p, end, depth + 1))) return nullptr;
-        }
-        room(1);
-        put(']');
-        break;
+        return array(p, end, h.count, depth);
       case msgpack_head::map:
-        if (depth >= max_msgpack_depth || h.count > std::size_t(end - p) / 2) {
-          return nullptr;
-        }
-        room(2);
-        put('{');
-        for (std::uint32_t i = 0; i < h.count; ++i) {
-          if (i) {
-            room(1);
-            put(',');
-          }
-          if (!(p = key(p, end, depth + 1))) return nullptr;
-          room(1);
-          put(':');
-          if (!(p = value(p, end, depth + 1))) return nullptr;
-        }
-        room(1);
-        put('}');
-        break;
+        return map(p, end, h.count, depth);
     }
     return p;
   }
 
  private:
+  void close(char* d) noexcept {
+    *d++ = '"';
+    p_ = d;
+  }
+
+  [[gnu::noinline]] void other_string(const char* src, std::size_t n) {
+    room(n + block + 2);  // the string unescaped, a block's overrun, quotes
+    char* d = p_;
+    *d++ = '"';
+    if (n <= block) {
+      // Too near the end of what may be read: the string alone, in a block
+      // of its own.
+      char own[block];
+      std::memset(own, ' ', block);
+      if (n >= 8) {  // two words that overlap, not a call to memcpy
+        std::memcpy(own, src, 8);
+        std::memcpy(own + n - 8, src + n - 8, 8);
+      } else if (n >= 4) {
+        std::memcpy(own, src, 4);
+        std::memcpy(own + n - 4, src + n - 4, 4);
+      } else {
+        for (std::size_t i = 0; i < n; ++i) own[i] = src[i];
+      }
+      if (escapes(own) == 0) {
+        copy_block(d, own);
+        return close(d + n);
+      }
+    } else {
+      std::size_t i = 0;
+      for (; i + block <= n; i += block) {
+        if (escapes(src + i) != 0) break;
+        copy_block(d + i, src + i);
+      }
+      // The last block ends where s ends, overlapping what was copied.
+      if (i + block > n && (i == n || escapes(src + n - block) == 0)) {
+        copy_block(d + n - block, src + n - block);
+        return close(d + n);
+      }
+    }
+    escaped(src, n, d);
+  }
+
+  // The rest of string(), from its first byte: runs that need no escape
+  // copied whole, escapes and UTF-8 checked between them. `d` is past the
+  // opening quote.
+  [[gnu::noinline]] void escaped(const char* src, std::size_t n, char* d) {
+    static constexpr char hex[] = "0123456789abcdef";
+    std::size_t i = 0;
+    while (i < n) {
+      std::size_t plain = i;
+      while (plain + block <= n && escapes(src + plain) == 0) plain += block;
+      while (plain < n) {
+        auto c = static_cast<unsigned char>(src[plain]);
+        if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) break;
+        ++plain;
+      }
+      // Room for this run, one escape (6 bytes) and the closing quote.
+      p_ = d;
+      room(plain - i + 8);
+      d = p_;
+      std::memcpy(d, src + i, plain - i);
+      d += plain - i;
+      if (plain == n) break;
+      auto c = static_cast<unsigned char>(src[plain]);
+      if (c >= 0x80) {
+        // A valid UTF-8 sequence is copied; any other byte becomes U+FFFD,
+        // so the output is valid JSON whatever the service sent.
+        if (std::size_t len = utf8_sequence(src + plain, n - plain); len > 0) {
+          std::memcpy(d, src + plain, len);
+          d += len;
+          i = plain + len;
+        } else {
+          std::memcpy(d, "\xef\xbf\xbd", 3);
+          d += 3;
+          i = plain + 1;
+        }
+        continue;
+      }
+      *d++ = '\\';
+      switch (c) {
+        case '"':
+          *d++ = '"';
+          break;
+        case '\\':
+          *d++ = '\\';
+          break;
+        case '\n':
+          *d++ = 'n';
+          break;
+        case '\r':
+          *d++ = 'r';
+          break;
+        case '\t':
+          *d++ = 't';
+          break;
+        default:
+          std::memcpy(d, "u00", 3);
+          d[3] = hex[c >> 4];
+          d[4] = hex[c & 0xf];
+          d += 5;
+      }
+      i = plain + 1;
+    }
+    close(d);
+  }
+
+  [[gnu::noinline]] const char* array(const char* p, const char* end, std::uint32_t count,
+                                      int depth) {
+    if (depth >= max_msgpack_depth || count > std::size_t(end - p)) return nullptr;
+    room(2);
+    put('[');
+    for (std::uint32_t i = 0; i < count; ++i) {
+      if (i) {
+        room(1);
+        put(',');
+      }
+      if (!(p = value(p, end, depth + 1))) return nullptr;
+    }
+    room(1);
+    put(']');
+    return p;
+  }
+
+  [[gnu::noinline]] const char* map(const char* p, const char* end, std::uint32_t count,
+                                    int depth) {
+    if (depth >= max_msgpack_depth || count > std::size_t(end - p) / 2) return nullptr;
+    room(2);
+    put('{');
+    for (std::uint32_t i = 0; i < count; ++i) {
+      if (i) {
+        room(1);
+        put(',');
+      }
+      if (!(p = key(p, end, depth + 1))) return nullptr;
+      room(1);
+      put(':');
+      if (!(p = value(p, end, depth + 1))) return nullptr;
+    }
+    room(1);
+    put('}');
+    return p;
+  }
+
   // A string key as it is; any other key as its JSON text, quoted.
-  const char* key(const char* p, const char* end, int depth) {
+  [[gnu::always_inline]] const char* key(const char* p, const char* end, int depth) {
+    if (p < end) {
+      auto c = static_cast<unsigned char>(*p);
+      if (c >= 0xa0 && c <= 0xbf) {  // fixstr, the usual key
+        std::size_t n = c & 0x1f;
+        if (static_cast<std::size_t>(end - p - 1) < n) return nullptr;
+        string(std::string_view(p + 1, n), limit_);
+        return p + 1 + n;
+      }
+    }
+    return other_key(p, end, depth);
+  }
+
+  [[gnu::noinline]] const char* other_key(const char* p, const char* end, int depth) {
     msgpack_head h;
     if (p < end && read_head(p, end, h) && h.kind == msgpack_head::str) {
-      string(h.bytes(), floor_);
+      string(h.bytes(), limit_);
       return h.payload + h.count;
     }
     // Each level of such keys escapes the text of the one inside it again,
@@ -311,12 +397,12 @@ class json_out {
     std::string text;
     const char* next;
     {
-      json_out inner(text, floor_, 256, binary_);
+      json_out inner(text, limit_, 256, binary_);
       next = inner.value(p, end, depth);
       if (next) inner.finish();
     }
     if (!next || text.size() > max_key_text) return nullptr;
-    string(text, text.data());
+    string(text, text.data() + text.size());
     return next;
   }
 
@@ -329,7 +415,7 @@ class json_out {
 
   std::string& s_;
   std::size_t start_;
-  const char* floor_;
+  const char* limit_;  // the packed bytes being written from may be read up to here
   json_binary binary_;
   char* p_;
   char* end_;
@@ -524,8 +610,8 @@ class body_writer {
 }  // namespace
 
 void append_json(std::string_view packed, std::string& out, json_binary binary) {
-  json_out w(out, packed.data(), 2 * packed.size() + 64, binary);
   const char* end = packed.data() + packed.size();
+  json_out w(out, end, 2 * packed.size() + 64, binary);
   if (w.value(packed.data(), end, 0) != end || packed.empty()) {
     throw std::invalid_argument("not exactly one well-formed msgpack value");
   }
@@ -533,8 +619,9 @@ void append_json(std::string_view packed, std::string& out, json_binary binary) 
 }
 
 void append_json_string(std::string_view s, std::string& out) {
-  json_out w(out, nullptr, s.size() + 10);  // string() makes more room if it escapes
-  w.string(s, s.data());
+  // Room for string()'s block-at-a-time copy; it makes more if it escapes.
+  json_out w(out, s.data() + s.size(), s.size() + 32);
+  w.string(s, s.data() + s.size());
   w.finish();
 }
 
