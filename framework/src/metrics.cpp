@@ -167,6 +167,47 @@ void merge_families(std::vector<prometheus::MetricFamily>& into,
   }
 }
 
+struct local_histograms::state {
+  std::string name, help;
+  std::vector<std::pair<labels, std::unique_ptr<histogram>>> members;
+};
+
+local_histograms::local_histograms(metrics_registry& m, std::string name, std::string help)
+    : state_(std::make_shared<state>()) {
+  state_->name = std::move(name);
+  state_->help = std::move(help);
+  m.add_collector([st = state_](std::vector<prometheus::MetricFamily>& out) {
+    prometheus::MetricFamily f{st->name, st->help, prometheus::MetricType::Histogram, {}};
+    for (const auto& [l, h] : st->members) {
+      prometheus::ClientMetric m;
+      for (const auto& [k, v] : l) m.label.push_back({k, v});
+      std::uint64_t total = 0;
+      for (std::size_t i = 0; i < h->counts_.size(); ++i) {
+        total += h->counts_[i];
+        m.histogram.bucket.push_back({total, i < h->bounds_->size()
+                                                 ? (*h->bounds_)[i]
+                                                 : std::numeric_limits<double>::infinity()});
+      }
+      m.histogram.sample_count = total;
+      m.histogram.sample_sum = h->sum_;
+      f.metric.push_back(std::move(m));
+    }
+    out.push_back(std::move(f));
+  });
+}
+
+local_histograms::~local_histograms() = default;
+
+local_histograms::histogram& local_histograms::add(labels l, const std::vector<double>& bounds) {
+  for (auto& [had, h] : state_->members) {
+    if (had == l) return *h;  // as prometheus::Family::Add: one histogram per label set
+  }
+  auto h = std::make_unique<histogram>(bounds);
+  auto& ref = *h;
+  state_->members.emplace_back(std::move(l), std::move(h));
+  return ref;
+}
+
 const std::vector<double>& metrics_registry::duration_buckets() {
   static const std::vector<double> b{0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                      0.1,     0.25,   0.5,   1,      2.5,   5,    10};

@@ -2,7 +2,6 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
-#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 namespace tern::detail {
@@ -26,10 +25,8 @@ service_metrics::service_metrics(metrics_registry& m)
                    .Name("rpc_server_events_total")
                    .Help("Events handled, by pattern and outcome (ok or the error kind).")
                    .Register(m.registry())),
-      durations_(&prometheus::BuildHistogram()
-                      .Name("rpc_server_request_duration_seconds")
-                      .Help("Time from a request's arrival to its final reply, by pattern.")
-                      .Register(m.registry())),
+      durations_(m, "rpc_server_request_duration_seconds",
+                 "Time from a request's arrival to its final reply, by pattern."),
       unknown_(request_stats("(unknown)", false)),
       malformed_(request_stats("(malformed)", false)) {}
 
@@ -43,7 +40,7 @@ call_stats* service_metrics::request_stats(const std::string& pattern, bool time
     s->family = requests_;
     s->by_outcome[outcome_ok] = &requests_->Add({{"pattern", pattern}, {"outcome", "ok"}});
     if (timed) {
-      s->duration = &durations_->Add({{"pattern", pattern}}, metrics_registry::duration_buckets());
+      s->duration = &durations_.add({{"pattern", pattern}});
     }
   }
   return s.get();
@@ -63,7 +60,7 @@ call_stats* service_metrics::event_stats(const std::string& pattern) {
 void service_metrics::record(call_stats& s, std::size_t outcome,
                              std::chrono::steady_clock::duration d) {
   s.count(outcome);
-  if (s.duration) s.duration->Observe(std::chrono::duration<double>(d).count());
+  if (s.duration) s.duration->observe(std::chrono::duration<double>(d).count());
 }
 
 }  // namespace tern::detail

@@ -12,7 +12,6 @@
 
 namespace prometheus {
 class Counter;
-class Histogram;
 template <typename T>
 class Family;
 }  // namespace prometheus
@@ -33,7 +32,7 @@ struct call_stats {
   std::string pattern;
   prometheus::Family<prometheus::Counter>* family = nullptr;
   std::array<prometheus::Counter*, outcome_slots> by_outcome{};
-  prometheus::Histogram* duration = nullptr;  // requests only
+  local_histograms::histogram* duration = nullptr;  // requests only
   void count(std::size_t outcome);
 };
 
@@ -62,7 +61,7 @@ class service_metrics {
  private:
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Counter>* events_;
-  prometheus::Family<prometheus::Histogram>* durations_;
+  local_histograms durations_;  // recorded and read on the loop's thread
   std::unordered_map<std::string, std::unique_ptr<call_stats>> by_request_, by_event_;
   call_stats* unknown_;
   call_stats* malformed_;

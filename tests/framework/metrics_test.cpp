@@ -7,8 +7,12 @@
 #include <prometheus/histogram.h>
 #include <prometheus/metric_family.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
+#include <algorithm>
+#include <sstream>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -62,4 +66,37 @@ TEST_CASE("merge_families sums samples with the same labels and keeps the others
   CHECK(count("# TYPE requests_total counter") == 1);
   CHECK(count("# TYPE open gauge") == 1);
   CHECK(count("# TYPE process_cpu_seconds_total") == 1);
+}
+
+TEST_CASE("a local histogram reads as prometheus-cpp's Histogram would, with the same samples") {
+  static const std::vector<double> bounds{0.1, 1, 2.5};
+  const double samples[] = {0.05, 0.1, 0.5, 1, 1.0000001, 2.5, 3, 1e9, -1};
+  tern::metrics_registry theirs, ours;
+  auto& family =
+      prometheus::BuildHistogram().Name("took_seconds").Help("h").Register(theirs.registry());
+  auto& reference = family.Add({{"route", "/x"}}, prometheus::Histogram::BucketBoundaries(bounds));
+  tern::local_histograms local(ours, "took_seconds", "h");
+  auto& h = local.add({{"route", "/x"}}, bounds);
+  for (double v : samples) {
+    reference.Observe(v);
+    h.observe(v);
+  }
+  CHECK(&local.add({{"route", "/x"}}, bounds) == &h);  // one histogram per label set
+  local.add({{"route", "/y"}}, bounds);                // another, empty
+  family.Add({{"route", "/y"}}, prometheus::Histogram::BucketBoundaries(bounds));
+
+  auto text = [](const tern::metrics_registry& m) {
+    return prometheus::TextSerializer().Serialize(m.collect());
+  };
+  // The same lines (prometheus-cpp orders a family's samples by hash).
+  auto lines = [](const std::string& t) {
+    std::vector<std::string> out;
+    std::istringstream in(t);
+    for (std::string l; std::getline(in, l);) out.push_back(l);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  CHECK(lines(text(ours)) == lines(text(theirs)));
+  CHECK(has_line(text(ours), R"(took_seconds_bucket{route="/x",le="1"} 5)"));
+  CHECK(has_line(text(ours), R"(took_seconds_bucket{route="/x",le="+Inf"} 9)"));
 }

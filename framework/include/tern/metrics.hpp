@@ -2,9 +2,11 @@
 // standard process_* metrics, and the text a scrape of /metrics returns.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace prometheus {
@@ -18,8 +20,8 @@ namespace tern {
 ///
 /// Parts register their families in registry() (prometheus-cpp, Debian's
 /// prometheus-cpp-dev) once, at start-up, and keep the metric references:
-/// recording is then an atomic add (counters) or a short uncontended lock
-/// (histograms), never a lookup. Values that exist anyway (open
+/// recording is then an atomic add (counters), never a lookup. Histograms
+/// on a request path are local_histograms (below): no lock. Values that exist anyway (open
 /// connections, requests in hand) are read at scrape time by collectors
 /// instead of being kept up to date on every change.
 ///
@@ -59,6 +61,53 @@ class metrics_registry {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   std::vector<collector> collectors_;
+};
+
+/// A Prometheus histogram family for one thread: each of its histograms is
+/// recorded on the thread that owns the registry (an event loop), and read
+/// there by scrape(), as collectors are. An observation is a bucket search
+/// and two adds: no lock and no atomic, where prometheus-cpp's Histogram
+/// takes a mutex per Observe. A gateway's workers each have their own
+/// registry (merge_families() sums them); a service has one loop.
+class local_histograms {
+ public:
+  using labels = std::vector<std::pair<std::string, std::string>>;
+
+  /// One labelled histogram of the family; its address is stable.
+  class histogram {
+   public:
+    explicit histogram(const std::vector<double>& bounds)
+        : bounds_(&bounds), counts_(bounds.size() + 1, 0) {}
+    /// Counts v in the first bucket whose bound is at least v (+Inf if none).
+    void observe(double v) noexcept {
+      std::size_t i = 0;
+      const auto& b = *bounds_;
+      while (i < b.size() && !(v <= b[i])) ++i;
+      ++counts_[i];
+      sum_ += v;
+    }
+
+   private:
+    friend class local_histograms;
+    const std::vector<double>* bounds_;  // static storage (duration_buckets())
+    std::vector<std::uint64_t> counts_;  // per bucket, not cumulative; the last is +Inf
+    double sum_ = 0;
+  };
+
+  /// Registers the family with `m`'s collectors (before serving).
+  local_histograms(metrics_registry& m, std::string name, std::string help);
+  ~local_histograms();
+  local_histograms(const local_histograms&) = delete;
+  local_histograms& operator=(const local_histograms&) = delete;
+
+  /// The histogram with these labels: made on first use with `bounds`
+  /// (which must outlive it), the same one after.
+  histogram& add(labels l,
+                 const std::vector<double>& bounds = metrics_registry::duration_buckets());
+
+ private:
+  struct state;
+  std::shared_ptr<state> state_;  // shared with the collector
 };
 
 /// Merges `more` into `into`: a family already there (by name) takes the

@@ -6,7 +6,6 @@
 
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
-#include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include <nlohmann/json.hpp>
@@ -19,7 +18,7 @@ namespace {
 
 using prometheus::Counter;
 using prometheus::Family;
-using prometheus::Histogram;
+using histogram = local_histograms::histogram;
 
 // The families, shared by every route's policy.
 struct families {
@@ -28,25 +27,21 @@ struct families {
                      .Name("http_server_requests_total")
                      .Help("HTTP requests answered, by route template, method and status.")
                      .Register(m.registry())),
-        durations(prometheus::BuildHistogram()
-                      .Name("http_server_request_duration_seconds")
-                      .Help("Time from a request's parse to its response, by route template.")
-                      .Register(m.registry())),
+        durations(m, "http_server_request_duration_seconds",
+                  "Time from a request's parse to its response, by route template."),
         calls(prometheus::BuildCounter()
                   .Name("rpc_client_requests_total")
                   .Help("Upstream calls made for HTTP requests, by service, pattern and outcome.")
                   .Register(m.registry())),
-        call_durations(prometheus::BuildHistogram()
-                           .Name("rpc_client_request_duration_seconds")
-                           .Help("Upstream call durations, by service and pattern.")
-                           .Register(m.registry())) {
+        call_durations(m, "rpc_client_request_duration_seconds",
+                       "Upstream call durations, by service and pattern.") {
     m.add_gauge("http_server_active_requests", "HTTP requests being handled now.",
                 [this] { return static_cast<double>(active); });
   }
   Family<Counter>& requests;
-  Family<Histogram>& durations;
+  local_histograms durations;  // this worker's: recorded and read on its thread
   Family<Counter>& calls;
-  Family<Histogram>& call_durations;
+  local_histograms call_durations;
   std::size_t active = 0;
 };
 
@@ -65,14 +60,14 @@ std::string_view method_label(std::string_view m) {
 struct call_metrics {
   std::string service, pattern;
   std::array<Counter*, errc_slots> by_outcome{};  // 0: ok
-  Histogram* took = nullptr;
+  histogram* took = nullptr;
 };
 
 class metrics final : public policy {
  public:
   metrics(families& f, std::string_view label, const route* r,
           const std::vector<upstream>& services)
-      : f_(f), route_(label), durations_(&f.durations.Add({{"route", route_}}, buckets())) {
+      : f_(f), route_(label), durations_(&f.durations.add({{"route", route_}})) {
     if (!r) return;
     for (const auto& [key, spec] : r->calls) {
       auto& c = calls_.emplace_back();
@@ -80,7 +75,7 @@ class metrics final : public policy {
       c.pattern = spec.pattern.canonical();
       c.by_outcome[0] =
           &f.calls.Add({{"service", c.service}, {"pattern", c.pattern}, {"outcome", "ok"}});
-      c.took = &f.call_durations.Add({{"service", c.service}, {"pattern", c.pattern}}, buckets());
+      c.took = &f.call_durations.add({{"service", c.service}, {"pattern", c.pattern}});
     }
   }
 
@@ -92,19 +87,17 @@ class metrics final : public policy {
     } guard{f_.active};
     co_await n(ctx);
     counter(method_label(ctx.request.method), ctx.response.status).Increment();
-    durations_->Observe(
+    durations_->observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.start).count());
     for (const auto& call : ctx.calls) {
       if (call.call >= calls_.size()) continue;
       auto& c = calls_[call.call];
       outcome_counter(c, call).Increment();
-      c.took->Observe(std::chrono::duration<double>(call.took).count());
+      c.took->observe(std::chrono::duration<double>(call.took).count());
     }
   }
 
  private:
-  static const std::vector<double>& buckets() { return metrics_registry::duration_buckets(); }
-
   Counter& counter(std::string_view method, int status) {
     for (auto& k : by_status_) {
       if (k.status == status && k.method == method) return *k.counter;
@@ -132,7 +125,7 @@ class metrics final : public policy {
   };
   families& f_;
   std::string route_;
-  Histogram* durations_;
+  histogram* durations_;
   std::vector<keyed> by_status_;
   std::vector<call_metrics> calls_;
 };
