@@ -31,7 +31,10 @@ namespace tern {
 asio::io_context& default_io_context() {
   // Never destroyed: handler frames still suspended at exit (past the drain
   // timeout) must not be torn down after the logger and the service.
-  static auto* io = new asio::io_context(1);
+  // One thread runs it and touches its sockets and timers, so Asio need
+  // not lock each I/O object; the offload pool's completions are posts,
+  // which still go through the scheduler's lock.
+  static auto* io = new asio::io_context(ASIO_CONCURRENCY_HINT_UNSAFE_IO);
   return *io;
 }
 

@@ -24,7 +24,10 @@ namespace tern {
 class metrics_registry;
 
 /// The process-wide event loop that microservice and client_proxy use
-/// unless given another; microservice::listen() runs it.
+/// unless given another; microservice::listen() runs it. One thread runs it,
+/// and what is on it (sockets, timers, the services and clients) is used on
+/// that thread alone: Asio is told so (ASIO_CONCURRENCY_HINT_UNSAFE_IO) and
+/// takes no lock per I/O operation. Other threads may post to it.
 asio::io_context& default_io_context();
 
 struct microservice_options {

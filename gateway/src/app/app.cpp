@@ -37,7 +37,11 @@ std::size_t usable_cores() {
 }
 
 struct app::worker {
-  asio::io_context io{1};
+  // One thread runs it, and a worker's sockets and timers are only touched
+  // on that thread (on_each, below): Asio need not lock each I/O object.
+  // Posts from other threads (on_each, stop_all) still go through the
+  // scheduler's lock.
+  asio::io_context io{ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::unique_ptr<gateway> gw;
   std::unique_ptr<http::server> server;
   // What the app runs on this worker (on_each's tasks; the drain, on the
