@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -151,7 +153,7 @@ class rate_limit final : public policy {
                      tern::to_string(ctx.request.peer), ctx.request.method,
                      clip(ctx.request.target),
                      shadow ? "over the limit, let through (shadow mode)" : "refused (429)",
-                     clip(key), ctx.request_id, held_back(held));
+                     describe(key), ctx.request_id, held_back(held));
       }
       if (!shadow) {
         ctx.response = error_response(429, "Too Many Requests");
@@ -171,21 +173,35 @@ class rate_limit final : public policy {
   }
 
  private:
+  // A key: "s:" and the subject, "h:" and the header's value, or for the
+  // client's address 'c' and its bytes (IPv4's 4, an IPv6 /64's 8: short
+  // enough for std::string to hold without allocating, and no text made).
   std::string key_of(const request_context& ctx) const {
     if (kind == key_kind::subject && !ctx.subject.empty()) return "s:" + ctx.subject;
     if (kind == key_kind::header) {
       auto v = ctx.request.header(header);
       if (!v.empty()) return "h:" + std::string(v.substr(0, max_key_bytes));
     }
-    return "c:" + network_of(trusted_.client(ctx.request));
+    auto a = trusted_.client(ctx.request);
+    // IPv6 clients are limited by /64: one subscriber usually holds a whole
+    // /64, and would otherwise have 2^64 buckets to spread over.
+    std::size_t from = tern::is_v4(a) ? 12 : 0, to = tern::is_v4(a) ? 16 : 8;
+    std::string key(1 + to - from, 'c');
+    std::memcpy(key.data() + 1, a.data() + from, to - from);
+    return key;
   }
 
-  // IPv6 clients are limited by /64: one subscriber usually holds a whole
-  // /64, and would otherwise have 2^64 buckets to spread over.
-  static std::string network_of(tern::ip_address a) {
-    if (tern::is_v4(a)) return tern::to_string(a);
-    std::fill(a.begin() + 8, a.end(), 0);
-    return tern::to_string(a) + "/64";
+  // A key as the log shows it.
+  static std::string describe(const std::string& key) {
+    if (key.empty() || key[0] != 'c') return clip(key);
+    tern::ip_address a{};
+    if (key.size() == 5) {
+      a[10] = a[11] = 0xff;  // IPv4-mapped
+      std::memcpy(a.data() + 12, key.data() + 1, 4);
+      return "c:" + tern::to_string(a);
+    }
+    std::memcpy(a.data(), key.data() + 1, std::min<std::size_t>(key.size() - 1, 8));
+    return "c:" + tern::to_string(a) + "/64";
   }
 
   // The key's bucket (table_.mutex held). Over max_keys, buckets that are
@@ -211,13 +227,22 @@ class rate_limit final : public policy {
 
   void add_fields(http::response& r, const bucket& b, std::int64_t now) const {
     std::string state;
+    state.reserve(limits.size() * 48);
+    char digits[24];
+    auto number = [&](std::int64_t v) {
+      state.append(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
+    };
     for (std::size_t i = 0; i < limits.size(); ++i) {
       const auto& l = limits[i];
       auto ahead = std::max<std::int64_t>(b.tat[i] - now, 0);
       auto remaining = std::max<std::int64_t>((l.tolerance - ahead) / l.interval, 0);
-      state += state.empty() ? "" : ", ";
-      state += "\"" + l.name + "\";r=" + std::to_string(remaining) +
-               ";t=" + std::to_string(ceil_seconds(ahead));
+      if (i > 0) state += ", ";
+      state += '"';
+      state += l.name;
+      state += "\";r=";
+      number(remaining);
+      state += ";t=";
+      number(ceil_seconds(ahead));
     }
     r.headers.emplace_back("RateLimit-Policy", policy_field);
     r.headers.emplace_back("RateLimit", std::move(state));

@@ -153,3 +153,32 @@ TEST_CASE("rate_limit pieces are checked, naming the setting") {
         R"(routes[0].policies.rate_limit.key: must be "client", "subject" or "header:<name>")");
   CHECK(limited(R"({"limit": 1})").find("must be {\"limits\"") != std::string::npos);
 }
+
+TEST_CASE("clients are keyed by address: each IPv4 address alone, IPv6 by /64") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    policy_fixture f(io, limited, answer);
+    auto from = [&](const char* peer) -> asio::awaitable<int> {
+      tern::http::request req;
+      req.method = "GET";
+      req.path = "/a";  // 2 a second
+      req.peer = tern::parse_ip_endpoint(peer, 0);
+      co_return (co_await f.ask(req)).status;
+    };
+    std::vector<int> got;
+    for (const char* p :
+         {"192.0.2.7:1", "192.0.2.7:2", "192.0.2.7:3", "192.0.2.8:1", "198.51.100.7:1"}) {
+      got.push_back(co_await from(p));
+    }
+    CHECK(got == std::vector<int>{200, 200, 429, 200, 200});
+    got.clear();
+    // One /64 shares a bucket whatever its low 64 bits; the next /64 does
+    // not. ::ffff:192.0.2.9 is that IPv4 client, written as IPv6.
+    std::vector<const char*> v6{
+        "[2001:db8:0:1::1]:1", "[2001:db8:0:1:ffff::2]:1", "[2001:db8:0:1:1:2:3:4]:1",
+        "[2001:db8:0:2::1]:1", "[::ffff:192.0.2.9]:1",     "192.0.2.9:1",
+        "192.0.2.9:2"};
+    for (const char* p : v6) got.push_back(co_await from(p));
+    CHECK(got == std::vector<int>{200, 200, 429, 200, 200, 200, 429});
+    co_await f.close();
+  });
+}
