@@ -162,6 +162,18 @@ const char* skip_value(const char* p, const char* end, int depth) noexcept {
     }
     --pending[top];
     if (p >= end) return nullptr;
+    // The commonest heads first, without decoding them: fixints and fixstrs.
+    auto c = static_cast<std::uint8_t>(*p);
+    if (c <= 0x7f || c >= 0xe0) {
+      ++p;
+      continue;
+    }
+    if (c >= 0xa0 && c <= 0xbf) {
+      std::size_t n = c & 0x1f;
+      if (static_cast<std::size_t>(end - p) - 1 < n) return nullptr;
+      p += 1 + n;
+      continue;
+    }
     msgpack_head h;
     p = read_head(p, end, h);
     if (!p) return nullptr;
