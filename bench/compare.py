@@ -165,6 +165,18 @@ def summarize(runs):
             "errors": sum(r["errors"] for r in runs), "runs": [r["rps"] for r in runs]}
 
 
+# What the run found out about the systems it measured, for the report.
+FACTS = {}
+
+
+def gateway_workers(admin_port):
+    """The event-loop threads a tern gateway runs: its workers, as
+    /metrics counts them (gateway_worker_connections_total{worker})."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return len(set(re.findall(r'^gateway_worker_connections_total\{worker="(\d+)"', text, re.M)))
+
+
 def http_bench(args):
     data = tempfile.mkdtemp(prefix="tern-bench-")
     systems = {}
@@ -176,6 +188,8 @@ def http_bench(args):
             [f"{REL}/services/products/products_service", "--port", "23002", "--data-dir", data, "--log-level", "warn"],
             [f"{REL}/gateway/gateway", "--port", "23000", "--config", f"{ROOT}/gateway/routes.json", "--log-level", "warn"],
         ], [23001, 23002, 23000], env)
+        # --threads unset: the default on this machine (docs/gateway.md, "Threads").
+        FACTS["gateway_threads"] = gateway_workers(9100)
         nest = os.path.join(ROOT, "bench", "nestjs-reference")
         nenv = {"NODE_ENV": "production", "HOST": "127.0.0.1", "PORT": "24000", "USERS_PORT": "24001",
                 "PRODUCTS_PORT": "24002", "USERS_HOST": "127.0.0.1", "PRODUCTS_HOST": "127.0.0.1"}
@@ -321,6 +335,10 @@ def render(http, http_rss, rpc, rpc_rss, shapes, args):
              f"({args.rounds} interleaved rounds, {args.seconds} s per HTTP run, {args.rpc_seconds} s per RPC run; "
              "medians).", "", "Machine and versions:", ""]
     lines += [f"- {v}" for v in versions()]
+    if "gateway_threads" in FACTS:
+        n = FACTS["gateway_threads"]
+        lines.append(f"- tern's gateway: {n} event-loop thread{'s' if n != 1 else ''} "
+                     "(`--threads` unset: its default on this machine)")
     lines += ["", "### HTTP (wrk -t1 -c64 --latency; wrk shares the cores with the servers)", "",
               "| system | route | req/s | p50 ms | p99 ms | server CPU µs/req | ×NestJS req/s | ×nginx req/s | errors |",
               "|---|---|---|---|---|---|---|---|---|"]

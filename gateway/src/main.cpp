@@ -1,5 +1,6 @@
 // The HTTP API gateway in front of tern services.
 #include "app/app.hpp"
+#include "app/cores.hpp"
 #include "app/token_command.hpp"
 
 #include <tern/cli.hpp>
@@ -11,7 +12,7 @@
 namespace {
 
 std::size_t threads(const std::string& text) {
-  if (text.empty()) return tern::gateway::usable_cores();
+  if (text.empty()) return tern::gateway::default_threads(tern::gateway::usable_cores());
   unsigned v = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size() || v < 1 || v > 1024) {
@@ -34,8 +35,8 @@ int main(int argc, char** argv) try {
       {{"host", "HOST", "127.0.0.1", "address to listen on"},
        {"port", "PORT", "3000", "port to listen on"},
        {"threads", "GATEWAY_THREADS", "",
-        "event-loop threads, each serving its share of connections (default: the CPUs this "
-        "process may use)"},
+        "event-loop threads, each serving its share of connections (default: one per CPU this "
+        "process may use, by affinity and cgroup quota; one on two CPUs or fewer)"},
        {"config", "GATEWAY_CONFIG", "gateway/routes.json",
         "routes and upstreams (JSON); UPSTREAM_<NAME>=host:port overrides an upstream"},
        {"admin-host", "ADMIN_HOST", "127.0.0.1",

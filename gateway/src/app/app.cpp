@@ -14,8 +14,6 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
-#include <sched.h>
-
 #include <optional>
 #include <thread>
 
@@ -26,15 +24,6 @@ namespace {
 // cancelled.
 constexpr std::chrono::seconds join_bound{3};
 }  // namespace
-
-std::size_t usable_cores() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
-    return static_cast<std::size_t>(CPU_COUNT(&set));
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
-}
 
 struct app::worker {
   // One thread runs it, and a worker's sockets and timers are only touched

@@ -23,10 +23,6 @@ struct app_options {
   std::chrono::milliseconds drain_timeout{10000};
 };
 
-/// The number of CPUs this process may run on (its affinity mask, which
-/// containers limited with cpuset narrow), at least 1.
-[[nodiscard]] std::size_t usable_cores();
-
 /// Runs `threads` workers. Each is an io_context on a thread of its own
 /// (the first on the thread that calls run()), with its own gateway
 /// (upstream connections, chains, policies, metrics) and its own HTTP
