@@ -38,8 +38,9 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGETS = os.path.join(ROOT, "bench", "budgets.json")
-GATEWAY, USERS, PRODUCTS = 13000, 13001, 13002
-RPC_PORT = 13003
+# Ports of their own (bench/demo-stack.sh has 13000-13002), checked free first.
+GATEWAY, USERS, PRODUCTS = 13400, 13401, 13402
+RPC_PORT = 13403
 
 # name: (process under callgrind, route, the status every answer has)
 HTTP_PATHS = {
@@ -87,6 +88,8 @@ class Stack:
             cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={callgrind}",
                    f"--log-file={callgrind}.log"] + cmd
+        if port:
+            check_free(port)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         self.procs.append(p)
         if port:
@@ -107,6 +110,16 @@ class Stack:
             self.stop(p)
 
 
+def check_free(port):
+    """Fails if something listens on PORT already: what answered would not
+    be the process this run starts."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return
+    fail(f"port {port} is taken by another process; budgets needs 13400-13403")
+
+
 def wait_port(port, proc, seconds=60):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -114,6 +127,8 @@ def wait_port(port, proc, seconds=60):
             fail(f"{' '.join(proc.args)} exited with {proc.returncode} before listening")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if proc.poll() is not None:
+                fail(f"{' '.join(proc.args)} exited with {proc.returncode}")
             return
         except OSError:
             time.sleep(0.05)
@@ -121,7 +136,7 @@ def wait_port(port, proc, seconds=60):
 
 
 def control(pid, *args):
-    subprocess.run(["callgrind_control", *args, str(pid)], check=True,
+    subprocess.run(["callgrind_control", *args, str(pid)], check=True, timeout=60,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -135,7 +150,7 @@ def dump(pid, out):
         for f in new:
             with open(f) as fh:
                 text = fh.read()
-            m = re.search(r"^totals: (\d+)", text, re.M)
+            m = re.search(r"^totals: (\d+)\n", text, re.M)
             if m:
                 return int(m.group(1))
         time.sleep(0.05)
@@ -155,7 +170,7 @@ def wrk(route, seconds, status=None):
     when one is given."""
     out = subprocess.run(["wrk", "-t1", "-c64", f"-d{seconds}s",
                           f"http://127.0.0.1:{GATEWAY}{route}"],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, timeout=seconds + 60).stdout
     m = re.search(r"(\d+) requests in", out)
     if not m:
         fail(f"wrk printed no request count:\n{out}")
@@ -163,6 +178,8 @@ def wrk(route, seconds, status=None):
     # answer is one, or the count would price something else.
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     non_2xx = int(non_2xx.group(1)) if non_2xx else 0
+    if status is not None and ("Socket errors" in out or int(m.group(1)) == 0):
+        fail(f"{route}: wrk had errors or no answers:\n{out}")
     if status is None:
         pass
     elif (status < 300 and non_2xx) or (status >= 300 and non_2xx != int(m.group(1))):
@@ -200,10 +217,19 @@ def measure_http(build, work, names, seconds):
                 wrk(route, 1)  # warm-up, not counted
                 if status_of(route) != status:
                     fail(f"{route} answers {status_of(route)}, not {status}")
-                control(pid, "-i", "on")
-                requests = wrk(route, seconds, status)
-                control(pid, "-i", "off")
-                instructions = dump(pid, out)
+                # Two runs, short and long: the difference leaves out what
+                # each run costs once (64 connections set up, the requests
+                # still in flight when wrk stops, which it does not count).
+                counts = []
+                for s in (1, seconds):
+                    control(pid, "-i", "on")
+                    requests = wrk(route, s, status)
+                    control(pid, "-i", "off")
+                    counts.append((dump(pid, out), requests))
+                instructions = counts[1][0] - counts[0][0]
+                requests = counts[1][1] - counts[0][1]
+                if requests <= 0:
+                    fail(f"{route}: the longer run answered no more requests than the shorter")
                 results[n] = (instructions, requests)
                 report(n, instructions, requests)
         finally:
@@ -221,10 +247,11 @@ def measure_rpc(build, work, names, round_trips=20000):
         try:
             server = stack.start([bench, "--serve", "--port", str(RPC_PORT)], RPC_PORT, out)
             client = [bench, "--connect", f"127.0.0.1:{RPC_PORT}"] + shape
-            subprocess.run(client + ["--round-trips", "2000"], check=True, capture_output=True)
+            subprocess.run(client + ["--round-trips", "2000"], check=True, capture_output=True,
+                           timeout=300)
             control(server.pid, "-i", "on")
             subprocess.run(client + ["--round-trips", str(round_trips)], check=True,
-                           capture_output=True)
+                           capture_output=True, timeout=300)
             control(server.pid, "-i", "off")
             instructions = dump(server.pid, out)
             results["rpc.ping_server"] = (instructions, round_trips)
@@ -243,7 +270,7 @@ def measure_rpc(build, work, names, round_trips=20000):
                 subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
                                 f"--log-file={out}.log", bench, "--connect",
                                 f"127.0.0.1:{RPC_PORT}"] + shape + ["--round-trips", str(n)],
-                               check=True, capture_output=True)
+                               check=True, capture_output=True, timeout=300)
                 with open(out) as fh:
                     totals.append(int(re.search(r"^totals: (\d+)", fh.read(), re.M).group(1)))
             instructions = totals[1] - totals[0]
@@ -266,7 +293,7 @@ def main():
     build, args = os.path.abspath(args[0]), args[1:]
     update = "--update" in args
     args = [a for a in args if a != "--update"]
-    seconds = 3
+    seconds = 4
     if "--seconds" in args:
         i = args.index("--seconds")
         seconds = int(args[i + 1])

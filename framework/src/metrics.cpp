@@ -177,6 +177,7 @@ local_histograms::local_histograms(metrics_registry& m, std::string name, std::s
   state_->name = std::move(name);
   state_->help = std::move(help);
   m.add_collector([st = state_](std::vector<prometheus::MetricFamily>& out) {
+    if (st->members.empty()) return;  // as prometheus-cpp: no samples, no family
     prometheus::MetricFamily f{st->name, st->help, prometheus::MetricType::Histogram, {}};
     for (const auto& [l, h] : st->members) {
       prometheus::ClientMetric m;
@@ -199,6 +200,7 @@ local_histograms::local_histograms(metrics_registry& m, std::string name, std::s
 local_histograms::~local_histograms() = default;
 
 local_histograms::histogram& local_histograms::add(labels l, const std::vector<double>& bounds) {
+  std::sort(l.begin(), l.end());  // as prometheus-cpp keeps them: by name
   for (auto& [had, h] : state_->members) {
     if (had == l) return *h;  // as prometheus::Family::Add: one histogram per label set
   }

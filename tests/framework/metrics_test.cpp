@@ -74,20 +74,23 @@ TEST_CASE("a local histogram reads as prometheus-cpp's Histogram would, with the
   tern::metrics_registry theirs, ours;
   auto& family =
       prometheus::BuildHistogram().Name("took_seconds").Help("h").Register(theirs.registry());
-  auto& reference = family.Add({{"route", "/x"}}, prometheus::Histogram::BucketBoundaries(bounds));
   tern::local_histograms local(ours, "took_seconds", "h");
-  auto& h = local.add({{"route", "/x"}}, bounds);
+  auto text = [](const tern::metrics_registry& m) {
+    return prometheus::TextSerializer().Serialize(m.collect());
+  };
+  CHECK(text(ours) == text(theirs));  // no samples yet: no family, as prometheus-cpp
+  auto& reference = family.Add({{"route", "/x"}, {"method", "GET"}},
+                               prometheus::Histogram::BucketBoundaries(bounds));
+  auto& h = local.add({{"route", "/x"}, {"method", "GET"}}, bounds);
   for (double v : samples) {
     reference.Observe(v);
     h.observe(v);
   }
-  CHECK(&local.add({{"route", "/x"}}, bounds) == &h);  // one histogram per label set
-  local.add({{"route", "/y"}}, bounds);                // another, empty
+  // One histogram per label set, whatever the order the labels are named in.
+  CHECK(&local.add({{"method", "GET"}, {"route", "/x"}}, bounds) == &h);
+  local.add({{"route", "/y"}}, bounds);  // another, empty
   family.Add({{"route", "/y"}}, prometheus::Histogram::BucketBoundaries(bounds));
 
-  auto text = [](const tern::metrics_registry& m) {
-    return prometheus::TextSerializer().Serialize(m.collect());
-  };
   // The same lines (prometheus-cpp orders a family's samples by hash).
   auto lines = [](const std::string& t) {
     std::vector<std::string> out;
@@ -97,6 +100,6 @@ TEST_CASE("a local histogram reads as prometheus-cpp's Histogram would, with the
     return out;
   };
   CHECK(lines(text(ours)) == lines(text(theirs)));
-  CHECK(has_line(text(ours), R"(took_seconds_bucket{route="/x",le="1"} 5)"));
-  CHECK(has_line(text(ours), R"(took_seconds_bucket{route="/x",le="+Inf"} 9)"));
+  CHECK(has_line(text(ours), R"(took_seconds_bucket{method="GET",route="/x",le="1"} 5)"));
+  CHECK(has_line(text(ours), R"(took_seconds_bucket{method="GET",route="/x",le="+Inf"} 9)"));
 }

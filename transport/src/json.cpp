@@ -23,9 +23,11 @@ namespace tern::transport {
 namespace {
 
 // Bytes that JSON text cannot hold as they are, among 16 (SSE2) or 8 (SWAR)
-// at p: a bit set per such byte, lowest for the first. Control characters,
-// '"', '\\' and non-ASCII bytes count (those go the slow way, where UTF-8 is
-// checked).
+// at p: bit i stands for byte i, and none is set when none needs escaping.
+// SSE2 sets exactly the bits of such bytes; SWAR exactly the lowest, and
+// maybe some above it (callers only test for none, or none among the low
+// bits). Control characters, '"', '\\' and non-ASCII bytes count (those go
+// the slow way, where UTF-8 is checked).
 #if defined(__SSE2__)
 constexpr std::size_t block = 16;
 inline unsigned escapes(const char* p) noexcept {

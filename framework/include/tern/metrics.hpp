@@ -25,7 +25,8 @@ namespace tern {
 /// connections, requests in hand) are read at scrape time by collectors
 /// instead of being kept up to date on every change.
 ///
-/// Thread safety: recording into registered metrics is thread-safe;
+/// Thread safety: recording into the registry's metrics is thread-safe
+/// (local_histograms are not: one thread records and scrapes them);
 /// add_collector() is not (call it before serving); scrape() runs the
 /// collectors on the calling thread.
 class metrics_registry {
@@ -100,8 +101,8 @@ class local_histograms {
   local_histograms(const local_histograms&) = delete;
   local_histograms& operator=(const local_histograms&) = delete;
 
-  /// The histogram with these labels: made on first use with `bounds`
-  /// (which must outlive it), the same one after.
+  /// The histogram with these labels (in any order): made on first use
+  /// with `bounds` (which must outlive it), the same one after.
   histogram& add(labels l,
                  const std::vector<double>& bounds = metrics_registry::duration_buckets());
 
