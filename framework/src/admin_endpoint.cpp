@@ -3,9 +3,9 @@
 namespace tern::detail {
 
 admin_endpoint::admin_endpoint(asio::io_context& io, metrics_registry& m,
-                               std::function<bool()> ready)
+                               std::function<const char*()> not_ready)
     : metrics_(m),
-      ready_(std::move(ready)),
+      not_ready_(std::move(not_ready)),
       server_(io, http::admin_limits(64), [this](http::request& r) { return handle(r); }) {}
 
 std::uint16_t admin_endpoint::listen(const std::string& host, std::uint16_t port) {
@@ -24,9 +24,9 @@ asio::awaitable<http::response> admin_endpoint::handle(http::request& req) {
   if (req.path == "/metrics") {
     r.body = metrics_.scrape();
     r.content_type = metrics_content_type;
-  } else if (req.path == "/health/ready" && !ready_()) {
+  } else if (const char* why = req.path == "/health/ready" ? not_ready_() : nullptr) {
     r.status = 503;
-    r.body = R"({"status":"draining"})";
+    r.body = std::string(R"({"status":")") + why + "\"}";
   } else {
     r.body = R"({"status":"ok"})";
   }

@@ -9,13 +9,14 @@
 namespace tern::detail {
 
 /// Serves GET (and HEAD) /metrics, /health/live and /health/ready over
-/// HTTP/1.1 on its own port. Ready is 200 while `ready()` holds, 503 after
-/// (a draining service). Other paths: 404; other methods: 405.
+/// HTTP/1.1 on its own port. Ready is 200 while `not_ready()` gives null,
+/// else 503 with its reason as the status ("draining", "not ready"). Other paths: 404; other
+/// methods: 405.
 ///
 /// Thread safety: the io_context's thread.
 class admin_endpoint {
  public:
-  admin_endpoint(asio::io_context& io, metrics_registry& m, std::function<bool()> ready);
+  admin_endpoint(asio::io_context& io, metrics_registry& m, std::function<const char*()> not_ready);
   /// Binds; returns the bound port. Throws std::system_error.
   std::uint16_t listen(const std::string& host, std::uint16_t port);
   void stop() { server_.stop(); }
@@ -23,7 +24,7 @@ class admin_endpoint {
  private:
   asio::awaitable<http::response> handle(http::request& req);
   metrics_registry& metrics_;
-  std::function<bool()> ready_;
+  std::function<const char*()> not_ready_;
   http::server server_;
 };
 

@@ -206,6 +206,13 @@ class service_core final : public transport::request_sink,
   std::size_t in_flight_ = 0;
   std::uint16_t port_ = 0;  // once listening
   bool stopping_ = false;
+  std::function<bool()> ready_check_;
+  // Why the service is not ready (draining, or its own check), or null.
+  [[nodiscard]] const char* not_ready() const {
+    if (stopping_) return "draining";
+    if (ready_check_ && !ready_check_()) return "not ready";
+    return nullptr;
+  }
 };
 
 // ---- responder ----
@@ -457,12 +464,17 @@ microservice::microservice(asio::io_context& io, microservice_options options)
     : core_(std::make_shared<detail::service_core>(io, std::move(options))) {
   auto* core = core_.get();
   message_pattern(health_pattern, [core] {
-    if (core->stopping_) throw rpc_error(503, "draining");
+    if (const char* why = core->not_ready()) throw rpc_error(503, why);
     return std::map<std::string, std::string>{{"status", "ok"}};
   });
 }
 
 microservice::~microservice() = default;
+
+microservice& microservice::ready_when(std::function<bool()> check) {
+  core_->ready_check_ = std::move(check);
+  return *this;
+}
 
 namespace {
 // tern.ping and tern.cancel are answered below the handlers (docs/protocol.md).
@@ -505,7 +517,7 @@ std::uint16_t microservice::start() {
   if (o.admin_port) {
     auto* core = core_.get();
     core->admin_ = std::make_unique<detail::admin_endpoint>(core->io_, core->metrics_,
-                                                            [core] { return !core->stopping_; });
+                                                            [core] { return core->not_ready(); });
     const auto& host = o.admin_host.empty() ? o.host : o.admin_host;
     core->admin_port_ = core->admin_->listen(host, *o.admin_port);
     spdlog::info("admin (metrics, health) on {}:{}", host, core->admin_port_);

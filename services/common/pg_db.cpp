@@ -51,53 +51,122 @@ bool is_postgres_url(std::string_view where) {
   return where.rfind("postgres://", 0) == 0 || where.rfind("postgresql://", 0) == 0;
 }
 
-pg_db::pg_db(std::string url, std::string setup)
-    : url_(std::move(url)), setup_(std::move(setup)), set_up_(setup_.empty()) {}
+namespace {
 
-pg_db::~pg_db() {
-  if (conn_) PQfinish(conn_);
-}
-
-bool pg_db::try_connect() {
-  std::lock_guard lock(mutex_);
-  try {
-    ensure_connected();
-    return true;
-  } catch (const pg_error& e) {
-    if (!e.sqlstate().empty()) throw;
-    log_unavailable(e);
-    return false;
-  }
-}
-
-void pg_db::ensure_connected() {
-  if (!conn_ || PQstatus(conn_) != CONNECTION_OK) open();
-  if (!set_up_) {
-    exec_now(setup_);
-    set_up_ = true;
-  }
-}
-
-void pg_db::open() {
-  prepared_.clear();  // a new session has no prepared statements
-  if (conn_) {
-    PQreset(conn_);
-  } else {
-    // A server that does not answer costs 5 s, not the TCP timeout (the URL
-    // may set its own connect_timeout: it comes later and wins).
-    const char* keys[] = {"connect_timeout", "dbname", nullptr};
-    const char* values[] = {"5", url_.c_str(), nullptr};
-    conn_ = PQconnectdbParams(keys, values, 1);
-  }
-  if (PQstatus(conn_) != CONNECTION_OK) {
+// A new session, or why there is none (a pg_error).
+PGconn* open_session(const std::string& url) {
+  // A server that does not answer costs 5 s, not the TCP timeout (the URL
+  // may set its own connect_timeout: it comes later and wins).
+  const char* keys[] = {"connect_timeout", "dbname", nullptr};
+  const char* values[] = {"5", url.c_str(), nullptr};
+  PGconn* c = PQconnectdbParams(keys, values, 1);
+  if (PQstatus(c) != CONNECTION_OK) {
     // The URL may hold a password: the error names the server, not the URL.
-    throw pg_error("cannot connect to PostgreSQL: " + message(PQerrorMessage(conn_)), "");
+    pg_error e("cannot connect to PostgreSQL: " + message(PQerrorMessage(c)), "");
+    PQfinish(c);
+    throw e;
   }
   // The server's notices ("relation already exists, skipping") go to the
   // debug log, not to stderr.
   PQsetNoticeProcessor(
-      conn_, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", tern::clip(message(m))); },
+      c, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", tern::clip(message(m))); },
       nullptr);
+  return c;
+}
+
+// Runs statements without parameters; throws pg_error.
+void exec_on(PGconn* c, const std::string& text) {
+  result_ptr r(PQexec(c, text.c_str()));
+  auto status = PQresultStatus(r.get());
+  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    auto why = message(PQresultErrorMessage(r.get()));
+    pg_error e(why.empty() ? message(PQerrorMessage(c)) : why, state ? state : "");
+    // A BEGIN whose later statement failed leaves the transaction open.
+    if (PQtransactionStatus(c) == PQTRANS_INERROR) result_ptr(PQexec(c, "ROLLBACK"));
+    throw e;
+  }
+}
+
+}  // namespace
+
+pg_db::pg_db(std::string url, std::string setup, std::chrono::milliseconds wait)
+    : url_(std::move(url)),
+      setup_(std::move(setup)),
+      wait_(wait),
+      set_up_(setup_.empty()),
+      connector_([this](const std::stop_token& stop) { connect_loop(stop); }) {}
+
+pg_db::~pg_db() {
+  connector_.request_stop();
+  connector_.join();
+  if (conn_) PQfinish(conn_);
+}
+
+void pg_db::connect_loop(const std::stop_token& stop) {
+  auto backoff = std::chrono::milliseconds(100);
+  std::unique_lock lock(mutex_);
+  while (!stop.stop_requested()) {
+    if (state_ == state::connected) {
+      // Until a caller finds the session broken.
+      changed_.wait(lock, stop, [&] { return state_ != state::connected; });
+      backoff = std::chrono::milliseconds(100);
+      continue;
+    }
+    lock.unlock();
+    PGconn* made = nullptr;
+    std::optional<pg_error> failed;
+    try {
+      made = open_session(url_);
+      if (!set_up_) {
+        try {
+          exec_on(made, setup_);
+        } catch (...) {
+          PQfinish(made);
+          throw;
+        }
+        set_up_ = true;
+      }
+    } catch (const pg_error& e) {
+      made = nullptr;
+      failed = e;
+    }
+    lock.lock();
+    if (made) {
+      if (conn_) PQfinish(conn_);
+      conn_ = made;
+      prepared_.clear();  // a new session has no prepared statements
+      bool was_down = state_ == state::down;
+      state_ = state::connected;
+      up_ = true;
+      changed_.notify_all();
+      if (was_down) spdlog::info("connected to PostgreSQL");
+      continue;
+    }
+    // Calls fail at once from now on, and say why.
+    state_ = state::down;
+    up_ = false;
+    why_down_ = failed->what();
+    changed_.notify_all();
+    log_unavailable(*failed);
+    changed_.wait_for(lock, stop, backoff, [] { return false; });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+  }
+}
+
+void pg_db::await_session(std::unique_lock<std::mutex>& lock) {
+  if (state_ == state::connecting) {
+    changed_.wait_for(lock, wait_, [&] { return state_ != state::connecting; });
+  }
+  if (state_ == state::connected) return;
+  throw pg_error(state_ == state::down ? why_down_ : "cannot connect to PostgreSQL: no answer yet",
+                 "");
+}
+
+void pg_db::lost(std::unique_lock<std::mutex>&) {
+  state_ = state::connecting;
+  up_ = false;
+  changed_.notify_all();
 }
 
 PGresult* pg_db::run(const std::string& sql, const std::vector<const char*>& values) {
@@ -118,14 +187,17 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const auto& p : params) values.push_back(p.c_str());
+  std::unique_lock lock(mutex_);
   result_ptr r;
   for (int attempt = 0; attempt < 2; ++attempt) {
-    ensure_connected();
+    await_session(lock);
     r.reset(run(text, values));
-    // A connection the server dropped (a restart) is made again, and a
-    // read sent again, once; a write is not (it may have been committed).
-    bool read = text.compare(0, 6, "SELECT") == 0;
-    if (PQstatus(conn_) == CONNECTION_OK || attempt == 1 || !read) break;
+    if (PQstatus(conn_) == CONNECTION_OK) break;
+    // A session the server ended (a restart, an idle timeout) is made
+    // again, and a read sent again on it, once; a write is not (it may
+    // have been committed).
+    lost(lock);
+    if (attempt == 1 || text.compare(0, 6, "SELECT") != 0) break;
   }
   auto status = PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
@@ -153,20 +225,9 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
 }
 
 void pg_db::exec(std::string_view sql) {
-  ensure_connected();
-  exec_now(std::string(sql));
-}
-
-void pg_db::exec_now(const std::string& text) {
-  result_ptr r(PQexec(conn_, text.c_str()));
-  auto status = PQresultStatus(r.get());
-  if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
-    pg_error e(message(PQresultErrorMessage(r.get())), state ? state : "");
-    // A BEGIN whose later statement failed leaves the transaction open.
-    if (PQtransactionStatus(conn_) == PQTRANS_INERROR) result_ptr(PQexec(conn_, "ROLLBACK"));
-    throw e;
-  }
+  std::unique_lock lock(mutex_);
+  await_session(lock);
+  exec_on(conn_, std::string(sql));
 }
 
 }  // namespace tern::demo

@@ -3,12 +3,16 @@
 
 #include <tern/rpc_error.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -36,46 +40,66 @@ bool is_postgres_url(std::string_view where);
 /// One connection to a PostgreSQL server (a libpq connection string or URL:
 /// postgres://user:password@host:5432/db). Statements take text parameters
 /// ($1, $2, ...) and give rows of text (nullopt for NULL); each distinct
-/// statement text is prepared once per session. A connection found broken
-/// is made again once before a statement fails. The set-up SQL (the schema)
-/// runs once, on the first session that reaches the server: until then
-/// every statement fails as the server does, so a service can start, and
-/// answer 503, while its database is still down.
-/// Thread safety: callers serialize access with mutex() (the services
-/// reach it from the offload pool's threads).
+/// statement text is prepared once per session.
+///
+/// Connections are made by a thread of its own, never by a caller: a
+/// server that is slow to resolve or to answer (a container restarting)
+/// costs callers nothing but a prompt 503. Until a session is up, a call
+/// waits at most `wait` for the attempt under way and then fails as the
+/// server is unreachable; once an attempt has failed, calls fail at once
+/// while the thread tries again (backing off from 100 ms to 2 s). A session
+/// the server ends is made again the same way, and a read on it is sent
+/// again once. The set-up SQL (the schema) runs on the first session that
+/// reaches the server. connected() says whether a session is up, for
+/// readiness.
+/// Thread safety: every member may be called from any thread.
 class pg_db {
  public:
-  /// Connects on first use; `setup` (statements separated by ';') runs
-  /// before the first statement.
-  explicit pg_db(std::string url, std::string setup = {});
+  /// Starts connecting; `setup` (statements separated by ';') runs before
+  /// the first statement. `wait`: how long a call waits for an attempt
+  /// under way.
+  explicit pg_db(std::string url, std::string setup = {},
+                 std::chrono::milliseconds wait = std::chrono::milliseconds(1000));
+  /// Stops the connecting thread and joins it (an attempt under way ends
+  /// by its connect_timeout, 5 s unless the URL says otherwise).
   ~pg_db();
   pg_db(const pg_db&) = delete;
   pg_db& operator=(const pg_db&) = delete;
 
   using row = std::vector<std::optional<std::string>>;
-  /// One statement with parameters. Throws pg_error.
+  /// One statement with parameters. Throws pg_error (no SQLSTATE: the
+  /// server cannot be reached).
   std::vector<row> query(std::string_view sql, const std::vector<std::string>& params = {});
   /// Statements without parameters, separated by ';' (one transaction if
   /// they say BEGIN ... COMMIT). Throws pg_error.
   void exec(std::string_view sql);
-  /// Connects (and sets up) now if not yet done; false (and a log line) if
-  /// the server cannot be reached. Throws pg_error on other errors.
-  bool try_connect();
-  [[nodiscard]] std::mutex& mutex() noexcept { return mutex_; }
+  /// Whether a session is up (set up, and not found broken since). Never
+  /// waits for a statement under way.
+  [[nodiscard]] bool connected() const noexcept { return up_.load(std::memory_order_relaxed); }
 
  private:
-  void ensure_connected();
-  void open();
-  void exec_now(const std::string& sql);
+  enum class state { connecting, connected, down };
+  // Waits (the lock held) for a session, up to wait_ while an attempt is
+  // under way; throws pg_error when there is none.
+  void await_session(std::unique_lock<std::mutex>& lock);
+  // The session broke under a statement: hand it to the connecting thread.
+  void lost(std::unique_lock<std::mutex>& lock);
+  void connect_loop(const std::stop_token& stop);
   // Prepares `sql` in this session if it is new, then runs it.
   pg_result* run(const std::string& sql, const std::vector<const char*>& values);
   std::string url_;
   std::string setup_;
-  bool set_up_ = false;
+  std::chrono::milliseconds wait_;
+  bool set_up_ = false;  // the connecting thread's alone
+  mutable std::mutex mutex_;
+  std::condition_variable_any changed_;
+  state state_ = state::connecting;
+  std::atomic<bool> up_{false};  // state_ == connected, read without the lock
+  std::string why_down_;
   pg_conn* conn_ = nullptr;
   // Statement text -> its prepared statement's name, for this session.
   std::unordered_map<std::string, std::string> prepared_;
-  std::mutex mutex_;
+  std::jthread connector_;  // last: started once the rest is made
 };
 
 /// Logs why the database cannot be reached (at most a line a second).

@@ -70,8 +70,8 @@ class sqlite_products final : public products_repository::backend {
 // seeded once, under an advisory lock).
 class pg_products final : public products_repository::backend {
  public:
-  // Made now if the server answers, else before the first call (each one a
-  // 503 "database unavailable" until then): the service starts either way.
+  // Connects in the background (pg_db): the service starts either way, each
+  // call a 503 "database unavailable" and the service not ready until then.
   explicit pg_products(const std::string& url)
       : db_(url,
             "BEGIN;"
@@ -85,9 +85,7 @@ class pg_products final : public products_repository::backend {
             "  ('Bombe', 1939.5),"
             "  ('UNIVAC I', 1951.25)) AS seed (name, price)"
             "  WHERE NOT EXISTS (SELECT 1 FROM products);"
-            "COMMIT") {
-    db_.try_connect();
-  }
+            "COMMIT") {}
 
   std::vector<product> list(const page& p) override {
     auto rows = query("SELECT id, name, price FROM products ORDER BY id LIMIT $1 OFFSET $2",
@@ -118,10 +116,11 @@ class pg_products final : public products_repository::backend {
     }
   }
 
+  bool ready() override { return db_.connected(); }
+
  private:
   static product read(pg_db::row& r) { return {pg_int(r[0]), pg_text(r[1]), pg_real(r[2])}; }
   std::vector<pg_db::row> query(std::string_view sql, const std::vector<std::string>& params) {
-    std::lock_guard lock(db_.mutex());
     return pg_guard([&] { return db_.query(sql, params); });
   }
   pg_db db_;
@@ -142,6 +141,10 @@ std::vector<product> products_repository::list(const page& p) {
 
 std::optional<product> products_repository::find(std::int64_t id) {
   return backend_->find(id);
+}
+
+bool products_repository::ready() {
+  return backend_->ready();
 }
 
 product products_repository::create(const new_product& p) {

@@ -48,8 +48,13 @@ class products_repository {
   /// Throws rpc_error 409 when the name is taken.
   product create(const new_product& p);
 
+  /// Whether calls can be served now (false while PostgreSQL cannot be
+  /// reached): what the service's readiness reports.
+  bool ready();
+
   struct backend {
     virtual ~backend() = default;
+    virtual bool ready() { return true; }
     virtual std::vector<product> list(const page& p) = 0;
     virtual std::optional<product> find(std::int64_t id) = 0;
     virtual product create(const new_product& n) = 0;

@@ -9,6 +9,8 @@ int main(int argc, char** argv) try {
   tern::demo::users_repository repo(args["store"]);
   auto options = tern::cli::service_options(args);
   tern::microservice app(options);
+  // Not ready while its database cannot be reached.
+  app.ready_when([&repo] { return repo.ready(); });
   // user_created goes back to this service's own event handler, on the
   // wire its port speaks.
   auto wildcard = args["host"] == "0.0.0.0" || args["host"] == "::";

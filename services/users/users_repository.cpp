@@ -69,8 +69,8 @@ class sqlite_users final : public users_repository::backend {
 // start at once create and seed it once (under an advisory lock).
 class pg_users final : public users_repository::backend {
  public:
-  // Made now if the server answers, else before the first call (each one a
-  // 503 "database unavailable" until then): the service starts either way.
+  // Connects in the background (pg_db): the service starts either way, each
+  // call a 503 "database unavailable" and the service not ready until then.
   explicit pg_users(const std::string& url)
       : db_(url,
             "BEGIN;"
@@ -84,9 +84,7 @@ class pg_users final : public users_repository::backend {
             "  ('Alan Turing', 'alan@example.com'),"
             "  ('Grace Hopper', 'grace@example.com')) AS seed (name, email)"
             "  WHERE NOT EXISTS (SELECT 1 FROM users);"
-            "COMMIT") {
-    db_.try_connect();
-  }
+            "COMMIT") {}
 
   std::vector<user> list(const page& p) override {
     auto rows = query("SELECT id, name, email FROM users ORDER BY id LIMIT $1 OFFSET $2",
@@ -114,10 +112,11 @@ class pg_users final : public users_repository::backend {
     }
   }
 
+  bool ready() override { return db_.connected(); }
+
  private:
   static user read(pg_db::row& r) { return {pg_int(r[0]), pg_text(r[1]), pg_text(r[2])}; }
   std::vector<pg_db::row> query(std::string_view sql, const std::vector<std::string>& params) {
-    std::lock_guard lock(db_.mutex());
     return pg_guard([&] { return db_.query(sql, params); });
   }
   pg_db db_;
@@ -137,6 +136,10 @@ std::vector<user> users_repository::list(const page& p) {
 
 std::optional<user> users_repository::find(std::int64_t id) {
   return backend_->find(id);
+}
+
+bool users_repository::ready() {
+  return backend_->ready();
 }
 
 user users_repository::create(const new_user& u) {

@@ -55,8 +55,13 @@ class users_repository {
   /// Throws rpc_error 409 when the email is taken.
   user create(const new_user& u);
 
+  /// Whether calls can be served now (false while PostgreSQL cannot be
+  /// reached): what the service's readiness reports.
+  bool ready();
+
   struct backend {
     virtual ~backend() = default;
+    virtual bool ready() { return true; }
     virtual std::vector<user> list(const page& p) = 0;
     virtual std::optional<user> find(std::int64_t id) = 0;
     virtual user create(const new_user& n) = 0;

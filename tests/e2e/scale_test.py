@@ -255,12 +255,19 @@ class DatabaseLateTest(unittest.TestCase):
         stack = None
         try:
             late = url.replace(host_port, f"127.0.0.1:{forwarder.port}") + "?connect_timeout=2"
-            stack = Stack(database=late)  # waits for every process to be ready
+            stack = Stack(database=late)  # waits for every process to listen
             port = stack.ports["gateway"]
+            # Not ready while the database cannot be reached, and each call a 503 at once.
+            for name in ("users", "products"):
+                self.assertEqual(call(stack.admin[name], "GET", "/health/ready"),
+                                 (503, {"status": "not ready"}))
             status, body = call(port, "GET", "/api-gateway/users/1")
             self.assertEqual((status, body.get("message")), (503, "database unavailable"), body)
             forwarder.start()
-            # The next call connects, makes the tables, seeds them, and reads.
+            # Each service connects on its own, makes the tables, seeds them, and is ready.
+            for name in ("users", "products"):
+                until(lambda: call(stack.admin[name], "GET", "/health/ready")[0] == 200,
+                      what=f"{name} ready")
             status, user = call(port, "GET", "/api-gateway/users/1")
             self.assertEqual((status, user.get("name")), (200, "Ada Lovelace"), user)
             status, product = call(port, "GET", "/api-gateway/products/1")

@@ -140,6 +140,30 @@ TEST_CASE("a draining service is not ready while its requests finish") {
   });
 }
 
+TEST_CASE("ready_when holds readiness back while its check fails, health pattern included") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    bool up = false;  // what a database's session would say
+    tern::test::served_test_service s(
+        io, [&](tern::microservice& app) { app.ready_when([&] { return up; }); });
+    auto before = co_await get(io, s.app.admin_port(), "/health/ready");
+    CHECK((before.status == 503 && before.body == R"({"status":"not ready"})"));
+    CHECK((co_await get(io, s.app.admin_port(), "/health/live")).status == 200);
+    try {
+      co_await s.client->send<std::map<std::string, std::string>>(tern::health_pattern);
+      FAIL("the health pattern answered ok while not ready");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.status() == 503);
+      CHECK(std::string(e.what()) == "not ready");
+    }
+    CHECK(co_await s.client->send<int>({{"cmd", "sleep"}}, 1) == 1);  // calls still served
+    up = true;
+    auto after = co_await get(io, s.app.admin_port(), "/health/ready");
+    CHECK((after.status == 200 && after.body == R"({"status":"ok"})"));
+    auto health = co_await s.client->send<std::map<std::string, std::string>>(tern::health_pattern);
+    CHECK(health.at("status") == "ok");
+  });
+}
+
 TEST_CASE("a service destroyed while its admin port holds a keep-alive connection") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     asio::ip::tcp::socket s(io);

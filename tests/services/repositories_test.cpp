@@ -5,6 +5,12 @@
 
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -135,6 +141,51 @@ TEST_CASE("postgres: a server that cannot be reached is a 503 for each call, not
     CHECK(status_of([&] { users.create({"Late", "late@example.org"}); }) == 503);
     CHECK(status_of([&] { products.find(1); }) == 503);
   }
+}
+
+TEST_CASE("postgres: a server that takes connections but never answers costs a call its wait") {
+  // A listening socket nobody accepts on: the kernel completes the TCP
+  // handshake, and libpq waits for a greeting that never comes (as with a
+  // name that is slow to resolve, or a server still starting).
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  REQUIRE(::listen(fd, 8) == 0);
+  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+  auto url =
+      "postgres://tern@127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/tern?connect_timeout=2";
+  {
+    pg_db db(url, {}, std::chrono::milliseconds(100));
+    CHECK_FALSE(db.connected());
+    for (int i = 0; i < 3; ++i) {
+      auto started = std::chrono::steady_clock::now();
+      try {
+        db.query("SELECT 1");
+        FAIL("a query ran without a server");
+      } catch (const pg_error& e) {
+        CHECK(e.sqlstate().empty());  // unreachable: a 503 for the caller
+      }
+      // Each call waits for the attempt under way at most its 100 ms, not
+      // the 2 s connect_timeout.
+      CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(1000));
+    }
+    CHECK_FALSE(db.connected());
+  }  // joins the connecting thread (its attempt ends by connect_timeout)
+  ::close(fd);
+}
+
+TEST_CASE("postgres: connected() reports the session, for readiness") {
+  auto url = fresh_postgres();
+  pg_db db(url);
+  CHECK(pg_int(db.query("SELECT 41 + 1").at(0).at(0)) == 42);
+  CHECK(db.connected());
+  pg_db down("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
+  CHECK(status_of([&] { pg_guard([&] { return down.query("SELECT 1"); }); }) == 503);
+  CHECK_FALSE(down.connected());
 }
 
 TEST_CASE("users: create_user's data is checked, naming the field") {

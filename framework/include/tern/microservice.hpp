@@ -138,6 +138,11 @@ class microservice {
   /// The service's metrics, for a service's own families (register them
   /// before start()).
   [[nodiscard]] metrics_registry& metrics() noexcept;
+  /// A condition readiness also waits on (a database connected): while
+  /// `check` returns false, health_pattern and /health/ready answer 503
+  /// "not ready", as they do once the service drains. Called on the loop at
+  /// each probe: it must be cheap and never block. Set before start().
+  microservice& ready_when(std::function<bool()> check);
 
  private:
   void add_message_handler(const pattern& p, std::unique_ptr<detail::message_handler> h);
