@@ -264,6 +264,89 @@ http {{ access_log off; server {{ listen 127.0.0.1:25000;
         shutil.rmtree(data, ignore_errors=True)
 
 
+def fetch_raw(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return r.read()
+
+
+PROXY_CASES = ("tern gateway", "nginx", "HAProxy")
+
+
+def proxy_bench(args):
+    """The gateway's own cost as a reverse proxy: tern's gateway in front of
+    bench/memory_users (the users list from memory, on tern's wire), beside
+    nginx and HAProxy (one worker, one thread each, no access log) in front
+    of an nginx that answers the same bytes from memory. CPU per request is
+    the proxy's alone, not its upstream's."""
+    data = tempfile.mkdtemp(prefix="tern-proxy-")
+    systems, upstreams = {}, []
+    try:
+        upstreams.append(System("memory_users", [[f"{REL}/bench/memory_users", "--port", "28001"]], [28001]))
+        cfg = {"upstreams": {"users": {"host": "127.0.0.1", "port": 28001, "timeout_ms": 3000}},
+               "routes": [{"method": "GET", "path": "/api-gateway/users", "service": "users",
+                           "pattern": {"cmd": "get_users"}, "data": "query"}]}
+        with open(os.path.join(data, "proxy.json"), "w") as f:
+            json.dump(cfg, f)
+        systems["tern gateway"] = System("tern gateway", [
+            [f"{REL}/gateway/gateway", "--port", "28000", "--admin-port", "28009", "--config",
+             os.path.join(data, "proxy.json"), "--log-level", "warn"]], [28000, 28009])
+        FACTS["proxy_gateway_threads"] = gateway_workers(28009)
+        body = fetch_raw("http://127.0.0.1:28000/api-gateway/users").decode()
+        if any(c in body for c in "'\\$"):
+            raise RuntimeError(f"the users list needs quoting in nginx's config: {body}")
+        with open(os.path.join(data, "upstream.conf"), "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {data}/upstream.pid; error_log {data}/upstream.log warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off; server {{ listen 127.0.0.1:28100;
+  location = /api-gateway/users {{ default_type application/json; return 200 '{body}'; }} }} }}
+""")
+        upstreams.append(System("upstream nginx", [["nginx", "-c", f"{data}/upstream.conf", "-p", data]], [28100]))
+        with open(os.path.join(data, "proxy.conf"), "w") as f:
+            f.write(f"""worker_processes 1; daemon off; pid {data}/proxy.pid; error_log {data}/proxy.log warn;
+events {{ worker_connections 1024; }}
+http {{ access_log off; upstream users {{ server 127.0.0.1:28100; keepalive 64; }}
+  server {{ listen 127.0.0.1:28200; location / {{ proxy_pass http://users;
+    proxy_http_version 1.1; proxy_set_header Connection ""; }} }} }}
+""")
+        systems["nginx"] = System("nginx", [["nginx", "-c", f"{data}/proxy.conf", "-p", data]], [28200])
+        with open(os.path.join(data, "haproxy.cfg"), "w") as f:
+            f.write("""global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+frontend api
+  bind 127.0.0.1:28300
+  default_backend users
+backend users
+  http-reuse always
+  server users 127.0.0.1:28100
+""")
+        systems["HAProxy"] = System("HAProxy", [["haproxy", "-db", "-f", f"{data}/haproxy.cfg"]], [28300])
+        ports = {"tern gateway": 28000, "nginx": 28200, "HAProxy": 28300}
+        for name, port in ports.items():  # the same bytes through each, or it means nothing
+            got = fetch_raw(f"http://127.0.0.1:{port}/api-gateway/users").decode()
+            if got != body:
+                raise RuntimeError(f"{name} answers differently from tern's gateway:\n{got}\n{body}")
+            wrk(f"http://127.0.0.1:{port}/api-gateway/users", 3)  # warm-up
+        runs = {n: [] for n in PROXY_CASES}
+        for rnd in range(args.rounds):
+            for name in PROXY_CASES:
+                url = f"http://127.0.0.1:{ports[name]}/api-gateway/users"
+                res = measure(systems[name], lambda: wrk(url, args.seconds))
+                runs[name].append(res)
+                print(f"  round {rnd + 1} {name} as a proxy: {res['rps']:.0f} req/s p99 {res['p99']:.2f} ms "
+                      f"proxy cpu {res['cpu_us']:.1f} us/req errors {res['errors']}", flush=True)
+        rss = {n: sum(m for _, m in systems[n].rss()) for n in PROXY_CASES}
+        return {k: summarize(v) for k, v in runs.items()}, rss
+    finally:
+        for s in list(systems.values()) + upstreams:
+            s.stop()
+        shutil.rmtree(data, ignore_errors=True)
+
+
 def rpc_bench(args):
     shapes = [(1, 1), (1, 16), (1, 64), (50, 1)]
     tern = System("tern-rpc", [[f"{REL}/bench/rpc_bench", "--serve", "--port", "26000"]], [26000])
@@ -322,7 +405,8 @@ def versions():
             f"{platform.platform()}",
             f"g++: {first(['g++', '--version'])}", f"node: {first(['node', '--version'])}",
             "NestJS: @nestjs/core 12.5.1, @nestjs/microservices 12.1.1 (bench/nestjs-reference)",
-            f"nginx: {first(['nginx', '-v'])}", f"redis: {first(['redis-server', '--version'])}",
+            f"nginx: {first(['nginx', '-v'])}", f"HAProxy: {first(['haproxy', '-v'])}",
+            f"redis: {first(['redis-server', '--version'])}",
             f"wrk: {first(['wrk', '--version'])}"]
 
 
@@ -330,7 +414,24 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}×" if b else "–"
 
 
-def render(http, http_rss, rpc, rpc_rss, shapes, args):
+def render_proxy(proxy, proxy_rss):
+    lines = ["### The gateway as a reverse proxy (wrk -t1 -c64 --latency, `/api-gateway/users`)", "",
+             "Each proxy in front of an upstream that answers the users list from memory: tern's gateway "
+             f"({FACTS.get('proxy_gateway_threads', '?')} event-loop thread(s), default policies: request id, "
+             "trace context, metrics; no access log) in front of `bench/memory_users` on tern's wire; "
+             "nginx (`worker_processes 1`, `proxy_pass` with upstream keepalive) and HAProxy (`nbthread 1`, "
+             "`http-reuse always`) in front of an nginx that returns the same bytes. "
+             "CPU per request is the proxy's own, not its upstream's.", "",
+             "| proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | × nginx CPU | peak RSS MiB | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    ngp = proxy["nginx"]["cpu_us"]
+    for name in PROXY_CASES:
+        s = proxy[name]
+        lines.append(f"| {name} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['cpu_us']:.1f} | "
+                     f"{s['cpu_us'] / ngp:.2f}× | {proxy_rss[name]:.1f} | {s['errors']} |")
+    return lines + ["", "![Proxy CPU per request](img/bench-proxy.png)", ""]
+
+def render(http, http_rss, proxy, proxy_rss, rpc, rpc_rss, shapes, args):
     lines = [f"Run {datetime.date.today().isoformat()} by `scripts/bench` "
              f"({args.rounds} interleaved rounds, {args.seconds} s per HTTP run, {args.rpc_seconds} s per RPC run; "
              "medians).", "", "Machine and versions:", ""]
@@ -360,6 +461,7 @@ def render(http, http_rss, rpc, rpc_rss, shapes, args):
               "Peak RSS after the runs (VmHWM): " + "; ".join(
                   f"{sys_}: " + ", ".join(f"{p} {m:.1f} MiB" for p, m in procs) for sys_, procs in http_rss.items()) + ".",
               "", "![HTTP requests per second](img/bench-http.png)", "",
+              ] + render_proxy(proxy, proxy_rss) + [
               "### RPC round trips (1 process each side; tern: rpc_bench `ping`, redis: redis-benchmark PING)", "",
               "| connections × in flight | tern rt/s | redis rt/s | tern / redis | tern p50 ms | redis p50 ms | tern server CPU µs | redis server CPU µs |",
               "|---|---|---|---|---|---|---|---|"]
@@ -375,13 +477,16 @@ def render(http, http_rss, rpc, rpc_rss, shapes, args):
     return "\n".join(lines)
 
 
-def charts(http, rpc, shapes):
+def charts(http, proxy, rpc, shapes):
     img = os.path.join(ROOT, "docs", "img")
     os.makedirs(img, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         with open(f"{d}/http.dat", "w") as f:
             for (name, route), s in http.items():
                 f.write(f'"{name}\\n{route.replace("/api-gateway/", "")}" {s["rps"]:.0f}\n')
+        with open(f"{d}/proxy.dat", "w") as f:
+            for name in PROXY_CASES:
+                f.write(f'"{name}" {proxy[name]["cpu_us"]:.2f}\n')
         with open(f"{d}/rpc.dat", "w") as f:
             for c, m in shapes:
                 f.write(f'"{c}x{m}" {rpc[("tern", c, m)]["rps"]:.0f} {rpc[("redis", c, m)]["rps"]:.0f}\n')
@@ -394,6 +499,13 @@ set logscale y
 set output "{img}/bench-http.png"
 set title "HTTP requests/s (wrk -t1 -c64), log scale"
 plot "{d}/http.dat" using 2:xtic(1) with boxes notitle
+set output "{img}/bench-proxy.png"
+set title "Proxy CPU per proxied request, microseconds (lower is better)"
+unset logscale y
+set yrange [0:*]
+plot "{d}/proxy.dat" using 2:xtic(1) with boxes notitle
+set logscale y
+set yrange [*:*]
 set output "{img}/bench-rpc.png"
 set title "RPC round trips/s (connections x in flight), log scale"
 set style data histograms
@@ -409,16 +521,25 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rpc-seconds", type=int, default=5)
     ap.add_argument("--write", action="store_true", help="update docs/benchmarks.md and docs/img/")
+    ap.add_argument("--only", choices=["proxy"], help="run one part and print its table (no --write)")
     args = ap.parse_args()
+    if args.only == "proxy":
+        if args.write:
+            ap.error("--only prints; it does not write the docs")
+        proxy, proxy_rss = proxy_bench(args)
+        print("\n".join(render_proxy(proxy, proxy_rss)))
+        return 0
     print("HTTP:", flush=True)
     http, http_rss = http_bench(args)
+    print("Proxies:", flush=True)
+    proxy, proxy_rss = proxy_bench(args)
     print("RPC:", flush=True)
     rpc, rpc_rss, shapes = rpc_bench(args)
-    text = render(http, http_rss, rpc, rpc_rss, shapes, args)
+    text = render(http, http_rss, proxy, proxy_rss, rpc, rpc_rss, shapes, args)
     print()
     print(text)
     if args.write:
-        charts(http, rpc, shapes)
+        charts(http, proxy, rpc, shapes)
         path = os.path.join(ROOT, "docs", "benchmarks.md")
         doc = open(path).read()
         begin, end = "<!-- scripts/bench:begin -->", "<!-- scripts/bench:end -->"
