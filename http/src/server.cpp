@@ -3,6 +3,7 @@
 #include "tern/transport/log_limit.hpp"
 #include "tern/transport/server.hpp"
 #include "tern/transport/task_group.hpp"
+#include "tern/transport/unique_function.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
@@ -19,6 +20,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <optional>
 #include <unordered_set>
 
 namespace tern::http {
@@ -99,7 +101,8 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   asio::awaitable<void> sweep_loop(std::shared_ptr<impl> keep);
   asio::awaitable<void> session(std::shared_ptr<impl> keep, asio::ip::tcp::socket socket,
                                 std::shared_ptr<client_watch> watch, connection_slot slot);
-  static void watch_client(const std::shared_ptr<client_watch>& w);
+  // Starts the session's wait for bytes unless one is pending.
+  static void wait_readable(const std::shared_ptr<client_watch>& w);
   // Files `s` under the idle list its state calls for (none while it is
   // reading a request, handling, writing or closing). Called before each of
   // the session's waits: reclaim() runs only while sessions wait.
@@ -149,35 +152,64 @@ struct server::impl::session_info {
   [[nodiscard]] bool idle() const { return !busy && !writing && !in_message && !lingering; }
 };
 
-// Notices a client that leaves while its request is being handled: the
-// session's signal (its coroutine is bound to it) then cancels what the
-// handler awaits. `info` is set while a handler runs.
+// The session's one wait for bytes, which serves two ends. While a handler
+// runs (`info` set), it notices a client that leaves: the session's signal
+// (its coroutine is bound to it) then cancels what the handler awaits.
+// Between requests, it is what the session awaits. One wait does both, kept
+// pending from a handler's start to the next request: Asio starts every
+// wait with an EPOLL_CTL_MOD, and one per request is all this costs.
 struct server::impl::client_watch {
   transport::task_group::task_ref session;  // the session's task
-  session_info* info = nullptr;
+  asio::ip::tcp::socket* socket = nullptr;
+  session_info* info = nullptr;  // while a handler runs
   request* req = nullptr;
+  bool waiting = false;  // a wait is pending on the socket
+  // How the wait ended, when it did with the session not parked on it.
+  std::optional<std::error_code> ended;
+  // The session parked on the wait (between requests).
+  transport::unique_function<void(std::error_code)> resume;
+
+  // The wait ended: to the parked session, or kept for it.
+  void finish(std::error_code ec) {
+    if (resume) {
+      auto r = std::move(resume);  // leaves it empty
+      r(ec);
+    } else {
+      ended = ec;
+    }
+  }
 };
 
-void server::impl::watch_client(const std::shared_ptr<client_watch>& w) {
-  w->info->socket->async_wait(asio::socket_base::wait_read, [w](std::error_code ec) {
-    if (ec || !w->info) return;  // the handler finished first
+void server::impl::wait_readable(const std::shared_ptr<client_watch>& w) {
+  if (w->waiting || w->ended) return;
+  w->waiting = true;
+  w->socket->async_wait(asio::socket_base::wait_read, [w](std::error_code ec) {
+    w->waiting = false;
+    if (ec || !w->info) {  // cancelled or closed, or between requests
+      w->finish(ec);
+      return;
+    }
     // Readable while its request is in hand: more requests (pipelining:
     // it is there), or the end of its stream (gone).
     char byte;
-    auto n = ::recv(w->info->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    // A pipelined request: the client is there, and the watch ends (Asio
+    auto n = ::recv(w->socket->native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    // A pipelined request: the client is there, and the wait is done (Asio
     // starts a wait with EPOLL_CTL_MOD, which reports bytes already there,
     // so waiting again would wake at once, over and over, while the handler
     // runs). A client that leaves after it is noticed when it is answered.
-    if (n > 0) return;
+    if (n > 0) {
+      w->finish(ec);
+      return;
+    }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-      watch_client(w);  // a spurious wake
+      wait_readable(w);  // a spurious wake
       return;
     }
     spdlog::debug("[{}] the client left before its response: its calls are cancelled",
                   transport::to_string(*w->info->peer));
     w->req->client_gone = true;
     w->info = nullptr;
+    w->finish(asio::error::eof);
     w->session.cancel();
   });
 }
@@ -490,6 +522,7 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
   if (!ec) req.peer = transport::to_ip_endpoint(remote);
   request_parser parser(limits_);
   session_info info{this, &socket, &req.peer, std::move(slot)};
+  watch->socket = &socket;
   info.since = clock_type::now();
   --starting_;
   sessions_.insert(&info);
@@ -540,10 +573,31 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
       // Idle (connected, or between requests): wait for bytes with no read
       // pending and no buffer held, listed for reclaim() meanwhile, which
       // leaves a session alone once bytes have come for it (available()).
-      // Asio starts the wait with EPOLL_CTL_MOD, which reports bytes
-      // already there (pipelined) at once.
+      // The wait may be the one the last handler started (client_watch).
       track(info);
-      std::tie(rec) = co_await socket.async_wait(asio::socket_base::wait_read, nothrow);
+      if (watch->ended) {
+        rec = *watch->ended;
+        watch->ended.reset();
+      } else {
+        wait_readable(watch);
+        std::tie(rec) = co_await asio::async_initiate<decltype(nothrow), void(std::error_code)>(
+            [&](auto handler) {
+              // A cancelled session stops waiting: the wait ends aborted.
+              auto slot = asio::get_associated_cancellation_slot(handler);
+              if (slot.is_connected()) {
+                slot.assign([s = &socket](asio::cancellation_type) {
+                  std::error_code cec;
+                  s->cancel(cec);
+                });
+              }
+              watch->resume = [h = std::move(handler)](std::error_code wec) mutable {
+                auto slot = asio::get_associated_cancellation_slot(h);
+                if (slot.is_connected()) slot.clear();
+                std::move(h)(wec);
+              };
+            },
+            nothrow);
+      }
       if (!rec) n = socket.read_some(read_into(), rec);
       if (rec == asio::error::would_block) continue;  // woken with nothing to read
       info.fresh = false;
@@ -591,7 +645,7 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
       bool failed = false;
       watch->info = &info;
       watch->req = &req;
-      watch_client(watch);
+      wait_readable(watch);
       try {
         r = co_await handler_(req);
       } catch (const std::exception& e) {
@@ -601,10 +655,8 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
         }
         failed = true;
       }
-      if (watch->info) {  // still watching: the client is there (or unknown)
-        watch->info = nullptr;
-        socket.cancel(ec);  // the watch's wait, the only operation pending
-      }
+      // The wait, if still pending, goes on: it is the next request's.
+      watch->info = nullptr;
       watch->req = nullptr;
       if (req.client_gone ||
           !running_) {  // nobody to answer, or stopped; the session is cancelled too
