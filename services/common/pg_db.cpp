@@ -2,6 +2,7 @@
 
 #include <tern/log_limit.hpp>
 
+#include <dlfcn.h>
 #include <libpq-fe.h>
 #include <spdlog/spdlog.h>
 
@@ -13,8 +14,61 @@ namespace tern::demo {
 
 namespace {
 
+// libpq, opened when a service first uses PostgreSQL rather than linked:
+// linked, it maps its TLS, LDAP and Kerberos libraries into every service,
+// SQLite ones too, about 4 MiB of each one's resident memory
+// (docs/benchmarks.md, "Resident memory").
+#define TERN_LIBPQ(X)     \
+  X(PQclear)              \
+  X(PQconnectdbParams)    \
+  X(PQerrorMessage)       \
+  X(PQexec)               \
+  X(PQexecPrepared)       \
+  X(PQfinish)             \
+  X(PQgetisnull)          \
+  X(PQgetlength)          \
+  X(PQgetvalue)           \
+  X(PQnfields)            \
+  X(PQntuples)            \
+  X(PQprepare)            \
+  X(PQresultErrorField)   \
+  X(PQresultErrorMessage) \
+  X(PQresultStatus)       \
+  X(PQsetNoticeProcessor) \
+  X(PQstatus)             \
+  X(PQtransactionStatus)
+
+struct libpq_api {
+#define TERN_LIBPQ_MEMBER(f) decltype(&::f) f = nullptr;
+  TERN_LIBPQ(TERN_LIBPQ_MEMBER)
+#undef TERN_LIBPQ_MEMBER
+};
+
+// Throws std::runtime_error, saying what to install, when libpq cannot be
+// opened (a failed attempt is tried again on the next call).
+const libpq_api& pq() {
+  static const libpq_api api = [] {
+    void* lib = ::dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      throw std::runtime_error(std::string("PostgreSQL needs libpq (Debian's libpq5): ") +
+                               ::dlerror());
+    }
+    libpq_api a;
+    auto find = [lib](auto& f, const char* name) {
+      f = reinterpret_cast<std::remove_reference_t<decltype(f)>>(::dlsym(lib, name));
+      if (!f) throw std::runtime_error(std::string("libpq.so.5 has no ") + name);
+    };
+#define TERN_LIBPQ_FIND(f) find(a.f, #f);
+    TERN_LIBPQ(TERN_LIBPQ_FIND)
+#undef TERN_LIBPQ_FIND
+    return a;  // the library stays open for the process's life
+  }();
+  return api;
+}
+#undef TERN_LIBPQ
+
 struct result_deleter {
-  void operator()(PGresult* r) const noexcept { PQclear(r); }
+  void operator()(PGresult* r) const noexcept { pq().PQclear(r); }
 };
 using result_ptr = std::unique_ptr<PGresult, result_deleter>;
 
@@ -59,16 +113,16 @@ PGconn* open_session(const std::string& url) {
   // may set its own connect_timeout: it comes later and wins).
   const char* keys[] = {"connect_timeout", "dbname", nullptr};
   const char* values[] = {"5", url.c_str(), nullptr};
-  PGconn* c = PQconnectdbParams(keys, values, 1);
-  if (PQstatus(c) != CONNECTION_OK) {
+  PGconn* c = pq().PQconnectdbParams(keys, values, 1);
+  if (pq().PQstatus(c) != CONNECTION_OK) {
     // The URL may hold a password: the error names the server, not the URL.
-    pg_error e("cannot connect to PostgreSQL: " + message(PQerrorMessage(c)), "");
-    PQfinish(c);
+    pg_error e("cannot connect to PostgreSQL: " + message(pq().PQerrorMessage(c)), "");
+    pq().PQfinish(c);
     throw e;
   }
   // The server's notices ("relation already exists, skipping") go to the
   // debug log, not to stderr.
-  PQsetNoticeProcessor(
+  pq().PQsetNoticeProcessor(
       c, [](void*, const char* m) { spdlog::debug("PostgreSQL: {}", tern::clip(message(m))); },
       nullptr);
   return c;
@@ -76,14 +130,14 @@ PGconn* open_session(const std::string& url) {
 
 // Runs statements without parameters; throws pg_error.
 void exec_on(PGconn* c, const std::string& text) {
-  result_ptr r(PQexec(c, text.c_str()));
-  auto status = PQresultStatus(r.get());
+  result_ptr r(pq().PQexec(c, text.c_str()));
+  auto status = pq().PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
-    auto why = message(PQresultErrorMessage(r.get()));
-    pg_error e(why.empty() ? message(PQerrorMessage(c)) : why, state ? state : "");
+    const char* state = pq().PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    auto why = message(pq().PQresultErrorMessage(r.get()));
+    pg_error e(why.empty() ? message(pq().PQerrorMessage(c)) : why, state ? state : "");
     // A BEGIN whose later statement failed leaves the transaction open.
-    if (PQtransactionStatus(c) == PQTRANS_INERROR) result_ptr(PQexec(c, "ROLLBACK"));
+    if (pq().PQtransactionStatus(c) == PQTRANS_INERROR) result_ptr(pq().PQexec(c, "ROLLBACK"));
     throw e;
   }
 }
@@ -91,7 +145,7 @@ void exec_on(PGconn* c, const std::string& text) {
 }  // namespace
 
 pg_db::pg_db(std::string url, std::string setup, std::chrono::milliseconds wait)
-    : url_(std::move(url)),
+    : url_((pq(), std::move(url))),  // libpq opened, or why not, before the thread starts
       setup_(std::move(setup)),
       wait_(wait),
       set_up_(setup_.empty()),
@@ -100,7 +154,7 @@ pg_db::pg_db(std::string url, std::string setup, std::chrono::milliseconds wait)
 pg_db::~pg_db() {
   connector_.request_stop();
   connector_.join();
-  if (conn_) PQfinish(conn_);
+  if (conn_) pq().PQfinish(conn_);
 }
 
 void pg_db::connect_loop(const std::stop_token& stop) {
@@ -122,7 +176,7 @@ void pg_db::connect_loop(const std::stop_token& stop) {
         try {
           exec_on(made, setup_);
         } catch (...) {
-          PQfinish(made);
+          pq().PQfinish(made);
           throw;
         }
         set_up_ = true;
@@ -133,7 +187,7 @@ void pg_db::connect_loop(const std::stop_token& stop) {
     }
     lock.lock();
     if (made) {
-      if (conn_) PQfinish(conn_);
+      if (conn_) pq().PQfinish(conn_);
       conn_ = made;
       prepared_.clear();  // a new session has no prepared statements
       bool was_down = state_ == state::down;
@@ -175,11 +229,11 @@ PGresult* pg_db::run(const std::string& sql, const std::vector<const char*>& val
   if (it == prepared_.end()) {
     // Parsed and planned once per session, not once per call.
     std::string name = "tern_" + std::to_string(prepared_.size() + 1);
-    result_ptr made(PQprepare(conn_, name.c_str(), sql.c_str(), n, nullptr));
-    if (PQresultStatus(made.get()) != PGRES_COMMAND_OK) return made.release();
+    result_ptr made(pq().PQprepare(conn_, name.c_str(), sql.c_str(), n, nullptr));
+    if (pq().PQresultStatus(made.get()) != PGRES_COMMAND_OK) return made.release();
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  return PQexecPrepared(conn_, it->second.c_str(), n, values.data(), nullptr, nullptr, 0);
+  return pq().PQexecPrepared(conn_, it->second.c_str(), n, values.data(), nullptr, nullptr, 0);
 }
 
 std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std::string>& params) {
@@ -192,32 +246,32 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
   for (int attempt = 0; attempt < 2; ++attempt) {
     await_session(lock);
     r.reset(run(text, values));
-    if (PQstatus(conn_) == CONNECTION_OK) break;
+    if (pq().PQstatus(conn_) == CONNECTION_OK) break;
     // A session the server ended (a restart, an idle timeout) is made
     // again, and a read sent again on it, once; a write is not (it may
     // have been committed).
     lost(lock);
     if (attempt == 1 || text.compare(0, 6, "SELECT") != 0) break;
   }
-  auto status = PQresultStatus(r.get());
+  auto status = pq().PQresultStatus(r.get());
   if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-    const char* state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
+    const char* state = pq().PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
     // No result at all (out of memory, a lost connection): the connection says why.
-    auto why = message(PQresultErrorMessage(r.get()));
-    throw pg_error(why.empty() ? message(PQerrorMessage(conn_)) : why, state ? state : "");
+    auto why = message(pq().PQresultErrorMessage(r.get()));
+    throw pg_error(why.empty() ? message(pq().PQerrorMessage(conn_)) : why, state ? state : "");
   }
   std::vector<row> rows;
-  const int n = PQntuples(r.get()), cols = PQnfields(r.get());
+  const int n = pq().PQntuples(r.get()), cols = pq().PQnfields(r.get());
   rows.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
     row& out = rows.emplace_back();
     out.reserve(static_cast<std::size_t>(cols));
     for (int c = 0; c < cols; ++c) {
-      if (PQgetisnull(r.get(), i, c)) {
+      if (pq().PQgetisnull(r.get(), i, c)) {
         out.emplace_back(std::nullopt);
       } else {
-        out.emplace_back(std::string(PQgetvalue(r.get(), i, c),
-                                     static_cast<std::size_t>(PQgetlength(r.get(), i, c))));
+        out.emplace_back(std::string(pq().PQgetvalue(r.get(), i, c),
+                                     static_cast<std::size_t>(pq().PQgetlength(r.get(), i, c))));
       }
     }
   }
