@@ -166,16 +166,20 @@ struct server::impl::client_watch {
   bool waiting = false;  // a wait is pending on the socket
   // How the wait ended, when it did with the session not parked on it.
   std::optional<std::error_code> ended;
-  // The session parked on the wait (between requests).
-  transport::unique_function<void(std::error_code)> resume;
+  // The session parked on the wait (between requests). Parked, the session
+  // holds no reference to the watch, which is then the pending wait's
+  // alone: the watch holds the session's coroutine, and a loop of
+  // references would outlive an io_context destroyed with the wait pending.
+  // The watch comes back to the session with the wait's end.
+  transport::unique_function<void(std::error_code, std::shared_ptr<client_watch>)> resume;
 
   // The wait ended: to the parked session, or kept for it.
-  void finish(std::error_code ec) {
-    if (resume) {
-      auto r = std::move(resume);  // leaves it empty
-      r(ec);
+  static void finish(const std::shared_ptr<client_watch>& w, std::error_code ec) {
+    if (w->resume) {
+      auto r = std::move(w->resume);  // leaves it empty
+      r(ec, w);
     } else {
-      ended = ec;
+      w->ended = ec;
     }
   }
 };
@@ -186,7 +190,7 @@ void server::impl::wait_readable(const std::shared_ptr<client_watch>& w) {
   w->socket->async_wait(asio::socket_base::wait_read, [w](std::error_code ec) {
     w->waiting = false;
     if (ec || !w->info) {  // cancelled or closed, or between requests
-      w->finish(ec);
+      client_watch::finish(w, ec);
       return;
     }
     // Readable while its request is in hand: more requests (pipelining:
@@ -198,7 +202,7 @@ void server::impl::wait_readable(const std::shared_ptr<client_watch>& w) {
     // so waiting again would wake at once, over and over, while the handler
     // runs). A client that leaves after it is noticed when it is answered.
     if (n > 0) {
-      w->finish(ec);
+      client_watch::finish(w, ec);
       return;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -209,7 +213,7 @@ void server::impl::wait_readable(const std::shared_ptr<client_watch>& w) {
                   transport::to_string(*w->info->peer));
     w->req->client_gone = true;
     w->info = nullptr;
-    w->finish(asio::error::eof);
+    client_watch::finish(w, asio::error::eof);
     w->session.cancel();
   });
 }
@@ -580,23 +584,29 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
         watch->ended.reset();
       } else {
         wait_readable(watch);
-        std::tie(rec) = co_await asio::async_initiate<decltype(nothrow), void(std::error_code)>(
-            [&](auto handler) {
-              // A cancelled session stops waiting: the wait ends aborted.
-              auto slot = asio::get_associated_cancellation_slot(handler);
-              if (slot.is_connected()) {
-                slot.assign([s = &socket](asio::cancellation_type) {
-                  std::error_code cec;
-                  s->cancel(cec);
-                });
-              }
-              watch->resume = [h = std::move(handler)](std::error_code wec) mutable {
-                auto slot = asio::get_associated_cancellation_slot(h);
-                if (slot.is_connected()) slot.clear();
-                std::move(h)(wec);
-              };
-            },
-            nothrow);
+        auto* parked = watch.get();
+        watch.reset();  // the pending wait's alone until it ends (client_watch::resume)
+        std::tie(rec, watch) =
+            co_await asio::async_initiate<decltype(nothrow),
+                                          void(std::error_code, std::shared_ptr<client_watch>)>(
+                [&](auto handler) {
+                  // A cancelled session stops waiting: the wait ends aborted.
+                  auto slot = asio::get_associated_cancellation_slot(handler);
+                  if (slot.is_connected()) {
+                    slot.assign([s = &socket](asio::cancellation_type) {
+                      std::error_code cec;
+                      s->cancel(cec);
+                    });
+                  }
+                  parked->resume = [h = std::move(handler)](
+                                       std::error_code wec,
+                                       std::shared_ptr<client_watch> w) mutable {
+                    auto slot = asio::get_associated_cancellation_slot(h);
+                    if (slot.is_connected()) slot.clear();
+                    std::move(h)(wec, std::move(w));
+                  };
+                },
+                nothrow);
       }
       if (!rec) n = socket.read_some(read_into(), rec);
       if (rec == asio::error::would_block) continue;  // woken with nothing to read
