@@ -83,7 +83,10 @@ std::string message(const char* m) {
 
 void log_unavailable(const pg_error& e) {
   // One line a second at most, while the database is down.
+  // Every pg_db's thread, and callers, may log: the limiter is shared.
+  static std::mutex m;
   static tern::log_limiter limit;
+  std::lock_guard lock(m);
   if (std::size_t held = 0; limit.allow(held)) {
     spdlog::warn("{}{}", tern::clip(e.what()), tern::held_back(held));
   }
