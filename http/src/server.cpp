@@ -573,6 +573,9 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
     if (info.in_message) {  // the rest of a request
       track(info);
       std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
+      // The bytes a pending wait saw may be these: it must not leave the
+      // next handler unwatched, thinking the client has more.
+      if (!rec && watch->ended && !*watch->ended) watch->ended.reset();
     } else {
       // Idle (connected, or between requests): wait for bytes with no read
       // pending and no buffer held, listed for reclaim() meanwhile, which

@@ -56,7 +56,10 @@ const libpq_api& pq() {
     libpq_api a;
     auto find = [lib](auto& f, const char* name) {
       f = reinterpret_cast<std::remove_reference_t<decltype(f)>>(::dlsym(lib, name));
-      if (!f) throw std::runtime_error(std::string("libpq.so.5 has no ") + name);
+      if (!f) {
+        ::dlclose(lib);  // opened again on the next attempt
+        throw std::runtime_error(std::string("libpq.so.5 has no ") + name);
+      }
     };
 #define TERN_LIBPQ_FIND(f) find(a.f, #f);
     TERN_LIBPQ(TERN_LIBPQ_FIND)
@@ -112,10 +115,24 @@ namespace {
 
 // A new session, or why there is none (a pg_error).
 PGconn* open_session(const std::string& url) {
-  // A server that does not answer costs 5 s, not the TCP timeout (the URL
-  // may set its own connect_timeout: it comes later and wins).
-  const char* keys[] = {"connect_timeout", "dbname", nullptr};
-  const char* values[] = {"5", url.c_str(), nullptr};
+  // Bounds, so that no call holds the connection for long (the URL may set
+  // its own of each: it comes later and wins):
+  // - a server that does not answer costs 5 s, not the TCP timeout;
+  // - a server gone silent mid-statement (packets dropped) is noticed in
+  //   10 s (unacknowledged data, then keepalives), not the 15 minutes of
+  //   TCP retransmission;
+  // - a statement, the set-up's advisory lock included, runs 10 s at most.
+  const char* keys[] = {"connect_timeout",
+                        "tcp_user_timeout",
+                        "keepalives",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "options",
+                        "dbname",
+                        nullptr};
+  const char* values[] = {"5",         "10000", "1", "5", "2", "3", "-c statement_timeout=10000",
+                          url.c_str(), nullptr};
   PGconn* c = pq().PQconnectdbParams(keys, values, 1);
   if (pq().PQstatus(c) != CONNECTION_OK) {
     // The URL may hold a password: the error names the server, not the URL.
@@ -187,6 +204,9 @@ void pg_db::connect_loop(const std::stop_token& stop) {
     } catch (const pg_error& e) {
       made = nullptr;
       failed = e;
+    } catch (const std::exception& e) {  // out of memory: an attempt that failed too
+      made = nullptr;
+      failed = pg_error(e.what(), "");
     }
     lock.lock();
     if (made) {
@@ -284,7 +304,12 @@ std::vector<pg_db::row> pg_db::query(std::string_view sql, const std::vector<std
 void pg_db::exec(std::string_view sql) {
   std::unique_lock lock(mutex_);
   await_session(lock);
-  exec_on(conn_, std::string(sql));
+  try {
+    exec_on(conn_, std::string(sql));
+  } catch (const pg_error&) {
+    if (pq().PQstatus(conn_) != CONNECTION_OK) lost(lock);  // made again, not sent again
+    throw;
+  }
 }
 
 }  // namespace tern::demo

@@ -29,6 +29,13 @@ class pg_error : public std::runtime_error {
       : std::runtime_error(what), sqlstate_(std::move(sqlstate)) {}
   [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
   [[nodiscard]] bool unique_violation() const noexcept { return sqlstate_ == "23505"; }
+  /// The server cannot serve now: not reached (no SQLSTATE), a connection
+  /// exception (class 08), shutting down or starting (57P01-57P03), or a
+  /// statement over its statement_timeout (57014).
+  [[nodiscard]] bool unavailable() const noexcept {
+    return sqlstate_.empty() || sqlstate_.rfind("08", 0) == 0 || sqlstate_ == "57P01" ||
+           sqlstate_ == "57P02" || sqlstate_ == "57P03" || sqlstate_ == "57014";
+  }
 
  private:
   std::string sqlstate_;
@@ -59,7 +66,7 @@ class pg_db {
   /// the first statement. `wait`: how long a call waits for an attempt
   /// under way.
   explicit pg_db(std::string url, std::string setup = {},
-                 std::chrono::milliseconds wait = std::chrono::milliseconds(1000));
+                 std::chrono::milliseconds wait = std::chrono::milliseconds(2000));
   /// Stops the connecting thread and joins it (an attempt under way ends
   /// by its connect_timeout, 5 s unless the URL says otherwise).
   ~pg_db();
@@ -105,15 +112,15 @@ class pg_db {
 /// Logs why the database cannot be reached (at most a line a second).
 void log_unavailable(const pg_error& e);
 
-/// Runs `f`; a server that cannot be reached (a pg_error without SQLSTATE)
-/// becomes rpc_error 503 "database unavailable" for the caller, its detail
-/// logged here.
+/// Runs `f`; a server that cannot serve (pg_error::unavailable()) becomes
+/// rpc_error 503 "database unavailable" for the caller, its detail logged
+/// here.
 template <class F>
 auto pg_guard(F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const pg_error& e) {
-    if (!e.sqlstate().empty()) throw;
+    if (!e.unavailable()) throw;
     log_unavailable(e);
     throw rpc_error(503, "database unavailable");
   }

@@ -1045,6 +1045,26 @@ TEST_CASE("a pipelined request waiting behind a slow handler costs no CPU meanwh
   });
 }
 
+TEST_CASE("a client that leaves while a request whose end came late is handled is noticed") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    test_app app(io);
+    http_server server(io, test_limits(), app.handler());
+    auto port = server.listen("127.0.0.1", 0);
+    auto c = co_await connect(io, port);
+    // One request whole and the next one's start in one write: the server
+    // answers the first, then reads on for the rest of the second (the
+    // wait begun for the first handler sees those bytes too).
+    co_await send(c, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /slow HTTP/1.1\r\n");
+    std::string buf;
+    CHECK((co_await read_response(c, buf)).body == "GET /a ");
+    co_await send(c, "Host: x\r\n\r\n");
+    co_await app.started.wait();
+    c.close();  // gone while /slow is being handled
+    co_await tern::test::until([&] { return app.ended == 2; });
+    CHECK(app.ended == 2);  // /slow never released: cancelled when its client left
+  });
+}
+
 TEST_CASE("servers on one port (SO_REUSEPORT) share the connections and one max_connections") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     test_app app(io);

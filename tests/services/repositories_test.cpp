@@ -131,6 +131,28 @@ TEST_CASE("postgres: a session the server ended is made again, its statements pr
   CHECK(repo.find(u.id)->name == "After");
 }
 
+TEST_CASE("postgres: exec on a session the server ended fails once, then runs on a new one") {
+  auto url = fresh_postgres();
+  pg_db db(url);
+  db.exec("CREATE TABLE IF NOT EXISTS users (id BIGINT)");
+  pg_db admin(url);
+  auto ended = admin.query(
+      "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+      " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t");
+  REQUIRE(pg_int(ended.at(0).at(0)) >= 1);
+  // Not sent again (it may have written): it fails, as the server cannot
+  // serve it (a 503 for a caller)...
+  try {
+    db.exec("DROP TABLE IF EXISTS users");
+    FAIL("a statement ran on a session the server had ended");
+  } catch (const pg_error& e) {
+    CHECK(e.unavailable());
+  }
+  // ...and the session is made again for the next one.
+  db.exec("DROP TABLE IF EXISTS users");
+  CHECK(db.connected());
+}
+
 TEST_CASE("postgres: a server that cannot be reached is a 503 for each call, not a crash") {
   // The repository is made (a service starts while its database is down)...
   users_repository users("postgres://tern@127.0.0.1:1/tern?connect_timeout=2");
