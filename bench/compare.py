@@ -272,6 +272,18 @@ def fetch_raw(url):
 PROXY_CASES = ("tern gateway", "nginx", "HAProxy")
 
 
+def syscalls_per_request(pids, url, seconds=3):
+    """The syscalls `pids` make a request while wrk loads `url`: perf counts
+    raw_syscalls:sys_enter from just before wrk starts until it ends (nan
+    if perf cannot: no tracepoints here)."""
+    r = subprocess.run(["perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "-p",
+                        ",".join(str(p) for p in pids), "--", "wrk", "-t1", "-c64", f"-d{seconds}s", url],
+                       capture_output=True, text=True)
+    m = re.search(r"(\d+) requests in", r.stdout)
+    n = re.search(r"^(\d+),", r.stderr, re.M)
+    return int(n.group(1)) / int(m.group(1)) if m and n else float("nan")
+
+
 def proxy_bench(args):
     """The gateway's own cost as a reverse proxy: tern's gateway in front of
     bench/memory_users (the users list from memory, on tern's wire), beside
@@ -340,7 +352,11 @@ backend users
                 print(f"  round {rnd + 1} {name} as a proxy: {res['rps']:.0f} req/s p99 {res['p99']:.2f} ms "
                       f"proxy cpu {res['cpu_us']:.1f} us/req errors {res['errors']}", flush=True)
         rss = {n: sum(m for _, m in systems[n].rss()) for n in PROXY_CASES}
-        return {k: summarize(v) for k, v in runs.items()}, rss
+        out = {k: summarize(v) for k, v in runs.items()}
+        for name in PROXY_CASES:  # one more run, its syscalls counted (perf's tracepoints)
+            out[name]["syscalls"] = syscalls_per_request(
+                systems[name].pids, f"http://127.0.0.1:{ports[name]}/api-gateway/users")
+        return out, rss
     finally:
         for s in list(systems.values()) + upstreams:
             s.stop()
@@ -422,13 +438,14 @@ def render_proxy(proxy, proxy_rss):
              "nginx (`worker_processes 1`, `proxy_pass` with upstream keepalive) and HAProxy (`nbthread 1`, "
              "`http-reuse always`) in front of an nginx that returns the same bytes. "
              "CPU per request is the proxy's own, not its upstream's.", "",
-             "| proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | × nginx CPU | peak RSS MiB | errors |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| proxy | req/s | p50 ms | p99 ms | proxy CPU µs/req | × nginx CPU | syscalls/req | peak RSS MiB | errors |",
+             "|---|---|---|---|---|---|---|---|---|"]
     ngp = proxy["nginx"]["cpu_us"]
     for name in PROXY_CASES:
         s = proxy[name]
         lines.append(f"| {name} | {s['rps']:,.0f} | {s['p50']:.2f} | {s['p99']:.2f} | {s['cpu_us']:.1f} | "
-                     f"{s['cpu_us'] / ngp:.2f}× | {proxy_rss[name]:.1f} | {s['errors']} |")
+                     f"{s['cpu_us'] / ngp:.2f}× | {s.get('syscalls', float('nan')):.2f} | {proxy_rss[name]:.1f} | "
+                     f"{s['errors']} |")
     return lines + ["", "![Proxy CPU per request](img/bench-proxy.png)", ""]
 
 def render(http, http_rss, proxy, proxy_rss, rpc, rpc_rss, shapes, args):
