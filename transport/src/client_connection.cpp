@@ -150,8 +150,23 @@ void client_connection::abandon(call_state& s) noexcept {
 void client_connection::wake(call_state& s) {
   if (!s.waiter) return;
   if (s.slot.is_connected()) s.slot.clear();
-  asio::post(executor(), std::move(s.waiter));
-  s.waiter = {};
+  // The calls a read ends are woken together, from one handler: one post
+  // per batch of replies, not one per call.
+  woken_.push_back(std::move(s.waiter));
+  if (woken_.size() == 1) {
+    asio::post(executor(), [self = std::static_pointer_cast<client_connection>(
+                                shared_from_this())] { self->run_woken(); });
+  }
+}
+
+void client_connection::run_woken() {
+  // Calls a waiter ends (a cancel, a close) are woken by the next batch.
+  running_.swap(woken_);
+  struct done {
+    std::vector<unique_function<void()>>& batch;
+    ~done() { batch.clear(); }
+  } g{running_};
+  for (auto& w : running_) w();
 }
 
 void client_connection::finish(call_state& s, std::optional<rpc_error> error) {

@@ -23,14 +23,34 @@ class message_context {
   message_context(
       const std::string& peer, const std::string& pattern, msgpack::object_handle meta,
       std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
-      : peer_(&peer), pattern_(&pattern), meta_(std::move(meta)), deadline_(deadline) {}
+      : peer_(&peer),
+        pattern_(&pattern),
+        owned_(std::move(meta)),
+        meta_(owned_.get()),
+        deadline_(deadline) {}
+  /// A context that borrows `meta`, which must outlive it (a handler that
+  /// runs while the message's receive buffer is held: no copy).
+  message_context(
+      const std::string& peer, const std::string& pattern, const msgpack::object& meta,
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
+      : peer_(&peer), pattern_(&pattern), meta_(meta), deadline_(deadline) {}
+  message_context(message_context&& o) noexcept
+      : peer_(o.peer_),
+        pattern_(o.pattern_),
+        owned_(std::move(o.owned_)),  // its objects stay where they are (in the zone)
+        meta_(o.meta_),
+        deadline_(o.deadline_),
+        forwarded_(std::move(o.forwarded_)) {}
+  message_context(const message_context&) = delete;
+  message_context& operator=(const message_context&) = delete;
+  message_context& operator=(message_context&&) = delete;
 
   /// The caller's address, "host:port".
   [[nodiscard]] const std::string& peer() const noexcept { return *peer_; }
   /// The canonical pattern the handler was registered for.
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   /// The packet's `meta` map (request id, deadline, trace context), or nil.
-  [[nodiscard]] const msgpack::object& meta() const noexcept { return meta_.get(); }
+  [[nodiscard]] const msgpack::object& meta() const noexcept { return meta_; }
 
   /// When the caller stops waiting for the reply: the `deadline_ms` it
   /// sent, counted from when the request arrived; time_point::max() when
@@ -95,7 +115,8 @@ class message_context {
   [[nodiscard]] const msgpack::object* identity() const noexcept;
   const std::string* peer_;
   const std::string* pattern_;
-  msgpack::object_handle meta_;
+  msgpack::object_handle owned_;  // the copy meta_ points into, if it is not borrowed
+  msgpack::object meta_;
   std::chrono::steady_clock::time_point deadline_;
   mutable std::deque<std::string> forwarded_;  // forward()'s metas, alive with the context
 };

@@ -122,10 +122,13 @@ msgpack::object_handle clone_meta(const msgpack::object& meta);
 /// Not movable: the stream writer points at the responder.
 template <class Data, class Item>
 struct invocation {
-  invocation(Data d, responder r, msgpack::object_handle meta)
+  /// `meta`: a copy (coroutine handlers), or the packet's own, borrowed
+  /// while the receive buffer is held (a plain handler, which ends first).
+  template <class Meta>
+  invocation(Data d, responder r, Meta&& meta)
       : data(std::move(d)),
         out(std::move(r)),
-        context(out.peer(), out.pattern(), std::move(meta), out.deadline()) {
+        context(out.peer(), out.pattern(), std::forward<Meta>(meta), out.deadline()) {
     out.set_context(&context);
   }
   ~invocation() { out.set_context(nullptr); }
@@ -208,7 +211,7 @@ class typed_message_handler final : public message_handler {
       auto stop = r.make_cancellable();
       spawn(run(f_, std::move(arg), std::move(r), clone_meta(meta)), core, std::move(stop));
     } else {
-      inv_t inv(std::move(arg), std::move(r), clone_meta(meta));
+      inv_t inv(std::move(arg), std::move(r), meta);
       try {
         if constexpr (std::is_void_v<value>) {
           call_with(f_, inv, static_cast<typename traits::args*>(nullptr));
@@ -291,10 +294,11 @@ class typed_event_handler final : public event_handler {
       return;
     }
     try {
-      message_context ctx(peer, pattern, clone_meta(meta));
       if constexpr (result::coroutine) {
+        message_context ctx(peer, pattern, clone_meta(meta));
         spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core), core), core);
       } else {
+        message_context ctx(peer, pattern, meta);
         call(f_, arg, ctx, static_cast<typename traits::args*>(nullptr));
         event_done(core, pattern, peer, errc::internal, nullptr);
       }

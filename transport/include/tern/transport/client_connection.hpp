@@ -135,6 +135,7 @@ class client_connection final : public connection {
   asio::awaitable<void> wait(call_state& s);
   void finish(call_state& s, std::optional<rpc_error> error);
   void wake(call_state& s);
+  void run_woken();
   void unlink(call_state& s) noexcept;
   void tell_cancelled(std::uint64_t id) noexcept;
   void send_ping();
@@ -157,6 +158,8 @@ class client_connection final : public connection {
   value_sink ping_sink_;
   call_state ping_;  // the keep-alive ping, in flight while pinging()
   unique_function<void()> on_silent_;
+  std::vector<unique_function<void()>> woken_;    // waiters to run, one post for all
+  std::vector<unique_function<void()>> running_;  // the batch being run
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 };
 
