@@ -1,6 +1,7 @@
 #include "tern/trace.hpp"
 
 #include "tern/context.hpp"
+#include "tern/detail/handler.hpp"
 
 #include <doctest/doctest.h>
 #include <msgpack.hpp>
@@ -111,4 +112,54 @@ TEST_CASE("message_context reads the request id and trace from meta, and forward
   auto started = unpack_map(none.forward_meta());
   CHECK(started.count("request_id") == 0);
   CHECK(parse_traceparent(started["traceparent"], child));
+}
+
+TEST_CASE("a coroutine handler's copy of meta outlives the packet it came in") {
+  // Meta as the gateway sends it, with an identity: nested maps, arrays,
+  // strings, binary and numbers.
+  msgpack::sbuffer packed;
+  msgpack::packer<msgpack::sbuffer> pk(packed);
+  pk.pack_map(4);
+  pk.pack(std::string("request_id"));
+  pk.pack(std::string("rid-9"));
+  pk.pack(std::string("deadline_ms"));
+  pk.pack(1500);
+  pk.pack(std::string("identity"));
+  pk.pack_map(3);
+  pk.pack(std::string("sub"));
+  pk.pack(std::string("u-1"));
+  pk.pack(std::string("roles"));
+  pk.pack(std::vector<std::string>{"admin", "reader"});
+  pk.pack(std::string("claims"));
+  pk.pack_map(1);
+  pk.pack(std::string("email"));
+  pk.pack(std::string("a@example.com"));
+  pk.pack(std::string("blob"));
+  pk.pack_bin(3);
+  pk.pack_bin_body("\x01\x02\x03", 3);
+
+  std::string buffer(packed.data(), packed.size());
+  msgpack::object_handle copy;
+  {
+    auto original = msgpack::unpack(buffer.data(), buffer.size());
+    copy = detail::clone_meta(original.get());
+    CHECK(copy.get() == original.get());
+  }  // the original's zone is gone; the receive buffer is overwritten
+  std::fill(buffer.begin(), buffer.end(), '\xff');
+  std::string peer = "p", pattern = "q";
+  message_context ctx(peer, pattern, std::move(copy));
+  CHECK(ctx.request_id() == "rid-9");
+  CHECK(ctx.authenticated());
+  CHECK(ctx.subject() == "u-1");
+  CHECK(ctx.has_role("reader"));
+  const auto* email = ctx.claim("email");
+  REQUIRE(email != nullptr);
+  CHECK(email->as<std::string>() == "a@example.com");
+  auto moved = std::move(ctx);  // a context moved into a coroutine frame
+  CHECK(moved.roles() == std::vector<std::string_view>{"admin", "reader"});
+
+  // Nothing to point into: nil and a number are kept as they are.
+  msgpack::object number(42);
+  CHECK(detail::clone_meta(number).get() == number);
+  CHECK(detail::clone_meta(msgpack::object()).get().is_nil());
 }
