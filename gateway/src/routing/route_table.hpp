@@ -5,9 +5,11 @@
 
 #include <tern/http/request.hpp>
 
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -32,7 +34,7 @@ class route_table {
  public:
   using params = std::vector<std::pair<std::string_view, std::string>>;
 
-  void add(route_entry e) { routes_.push_back(std::move(e)); }
+  void add(route_entry e);
 
   /// The route for `req`, with its captures (percent-decoded) in `captured`;
   /// null if none.
@@ -54,6 +56,12 @@ class route_table {
   const route_entry* each_fit(std::string_view path, params* captured, Found found) const;
 
   std::vector<route_entry> routes_;
+  // Where each_fit() looks, so a request is not compared with every route:
+  // routes without captures by their path ("/a/b"), and routes with a
+  // capture by their number of segments; each list in the order added.
+  std::deque<std::string> paths_;  // the keys of literal_
+  std::unordered_map<std::string_view, std::vector<std::size_t>> literal_;
+  std::vector<std::vector<std::size_t>> captures_by_count_;
 };
 
 }  // namespace tern::gateway

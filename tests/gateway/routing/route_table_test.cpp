@@ -20,7 +20,10 @@ const char* routes = R"({
     {"method": "DELETE", "path": "/u/:id", "service": "users", "pattern": "del", "data": "params"},
     {"method": "GET", "path": "/u/:id/orders/:order", "service": "users", "pattern": "order",
      "data": "params"},
-    {"method": "POST", "path": "/u", "service": "users", "pattern": "add", "data": "body"}
+    {"method": "POST", "path": "/u", "service": "users", "pattern": "add", "data": "body"},
+    {"method": "GET", "path": "/v/:id", "service": "users", "pattern": "v", "data": "params"},
+    {"method": "GET", "path": "/v/me", "service": "users", "pattern": "never"},
+    {"method": "PUT", "path": "/v/me", "service": "users", "pattern": "put_me"}
   ]})";
 
 struct table_of_config {
@@ -59,6 +62,12 @@ TEST_CASE("a route matches by method and template, the first that fits winning")
   CHECK(t.captured[1].second == "9");
   CHECK(t.match("POST", "/u") == "/u");
   CHECK(t.match("GET", "/u").empty());
+  // A capture listed first wins over a literal path listed after it.
+  CHECK(t.match("GET", "/v/me") == "/v/:id");
+  CHECK(t.match("PUT", "/v/me") == "/v/me");
+  CHECK(t.captured.empty());
+  CHECK(t.match("PUT", "/v/you").empty());
+  CHECK(t.match("GET", "/u/m%65") == "/u/:id");  // a literal segment is compared undecoded
 }
 
 TEST_CASE("captures are percent-decoded, and an empty or missing segment fits nothing") {
@@ -83,4 +92,5 @@ TEST_CASE("the methods a path has, for Allow: HEAD beside GET, each once") {
   CHECK(t.table.allowed("/u") == "POST");
   CHECK(t.table.allowed("/u/7/orders/1") == "GET, HEAD");
   CHECK(t.table.allowed("/nope").empty());
+  CHECK(t.table.allowed("/v/me") == "GET, HEAD, PUT");
 }
