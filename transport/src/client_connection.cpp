@@ -112,7 +112,15 @@ void client_connection::send_request(call_state& s, std::string_view pattern, st
     throw rpc_error(errc::protocol_error,
                     "request " + std::string(s.label) + " not sent: " + e.what());
   }
-  calls_.emplace(s.id, &s);
+  if (spare_.empty()) {
+    calls_.emplace(s.id, &s);
+  } else {  // a node an ended call left: no allocation
+    auto node = std::move(spare_.back());
+    spare_.pop_back();
+    node.key() = s.id;
+    node.mapped() = &s;
+    calls_.insert(std::move(node));
+  }
   s.owner = this;
   s.timeout = timeout;
   s.deadline = std::chrono::steady_clock::now() + timeout;
@@ -127,7 +135,12 @@ void client_connection::send_request(call_state& s, std::string_view pattern, st
 
 void client_connection::unlink(call_state& s) noexcept {
   if (!s.owner) return;
-  calls_.erase(s.id);
+  if (auto node = calls_.extract(s.id); node && spare_.size() < max_spare_nodes) {
+    try {
+      spare_.push_back(std::move(node));
+    } catch (const std::bad_alloc&) {  // the node is freed instead
+    }
+  }
   auto it = deadlines_.find(s.timeout);
   if (it != deadlines_.end()) {
     auto& list = it->second;

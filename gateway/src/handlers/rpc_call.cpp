@@ -115,6 +115,7 @@ class rpc_call final : public handler {
     co_await tern::send_raw_all(calls);
     const rpc_error* failed = nullptr;
     std::size_t failed_call = 0;
+    ctx.calls.reserve(ctx.calls.size() + n);
     for (std::size_t i = 0; i < n; ++i) {
       const auto& e = calls[i].error;
       ctx.calls.push_back({.call = i,

@@ -148,7 +148,12 @@ class client_connection final : public connection {
   asio::awaitable<void> expirer();
 
   std::uint64_t next_id_ = 0;
-  std::unordered_map<std::uint64_t, call_state*> calls_;
+  using call_map = std::unordered_map<std::uint64_t, call_state*>;
+  call_map calls_;
+  // Nodes of ended calls, reused by the next ones (as many as were in flight
+  // at once, up to a bound), so a call allocates nothing here.
+  static constexpr std::size_t max_spare_nodes = 256;
+  std::vector<call_map::node_type> spare_;
   std::map<std::chrono::milliseconds, deadline_list> deadlines_;  // one FIFO per timeout value
   asio::steady_timer expiry_;
   std::chrono::steady_clock::time_point armed_for_ = std::chrono::steady_clock::time_point::max();
