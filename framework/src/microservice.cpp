@@ -435,7 +435,7 @@ std::size_t deep_size(const msgpack::object& o) noexcept {
 }
 
 const char* copy_bytes(const char* from, std::size_t n, msgpack::zone& z) {
-  if (n == 0) return from;
+  if (n == 0) return "";  // not a pointer into what the copy outlives
   auto* to = static_cast<char*>(z.allocate_no_align(n));
   std::memcpy(to, from, n);
   return to;

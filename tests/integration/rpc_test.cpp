@@ -1,9 +1,13 @@
 // A microservice and client_proxy in one process, on loopback sockets.
 #include "harness.hpp"
 #include "tern/tern.hpp"
+#include "tern/transport/client_connection.hpp"
+#include "tern/transport/msgpack_codec.hpp"
 #include "test_handlers.hpp"
 
+#include <asio/detached.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/write.hpp>
 
 #include <sstream>
 
@@ -396,4 +400,106 @@ TEST_CASE("shutdown lets in-flight handlers finish and reply") {
     CHECK(replied == 200);
     CHECK(f.app.in_flight() == 0);
   });
+}
+
+namespace {
+
+// A client_connection to a bare socket this test answers by hand, stepped
+// one handler at a time, to reach the moment between a reply's arrival
+// and its caller's resumption.
+struct hand_answered {
+  tern::transport::msgpack_codec wire;
+  asio::io_context io{1};
+  asio::ip::tcp::acceptor acceptor{io, {asio::ip::make_address("127.0.0.1"), 0}};
+  asio::ip::tcp::socket peer{io};
+  std::shared_ptr<tern::transport::client_connection> conn;
+
+  hand_answered() {
+    acceptor.async_accept(peer, [](std::error_code) {});
+    asio::co_spawn(
+        io,
+        [this]() -> asio::awaitable<void> {
+          conn = co_await tern::transport::client_connection::connect(
+              "127.0.0.1", acceptor.local_endpoint().port(), wire, {}, 5s);
+        },
+        asio::detached);
+    step_until([&] { return conn && peer.is_open(); });
+  }
+  // Runs handlers one by one until `done()` (at most 2,000).
+  void step_until(const std::function<bool()>& done) {
+    for (int i = 0; i < 2000 && !done(); ++i) io.run_one_for(100ms);
+    REQUIRE(done());
+  }
+  // Writes the final replies to calls `ids` in one write (one read takes them).
+  void answer(std::initializer_list<std::uint64_t> ids) {
+    std::string frames;
+    for (auto id : ids) {
+      msgpack::sbuffer body;
+      msgpack::packer<msgpack::sbuffer> pk(body);
+      pk.pack_map(3);
+      pk.pack(std::string("id"));
+      pk.pack(id);
+      pk.pack(std::string("response"));
+      pk.pack(std::string("pong"));
+      pk.pack(std::string("isDisposed"));
+      pk.pack(true);
+      auto n = static_cast<std::uint32_t>(body.size());
+      for (int shift = 24; shift >= 0; shift -= 8) frames += static_cast<char>(n >> shift);
+      frames.append(body.data(), body.size());
+    }
+    asio::write(peer, asio::buffer(frames));
+  }
+};
+
+const std::string packed_ping = [] {
+  msgpack::sbuffer b;
+  msgpack::pack(b, std::string("ping"));
+  return std::string(b.data(), b.size());
+}();
+
+}  // namespace
+
+TEST_CASE("a call answered but not yet resumed when its loop is destroyed frees its connection") {
+  std::weak_ptr<tern::transport::client_connection> watched;
+  bool resumed = false;
+  {
+    hand_answered h;
+    watched = h.conn;
+    auto nil = [](tern::transport::packer& pk) { pk.pack_nil(); };
+    auto ignore = [](const tern::transport::value_view&) {};
+    asio::co_spawn(
+        h.io,
+        [&]() -> asio::awaitable<void> {
+          co_await h.conn->call("ping", packed_ping, {}, nil, ignore, 5s);
+          resumed = true;
+        },
+        asio::detached);
+    h.step_until([&] { return h.conn->pending() == 1; });
+    h.answer({1});
+    h.step_until([&] { return h.conn->pending() == 0; });  // read: ended, not yet resumed
+    h.conn.reset();
+  }  // the loop goes with the caller's resumption still queued
+  CHECK_FALSE(resumed);
+  CHECK(watched.expired());  // nothing kept the connection and the caller's frame alive
+}
+
+TEST_CASE("a waiter that throws does not cost the calls woken with it their resumption") {
+  hand_answered h;
+  tern::transport::call_state first, second;
+  bool second_ran = false;
+  first.waiter = [] { throw std::runtime_error("a waiter's own failure"); };
+  second.waiter = [&] { second_ran = true; };
+  auto nil = [](tern::transport::packer& pk) { pk.pack_nil(); };
+  auto ignore = [](const tern::transport::value_view&) {};
+  first.label = second.label = "ping";
+  tern::transport::value_sink sink = ignore;
+  first.sink = second.sink = &sink;
+  h.conn->start_call(first, packed_ping, {}, nil, 5s);
+  h.conn->start_call(second, packed_ping, {}, nil, 5s);
+  h.answer({1, 2});  // both end in one read: one batch
+  CHECK_THROWS_WITH(h.step_until([&] { return second_ran; }), "a waiter's own failure");
+  CHECK_FALSE(second_ran);
+  h.step_until([&] { return second_ran; });  // the loop goes on: the rest of the batch runs
+  CHECK(first.done);
+  CHECK(second.done);
 }

@@ -166,20 +166,59 @@ void client_connection::wake(call_state& s) {
   // The calls a read ends are woken together, from one handler: one post
   // per batch of replies, not one per call.
   woken_.push_back(std::move(s.waiter));
-  if (woken_.size() == 1) {
-    asio::post(executor(), [self = std::static_pointer_cast<client_connection>(
-                                shared_from_this())] { self->run_woken(); });
+  post_woken();
+}
+
+namespace {
+// Runs a connection's woken waiters; if it is destroyed unrun (the loop
+// stopped), the waiters are destroyed with it, as posted handlers would be:
+// they own the frames of the coroutines waiting, which hold the connection.
+struct woken_batch {
+  std::shared_ptr<client_connection> self;
+  void operator()() {
+    auto c = std::move(self);
+    c->run_woken();
   }
+  explicit woken_batch(std::shared_ptr<client_connection> c) : self(std::move(c)) {}
+  woken_batch(woken_batch&&) noexcept = default;
+  woken_batch& operator=(woken_batch&&) = delete;
+  ~woken_batch() {
+    if (self) self->drop_woken();
+  }
+};
+}  // namespace
+
+void client_connection::post_woken() {
+  if (woken_posted_ || woken_.empty()) return;
+  asio::post(executor(),
+             woken_batch(std::static_pointer_cast<client_connection>(shared_from_this())));
+  woken_posted_ = true;
 }
 
 void client_connection::run_woken() {
-  // Calls a waiter ends (a cancel, a close) are woken by the next batch.
-  running_.swap(woken_);
-  struct done {
-    std::vector<unique_function<void()>>& batch;
-    ~done() { batch.clear(); }
-  } g{running_};
-  for (auto& w : running_) w();
+  woken_posted_ = false;
+  std::vector<unique_function<void()>> batch;
+  batch.swap(woken_);  // calls a waiter ends (a cancel, a close) go in the next batch
+  std::size_t i = 0;
+  try {
+    for (; i < batch.size(); ++i) batch[i]();
+  } catch (...) {
+    // The rest still run, on the loop's next turn, ahead of later wakes.
+    woken_.insert(woken_.begin(), std::make_move_iterator(batch.begin() + i + 1),
+                  std::make_move_iterator(batch.end()));
+    post_woken();
+    throw;
+  }
+  if (woken_.empty()) {  // keep the storage for the next batch
+    batch.clear();
+    woken_.swap(batch);
+  }
+}
+
+void client_connection::drop_woken() noexcept {
+  woken_posted_ = false;
+  auto batch = std::move(woken_);
+  woken_.clear();
 }
 
 void client_connection::finish(call_state& s, std::optional<rpc_error> error) {

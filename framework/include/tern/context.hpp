@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 
 #include <string>
 #include <string_view>
@@ -28,13 +29,15 @@ class message_context {
         owned_(std::move(meta)),
         meta_(owned_.get()),
         deadline_(deadline) {}
-  /// A context that borrows `meta`, which must outlive it (a handler that
-  /// runs while the message's receive buffer is held: no copy).
+  /// A context that borrows `meta` (`std::cref(object)`), which must
+  /// outlive it and what it points into: for a handler that runs while the
+  /// message's receive buffer is held, so no copy is made.
   message_context(
-      const std::string& peer, const std::string& pattern, const msgpack::object& meta,
+      const std::string& peer, const std::string& pattern,
+      std::reference_wrapper<const msgpack::object> meta,
       std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
-      : peer_(&peer), pattern_(&pattern), meta_(meta), deadline_(deadline) {}
-  message_context(message_context&& o) noexcept
+      : peer_(&peer), pattern_(&pattern), meta_(meta.get()), deadline_(deadline) {}
+  message_context(message_context&& o)
       : peer_(o.peer_),
         pattern_(o.pattern_),
         owned_(std::move(o.owned_)),  // its objects stay where they are (in the zone)

@@ -15,7 +15,8 @@ bool is_capture(std::string_view segment) noexcept {
 
 void route_table::add(route_entry e) {
   const std::size_t index = routes_.size();
-  const auto& segs = e.segments;
+  routes_.push_back(std::move(e));
+  const auto& segs = routes_.back().segments;
   if (std::any_of(segs.begin(), segs.end(), [](const auto& s) { return is_capture(s); })) {
     if (captures_by_count_.size() <= segs.size()) captures_by_count_.resize(segs.size() + 1);
     captures_by_count_[segs.size()].push_back(index);
@@ -29,7 +30,6 @@ void route_table::add(route_entry e) {
     if (it == literal_.end()) it = literal_.emplace(paths_.emplace_back(std::move(path)), 0).first;
     it->second.push_back(index);
   }
-  routes_.push_back(std::move(e));
 }
 
 template <typename Found>

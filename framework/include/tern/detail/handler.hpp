@@ -211,7 +211,7 @@ class typed_message_handler final : public message_handler {
       auto stop = r.make_cancellable();
       spawn(run(f_, std::move(arg), std::move(r), clone_meta(meta)), core, std::move(stop));
     } else {
-      inv_t inv(std::move(arg), std::move(r), meta);
+      inv_t inv(std::move(arg), std::move(r), std::cref(meta));
       try {
         if constexpr (std::is_void_v<value>) {
           call_with(f_, inv, static_cast<typename traits::args*>(nullptr));
@@ -298,7 +298,7 @@ class typed_event_handler final : public event_handler {
         message_context ctx(peer, pattern, clone_meta(meta));
         spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core), core), core);
       } else {
-        message_context ctx(peer, pattern, meta);
+        message_context ctx(peer, pattern, std::cref(meta));
         call(f_, arg, ctx, static_cast<typename traits::args*>(nullptr));
         event_done(core, pattern, peer, errc::internal, nullptr);
       }

@@ -114,6 +114,12 @@ class client_connection final : public connection {
   /// for an endpoint that takes no new calls but finishes the ones it has.
   void close_when_idle(std::string_view reason);
 
+  /// Runs the waiters of the calls that ended since the last batch (from
+  /// the one handler posted for them), or drops them unrun (that handler
+  /// destroyed without running: the loop stopped).
+  void run_woken();
+  void drop_woken() noexcept;
+
   /// The service sent goaway: it is draining, so new calls belong on
   /// another connection; pending ones still get their replies.
   [[nodiscard]] bool going_away() const noexcept { return going_away_; }
@@ -135,7 +141,7 @@ class client_connection final : public connection {
   asio::awaitable<void> wait(call_state& s);
   void finish(call_state& s, std::optional<rpc_error> error);
   void wake(call_state& s);
-  void run_woken();
+  void post_woken();
   void unlink(call_state& s) noexcept;
   void tell_cancelled(std::uint64_t id) noexcept;
   void send_ping();
@@ -163,8 +169,8 @@ class client_connection final : public connection {
   value_sink ping_sink_;
   call_state ping_;  // the keep-alive ping, in flight while pinging()
   unique_function<void()> on_silent_;
-  std::vector<unique_function<void()>> woken_;    // waiters to run, one post for all
-  std::vector<unique_function<void()>> running_;  // the batch being run
+  std::vector<unique_function<void()>> woken_;  // waiters to run, one post for all
+  bool woken_posted_ = false;                   // a handler to run woken_ is queued
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 };
 
