@@ -233,7 +233,11 @@ void pg_db::connect_loop(const std::stop_token& stop) {
 
 void pg_db::await_session(std::unique_lock<std::mutex>& lock) {
   if (state_ == state::connecting) {
-    changed_.wait_for(lock, wait_, [&] { return state_ != state::connecting; });
+    // Up to wait_ from when the attempt began, not from each caller's
+    // arrival: callers queue (one worker thread runs them in turn), and a
+    // wait each would add up past their callers' deadlines.
+    changed_.wait_until(lock, connecting_since_ + wait_,
+                        [&] { return state_ != state::connecting; });
   }
   if (state_ == state::connected) return;
   throw pg_error(state_ == state::down ? why_down_ : "cannot connect to PostgreSQL: no answer yet",
@@ -242,6 +246,7 @@ void pg_db::await_session(std::unique_lock<std::mutex>& lock) {
 
 void pg_db::lost(std::unique_lock<std::mutex>&) {
   state_ = state::connecting;
+  connecting_since_ = std::chrono::steady_clock::now();
   up_ = false;
   changed_.notify_all();
 }

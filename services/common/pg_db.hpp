@@ -86,8 +86,8 @@ class pg_db {
 
  private:
   enum class state { connecting, connected, down };
-  // Waits (the lock held) for a session, up to wait_ while an attempt is
-  // under way; throws pg_error when there is none.
+  // Waits (the lock held) for a session while an attempt is under way, up
+  // to wait_ after the attempt began; throws pg_error when there is none.
   void await_session(std::unique_lock<std::mutex>& lock);
   // The session broke under a statement: hand it to the connecting thread.
   void lost(std::unique_lock<std::mutex>& lock);
@@ -97,6 +97,8 @@ class pg_db {
   std::string url_;
   std::string setup_;
   std::chrono::milliseconds wait_;
+  // When the state last became connecting (start, or a session found broken).
+  std::chrono::steady_clock::time_point connecting_since_ = std::chrono::steady_clock::now();
   bool set_up_ = false;  // the connecting thread's alone
   mutable std::mutex mutex_;
   std::condition_variable_any changed_;
