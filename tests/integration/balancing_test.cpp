@@ -407,6 +407,50 @@ TEST_CASE("close() ends idempotent calls in flight without retrying them") {
 }
 
 TEST_CASE(
+    "breaker: the calls one refused connect fails count once, so a client that starts a moment "
+    "before its service finds it closed") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    std::uint16_t port = 0;
+    {
+      instance gone(io, 0, "127.0.0.1");
+      port = gone.port;
+      co_await gone.app.shutdown();
+    }  // nothing listens there yet
+    auto o = quiet({"127.0.0.1:" + std::to_string(port)});
+    o.backoff_initial = 1ms;
+    o.backoff_max = 1ms;
+    o.retry.max_attempts = 1;
+    o.breaker = {.consecutive_failures = 3, .failure_rate = 0, .open_time = 60s};
+    tern::client_proxy client(io, o);
+    constexpr int callers = 20;  // at once, as a gateway's clients come
+    int refused = 0, ended = 0;
+    for (int i = 0; i < callers; ++i) {
+      asio::co_spawn(
+          io,
+          [&]() -> asio::awaitable<void> {
+            try {
+              (void)co_await client.send<int>("who");
+            } catch (const tern::rpc_error& e) {
+              if (e.kind() == tern::errc::connection_refused) ++refused;
+            }
+            ++ended;
+          },
+          asio::detached);
+    }
+    co_await until([&] { return ended == callers; });
+    REQUIRE(ended == callers);
+    CHECK(refused == callers);
+    CHECK(client.breaker() == tern::client_proxy::breaker_state::closed);
+    CHECK(client.stats().breaker_opened == 0);
+    instance svc(io, 7, "127.0.0.1", port);    // the service comes up
+    asio::steady_timer backoff_over(io, 2ms);  // the one failed connect's backoff (1 ms)
+    co_await backoff_over.async_wait(asio::use_awaitable);
+    CHECK(co_await client.send<int>("who") == 7);
+    client.close();
+  });
+}
+
+TEST_CASE(
     "breaker: a service that is down opens it, a trial whose connect fails opens it again, "
     "and the service back closes it") {
   run([](asio::io_context& io) -> asio::awaitable<void> {

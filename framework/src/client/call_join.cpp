@@ -202,8 +202,9 @@ void retry_later(call_slot& sl, clock::time_point now) {
 
 void not_sent(call_slot& sl, const rpc_error& e) {
   auto now = clock::now();
+  // Refused connects voted once each, in the connect attempt (client_core::attempt).
   if (e.kind() != errc::circuit_open && e.kind() != errc::cancelled &&
-      e.kind() != errc::deadline_exceeded) {
+      e.kind() != errc::deadline_exceeded && e.kind() != errc::connection_refused) {
     sl.breaker_vote = counts_as_failure(e) ? 1 : 0;
   }
   if (may_retry(sl, e, false, now)) {

@@ -158,7 +158,13 @@ asio::awaitable<void> client_core::attempt(endpoint_ptr ep) {
   ep->last_error = *failure;
   spdlog::warn("{}", failure->what());
   if (endpoints.named(*ep)) endpoints.lookup_soon();
-  outcome(*ep, true, clock::now());
+  auto now = clock::now();
+  outcome(*ep, true, now);
+  // One failed connect is one failure to the breaker, however many calls
+  // waited on it or are refused during its backoff (they do not vote): a
+  // gateway started a moment before its service must not find the
+  // service's breaker open for open_time because 64 requests came at once.
+  breaker_outcome(true, now);
 }
 
 void client_core::outcome(endpoint& ep, bool failed, clock::time_point now) {
