@@ -46,10 +46,14 @@ class frame_scope {
   bool done_ = false;
 };
 
+// A key of the envelope, a fixstr: its head and bytes in one write.
 template <std::size_t N>
 void key(packer& pk, const char (&k)[N]) {
-  pk.pack_str(N - 1);
-  pk.pack_str_body(k, N - 1);
+  static_assert(N - 1 < 32, "a fixstr");
+  char packed[N];
+  packed[0] = static_cast<char>(0xa0 | (N - 1));
+  std::memcpy(packed + 1, k, N - 1);
+  pk.pack_packed(std::string_view(packed, N));
 }
 
 [[noreturn]] void malformed(const char* what) {
@@ -321,7 +325,8 @@ void decode_envelope(const char* body, std::size_t size, msgpack::zone& zone, bo
   if (root.kind != msgpack_head::map) throw protocol_violation("packet is not a map");
   if (root.count > size / 2) malformed("map larger than the frame");
 
-  out = packet{};
+  static const packet blank{};  // (copying it costs less than building one)
+  out = blank;
   out.zone = &zone;
   bool has_id = false, has_pattern = false, has_data = false, has_disposed = false;
   bool goaway = false;
