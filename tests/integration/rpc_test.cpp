@@ -9,6 +9,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/write.hpp>
 
+#include <numeric>
 #include <sstream>
 
 using namespace std::chrono_literals;
@@ -431,7 +432,8 @@ struct hand_answered {
     REQUIRE(done());
   }
   // Writes the final replies to calls `ids` in one write (one read takes them).
-  void answer(std::initializer_list<std::uint64_t> ids) {
+  void answer(std::initializer_list<std::uint64_t> ids) { answer(std::vector(ids)); }
+  void answer(const std::vector<std::uint64_t>& ids) {
     std::string frames;
     for (auto id : ids) {
       msgpack::sbuffer body;
@@ -502,4 +504,63 @@ TEST_CASE("a waiter that throws does not cost the calls woken with it their resu
   h.step_until([&] { return second_ran; });  // the loop goes on: the rest of the batch runs
   CHECK(first.done);
   CHECK(second.done);
+}
+
+namespace {
+// 64 calls on h.conn, answered in one read; each caller, woken, sends its
+// next call and notes how many bytes of requests its peer holds unread.
+std::vector<std::size_t> bytes_seen_by_woken_callers(hand_answered& h) {
+  constexpr std::size_t n = 64;
+  auto nil = [](tern::transport::packer& pk) { pk.pack_nil(); };
+  static const tern::transport::value_sink sink = [](const tern::transport::value_view&) {};
+  std::vector<tern::transport::call_state> first(n), next(n);
+  std::vector<std::size_t> seen(n, 0);
+  std::size_t woken = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    first[i].label = next[i].label = "ping";
+    first[i].sink = next[i].sink = &sink;
+    first[i].waiter = [&, i] {
+      h.conn->start_call(next[i], packed_ping, {}, nil, 5s);
+      seen[i] = h.peer.available();
+      ++woken;
+    };
+    h.conn->start_call(first[i], packed_ping, {}, nil, 5s);
+  }
+  h.io.poll();  // the 64 requests written
+  std::vector<char> taken(1 << 16);
+  while (h.peer.available() > 0) h.peer.read_some(asio::buffer(taken));
+  std::vector<std::uint64_t> ids(n);
+  std::iota(ids.begin(), ids.end(), 1);  // the ids the connection gave them
+  h.answer(ids);
+  h.step_until([&] { return woken == n; });
+  h.io.poll();
+  for (auto& s : next) h.conn->abandon(s);
+  return seen;
+}
+}  // namespace
+
+TEST_CASE(
+    "a connection alone on its loop writes what the first 32 woken callers sent before the "
+    "rest of their batch runs") {
+  hand_answered h;
+  auto seen = bytes_seen_by_woken_callers(h);
+  CHECK(seen[0] == 0);
+  CHECK(seen[31] == 0);         // the first 32 callers' requests wait for the writer...
+  CHECK(seen[32] > 0);          // ...which wrote them before the 33rd caller ran
+  CHECK(seen[63] == seen[32]);  // and the rest's go out after the batch
+}
+
+TEST_CASE("with another connection of its loop busy, a batch of woken callers runs whole") {
+  hand_answered other;
+  hand_answered h;
+  auto nil = [](tern::transport::packer& pk) { pk.pack_nil(); };
+  const tern::transport::value_sink sink = [](const tern::transport::value_view&) {};
+  tern::transport::call_state pending;
+  pending.label = "ping";
+  pending.sink = &sink;
+  other.conn->start_call(pending, packed_ping, {}, nil, 5s);  // unanswered
+  auto seen = bytes_seen_by_woken_callers(h);
+  CHECK(seen[32] == 0);
+  CHECK(seen[63] == 0);  // all 64 requests go out after the batch, in one write
+  other.conn->abandon(pending);
 }

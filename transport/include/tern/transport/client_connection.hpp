@@ -169,8 +169,10 @@ class client_connection final : public connection {
   value_sink ping_sink_;
   call_state ping_;  // the keep-alive ping, in flight while pinging()
   unique_function<void()> on_silent_;
-  std::vector<unique_function<void()>> woken_;  // waiters to run, one post for all
-  bool woken_posted_ = false;                   // a handler to run woken_ is queued
+  static constexpr std::size_t woken_slice = 32;  // waiters run a turn (run_woken)
+  std::vector<unique_function<void()>> woken_;    // waiters to run, one post for all
+  bool woken_posted_ = false;                     // a handler to run woken_ is queued
+  bool woken_rest_ = false;                       // woken_ begins with a split batch's rest
   std::chrono::steady_clock::time_point started_at_ = std::chrono::steady_clock::now();
 };
 
