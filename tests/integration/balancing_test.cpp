@@ -407,8 +407,8 @@ TEST_CASE("close() ends idempotent calls in flight without retrying them") {
 }
 
 TEST_CASE(
-    "breaker: the calls one refused connect fails count once, so a client that starts a moment "
-    "before its service finds it closed") {
+    "breaker: calls refused while a failed connect backs off do not count, so a client that "
+    "starts a moment before its service finds it closed") {
   run([](asio::io_context& io) -> asio::awaitable<void> {
     std::uint16_t port = 0;
     {
@@ -417,12 +417,20 @@ TEST_CASE(
       co_await gone.app.shutdown();
     }  // nothing listens there yet
     auto o = quiet({"127.0.0.1:" + std::to_string(port)});
-    o.backoff_initial = 1ms;
-    o.backoff_max = 1ms;
+    o.backoff_initial = 100ms;
+    o.backoff_max = 100ms;
     o.retry.max_attempts = 1;
     o.breaker = {.consecutive_failures = 3, .failure_rate = 0, .open_time = 60s};
     tern::client_proxy client(io, o);
-    constexpr int callers = 20;  // at once, as a gateway's clients come
+    // The connect fails (as a gateway's first one does when it starts with
+    // its services): one failure.
+    try {
+      (void)co_await client.send<int>("who");
+      FAIL("a call reached nothing");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::connection_refused);
+    }
+    constexpr int callers = 20;  // then a burst, as a gateway's clients come
     int refused = 0, ended = 0;
     for (int i = 0; i < callers; ++i) {
       asio::co_spawn(
@@ -431,7 +439,10 @@ TEST_CASE(
             try {
               (void)co_await client.send<int>("who");
             } catch (const tern::rpc_error& e) {
-              if (e.kind() == tern::errc::connection_refused) ++refused;
+              if (e.kind() == tern::errc::connection_refused &&
+                  std::string(e.what()).find("next attempt in") != std::string::npos) {
+                ++refused;
+              }
             }
             ++ended;
           },
@@ -439,13 +450,46 @@ TEST_CASE(
     }
     co_await until([&] { return ended == callers; });
     REQUIRE(ended == callers);
-    CHECK(refused == callers);
+    CHECK(refused == callers);  // at once, during the connect's backoff
     CHECK(client.breaker() == tern::client_proxy::breaker_state::closed);
     CHECK(client.stats().breaker_opened == 0);
-    instance svc(io, 7, "127.0.0.1", port);    // the service comes up
-    asio::steady_timer backoff_over(io, 2ms);  // the one failed connect's backoff (1 ms)
+    instance svc(io, 7, "127.0.0.1", port);      // the service comes up
+    asio::steady_timer backoff_over(io, 110ms);  // the failed connect's backoff (100 ms)
     co_await backoff_over.async_wait(asio::use_awaitable);
     CHECK(co_await client.send<int>("who") == 7);
+    client.close();
+  });
+}
+
+TEST_CASE("breaker: a half-open trial refused while the connect backs off opens it again") {
+  run([](asio::io_context& io) -> asio::awaitable<void> {
+    std::uint16_t port = 0;
+    {
+      instance gone(io, 0, "127.0.0.1");
+      port = gone.port;
+      co_await gone.app.shutdown();
+    }
+    auto o = quiet({"127.0.0.1:" + std::to_string(port)});
+    o.backoff_initial = 60s;  // the trial comes long before the next connect
+    o.backoff_max = 60s;
+    o.retry.max_attempts = 1;
+    o.breaker = {.consecutive_failures = 1, .failure_rate = 0, .open_time = 50ms};
+    tern::client_proxy client(io, o);
+    auto state = [&] { return client.breaker(); };
+    try {
+      (void)co_await client.send<int>("who");  // the connect fails: open
+    } catch (const tern::rpc_error&) {
+    }
+    REQUIRE(state() == tern::client_proxy::breaker_state::open);
+    co_await until([&] { return state() == tern::client_proxy::breaker_state::half_open; });
+    try {
+      (void)co_await client.send<int>("who");  // the trial, refused during the backoff
+      FAIL("the trial reached nothing");
+    } catch (const tern::rpc_error& e) {
+      CHECK(e.kind() == tern::errc::connection_refused);
+    }
+    CHECK(state() == tern::client_proxy::breaker_state::open);  // it reported: not held half-open
+    CHECK(client.stats().breaker_opened == 2);
     client.close();
   });
 }
@@ -465,7 +509,7 @@ TEST_CASE(
     co_await svc->app.shutdown();
     svc.reset();  // nothing listens now
     auto state = [&] { return client.breaker(); };
-    for (int i = 0; i < 10 && state() != tern::client_proxy::breaker_state::open; ++i) {
+    for (int i = 0; i < 50 && state() != tern::client_proxy::breaker_state::open; ++i) {
       try {
         (void)co_await client.send<int>("who");
       } catch (const tern::rpc_error&) {

@@ -245,6 +245,7 @@ void client_connection::run_woken() {
 
 void client_connection::drop_woken() noexcept {
   woken_posted_ = false;
+  woken_rest_ = false;
   auto batch = std::move(woken_);
   woken_.clear();
 }

@@ -27,7 +27,9 @@ struct ejection_options {
 /// The circuit breaker of the whole service: while it is open, calls fail
 /// at once with errc::circuit_open instead of waiting on a service that
 /// does not answer. Failures count as for ejection (a call that found no
-/// endpoint to connect to is one).
+/// endpoint to connect to is one, but not one refused at once while its
+/// endpoints back off after a failed connect: the calls that waited on that
+/// connect counted it; a half-open trial always counts).
 struct breaker_options {
   /// Consecutive failed calls that open it; 0: not counted.
   int consecutive_failures = 20;

@@ -90,7 +90,11 @@ bool try_send(call_slot& sl) {
   auto& core = *sl.owner;
   // The breaker decides once per call: a retry of an admitted call (a
   // half-open trial among them) goes on, within the budget.
-  if (++sl.tries == 1) core.admit(clock::now());
+  if (++sl.tries == 1) {
+    auto now = clock::now();
+    core.admit(now);
+    sl.trial = core.breaker.current(now) == circuit_breaker::state::half_open;
+  }
   sl.picked.reset();
   if (!core.endpoints.resolved()) return false;
   auto i = core.endpoints.pick(sl.retries > 0 ? sl.ep.get() : nullptr);
@@ -133,7 +137,7 @@ bool may_retry(call_slot& sl, const rpc_error& e, bool sent, clock::time_point n
   return true;
 }
 
-void not_sent(call_slot& sl, const rpc_error& e);
+void not_sent(call_slot& sl, const rpc_error& e, bool backing_off = false);
 
 // Why an attempt task stopped before sending: its caller gave up, or the
 // client was closed.
@@ -151,6 +155,7 @@ asio::awaitable<void> attempt(call_slot& sl, std::chrono::milliseconds wait) {
   auto& core = *sl.owner;
   const bool first = wait.count() < 0;
   std::optional<rpc_error> failure;
+  bool backing_off = false;
   try {
     if (!first) {
       asio::steady_timer t(core.executor, wait);
@@ -166,6 +171,9 @@ asio::awaitable<void> attempt(call_slot& sl, std::chrono::milliseconds wait) {
     check_still_wanted(sl);
     send(sl, std::move(ep));
     co_return;
+  } catch (const refused_while_backing_off& e) {
+    failure = e;
+    backing_off = true;
   } catch (const rpc_error& e) {
     failure = e;
   } catch (const std::exception& e) {  // the task's cancellation, say
@@ -174,7 +182,8 @@ asio::awaitable<void> attempt(call_slot& sl, std::chrono::milliseconds wait) {
                   : rpc_error(errc::connection_refused, sl.p->canonical() + ": " + e.what());
   }
   // Not from inside this coroutine: finishing the last call resumes the awaiting one.
-  asio::post(core.executor, [&sl, f = std::move(*failure)] { not_sent(sl, f); });
+  asio::post(core.executor,
+             [&sl, f = std::move(*failure), backing_off] { not_sent(sl, f, backing_off); });
 }
 
 void start_attempt(call_slot& sl, std::chrono::milliseconds wait) {
@@ -200,11 +209,13 @@ void retry_later(call_slot& sl, clock::time_point now) {
   start_attempt(sl, std::max(wait, std::chrono::milliseconds(0)));
 }
 
-void not_sent(call_slot& sl, const rpc_error& e) {
+void not_sent(call_slot& sl, const rpc_error& e, bool backing_off) {
   auto now = clock::now();
-  // Refused connects voted once each, in the connect attempt (client_core::attempt).
+  // A call refused while its endpoints back off says nothing new (the
+  // calls that waited on the failed connect counted it), unless it is a
+  // half-open breaker's trial, which must report.
   if (e.kind() != errc::circuit_open && e.kind() != errc::cancelled &&
-      e.kind() != errc::deadline_exceeded && e.kind() != errc::connection_refused) {
+      e.kind() != errc::deadline_exceeded && (!backing_off || sl.trial)) {
     sl.breaker_vote = counts_as_failure(e) ? 1 : 0;
   }
   if (may_retry(sl, e, false, now)) {

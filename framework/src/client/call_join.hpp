@@ -32,6 +32,7 @@ struct call_slot {
   clock::time_point deadline{};
   bool idempotent = false;
   bool cancelled = false;
+  bool trial = false;                     // admitted by a half-open breaker
   int tries = 0;                          // attempts begun
   int retries = 0;                        // of them, after the first
   std::uint64_t closes = 0;               // the client's close() count when the call began

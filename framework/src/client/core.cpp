@@ -67,6 +67,8 @@ asio::awaitable<endpoint_ptr> client_core::acquire(endpoint_ptr picked, const en
     try {
       co_await connect(picked);
       co_return picked;
+    } catch (const refused_while_backing_off&) {
+      // backing off since it was picked: another, or the refusal below
     } catch (const rpc_error& e) {
       if (e.kind() == errc::cancelled) throw;
       failure = e;
@@ -74,7 +76,8 @@ asio::awaitable<endpoint_ptr> client_core::acquire(endpoint_ptr picked, const en
     picked.reset();
   }
   if (failure) throw *failure;
-  throw endpoints.unavailable();
+  if (list.empty()) throw endpoints.unavailable();  // nothing resolved: that counts
+  throw refused_while_backing_off(endpoints.unavailable());
 }
 
 // The endpoint's connection, open. Concurrent callers share one attempt,
@@ -87,7 +90,7 @@ asio::awaitable<void> client_core::connect(endpoint_ptr ep) {
     if (ep->removed)
       throw rpc_error(errc::connection_refused, ep->text + " left " + endpoints.where());
     if (!ep->connecting) {
-      if (ep->backing_off()) throw endpoints.unavailable();
+      if (ep->backing_off()) throw refused_while_backing_off(endpoints.unavailable());
       start_attempt(ep);
       continue;
     }
@@ -158,13 +161,7 @@ asio::awaitable<void> client_core::attempt(endpoint_ptr ep) {
   ep->last_error = *failure;
   spdlog::warn("{}", failure->what());
   if (endpoints.named(*ep)) endpoints.lookup_soon();
-  auto now = clock::now();
-  outcome(*ep, true, now);
-  // One failed connect is one failure to the breaker, however many calls
-  // waited on it or are refused during its backoff (they do not vote): a
-  // gateway started a moment before its service must not find the
-  // service's breaker open for open_time because 64 requests came at once.
-  breaker_outcome(true, now);
+  outcome(*ep, true, clock::now());
 }
 
 void client_core::outcome(endpoint& ep, bool failed, clock::time_point now) {

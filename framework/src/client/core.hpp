@@ -19,6 +19,15 @@
 
 namespace tern::detail {
 
+/// connection_refused for a call that found its endpoints backing off after
+/// failed connects (or ejected): no attempt was made for it. The calls that
+/// waited on those connects counted their failure for the breaker; this one
+/// does not count again, or one refused connect would open it for a burst
+/// of callers (a gateway started a moment before its services).
+struct refused_while_backing_off : rpc_error {
+  explicit refused_while_backing_off(rpc_error e) : rpc_error(std::move(e)) {}
+};
+
 class client_core : public std::enable_shared_from_this<client_core> {
  public:
   client_core(asio::io_context& io, client_options o);
