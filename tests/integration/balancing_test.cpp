@@ -473,14 +473,14 @@ TEST_CASE("breaker: a half-open trial refused while the connect backs off opens 
     o.backoff_initial = 60s;  // the trial comes long before the next connect
     o.backoff_max = 60s;
     o.retry.max_attempts = 1;
-    o.breaker = {.consecutive_failures = 1, .failure_rate = 0, .open_time = 50ms};
+    o.breaker = {.consecutive_failures = 1, .failure_rate = 0, .open_time = 200ms};
     tern::client_proxy client(io, o);
     auto state = [&] { return client.breaker(); };
     try {
       (void)co_await client.send<int>("who");  // the connect fails: open
     } catch (const tern::rpc_error&) {
     }
-    REQUIRE(state() == tern::client_proxy::breaker_state::open);
+    REQUIRE(client.stats().breaker_opened == 1);
     co_await until([&] { return state() == tern::client_proxy::breaker_state::half_open; });
     try {
       (void)co_await client.send<int>("who");  // the trial, refused during the backoff
@@ -488,8 +488,8 @@ TEST_CASE("breaker: a half-open trial refused while the connect backs off opens 
     } catch (const tern::rpc_error& e) {
       CHECK(e.kind() == tern::errc::connection_refused);
     }
-    CHECK(state() == tern::client_proxy::breaker_state::open);  // it reported: not held half-open
-    CHECK(client.stats().breaker_opened == 2);
+    CHECK(client.stats().breaker_opened == 2);  // it reported: not held half-open
+    CHECK(state() != tern::client_proxy::breaker_state::closed);
     client.close();
   });
 }
