@@ -1,9 +1,13 @@
 #include "tern/offload.hpp"
 
+#include "tern/log_limit.hpp"
+
+#include <spdlog/spdlog.h>
 #include <asio/thread_pool.hpp>
 
 #include <atomic>
 #include <cstdlib>
+#include <mutex>
 
 namespace tern {
 
@@ -42,6 +46,34 @@ void detail::post_to_workers(transport::unique_function<void()> job) {
     } guard;
     job();
   });
+}
+
+std::chrono::microseconds detail::quick_limit_from_env() {
+  static const std::chrono::microseconds limit = [] {
+    if (const char* env = std::getenv("TERN_QUICK_LIMIT_US")) {
+      char* end = nullptr;
+      long long n = std::strtoll(env, &end, 10);
+      if (end != env && *end == '\0' && n >= 0) return std::chrono::microseconds(n);
+      spdlog::warn("TERN_QUICK_LIMIT_US={} is not a number of microseconds; using 200", clip(env));
+    }
+    return std::chrono::microseconds(200);
+  }();
+  return limit;
+}
+
+void detail::warn_slow(std::chrono::steady_clock::duration took, std::chrono::microseconds limit) {
+  static std::mutex m;
+  static log_limiter limiter(std::chrono::seconds(10));
+  std::size_t held = 0;
+  {
+    std::lock_guard lock(m);
+    if (!limiter.allow(held)) return;
+  }
+  spdlog::info(
+      "a quick path's run took {} us, over its {} us limit: its next runs go to the worker "
+      "pool until they are quick again{}",
+      std::chrono::duration_cast<std::chrono::microseconds>(took).count(), limit.count(),
+      held_back(held));
 }
 
 }  // namespace tern

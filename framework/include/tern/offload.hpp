@@ -8,6 +8,9 @@
 #include <asio/dispatch.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <exception>
 #include <optional>
 #include <type_traits>
@@ -17,6 +20,11 @@ namespace tern {
 namespace detail {
 /// Runs a job on the process-wide worker pool.
 void post_to_workers(transport::unique_function<void()> job);
+/// TERN_QUICK_LIMIT_US, read once (default 200; 0: quick paths never run
+/// on the loop).
+std::chrono::microseconds quick_limit_from_env();
+/// Logs (rate-limited) that a quick path's run took `took`, over `limit`.
+void warn_slow(std::chrono::steady_clock::duration took, std::chrono::microseconds limit);
 }  // namespace detail
 
 /// The worker pool right now: jobs waiting for a thread, and threads busy.
@@ -70,5 +78,93 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
   if (error) std::rethrow_exception(error);
   if constexpr (!std::is_void_v<R>) co_return std::move(*result);
 }
+
+/// Blocking work that is usually quick, such as a read of a local SQLite
+/// file (microseconds): it runs on the event loop itself while it stays
+/// quick, which saves the hand-off to a worker and back (a thread woken on
+/// each side: on the demo, half a service's CPU a call), and on the worker
+/// pool while it does not. One per call site:
+///
+/// ```
+/// auto find = std::make_shared<tern::quick_path>();
+/// app.message_pattern({{"cmd", "get_user"}}, [&db, find](std::int64_t id) -> asio::awaitable<user>
+/// {
+///   co_return co_await find->run([&] { return db.try_find(id); },  // nullopt: would wait
+///                                [&] { return db.find(id); });
+/// });
+/// ```
+///
+/// `try_here()` runs on the loop and returns std::nullopt when it would
+/// have to wait (its lock is taken, say by a write on a worker); `f()` is
+/// the blocking form, run on the pool. Runs go to the pool until `proof`
+/// runs in a row (on either side) took at most `limit`; one run over the
+/// limit sends the next `proof` to the pool again. So a path that turns
+/// slow costs the loop one slow run, not every run; what it cannot foresee
+/// is one slow run of a path that has been quick, so keep it to work whose
+/// cost is bounded (a key lookup, a page with a limit). `limit` defaults to
+/// TERN_QUICK_LIMIT_US (200 µs; 0 keeps every run on the pool).
+///
+/// Thread safety: run() may be called from several threads at once.
+class quick_path {
+ public:
+  explicit quick_path(std::chrono::microseconds limit = detail::quick_limit_from_env(),
+                      unsigned proof = 8) noexcept
+      : limit_(limit), proof_(proof) {}
+
+  template <class Try, class F>
+  asio::awaitable<std::invoke_result_t<F&>> run(Try try_here, F f) {
+    using R = std::invoke_result_t<F&>;
+    static_assert(std::is_same_v<std::invoke_result_t<Try&>, std::optional<R>>,
+                  "try_here() returns std::optional of what f() returns");
+    if (limit_.count() > 0 && streak_.load(std::memory_order_relaxed) >= proof_) {
+      auto start = std::chrono::steady_clock::now();
+      std::optional<R> got;
+      try {
+        got = try_here();
+      } catch (...) {
+        note(start);
+        here_.fetch_add(1, std::memory_order_relaxed);
+        throw;
+      }
+      if (got) {
+        note(start);
+        here_.fetch_add(1, std::memory_order_relaxed);
+        co_return std::move(*got);
+      }
+    }
+    pooled_.fetch_add(1, std::memory_order_relaxed);
+    co_return co_await offload([this, &f]() -> R {
+      struct timed {
+        quick_path* self;
+        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+        ~timed() { self->note(start); }
+      } t{this};
+      return f();
+    });
+  }
+
+  /// Runs so far on the loop (counting those that threw), and on the pool.
+  [[nodiscard]] std::uint64_t ran_here() const noexcept {
+    return here_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t ran_on_pool() const noexcept {
+    return pooled_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  void note(std::chrono::steady_clock::time_point start) noexcept {
+    auto took = std::chrono::steady_clock::now() - start;
+    if (took > limit_) {
+      if (streak_.exchange(0, std::memory_order_relaxed) >= proof_) detail::warn_slow(took, limit_);
+    } else if (streak_.load(std::memory_order_relaxed) < proof_) {
+      streak_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  std::chrono::microseconds limit_;
+  unsigned proof_;
+  std::atomic<unsigned> streak_{0};
+  std::atomic<std::uint64_t> here_{0}, pooled_{0};
+};
 
 }  // namespace tern
