@@ -7,6 +7,7 @@
 #include <tern/microservice.hpp>
 #include <tern/offload.hpp>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,18 +15,24 @@ namespace tern::demo {
 
 /// Registers {cmd: "get_<plural>"} {limit?, offset?} and {cmd: "get_<singular>"}
 /// {id}. The data is decoded and checked on the loop (cheap, before the
-/// handler runs); the repository, which blocks, runs on the worker pool.
+/// handler runs); the repository, which blocks, runs on the loop while its
+/// reads are quick and its lock is free (SQLite: microseconds), else on the
+/// worker pool (tern::quick_path).
 template <class Repo>
 void register_reads(microservice& app, Repo& repo, const std::string& singular,
                     const std::string& plural) {
   using record = typename decltype(repo.find(0))::value_type;
+  auto list = std::make_shared<quick_path>();
   app.message_pattern({{"cmd", "get_" + plural}},
-                      [&repo](page p) -> asio::awaitable<std::vector<record>> {
-                        co_return co_await offload([&repo, p] { return repo.list(p); });
+                      [&repo, list](page p) -> asio::awaitable<std::vector<record>> {
+                        co_return co_await list->run([&repo, &p] { return repo.try_list(p); },
+                                                     [&repo, &p] { return repo.list(p); });
                       });
+  auto find = std::make_shared<quick_path>();
   app.message_pattern(
-      {{"cmd", "get_" + singular}}, [&repo, singular](by_id r) -> asio::awaitable<record> {
-        auto found = co_await offload([&repo, id = r.id] { return repo.find(id); });
+      {{"cmd", "get_" + singular}}, [&repo, singular, find](by_id r) -> asio::awaitable<record> {
+        auto found = co_await find->run([&repo, &r] { return repo.try_find(r.id); },
+                                        [&repo, &r] { return repo.find(r.id); });
         if (!found) {
           throw rpc_error(404, singular + " " + std::to_string(r.id) + " not found");
         }

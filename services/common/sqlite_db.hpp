@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -61,6 +62,21 @@ class sqlite_db {
   [[nodiscard]] std::unique_ptr<statement> prepare(std::string_view sql);
   [[nodiscard]] std::int64_t last_insert_rowid() const;
   [[nodiscard]] std::mutex& mutex() noexcept { return mutex_; }
+
+  /// `read()` under the lock, waiting for it (on a worker thread).
+  template <class F>
+  auto locked(F read) {
+    std::lock_guard lock(mutex_);
+    return read();
+  }
+  /// `read()` under the lock if it is free now, else std::nullopt without
+  /// waiting (on the event loop, which must not wait for a write).
+  template <class F>
+  auto try_locked(F read) -> std::optional<decltype(read())> {
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (!lock) return std::nullopt;
+    return read();
+  }
 
  private:
   sqlite3* db_ = nullptr;

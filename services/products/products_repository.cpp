@@ -30,20 +30,16 @@ class sqlite_products final : public products_repository::backend {
   }
 
   std::vector<product> list(const page& p) override {
-    std::lock_guard lock(db_.mutex());
-    auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
-    std::vector<product> out;
-    out.reserve(static_cast<std::size_t>(
-        std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
-    while (q.step()) out.push_back({q.int64(0), q.text(1), q.real(2)});
-    return out;
+    return db_.locked([&] { return rows(p); });
   }
-
+  std::optional<std::vector<product>> try_list(const page& p) override {
+    return db_.try_locked([&] { return rows(p); });
+  }
   std::optional<product> find(std::int64_t id) override {
-    std::lock_guard lock(db_.mutex());
-    auto& q = find_->reset().bind(1, id);
-    if (!q.step()) return std::nullopt;
-    return product{q.int64(0), q.text(1), q.real(2)};
+    return db_.locked([&] { return row(id); });
+  }
+  std::optional<std::optional<product>> try_find(std::int64_t id) override {
+    return db_.try_locked([&] { return row(id); });
   }
 
   product create(const new_product& p) override {
@@ -62,6 +58,22 @@ class sqlite_products final : public products_repository::backend {
   }
 
  private:
+  // Under the lock.
+  std::vector<product> rows(const page& p) {
+    auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
+    std::vector<product> out;
+    out.reserve(static_cast<std::size_t>(
+        std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
+    while (q.step()) out.push_back({q.int64(0), q.text(1), q.real(2)});
+    return out;
+  }
+
+  std::optional<product> row(std::int64_t id) {
+    auto& q = find_->reset().bind(1, id);
+    if (!q.step()) return std::nullopt;
+    return product{q.int64(0), q.text(1), q.real(2)};
+  }
+
   sqlite_db db_;
   std::unique_ptr<statement> list_, find_, insert_;
 };
@@ -141,6 +153,14 @@ std::vector<product> products_repository::list(const page& p) {
 
 std::optional<product> products_repository::find(std::int64_t id) {
   return backend_->find(id);
+}
+
+std::optional<std::vector<product>> products_repository::try_list(const page& p) {
+  return backend_->try_list(p);
+}
+
+std::optional<std::optional<product>> products_repository::try_find(std::int64_t id) {
+  return backend_->try_find(id);
 }
 
 bool products_repository::ready() {

@@ -35,7 +35,8 @@ struct new_product {
 /// Products in an SQLite file (the default: one instance, no server), or
 /// in PostgreSQL (postgres://... : what replicas share), created and seeded
 /// on first use. Thread-safe (one lock around the connection); calls
-/// block, so the service runs them through tern::offload. With PostgreSQL,
+/// block, so the service runs them through tern::offload, or, for SQLite
+/// reads, on its loop while they are quick (tern::quick_path, try_*). With PostgreSQL,
 /// a database that cannot be reached is an rpc_error 503.
 class products_repository {
  public:
@@ -45,6 +46,11 @@ class products_repository {
 
   std::vector<product> list(const page& p);
   std::optional<product> find(std::int64_t id);
+  /// list() and find() when they can answer without waiting, else
+  /// std::nullopt: the SQLite file's lock is held by another thread, or the
+  /// database is PostgreSQL (the network: always through the pool).
+  std::optional<std::vector<product>> try_list(const page& p);
+  std::optional<std::optional<product>> try_find(std::int64_t id);
   /// Throws rpc_error 409 when the name is taken.
   product create(const new_product& p);
 
@@ -57,6 +63,8 @@ class products_repository {
     virtual bool ready() { return true; }
     virtual std::vector<product> list(const page& p) = 0;
     virtual std::optional<product> find(std::int64_t id) = 0;
+    virtual std::optional<std::vector<product>> try_list(const page&) { return std::nullopt; }
+    virtual std::optional<std::optional<product>> try_find(std::int64_t) { return std::nullopt; }
     virtual product create(const new_product& n) = 0;
   };
 

@@ -29,20 +29,16 @@ class sqlite_users final : public users_repository::backend {
   }
 
   std::vector<user> list(const page& p) override {
-    std::lock_guard lock(db_.mutex());
-    auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
-    std::vector<user> out;
-    out.reserve(static_cast<std::size_t>(
-        std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
-    while (q.step()) out.push_back({q.int64(0), q.text(1), q.text(2)});
-    return out;
+    return db_.locked([&] { return rows(p); });
   }
-
+  std::optional<std::vector<user>> try_list(const page& p) override {
+    return db_.try_locked([&] { return rows(p); });
+  }
   std::optional<user> find(std::int64_t id) override {
-    std::lock_guard lock(db_.mutex());
-    auto& q = find_->reset().bind(1, id);
-    if (!q.step()) return std::nullopt;
-    return user{q.int64(0), q.text(1), q.text(2)};
+    return db_.locked([&] { return row(id); });
+  }
+  std::optional<std::optional<user>> try_find(std::int64_t id) override {
+    return db_.try_locked([&] { return row(id); });
   }
 
   user create(const new_user& u) override {
@@ -61,6 +57,22 @@ class sqlite_users final : public users_repository::backend {
   }
 
  private:
+  // Under the lock.
+  std::vector<user> rows(const page& p) {
+    auto& q = list_->reset().bind(1, p.limit).bind(2, p.offset);
+    std::vector<user> out;
+    out.reserve(static_cast<std::size_t>(
+        std::min<std::int64_t>(p.limit, 16)));  // one allocation for most pages
+    while (q.step()) out.push_back({q.int64(0), q.text(1), q.text(2)});
+    return out;
+  }
+
+  std::optional<user> row(std::int64_t id) {
+    auto& q = find_->reset().bind(1, id);
+    if (!q.step()) return std::nullopt;
+    return user{q.int64(0), q.text(1), q.text(2)};
+  }
+
   sqlite_db db_;
   std::unique_ptr<statement> list_, find_, insert_;
 };
@@ -136,6 +148,14 @@ std::vector<user> users_repository::list(const page& p) {
 
 std::optional<user> users_repository::find(std::int64_t id) {
   return backend_->find(id);
+}
+
+std::optional<std::vector<user>> users_repository::try_list(const page& p) {
+  return backend_->try_list(p);
+}
+
+std::optional<std::optional<user>> users_repository::try_find(std::int64_t id) {
+  return backend_->try_find(id);
 }
 
 bool users_repository::ready() {

@@ -42,7 +42,8 @@ struct new_user {
 /// Users in an SQLite file (the default: one instance, no server), or
 /// in PostgreSQL (postgres://... : what replicas share), created and seeded
 /// on first use. Thread-safe (one lock around the connection); calls
-/// block, so the service runs them through tern::offload. With PostgreSQL,
+/// block, so the service runs them through tern::offload, or, for SQLite
+/// reads, on its loop while they are quick (tern::quick_path, try_*). With PostgreSQL,
 /// a database that cannot be reached is an rpc_error 503.
 class users_repository {
  public:
@@ -52,6 +53,11 @@ class users_repository {
 
   std::vector<user> list(const page& p);
   std::optional<user> find(std::int64_t id);
+  /// list() and find() when they can answer without waiting, else
+  /// std::nullopt: the SQLite file's lock is held by another thread, or the
+  /// database is PostgreSQL (the network: always through the pool).
+  std::optional<std::vector<user>> try_list(const page& p);
+  std::optional<std::optional<user>> try_find(std::int64_t id);
   /// Throws rpc_error 409 when the email is taken.
   user create(const new_user& u);
 
@@ -64,6 +70,8 @@ class users_repository {
     virtual bool ready() { return true; }
     virtual std::vector<user> list(const page& p) = 0;
     virtual std::optional<user> find(std::int64_t id) = 0;
+    virtual std::optional<std::vector<user>> try_list(const page&) { return std::nullopt; }
+    virtual std::optional<std::optional<user>> try_find(std::int64_t) { return std::nullopt; }
     virtual user create(const new_user& n) = 0;
   };
 

@@ -96,6 +96,29 @@ TEST_CASE("users: seeded on first start, created, found, kept across reopen (bot
   }
 }
 
+TEST_CASE("reads that need not wait: SQLite's answer on the loop, PostgreSQL's never") {
+  temp_dir dir;
+  users_repository users(dir.file("users.db"));
+  products_repository products(dir.file("products.db"));
+  auto created = users.create({"Edsger", "ed@example.org"});
+  auto found = users.try_find(created.id);  // a write just before: seen
+  REQUIRE(found.has_value());
+  CHECK((*found)->email == "ed@example.org");
+  auto missing = users.try_find(9999);
+  REQUIRE(missing.has_value());  // answered: there is none
+  CHECK_FALSE(missing->has_value());
+  auto page = users.try_list({.limit = 2, .offset = 1});
+  REQUIRE(page.has_value());
+  CHECK(page->size() == 2);
+  CHECK(products.try_list({})->size() == 3);
+  CHECK((*products.try_find(2))->name == products.find(2)->name);
+
+  users_repository pg(fresh_postgres());
+  CHECK_FALSE(pg.try_find(1).has_value());
+  CHECK_FALSE(pg.try_list({}).has_value());
+  CHECK(pg.find(1).has_value());
+}
+
 TEST_CASE("postgres: two repositories on one database see each other's writes at once") {
   auto url = fresh_postgres();
   users_repository a(url), b(url);  // two replicas' worth
