@@ -6,6 +6,7 @@
 #include <asio/thread_pool.hpp>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <mutex>
 
@@ -61,7 +62,8 @@ std::chrono::microseconds detail::quick_limit_from_env() {
   return limit;
 }
 
-void detail::warn_slow(std::chrono::steady_clock::duration took, std::chrono::microseconds limit) {
+void detail::warn_slow(const std::string& name, std::chrono::steady_clock::duration took,
+                       std::chrono::microseconds limit) {
   static std::mutex m;
   static log_limiter limiter(std::chrono::seconds(10));
   std::size_t held = 0;
@@ -70,10 +72,10 @@ void detail::warn_slow(std::chrono::steady_clock::duration took, std::chrono::mi
     if (!limiter.allow(held)) return;
   }
   spdlog::info(
-      "a quick path's run took {} us, over its {} us limit: its next runs go to the worker "
-      "pool until they are quick again{}",
-      std::chrono::duration_cast<std::chrono::microseconds>(took).count(), limit.count(),
-      held_back(held));
+      "quick path {}: a run on the loop took {} us, over its {} us limit; its next runs go to "
+      "the worker pool until they are quick again{}",
+      clip(name), std::chrono::duration_cast<std::chrono::microseconds>(took).count(),
+      limit.count(), held_back(held));
 }
 
 }  // namespace tern

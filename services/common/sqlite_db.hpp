@@ -49,8 +49,9 @@ class statement {
 };
 
 /// A database file, opened (and created) at construction in WAL mode.
-/// Thread safety: callers serialize access with mutex() (the services
-/// reach it from the offload pool's threads).
+/// Thread safety: callers serialize access with mutex(), locked() or
+/// try_locked() (the services reach it from their event loop and from the
+/// offload pool's threads).
 class sqlite_db {
  public:
   explicit sqlite_db(const std::string& path);
@@ -70,7 +71,11 @@ class sqlite_db {
     return read();
   }
   /// `read()` under the lock if it is free now, else std::nullopt without
-  /// waiting (on the event loop, which must not wait for a write).
+  /// waiting (on the event loop, which must not wait for a write). Nor does
+  /// `read()` wait inside SQLite: the connection holds the file's lock for
+  /// good (`locking_mode=EXCLUSIVE`, set at construction), so no other
+  /// process's lock can put it in the busy handler. Without that pragma a
+  /// read here could sleep up to the busy timeout (2 s).
   template <class F>
   auto try_locked(F read) -> std::optional<decltype(read())> {
     std::unique_lock lock(mutex_, std::try_to_lock);

@@ -71,7 +71,9 @@ class sqlite_products final : public products_repository::backend {
   std::optional<product> row(std::int64_t id) {
     auto& q = find_->reset().bind(1, id);
     if (!q.step()) return std::nullopt;
-    return product{q.int64(0), q.text(1), q.real(2)};
+    product found{q.int64(0), q.text(1), q.real(2)};
+    q.reset();  // ends the read transaction now, not at the next find
+    return found;
   }
 
   sqlite_db db_;

@@ -47,8 +47,8 @@ class products_repository {
   std::vector<product> list(const page& p);
   std::optional<product> find(std::int64_t id);
   /// list() and find() when they can answer without waiting, else
-  /// std::nullopt: the SQLite file's lock is held by another thread, or the
-  /// database is PostgreSQL (the network: always through the pool).
+  /// std::nullopt: another thread holds the SQLite connection's mutex, or
+  /// the database is PostgreSQL (the network: always through the pool).
   std::optional<std::vector<product>> try_list(const page& p);
   std::optional<std::optional<product>> try_find(std::int64_t id);
   /// Throws rpc_error 409 when the name is taken.

@@ -54,8 +54,8 @@ class users_repository {
   std::vector<user> list(const page& p);
   std::optional<user> find(std::int64_t id);
   /// list() and find() when they can answer without waiting, else
-  /// std::nullopt: the SQLite file's lock is held by another thread, or the
-  /// database is PostgreSQL (the network: always through the pool).
+  /// std::nullopt: another thread holds the SQLite connection's mutex, or
+  /// the database is PostgreSQL (the network: always through the pool).
   std::optional<std::vector<user>> try_list(const page& p);
   std::optional<std::optional<user>> try_find(std::int64_t id);
   /// Throws rpc_error 409 when the email is taken.

@@ -32,7 +32,7 @@ asio::awaitable<bool> ran_on_loop(quick_path& q, std::chrono::milliseconds try_f
 
 TEST_CASE("a quick path runs on the pool until it has proved quick, then on the loop") {
   run([](asio::io_context&) -> asio::awaitable<void> {
-    quick_path q(100ms, 3);
+    quick_path q("t", 100ms, 3);
     for (int i = 0; i < 3; ++i) CHECK_FALSE(co_await ran_on_loop(q));
     CHECK(co_await ran_on_loop(q));
     CHECK(co_await ran_on_loop(q));
@@ -41,32 +41,65 @@ TEST_CASE("a quick path runs on the pool until it has proved quick, then on the 
   });
 }
 
-TEST_CASE("one run over the limit sends the next ones back to the pool until they prove quick") {
+TEST_CASE("one run over the limit sends the next ones back to the pool, asking twice the proof") {
   run([](asio::io_context&) -> asio::awaitable<void> {
-    quick_path q(100ms, 2);
+    quick_path q("t", 100ms, 2);
     for (int i = 0; i < 2; ++i) co_await ran_on_loop(q);
     CHECK(co_await ran_on_loop(q, 150ms));  // ran here, and was slow
-    CHECK_FALSE(co_await ran_on_loop(q));
+    for (int i = 0; i < 4; ++i) CHECK_FALSE(co_await ran_on_loop(q));
+    CHECK(co_await ran_on_loop(q));
+    CHECK(co_await ran_on_loop(q, 150ms));  // slow again: 8 now
+    for (int i = 0; i < 8; ++i) CHECK_FALSE(co_await ran_on_loop(q));
+    CHECK(co_await ran_on_loop(q));
+    CHECK(q.ran_here() == 4);
+    CHECK(q.ran_on_pool() == 14);
+  });
+}
+
+TEST_CASE("a slow run on the pool delays the move to the loop") {
+  run([](asio::io_context&) -> asio::awaitable<void> {
+    quick_path q("t", 100ms, 2);
+    co_await ran_on_loop(q);
+    std::chrono::milliseconds pool_for = 150ms;
+    co_await q.run([]() -> std::optional<int> { return 1; },
+                   [&] {
+                     std::this_thread::sleep_for(pool_for);
+                     return 1;
+                   });
+    CHECK_FALSE(co_await ran_on_loop(q));  // the slow run reset the count
     CHECK_FALSE(co_await ran_on_loop(q));
     CHECK(co_await ran_on_loop(q));
-    CHECK(q.ran_here() == 2);
-    CHECK(q.ran_on_pool() == 4);
   });
 }
 
 TEST_CASE("a quick path whose lock is taken runs on the pool, and stays proved") {
   run([](asio::io_context&) -> asio::awaitable<void> {
-    quick_path q(100ms, 1);
-    co_await ran_on_loop(q);
+    quick_path q("t", 100ms, 2);
+    for (int i = 0; i < 2; ++i) co_await ran_on_loop(q);
     CHECK_FALSE(co_await ran_on_loop(q, 0ms, true));
     CHECK(co_await ran_on_loop(q));
-    CHECK(q.ran_on_pool() == 2);
+    CHECK(q.ran_on_pool() == 3);
+    CHECK(q.ran_here() == 1);
+  });
+}
+
+TEST_CASE("a quick path's run on the pool after the loop declined is not timed") {
+  run([](asio::io_context&) -> asio::awaitable<void> {
+    quick_path q("t", 100ms, 2);
+    for (int i = 0; i < 2; ++i) co_await ran_on_loop(q);
+    // Declined on the loop, then slow on the pool (waiting for the lock).
+    co_await q.run([]() -> std::optional<int> { return std::nullopt; },
+                   [] {
+                     std::this_thread::sleep_for(150ms);
+                     return 1;
+                   });
+    CHECK(co_await ran_on_loop(q));
   });
 }
 
 TEST_CASE("an error thrown by a quick path's run on the loop reaches its caller") {
   run([](asio::io_context&) -> asio::awaitable<void> {
-    quick_path q(100ms, 1);
+    quick_path q("t", 100ms, 1);
     co_await ran_on_loop(q);
     std::string what;
     try {
@@ -83,7 +116,7 @@ TEST_CASE("an error thrown by a quick path's run on the loop reaches its caller"
 
 TEST_CASE("a quick path with a limit of 0 always runs on the pool") {
   run([](asio::io_context&) -> asio::awaitable<void> {
-    quick_path q(0us, 0);
+    quick_path q("t", 0us, 0);
     for (int i = 0; i < 3; ++i) CHECK_FALSE(co_await ran_on_loop(q));
     CHECK(q.ran_here() == 0);
   });

@@ -2,6 +2,7 @@
 #include "users_repository.hpp"
 
 #include "pg_db.hpp"
+#include "sqlite_db.hpp"
 
 #include <doctest/doctest.h>
 
@@ -14,6 +15,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <thread>
 
 using namespace tern::demo;
 
@@ -110,13 +113,35 @@ TEST_CASE("reads that need not wait: SQLite's answer on the loop, PostgreSQL's n
   auto page = users.try_list({.limit = 2, .offset = 1});
   REQUIRE(page.has_value());
   CHECK(page->size() == 2);
-  CHECK(products.try_list({})->size() == 3);
-  CHECK((*products.try_find(2))->name == products.find(2)->name);
+  auto all = products.try_list({});
+  REQUIRE(all.has_value());
+  CHECK(all->size() == 3);
+  auto second = products.try_find(2);
+  REQUIRE(second.has_value());
+  REQUIRE(second->has_value());
+  CHECK((*second)->name == products.find(2)->name);
 
   users_repository pg(fresh_postgres());
   CHECK_FALSE(pg.try_find(1).has_value());
   CHECK_FALSE(pg.try_list({}).has_value());
   CHECK(pg.find(1).has_value());
+}
+
+TEST_CASE("sqlite_db::try_locked does not wait for a lock another thread holds") {
+  temp_dir dir;
+  sqlite_db db(dir.file("t.db"));
+  std::promise<void> held, release;
+  std::thread holder([&] {
+    std::lock_guard lock(db.mutex());
+    held.set_value();
+    release.get_future().wait();
+  });
+  held.get_future().wait();
+  CHECK_FALSE(db.try_locked([] { return 1; }).has_value());
+  release.set_value();
+  holder.join();
+  CHECK(db.try_locked([] { return 1; }) == 1);
+  CHECK(db.locked([] { return 2; }) == 2);
 }
 
 TEST_CASE("postgres: two repositories on one database see each other's writes at once") {

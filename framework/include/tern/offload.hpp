@@ -13,7 +13,9 @@
 #include <cstdint>
 #include <exception>
 #include <optional>
+#include <string>
 #include <type_traits>
+#include <utility>
 
 namespace tern {
 
@@ -23,8 +25,10 @@ void post_to_workers(transport::unique_function<void()> job);
 /// TERN_QUICK_LIMIT_US, read once (default 200; 0: quick paths never run
 /// on the loop).
 std::chrono::microseconds quick_limit_from_env();
-/// Logs (rate-limited) that a quick path's run took `took`, over `limit`.
-void warn_slow(std::chrono::steady_clock::duration took, std::chrono::microseconds limit);
+/// Logs (rate-limited) that quick path `name`'s run on the loop took
+/// `took`, over `limit`.
+void warn_slow(const std::string& name, std::chrono::steady_clock::duration took,
+               std::chrono::microseconds limit);
 }  // namespace detail
 
 /// The worker pool right now: jobs waiting for a thread, and threads busy.
@@ -86,7 +90,7 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
 /// pool while it does not. One per call site:
 ///
 /// ```
-/// auto find = std::make_shared<tern::quick_path>();
+/// auto find = std::make_shared<tern::quick_path>("get_user");
 /// app.message_pattern({{"cmd", "get_user"}}, [&db, find](std::int64_t id) -> asio::awaitable<user>
 /// {
 ///   co_return co_await find->run([&] { return db.try_find(id); },  // nullopt: would wait
@@ -94,51 +98,70 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
 /// });
 /// ```
 ///
-/// `try_here()` runs on the loop and returns std::nullopt when it would
-/// have to wait (its lock is taken, say by a write on a worker); `f()` is
-/// the blocking form, run on the pool. Runs go to the pool until `proof`
-/// runs in a row (on either side) took at most `limit`; one run over the
-/// limit sends the next `proof` to the pool again. So a path that turns
-/// slow costs the loop one slow run, not every run; what it cannot foresee
-/// is one slow run of a path that has been quick, so keep it to work whose
-/// cost is bounded (a key lookup, a page with a limit). `limit` defaults to
-/// TERN_QUICK_LIMIT_US (200 µs; 0 keeps every run on the pool).
+/// `try_here()` runs on the loop and returns std::nullopt, having done
+/// nothing, when it would have to wait (its lock is taken, say by a write
+/// on a worker); `f()` is the blocking form, run on the pool. Runs go to
+/// the pool until `proof` of them in a row took at most `limit` there;
+/// then they run on the loop. A run on the loop over the limit sends the
+/// next ones back to the pool (logged at info, naming the path, at most
+/// once in 10 s), and doubles the proof asked before the loop again (up to
+/// 128 times `proof`), so a path that flaps costs the loop ever fewer slow
+/// runs. What it cannot foresee is one slow run of a path that has been
+/// quick, so keep it to work whose cost is bounded (a key lookup, a page of
+/// bounded depth). A run on the pool after `try_here()` declined is not
+/// timed (its wait for the lock is not the work's cost). `limit` defaults
+/// to TERN_QUICK_LIMIT_US (200 µs; 0 keeps every run on the pool).
+///
+/// Errors: what `try_here()` or `f()` throws reaches the awaiting caller.
+/// A run is not cancelled with its caller: on the loop it is over before
+/// the caller could be, and on the pool it finishes, as with offload().
 ///
 /// Thread safety: run() may be called from several threads at once.
-class quick_path {
+class quick_path final {
  public:
-  explicit quick_path(std::chrono::microseconds limit = detail::quick_limit_from_env(),
-                      unsigned proof = 8) noexcept
-      : limit_(limit), proof_(proof) {}
+  explicit quick_path(std::string name,
+                      std::chrono::microseconds limit = detail::quick_limit_from_env(),
+                      unsigned proof = 8)
+      : name_(std::move(name)),
+        limit_(limit),
+        base_proof_(proof > 0 ? proof : 1),
+        proof_(base_proof_) {}
 
   template <class Try, class F>
   asio::awaitable<std::invoke_result_t<F&>> run(Try try_here, F f) {
     using R = std::invoke_result_t<F&>;
     static_assert(std::is_same_v<std::invoke_result_t<Try&>, std::optional<R>>,
                   "try_here() returns std::optional of what f() returns");
-    if (limit_.count() > 0 && streak_.load(std::memory_order_relaxed) >= proof_) {
+    bool timed = limit_.count() > 0;
+    if (timed &&
+        streak_.load(std::memory_order_relaxed) >= proof_.load(std::memory_order_relaxed)) {
       auto start = std::chrono::steady_clock::now();
       std::optional<R> got;
       try {
         got = try_here();
       } catch (...) {
-        note(start);
+        note(start, true);
         here_.fetch_add(1, std::memory_order_relaxed);
         throw;
       }
       if (got) {
-        note(start);
+        note(start, true);
         here_.fetch_add(1, std::memory_order_relaxed);
         co_return std::move(*got);
       }
+      timed = false;  // declined: it would have waited
     }
     pooled_.fetch_add(1, std::memory_order_relaxed);
-    co_return co_await offload([this, &f]() -> R {
-      struct timed {
+    co_return co_await offload([this, &f, timed]() -> R {
+      struct timer {
         quick_path* self;
-        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-        ~timed() { self->note(start); }
-      } t{this};
+        bool on;
+        std::chrono::steady_clock::time_point start =
+            on ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+        ~timer() {
+          if (on) self->note(start, false);
+        }
+      } t{this, timed};
       return f();
     });
   }
@@ -152,17 +175,24 @@ class quick_path {
   }
 
  private:
-  void note(std::chrono::steady_clock::time_point start) noexcept {
+  void note(std::chrono::steady_clock::time_point start, bool here) noexcept {
     auto took = std::chrono::steady_clock::now() - start;
     if (took > limit_) {
-      if (streak_.exchange(0, std::memory_order_relaxed) >= proof_) detail::warn_slow(took, limit_);
-    } else if (streak_.load(std::memory_order_relaxed) < proof_) {
+      streak_.store(0, std::memory_order_relaxed);
+      if (here) {
+        auto p = proof_.load(std::memory_order_relaxed);
+        if (p < base_proof_ * 128) proof_.store(p * 2, std::memory_order_relaxed);
+        detail::warn_slow(name_, took, limit_);
+      }
+    } else if (streak_.load(std::memory_order_relaxed) < proof_.load(std::memory_order_relaxed)) {
       streak_.fetch_add(1, std::memory_order_relaxed);
     }
   }
 
+  std::string name_;
   std::chrono::microseconds limit_;
-  unsigned proof_;
+  unsigned base_proof_;
+  std::atomic<unsigned> proof_;
   std::atomic<unsigned> streak_{0};
   std::atomic<std::uint64_t> here_{0}, pooled_{0};
 };
