@@ -85,10 +85,11 @@ class Stack:
 
     def start(self, cmd, port=None, callgrind=None):
         if callgrind:
-            # Time runs ~50x slower under callgrind: a service's quick paths
-            # (tern::quick_path, 200 us) get as much more, so that the path
-            # measured is the one a real run takes (SQLite reads on the loop).
-            cmd = ["env", "TERN_QUICK_LIMIT_US=20000",
+            # Time runs ~50x slower under callgrind, and a process waiting
+            # for a core counts as slow too: a service's quick paths
+            # (tern::quick_path, 200 us) get 1 s, so that the path measured
+            # is the one a real run takes (SQLite reads on the loop).
+            cmd = ["env", "TERN_QUICK_LIMIT_US=1000000",
                    "valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={callgrind}",
                    f"--log-file={callgrind}.log"] + cmd

@@ -27,10 +27,10 @@ else
 fi
 headers=()
 while IFS= read -r h; do [ -n "$h" ] && headers+=(-H "$h"); done <<<"${HEADERS:-}"
-# Time runs ~50x slower under callgrind: the services' quick paths
-# (tern::quick_path, 200 us) get as much more, to measure the path a real
-# run takes (SQLite reads on the loop).
-start_demo_stack "$which" env TERN_QUICK_LIMIT_US="${TERN_QUICK_LIMIT_US:-20000}" valgrind --tool=callgrind --instr-atstart=no \
+# Time runs ~50x slower under callgrind, and a process waiting for a core
+# counts as slow too: the services' quick paths (tern::quick_path, 200 us)
+# get 1 s, to measure the path a real run takes (SQLite reads on the loop).
+start_demo_stack "$which" env TERN_QUICK_LIMIT_US="${TERN_QUICK_LIMIT_US:-1000000}" valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/callgrind.out" --log-file="$work/valgrind.log"
 target=$wrapped_pid
 wrk -t1 -c64 -d2s "${headers[@]}" "http://127.0.0.1:13000$route" >/dev/null  # warm-up, not counted

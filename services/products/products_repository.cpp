@@ -71,9 +71,7 @@ class sqlite_products final : public products_repository::backend {
   std::optional<product> row(std::int64_t id) {
     auto& q = find_->reset().bind(1, id);
     if (!q.step()) return std::nullopt;
-    product found{q.int64(0), q.text(1), q.real(2)};
-    q.reset();  // ends the read transaction now, not at the next find
-    return found;
+    return product{q.int64(0), q.text(1), q.real(2)};
   }
 
   sqlite_db db_;

@@ -70,9 +70,7 @@ class sqlite_users final : public users_repository::backend {
   std::optional<user> row(std::int64_t id) {
     auto& q = find_->reset().bind(1, id);
     if (!q.step()) return std::nullopt;
-    user found{q.int64(0), q.text(1), q.text(2)};
-    q.reset();  // ends the read transaction now, not at the next find
-    return found;
+    return user{q.int64(0), q.text(1), q.text(2)};
   }
 
   sqlite_db db_;

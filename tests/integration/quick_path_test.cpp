@@ -56,6 +56,21 @@ TEST_CASE("one run over the limit sends the next ones back to the pool, asking t
   });
 }
 
+TEST_CASE("1024 quick runs on the loop halve the proof a slow run doubled") {
+  run([](asio::io_context&) -> asio::awaitable<void> {
+    quick_path q("t", 100ms, 2);
+    for (int i = 0; i < 2; ++i) co_await ran_on_loop(q);
+    CHECK(co_await ran_on_loop(q, 150ms));  // proof 2 -> 4
+    for (int i = 0; i < 4; ++i) CHECK_FALSE(co_await ran_on_loop(q));
+    int here = 0;
+    for (int i = 0; i < 1024; ++i) here += co_await ran_on_loop(q) ? 1 : 0;
+    CHECK(here == 1024);                    // proof 4 -> 2
+    CHECK(co_await ran_on_loop(q, 150ms));  // proof 2 -> 4, not 8
+    for (int i = 0; i < 4; ++i) CHECK_FALSE(co_await ran_on_loop(q));
+    CHECK(co_await ran_on_loop(q));
+  });
+}
+
 TEST_CASE("a slow run on the pool delays the move to the loop") {
   run([](asio::io_context&) -> asio::awaitable<void> {
     quick_path q("t", 100ms, 2);

@@ -106,8 +106,10 @@ asio::awaitable<std::invoke_result_t<F&>> offload(F f) {
 /// next ones back to the pool (logged at info, naming the path, at most
 /// once in 10 s), and doubles the proof asked before the loop again (up to
 /// 128 times `proof`), so a path that flaps costs the loop ever fewer slow
-/// runs. What it cannot foresee is one slow run of a path that has been
-/// quick, so keep it to work whose cost is bounded (a key lookup, a page of
+/// runs; each 1024 quick runs on the loop in a row halve it again, so a
+/// rare slow run (the thread preempted mid-run counts too: the limit is on
+/// wall time) does not keep a path on the pool for good. What it cannot foresee is one slow run of
+/// a path that has been quick, so keep it to work whose cost is bounded (a key lookup, a page of
 /// bounded depth). A run on the pool after `try_here()` declined is not
 /// timed (its wait for the lock is not the work's cost). `limit` defaults
 /// to TERN_QUICK_LIMIT_US (200 µs; 0 keeps every run on the pool).
@@ -180,20 +182,32 @@ class quick_path final {
     if (took > limit_) {
       streak_.store(0, std::memory_order_relaxed);
       if (here) {
+        calm_.store(0, std::memory_order_relaxed);
         auto p = proof_.load(std::memory_order_relaxed);
         if (p < base_proof_ * 128) proof_.store(p * 2, std::memory_order_relaxed);
         detail::warn_slow(name_, took, limit_);
       }
-    } else if (streak_.load(std::memory_order_relaxed) < proof_.load(std::memory_order_relaxed)) {
+      return;
+    }
+    auto p = proof_.load(std::memory_order_relaxed);
+    if (here) {
+      if (p > base_proof_ && calm_.fetch_add(1, std::memory_order_relaxed) + 1 >= calm_runs) {
+        calm_.store(0, std::memory_order_relaxed);
+        proof_.store(p / 2, std::memory_order_relaxed);
+      }
+    } else if (streak_.load(std::memory_order_relaxed) < p) {
       streak_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+
+  static constexpr unsigned calm_runs = 1024;
 
   std::string name_;
   std::chrono::microseconds limit_;
   unsigned base_proof_;
   std::atomic<unsigned> proof_;
   std::atomic<unsigned> streak_{0};
+  std::atomic<unsigned> calm_{0};  ///< quick runs on the loop since the proof last moved
   std::atomic<std::uint64_t> here_{0}, pooled_{0};
 };
 
