@@ -90,7 +90,7 @@ set(CPACK_DEBIAN_DEV_PACKAGE_SECTION libdevel)
 # The headers tern's include, the libraries its static ones need at link
 # time, doctest for `tern new`'s test, pkg-config for tern.pc.
 set(CPACK_DEBIAN_DEV_PACKAGE_DEPENDS
-    "libasio-dev, libmsgpack-cxx-dev, libspdlog-dev, prometheus-cpp-dev, libc-ares-dev, libre2-dev, libmimalloc-dev, doctest-dev, pkg-config")
+    "libasio-dev, libmsgpack-cxx-dev, libspdlog-dev, prometheus-cpp-dev, libssl-dev, libc-ares-dev, libre2-dev, libmimalloc-dev, doctest-dev, pkg-config")
 set(CPACK_DEBIAN_DEV_PACKAGE_RECOMMENDS "cmake (>= 3.25), g++ (>= 4:12)")
 set(CPACK_COMPONENT_DEV_DESCRIPTION
     "tern: NestJS's microservices model for C++20 (development files)\n tern's headers and static libraries, its CMake package (find_package(tern)),\n a pkg-config file, `tern new` (a service skeleton) and tern-call.")
