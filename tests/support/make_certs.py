@@ -3,7 +3,7 @@
 Debian's python3-cryptography:
 
   ca.pem                     the CA that signs the others (key ca.key)
-  server.pem, server.key     SANs localhost and 127.0.0.1, serverAuth
+  server.pem, server.key     SANs localhost, 127.0.0.1 and ::1, serverAuth
   server_encrypted.key       server.key, encrypted with "correct horse"
   client.pem, client.key     CN gateway, SAN DNS:gateway, clientAuth
   other_ca.pem               another CA (key other_ca.key)
@@ -98,7 +98,7 @@ write_cert("other_ca.pem", other)
 
 server = ExtendedKeyUsageOID.SERVER_AUTH
 client = ExtendedKeyUsageOID.CLIENT_AUTH
-server_key, _ = leaf("server", "localhost", ["localhost", "127.0.0.1"], server, ca, ca_key)
+server_key, _ = leaf("server", "localhost", ["localhost", "127.0.0.1", "::1"], server, ca, ca_key)
 write_key("server_encrypted.key", server_key, b"correct horse")
 leaf("client", "gateway", ["gateway"], client, ca, ca_key)
 leaf("other_client", "gateway", ["gateway"], client, other, other_key)

@@ -42,6 +42,27 @@ bool is_ip(const std::string& s) {
   return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
 }
 
+// A client's check of the server's leaf: refused unless the connection was
+// given a name or an address to match it against (prepare_client), so a
+// connection set up without one fails closed instead of taking any
+// certificate its CAs signed.
+int verify_named(int ok, X509_STORE_CTX* store) {
+  if (!ok || X509_STORE_CTX_get_error_depth(store) != 0) return ok;
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  X509_VERIFY_PARAM* param = ssl ? SSL_get0_param(ssl) : nullptr;
+  if (param && X509_VERIFY_PARAM_get0_host(param, 0)) return 1;
+  ERR_set_mark();  // asking for an address there is none of queues an error
+  char* ip = param ? X509_VERIFY_PARAM_get1_ip_asc(param) : nullptr;
+  ERR_pop_to_mark();
+  if (ip) {
+    OPENSSL_free(ip);
+    return 1;
+  }
+  X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+  return 0;
+}
+
 // The key's passphrase, from the string given as user data; none (an
 // encrypted key then fails to load) rather than OpenSSL's default, which
 // prompts on the terminal.
@@ -55,7 +76,7 @@ int passphrase(char* buf, int size, int /*rwflag*/, void* user) {
 std::string name_text(const X509_NAME* name) {
   BIO* bio = BIO_new(BIO_s_mem());
   if (!bio) return {};
-  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253);
+  X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);  // UTF-8 as is
   char* data = nullptr;
   long n = BIO_get_mem_data(bio, &data);
   std::string out(data, static_cast<std::size_t>(n > 0 ? n : 0));
@@ -139,8 +160,9 @@ std::unique_ptr<tls_context::impl> tls_context::make(bool server, const tls_opti
   auto i = std::make_unique<tls_context::impl>(raw);
   SSL_CTX* c = i->ctx.native_handle();
   SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
-                             (server ? SSL_OP_CIPHER_SERVER_PREFERENCE : 0));
+  // The client's order of suites wins (all are strong), as Mozilla's
+  // intermediate profile has it.
+  SSL_CTX_set_options(c, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   if (SSL_CTX_set_cipher_list(c, o.ciphers.empty() ? default_ciphers : o.ciphers.c_str()) != 1) {
     fail("no cipher suite in \"" + o.ciphers + "\"");
   }
@@ -186,6 +208,11 @@ std::unique_ptr<tls_context::impl> tls_context::make(bool server, const tls_opti
       fail("cannot read the CA file " + o.ca_file);
     }
   } else if (!server) {
+    if (!o.trust_system_store) {
+      throw tls_error(
+          "TLS: a client needs the CA file that signs its servers' certificates (ca_file), or "
+          "to trust the system's store (trust_system_store)");
+    }
     if (SSL_CTX_set_default_verify_paths(c) != 1) fail("cannot read the system's CA store");
   }
 
@@ -212,7 +239,7 @@ std::unique_ptr<tls_context::impl> tls_context::make(bool server, const tls_opti
       SSL_CTX_set_alpn_select_cb(c, &tls_context::impl::select_alpn, i.get());
     }
   } else {
-    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, nullptr);
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_named);
     if (!o.alpn.empty()) {
       i->alpn = alpn_wire(o.alpn);
       // 0 is success here.
@@ -243,6 +270,9 @@ asio::ssl::context& tls_context::asio() const noexcept {
 void tls_context::prepare_client(ssl_st* ssl, std::string_view server_name) const {
   if (server_name.empty()) {
     throw tls_error("TLS: a client needs the server's name, to check its certificate");
+  }
+  if (server_name.size() > 2 && server_name.front() == '[' && server_name.back() == ']') {
+    server_name = server_name.substr(1, server_name.size() - 2);  // [::1]
   }
   std::string name(server_name);
   ERR_clear_error();

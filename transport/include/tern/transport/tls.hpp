@@ -42,11 +42,15 @@ struct tls_options {
   /// The key's passphrase, when the key file is encrypted (the caller reads
   /// it from an environment variable, never from a config file).
   std::string key_passphrase;
-  /// The CAs that sign the peers' certificates (PEM). A client without one
-  /// trusts the system's store (Debian's ca-certificates).
+  /// The CAs that sign the peers' certificates (PEM). A client needs one,
+  /// unless it trusts the system's store instead (below).
   std::string ca_file;
-  /// A server's default is none; a client's is require (it always checks
-  /// the server's certificate: chain and name).
+  /// A client without ca_file trusts the system's store (Debian's
+  /// ca-certificates) only when this says so: an unset CA must not widen
+  /// trust from one's own CA to every public one.
+  bool trust_system_store = false;
+  /// A server's: whether it asks clients for a certificate (default none).
+  /// A client ignores it: it always checks the server's chain and name.
   peer_check check = peer_check::none;
   /// TLS 1.2's suites (OpenSSL's syntax); empty: ECDHE with AES-GCM or
   /// ChaCha20-Poly1305 only. TLS 1.3's are OpenSSL's defaults (all strong).
@@ -56,9 +60,9 @@ struct tls_options {
   std::vector<std::string> alpn;
 };
 
-/// The verified peer of a connection: its certificate's subject (RFC 2253)
-/// and subject alternative names ("DNS:…", "IP:…", "URI:…"); empty when it
-/// sent no certificate.
+/// The verified peer of a connection: its certificate's subject (RFC 2253,
+/// UTF-8) and subject alternative names ("DNS:…", "IP:…", "URI:…",
+/// "email:…"); empty when it sent no certificate.
 struct tls_peer {
   std::string subject;
   std::vector<std::string> names;
@@ -78,12 +82,18 @@ class tls_context {
   tls_context(const tls_context&) = delete;
   tls_context& operator=(const tls_context&) = delete;
 
-  /// For an asio::ssl::stream (transport internals and tests).
+  /// For an asio::ssl::stream (transport internals and tests). A stream
+  /// made from it must hold this context's shared_ptr for its lifetime (the
+  /// ALPN choice reads this object). Never change the context through it:
+  /// several threads' connections share it. Nor set its app data or its
+  /// passphrase callback's user data: Asio's context deletes both as its own.
   [[nodiscard]] asio::ssl::context& asio() const noexcept;
 
   /// A client connection's set-up before its handshake: `server_name` is
   /// sent as SNI (unless it is an IP address, as RFC 6066 asks) and must be
-  /// among the server certificate's names (a DNS or an IP SAN).
+  /// among the server certificate's names (a DNS or an IP SAN). A client
+  /// connection not set up so is refused in its handshake (no name to
+  /// check: it would take any certificate its CAs signed).
   void prepare_client(ssl_st* ssl, std::string_view server_name) const;
 
   /// This side's certificate: when it expires (for an expiry metric) and
