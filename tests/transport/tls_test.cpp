@@ -63,6 +63,7 @@ struct outcome {
   // leaves (and the helper then fails the test).
   asio::error_code server = asio::error::timed_out, client = asio::error::timed_out;
   tls_peer peer;           // as the server saw the client
+  tls_peer server_peer;    // as the client saw the server
   std::string negotiated;  // as the client saw it
   std::string alpn;
 };
@@ -112,6 +113,7 @@ outcome handshake(const tls_context& server, const tls_context& client,
       }
       out.negotiated = tern::transport::negotiated(c.native_handle());
       out.alpn = tern::transport::alpn_of(c.native_handle());
+      out.server_peer = tern::transport::peer_of(c.native_handle());
       asio::async_write(c, asio::buffer("x", 1), [&](asio::error_code, std::size_t) {
         asio::async_read(c, asio::buffer(&client_byte, 1), [&](asio::error_code ec3, std::size_t) {
           out.client = ec3;  // an alert, or the connection closed: refused
@@ -199,6 +201,8 @@ TEST_CASE("tls: a client checks the server's chain and name, and speaks TLS 1.3 
   CHECK_FALSE(ok.client);
   CHECK(ok.negotiated.rfind("TLSv1.3 ", 0) == 0);
   CHECK_FALSE(ok.peer.identified());  // the server asked for no certificate
+  CHECK(ok.server_peer.names ==
+        std::vector<std::string>{"DNS:localhost", "IP:127.0.0.1", "IP:::1"});
 
   CHECK_FALSE(handshake(*server, *client, "127.0.0.1").client);  // an IP SAN
   auto wrong_name = handshake(*server, *client, "elsewhere.example");

@@ -1,6 +1,7 @@
 #include "tern/transport/tls.hpp"
 
-#include <arpa/inet.h>
+#include "tern/transport/endpoint.hpp"
+
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -36,11 +37,6 @@ constexpr const char* default_ciphers =
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
-bool is_ip(const std::string& s) {
-  unsigned char buf[sizeof(in6_addr)];
-  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
-}
 
 // A client's check of the server's leaf: refused unless the connection was
 // given a name or an address to match it against (prepare_client), so a
@@ -103,11 +99,14 @@ std::vector<std::string> alt_names(X509* x) {
       out.push_back("email:" + text(g->d.rfc822Name));
     } else if (g->type == GEN_IPADD) {
       const ASN1_OCTET_STRING* ip = g->d.iPAddress;
-      char buf[INET6_ADDRSTRLEN] = {};
-      int family = ASN1_STRING_length(ip) == 4 ? AF_INET : AF_INET6;
-      if (ASN1_STRING_length(ip) == 4 || ASN1_STRING_length(ip) == 16) {
-        inet_ntop(family, ASN1_STRING_get0_data(ip), buf, sizeof buf);
-        out.push_back(std::string("IP:") + buf);
+      ip_address a{};
+      if (ASN1_STRING_length(ip) == 4) {
+        a[10] = a[11] = 0xff;  // mapped, as parse_ip keeps IPv4
+        std::memcpy(a.data() + 12, ASN1_STRING_get0_data(ip), 4);
+        out.push_back("IP:" + to_string(a));
+      } else if (ASN1_STRING_length(ip) == 16) {
+        std::memcpy(a.data(), ASN1_STRING_get0_data(ip), 16);
+        out.push_back("IP:" + to_string(a));
       }
     }
   }
@@ -276,7 +275,7 @@ void tls_context::prepare_client(ssl_st* ssl, std::string_view server_name) cons
   }
   std::string name(server_name);
   ERR_clear_error();
-  if (is_ip(name)) {
+  if (ip_address ip; parse_ip(name, ip)) {
     if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name.c_str()) != 1) {
       fail("cannot check the address " + name);
     }
