@@ -45,6 +45,11 @@ bool contains(const msgpack::object* list, std::string_view item) noexcept {
 
 }  // namespace
 
+const tls_peer& message_context::peer_identity() const noexcept {
+  static const tls_peer none;
+  return identity_ ? *identity_ : none;
+}
+
 std::string_view message_context::request_id() const noexcept {
   auto id = meta_string(meta(), meta_request_id);
   return valid_request_id(id) ? id : std::string_view();

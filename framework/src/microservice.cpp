@@ -289,6 +289,9 @@ bool responder::open() const noexcept {
 const std::string& responder::peer() const noexcept {
   return session_->peer();
 }
+const tls_peer& responder::peer_identity() const noexcept {
+  return session_->peer_identity();
+}
 
 asio::awaitable<void> responder::wait_writable() {
   return session_->wait_writable();
@@ -521,6 +524,10 @@ const std::string& peer_of(const transport::server_session& session) noexcept {
   return session.peer();
 }
 
+const tls_peer& identity_of(const transport::server_session& session) noexcept {
+  return session.peer_identity();
+}
+
 event_token::event_token(std::shared_ptr<transport::server_session> session, service_core* core)
     : session_(std::move(session)), core_(core) {
   ++core_->in_flight_;
@@ -595,8 +602,16 @@ void microservice::add_event_handler(const pattern& p, std::unique_ptr<detail::e
 std::uint16_t microservice::start() {
   if (core_->port_ != 0) return core_->port_;
   auto& o = core_->options_;
+  if (o.tls) core_->server_.use_tls(transport::tls_context::server(*o.tls));
   auto port = core_->server_.listen(o.host, o.port);
-  spdlog::info("listening on {}", core_->server_.address());
+  if (o.tls) {
+    spdlog::info("listening on {} (TLS{})", core_->server_.address(),
+                 o.tls->check == peer_check::require    ? ", client certificates required"
+                 : o.tls->check == peer_check::optional ? ", client certificates checked if sent"
+                                                        : "");
+  } else {
+    spdlog::info("listening on {}", core_->server_.address());
+  }
   if (o.admin_port) {
     auto* core = core_.get();
     core->admin_ = std::make_unique<detail::admin_endpoint>(core->io_, core->metrics_,

@@ -60,8 +60,9 @@ asio::awaitable<std::error_code> resolve_and_connect(asio::ip::tcp::socket& sock
 }  // namespace
 
 client_connection::client_connection(asio::ip::tcp::socket socket, const codec& wire,
-                                     const connection_options& options)
-    : connection(std::move(socket), wire, options),
+                                     const connection_options& options,
+                                     std::shared_ptr<const tls_context> tls)
+    : connection(std::move(socket), wire, options, side::client, std::move(tls)),
       expiry_(executor(), never),
       ping_sink_(ignore_value) {}
 
@@ -71,26 +72,62 @@ client_connection::~client_connection() {
 
 asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
     std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
-    std::chrono::milliseconds timeout) {
+    std::chrono::milliseconds timeout, std::shared_ptr<const tls_context> tls) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   asio::ip::tcp::socket sock(co_await asio::this_coro::executor);
-  co_await within(resolve_and_connect(sock, host, port), sock, host + ":" + std::to_string(port),
-                  timeout);
-  co_return started(std::move(sock), wire, options);
+  std::string where = host + ":" + std::to_string(port);
+  co_await within(resolve_and_connect(sock, host, port), sock, where, timeout);
+  co_return co_await started(std::move(sock), wire, options, std::move(tls), host, where, deadline,
+                             timeout);
 }
 
 asio::awaitable<std::shared_ptr<client_connection>> client_connection::connect(
     const asio::ip::tcp::endpoint& address, const std::string& name, const codec& wire,
-    const connection_options& options, std::chrono::milliseconds timeout) {
+    const connection_options& options, std::chrono::milliseconds timeout,
+    std::shared_ptr<const tls_context> tls, std::string_view server_name) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
   asio::ip::tcp::socket sock(co_await asio::this_coro::executor);
   co_await within(connect_to(sock, address), sock, name, timeout);
-  co_return started(std::move(sock), wire, options);
+  co_return co_await started(std::move(sock), wire, options, std::move(tls), server_name, name,
+                             deadline, timeout);
 }
 
-std::shared_ptr<client_connection> client_connection::started(asio::ip::tcp::socket sock,
-                                                              const codec& wire,
-                                                              const connection_options& options) {
+asio::awaitable<std::shared_ptr<client_connection>> client_connection::started(
+    asio::ip::tcp::socket sock, const codec& wire, const connection_options& options,
+    std::shared_ptr<const tls_context> tls, std::string_view server_name, const std::string& where,
+    std::chrono::steady_clock::time_point deadline, std::chrono::milliseconds timeout) {
   auto ex = sock.get_executor();
-  auto conn = std::make_shared<client_connection>(std::move(sock), wire, options);
+  auto conn = std::make_shared<client_connection>(std::move(sock), wire, options, std::move(tls));
+  if (conn->secure()) {
+    // The connect's time covers the handshake: a server that stalls it is
+    // cut off (closing the socket ends the handshake) at the deadline.
+    // (The timer's handler may run after this frame has gone on: it
+    // shares the state, and does nothing once the handshake has ended.)
+    struct race {
+      bool over = false;
+      bool late = false;
+    };
+    auto state = std::make_shared<race>();
+    asio::steady_timer limit(ex, deadline);
+    limit.async_wait([state, weak = std::weak_ptr<client_connection>(conn)](std::error_code ec) {
+      if (ec || state->over) return;
+      state->late = true;
+      if (auto c = weak.lock()) c->close("the TLS handshake timed out");
+    });
+    auto why = co_await conn->client_handshake(server_name);
+    state->over = true;
+    limit.cancel();
+    if (state->late) {
+      throw rpc_error(errc::connection_refused, "cannot connect to " + where +
+                                                    ": the TLS handshake timed out after " +
+                                                    std::to_string(timeout.count()) + " ms");
+    }
+    if (!why.empty()) {
+      conn->close("TLS handshake failed");
+      throw rpc_error(errc::connection_refused,
+                      "cannot connect to " + where + ": TLS handshake failed: " + why);
+    }
+  }
   conn->start();
   // The expirer holds the connection, which ends it on close; a failure is
   // logged here, never rethrown into the event loop.
@@ -104,7 +141,7 @@ std::shared_ptr<client_connection> client_connection::started(asio::ip::tcp::soc
           spdlog::error("[{}] call expirer failed: {}", peer, clip(ex.what()));
         }
       });
-  return conn;
+  co_return conn;
 }
 
 void client_connection::send_request(call_state& s, std::string_view pattern, std::string_view meta,

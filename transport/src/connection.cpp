@@ -2,6 +2,8 @@
 
 #include "tern/transport/log_limit.hpp"
 
+#include "tls_stream.hpp"
+
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/co_spawn.hpp>
@@ -19,10 +21,19 @@ namespace {
 constexpr auto nothrow = asio::experimental::as_tuple(asio::use_awaitable);
 constexpr std::size_t initial_read_buffer = 64 * 1024;
 constexpr auto forever = std::chrono::steady_clock::time_point::max();
+
+// A TLS record header that opens a handshake (0x16, then version 3.x): a
+// TLS client at a plaintext port. tern's frame would announce over 350
+// MiB, NestJS's a length that is not a number.
+bool looks_like_tls(const char* data, std::size_t size) noexcept {
+  return size >= 3 && data[0] == 0x16 && data[1] == 0x03 &&
+         static_cast<unsigned char>(data[2]) <= 0x04;
+}
 }  // namespace
 
 connection::connection(asio::ip::tcp::socket socket, const codec& wire,
-                       const connection_options& options)
+                       const connection_options& options, side s,
+                       std::shared_ptr<const tls_context> tls)
     : socket_(std::move(socket)),
       executor_(socket_.get_executor()),
       wire_(wire),
@@ -34,6 +45,12 @@ connection::connection(asio::ip::tcp::socket socket, const codec& wire,
   auto ep = socket_.remote_endpoint(ec);
   peer_ = ec ? "(unknown peer)" : to_string(ep);
   socket_.set_option(asio::ip::tcp::no_delay(true), ec);
+  if (tls) {
+    tls_ = std::make_unique<tls_stream>(
+        socket_, std::move(tls),
+        s == side::server ? tls_stream::side::server : tls_stream::side::client);
+    handshaking_ = s == side::server;
+  }
 }
 
 connection::~connection() = default;
@@ -90,7 +107,7 @@ void connection::stop_reading() {
 }
 
 void connection::flush() {
-  if (writer_idle_ && !out_.empty()) {
+  if (writer_idle_ && !out_.empty() && !handshaking_) {
     writer_idle_ = false;
     writer_wake_.cancel_one();
   }
@@ -168,8 +185,41 @@ std::size_t connection::deliver(const char* data, std::size_t size) {
   return pos;
 }
 
+asio::awaitable<std::string> connection::client_handshake(std::string_view server_name) {
+  if (!tls_) co_return std::string();
+  try {
+    tls_->expect_name(server_name);
+  } catch (const tls_error& e) {
+    co_return e.what();
+  }
+  auto why = co_await tls_->handshake();
+  if (why.empty()) identity_ = tls_->peer();
+  co_return why;
+}
+
+// An accepted TLS connection's handshake, timed as a frame is (the
+// watchdog cuts off a peer that stalls it). False if it failed (closed).
+asio::awaitable<bool> connection::server_handshake() {
+  partial_ = true;
+  frame_started_ = std::chrono::steady_clock::now();
+  auto why = co_await tls_->handshake();
+  partial_ = false;
+  if (!open_) co_return false;
+  if (!why.empty()) {
+    close("TLS handshake failed: " + why, true);
+    co_return false;
+  }
+  identity_ = tls_->peer();
+  handshaking_ = false;
+  spdlog::debug("[{}] TLS: {}{}{}", peer_, tls_->negotiated(),
+                identity_.identified() ? ", peer " : "", clip(identity_.subject));
+  if (writer_idle_ && !out_.empty()) flush();  // what was queued meanwhile (a goaway)
+  co_return true;
+}
+
 asio::awaitable<void> connection::reader() {
   using clock = std::chrono::steady_clock;
+  if (handshaking_ && !co_await server_handshake()) co_return;
   std::vector<char> buf(initial_read_buffer);
   std::size_t have = 0;  // bytes received and not yet delivered
   clock::time_point read_at{};
@@ -208,9 +258,19 @@ asio::awaitable<void> connection::reader() {
         buf.resize(initial_read_buffer);
         buf.shrink_to_fit();
       }
-      auto [ec, n] = co_await socket_.async_read_some(
-          asio::buffer(buf.data() + have, buf.size() - have),
-          asio::bind_cancellation_slot(stop_read_.slot(), nothrow));
+      std::error_code ec;
+      std::size_t n = 0;
+      if (tls_) {
+        auto r = co_await tls_->read_some(buf.data() + have, buf.size() - have, stop_read_.slot());
+        ec = r.first;
+        n = r.second;
+      } else {
+        auto r = co_await socket_.async_read_some(
+            asio::buffer(buf.data() + have, buf.size() - have),
+            asio::bind_cancellation_slot(stop_read_.slot(), nothrow));
+        ec = std::get<0>(r);
+        n = std::get<1>(r);
+      }
       if (ec) {
         if (!reading_) co_return;  // stop_reading() or close()
         close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
@@ -220,6 +280,12 @@ asio::awaitable<void> connection::reader() {
       last_read_ = read_at;
       if (have == 0) frame_started_ = read_at;
       have += n;
+      if (first_read_) {
+        first_read_ = false;
+        if (!tls_ && wire_.max_frame() < 0x16000000u && looks_like_tls(buf.data(), have)) {
+          throw protocol_violation("the peer began a TLS handshake; this port speaks plaintext");
+        }
+      }
     }
   } catch (const protocol_violation& e) {
     close(e.what(), true);
@@ -230,7 +296,7 @@ asio::awaitable<void> connection::reader() {
 
 asio::awaitable<void> connection::writer() {
   while (open_) {
-    if (out_.empty()) {
+    if (out_.empty() || handshaking_) {
       writer_idle_ = true;
       co_await writer_wake_.async_wait(nothrow);
       writer_idle_ = false;
@@ -239,8 +305,13 @@ asio::awaitable<void> connection::writer() {
     writing_.swap(out_);
     writing_bytes_ = writing_.size();
     write_started_ = std::chrono::steady_clock::now();
-    auto [ec, n] = co_await asio::async_write(
-        socket_, asio::buffer(writing_.data(), writing_.size()), nothrow);
+    std::error_code ec;
+    if (tls_) {
+      ec = (co_await tls_->write(writing_.data(), writing_.size())).first;
+    } else {
+      ec = std::get<0>(co_await asio::async_write(
+          socket_, asio::buffer(writing_.data(), writing_.size()), nothrow));
+    }
     writing_.clear();
     writing_bytes_ = 0;
     writing_.shrink_to(options_.write_high_water);

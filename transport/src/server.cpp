@@ -21,8 +21,9 @@ bool is_string(const msgpack::object& o, std::string_view s) noexcept {
 }  // namespace
 
 server_session::server_session(asio::ip::tcp::socket socket, const codec& wire,
-                               const connection_options& o, server& owner)
-    : connection(std::move(socket), wire, o), owner_(&owner) {
+                               const connection_options& o, server& owner,
+                               std::shared_ptr<const tls_context> tls)
+    : connection(std::move(socket), wire, o, side::server, std::move(tls)), owner_(&owner) {
   owner_->sessions_.insert(this);
 }
 
@@ -187,7 +188,7 @@ asio::awaitable<void> server::accept_loop(std::shared_ptr<asio::ip::tcp::accepto
       sock.close(cec);
       continue;
     }
-    auto session = std::make_shared<server_session>(std::move(sock), wire_, options_, *this);
+    auto session = std::make_shared<server_session>(std::move(sock), wire_, options_, *this, tls_);
     spdlog::debug("[{}] connected", session->peer());
     session->start();
     if (going_away_) send_goaway(*session);

@@ -6,6 +6,7 @@
 #include "tern/resilience.hpp"
 #include "tern/rpc_error.hpp"
 #include "tern/stream.hpp"
+#include "tern/tls.hpp"
 #include "tern/transport/codec.hpp"
 #include "tern/transport/connection_options.hpp"
 #include "tern/transport/function_ref.hpp"
@@ -73,6 +74,15 @@ struct client_options {
   wire_format wire = wire_format::tern;
   /// A codec of one's own, in place of `wire`'s.
   std::shared_ptr<const transport::codec> codec{};
+  /// TLS to the service (docs/security.md): the CA that signs its
+  /// certificate (ca_file, or trust_system_store), and this client's own
+  /// certificate and key for a service that asks for one (mutual TLS).
+  /// The service's certificate must name the host each endpoint was given
+  /// as (or tls->server_name); the handshake is part of the connect and of
+  /// connect_timeout, and a refused one fails the call with
+  /// errc::connection_refused saying why. A bad file throws tls_error from
+  /// the constructor. None: plaintext.
+  std::optional<tls_options> tls{};
   ejection_options ejection{};
   breaker_options breaker{};
   retry_options retry{};

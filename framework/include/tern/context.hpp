@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tern/call_options.hpp"
+#include "tern/tls.hpp"
 
 #include <msgpack.hpp>
 
@@ -23,9 +24,11 @@ class message_context {
  public:
   message_context(
       const std::string& peer, const std::string& pattern, msgpack::object_handle meta,
-      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+      const tls_peer* identity = nullptr)
       : peer_(&peer),
         pattern_(&pattern),
+        identity_(identity),
         owned_(std::move(meta)),
         meta_(owned_.get()),
         deadline_(deadline) {}
@@ -35,11 +38,17 @@ class message_context {
   message_context(
       const std::string& peer, const std::string& pattern,
       std::reference_wrapper<const msgpack::object> meta,
-      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max())
-      : peer_(&peer), pattern_(&pattern), meta_(meta.get()), deadline_(deadline) {}
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+      const tls_peer* identity = nullptr)
+      : peer_(&peer),
+        pattern_(&pattern),
+        identity_(identity),
+        meta_(meta.get()),
+        deadline_(deadline) {}
   message_context(message_context&& o)
       : peer_(o.peer_),
         pattern_(o.pattern_),
+        identity_(o.identity_),
         owned_(std::move(o.owned_)),  // its objects stay where they are (in the zone)
         meta_(o.meta_),
         deadline_(o.deadline_),
@@ -50,6 +59,18 @@ class message_context {
 
   /// The caller's address, "host:port".
   [[nodiscard]] const std::string& peer() const noexcept { return *peer_; }
+  /// The caller's certificate, verified in the TLS handshake against the
+  /// service's CA (microservice_options::tls): its subject and subject
+  /// alternative names. Empty (identified() false) on a plaintext port or
+  /// for a caller that sent none. Unlike the identity in `meta`, which the
+  /// caller writes, this one is proven: a service that requires client
+  /// certificates can take `meta`'s identity only from callers whose
+  /// certificate is the gateway's.
+  ///
+  /// ```
+  /// if (ctx.peer_identity().subject != "CN=gateway") throw tern::rpc_error(403, "gateway only");
+  /// ```
+  [[nodiscard]] const tls_peer& peer_identity() const noexcept;
   /// The canonical pattern the handler was registered for.
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   /// The packet's `meta` map (request id, deadline, trace context), or nil.
@@ -118,6 +139,7 @@ class message_context {
   [[nodiscard]] const msgpack::object* identity() const noexcept;
   const std::string* peer_;
   const std::string* pattern_;
+  const tls_peer* identity_;      // the connection's, which outlives the handler
   msgpack::object_handle owned_;  // the copy meta_ points into, if it is not borrowed
   msgpack::object meta_;
   std::chrono::steady_clock::time_point deadline_;

@@ -3,6 +3,7 @@
 
 #include "tern/detail/handler.hpp"
 #include "tern/pattern.hpp"
+#include "tern/tls.hpp"
 #include "tern/transport/connection_options.hpp"
 #include "tern/wire.hpp"
 
@@ -53,6 +54,14 @@ struct microservice_options {
   wire_format wire = wire_format::tern;
   /// A codec of one's own, in place of `wire`'s.
   std::shared_ptr<const transport::codec> codec{};
+  /// TLS on the service's port (docs/security.md): its certificate and key
+  /// (cert_file, key_file), and to ask callers for theirs, `check` with the
+  /// CA that signs them (ca_file). With peer_check::require a caller
+  /// without a valid certificate is refused in the handshake, before any
+  /// frame is read; handlers see the caller's through
+  /// message_context::peer_identity(). A bad file throws tls_error from
+  /// start(). None: plaintext.
+  std::optional<tls_options> tls{};
   /// The admin HTTP listener (GET /metrics, /health/live, /health/ready;
   /// docs/observability.md): none unless a port is given (0 picks one).
   std::optional<std::uint16_t> admin_port{};

@@ -129,7 +129,7 @@ asio::awaitable<void> client_core::attempt(endpoint_ptr ep) {
   } guard{*ep};
   std::optional<rpc_error> failure;
   try {
-    auto conn = co_await connector_->connect(ep->address, ep->text);
+    auto conn = co_await connector_->connect(ep->address, ep->text, ep->host);
     if (stopped_) {  // the client went meanwhile
       conn->close("client destroyed");
       co_return;

@@ -29,11 +29,17 @@ struct outlier_state {
 
 struct endpoint {
   endpoint(const asio::any_io_executor& ex, asio::ip::tcp::endpoint a, std::string text,
-           std::size_t from)
-      : address(a), text(std::move(text)), source(from), connected(ex, clock::time_point::max()) {}
+           std::size_t from, std::string host = {})
+      : address(a),
+        text(std::move(text)),
+        host(std::move(host)),
+        source(from),
+        connected(ex, clock::time_point::max()) {}
 
   asio::ip::tcp::endpoint address;
-  std::string text;    // "10.0.0.5:3001", "[::1]:3001"
+  std::string text;  // "10.0.0.5:3001", "[::1]:3001"
+  std::string
+      host;  // as configured ("users", "10.0.0.5"): what TLS expects the certificate to name
   std::size_t source;  // which configured entry it came from (endpoint_set's)
   std::shared_ptr<transport::client_connection> conn;
   bool connecting = false;       // an attempt runs (connection_pool's)

@@ -53,7 +53,8 @@ endpoint_set::endpoint_set(const asio::any_io_executor& ex, const client_options
 endpoint_set::~endpoint_set() = default;
 
 void endpoint_set::add(const asio::ip::tcp::endpoint& a, std::size_t from) {
-  endpoints_.push_back(std::make_shared<endpoint>(executor_, a, address_text(a), from));
+  endpoints_.push_back(
+      std::make_shared<endpoint>(executor_, a, address_text(a), from, sources_[from].host));
 }
 
 // ---- picking ----
@@ -215,7 +216,8 @@ void endpoint_set::update(const std::vector<std::pair<asio::ip::tcp::endpoint, s
   }
   for (const auto& [a, from] : found) {
     if (has(a)) continue;
-    next.push_back(std::make_shared<endpoint>(executor_, a, address_text(a), from));
+    next.push_back(
+        std::make_shared<endpoint>(executor_, a, address_text(a), from, sources_[from].host));
     if (resolved_) spdlog::info("{}: new endpoint {}", where_, next.back()->text);
   }
   endpoints_ = std::move(next);

@@ -116,6 +116,7 @@ T convert_data(const msgpack::object& o) {
 }
 
 msgpack::object_handle clone_meta(const msgpack::object& meta);
+inline constexpr auto no_deadline = std::chrono::steady_clock::time_point::max();
 
 /// Everything a handler call needs, kept together (in a coroutine frame
 /// for coroutine handlers).
@@ -128,7 +129,8 @@ struct invocation {
   invocation(Data d, responder r, Meta&& meta)
       : data(std::move(d)),
         out(std::move(r)),
-        context(out.peer(), out.pattern(), std::forward<Meta>(meta), out.deadline()) {
+        context(out.peer(), out.pattern(), std::forward<Meta>(meta), out.deadline(),
+                &out.peer_identity()) {
     out.set_context(&context);
   }
   ~invocation() { out.set_context(nullptr); }
@@ -263,6 +265,7 @@ class event_handler {
 void event_done(service_core* core, const std::string& pattern, const std::string& peer,
                 errc outcome_if_failed, const char* what);
 const std::string& peer_of(const transport::server_session& session) noexcept;
+const tls_peer& identity_of(const transport::server_session& session) noexcept;
 
 template <class F>
 class typed_event_handler final : public event_handler {
@@ -295,10 +298,10 @@ class typed_event_handler final : public event_handler {
     }
     try {
       if constexpr (result::coroutine) {
-        message_context ctx(peer, pattern, clone_meta(meta));
+        message_context ctx(peer, pattern, clone_meta(meta), no_deadline, &identity_of(*session));
         spawn(run(f_, std::move(arg), std::move(ctx), event_token(session, core), core), core);
       } else {
-        message_context ctx(peer, pattern, std::cref(meta));
+        message_context ctx(peer, pattern, std::cref(meta), no_deadline, &identity_of(*session));
         call(f_, arg, ctx, static_cast<typename traits::args*>(nullptr));
         event_done(core, pattern, peer, errc::internal, nullptr);
       }

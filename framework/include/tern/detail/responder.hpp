@@ -2,6 +2,7 @@
 #pragma once
 
 #include "tern/rpc_error.hpp"
+#include "tern/tls.hpp"
 #include "tern/transport/codec.hpp"
 
 #include <asio/awaitable.hpp>
@@ -57,6 +58,7 @@ class responder {
   asio::awaitable<void> wait_writable();
   [[nodiscard]] bool open() const noexcept;
   [[nodiscard]] const std::string& peer() const noexcept;
+  [[nodiscard]] const tls_peer& peer_identity() const noexcept;
   [[nodiscard]] const std::string& pattern() const noexcept { return *pattern_; }
   [[nodiscard]] service_core* core() const noexcept { return core_; }
   [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept {

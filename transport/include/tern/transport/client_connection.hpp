@@ -55,18 +55,22 @@ struct call_state {
 class client_connection final : public connection {
  public:
   client_connection(asio::ip::tcp::socket socket, const codec& wire,
-                    const connection_options& options);
+                    const connection_options& options, std::shared_ptr<const tls_context> tls = {});
   ~client_connection() override;
 
   /// Resolves and connects within `timeout`, then starts the connection.
-  /// Throws rpc_error(errc::connection_refused) on failure.
+  /// With a TLS context, the handshake is part of the connect (and of its
+  /// time): the server's certificate must name `host`. Throws
+  /// rpc_error(errc::connection_refused) on failure, saying why.
   static asio::awaitable<std::shared_ptr<client_connection>> connect(
       std::string host, std::uint16_t port, const codec& wire, const connection_options& options,
-      std::chrono::milliseconds timeout);
-  /// connect() to one address, without a lookup (`name` labels it in errors).
+      std::chrono::milliseconds timeout, std::shared_ptr<const tls_context> tls = {});
+  /// connect() to one address, without a lookup (`name` labels it in
+  /// errors); over TLS, the server's certificate must name `server_name`.
   static asio::awaitable<std::shared_ptr<client_connection>> connect(
       const asio::ip::tcp::endpoint& address, const std::string& name, const codec& wire,
-      const connection_options& options, std::chrono::milliseconds timeout);
+      const connection_options& options, std::chrono::milliseconds timeout,
+      std::shared_ptr<const tls_context> tls = {}, std::string_view server_name = {});
 
   /// Sends a request and waits for its final reply; each value of the
   /// reply is handed to `on_value` as its frame is read (no copy is kept).
@@ -130,8 +134,13 @@ class client_connection final : public connection {
   void on_bad_packet_(const packet_error& e) override;
 
  private:
-  static std::shared_ptr<client_connection> started(asio::ip::tcp::socket sock, const codec& wire,
-                                                    const connection_options& options);
+  /// A connected socket's connection, its TLS handshake done (within
+  /// `timeout` of `began`), started. Throws as connect() does.
+  static asio::awaitable<std::shared_ptr<client_connection>> started(
+      asio::ip::tcp::socket sock, const codec& wire, const connection_options& options,
+      std::shared_ptr<const tls_context> tls, std::string_view server_name,
+      const std::string& where, std::chrono::steady_clock::time_point deadline,
+      std::chrono::milliseconds timeout);
   struct deadline_list {
     call_state* head = nullptr;
     call_state* tail = nullptr;

@@ -7,6 +7,7 @@
 #include "tern/transport/byte_buffer.hpp"
 #include "tern/transport/codec.hpp"
 #include "tern/transport/connection_options.hpp"
+#include "tern/transport/tls.hpp"
 
 #include <asio/awaitable.hpp>
 #include <asio/cancellation_signal.hpp>
@@ -21,6 +22,8 @@
 
 namespace tern::transport {
 
+class tls_stream;
+
 /// A connection: the reader decodes frames and hands each packet to
 /// on_packet_; one writer coroutine sends everything queued in out() in one
 /// write per wake-up; a watchdog drops a peer whose frame does not arrive
@@ -34,9 +37,16 @@ namespace tern::transport {
 /// Errors: I/O errors and protocol violations close the connection, are
 /// logged with the peer address, and reach the subclass once through
 /// on_closed_.
+///
+/// TLS: given a context, every byte goes through a TLS session. An
+/// accepted connection's reader does the handshake before it reads a frame
+/// (within incomplete_frame_timeout; nothing is written before it is
+/// done); a client's is done by its connect, before start().
 class connection : public std::enable_shared_from_this<connection> {
  public:
-  connection(asio::ip::tcp::socket socket, const codec& wire, const connection_options& options);
+  enum class side { client, server };
+  connection(asio::ip::tcp::socket socket, const codec& wire, const connection_options& options,
+             side s = side::client, std::shared_ptr<const tls_context> tls = {});
   virtual ~connection();
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
@@ -53,6 +63,12 @@ class connection : public std::enable_shared_from_this<connection> {
   [[nodiscard]] const codec& wire() const noexcept { return wire_; }
   [[nodiscard]] asio::any_io_executor executor() const { return executor_; }
   [[nodiscard]] const connection_options& options() const noexcept { return options_; }
+  /// Whether it runs over TLS.
+  [[nodiscard]] bool secure() const noexcept { return tls_ != nullptr; }
+  /// Its TLS peer once the handshake is done: the subject and names of the
+  /// certificate the peer sent, verified against the context's CAs; empty
+  /// without TLS, or when the peer sent none.
+  [[nodiscard]] const tls_peer& peer_identity() const noexcept { return identity_; }
 
   /// The write queue: encode frames into it with wire(), then flush().
   [[nodiscard]] byte_buffer& out() noexcept { return out_; }
@@ -90,7 +106,12 @@ class connection : public std::enable_shared_from_this<connection> {
   /// rethrows it, which closes the connection as a protocol error.
   virtual void on_bad_packet_(const packet_error& e) { throw e; }
 
+  /// A client's TLS handshake, before start(): `server_name` is what its
+  /// certificate must name. Empty when done; why it failed otherwise.
+  asio::awaitable<std::string> client_handshake(std::string_view server_name);
+
  private:
+  asio::awaitable<bool> server_handshake();
   asio::awaitable<void> reader();
   /// Hands every whole frame at the front of [data, data + size) to
   /// on_packet_ while the connection may take more; returns the bytes used.
@@ -103,6 +124,10 @@ class connection : public std::enable_shared_from_this<connection> {
   void notify_state();
 
   asio::ip::tcp::socket socket_;
+  std::unique_ptr<tls_stream> tls_;  // over socket_, when it runs TLS
+  tls_peer identity_;
+  bool handshaking_ = false;  // an accepted TLS connection's reader has yet to do the handshake
+  bool first_read_ = true;
   asio::any_io_executor executor_;
   const codec& wire_;
   connection_options options_;

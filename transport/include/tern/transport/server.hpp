@@ -49,7 +49,7 @@ class request_sink {
 class server_session final : public connection {
  public:
   server_session(asio::ip::tcp::socket socket, const codec& wire, const connection_options& o,
-                 server& owner);
+                 server& owner, std::shared_ptr<const tls_context> tls = {});
   ~server_session() override;
 
   /// Makes request `id`'s work stoppable: a cancel event for the id, or the
@@ -89,6 +89,11 @@ class server {
   server(const server&) = delete;
   server& operator=(const server&) = delete;
 
+  /// Serves TLS with `context` on connections accepted from now on (none:
+  /// plaintext); open ones keep what they began with. For a reload too.
+  void use_tls(std::shared_ptr<const tls_context> context) { tls_ = std::move(context); }
+  [[nodiscard]] const std::shared_ptr<const tls_context>& tls() const noexcept { return tls_; }
+
   /// Binds host:port (port 0 picks a free one) and starts accepting.
   /// Returns the bound port.
   std::uint16_t listen(const std::string& host, std::uint16_t port);
@@ -117,6 +122,7 @@ class server {
   const codec& wire_;
   connection_options options_;
   std::size_t max_connections_;
+  std::shared_ptr<const tls_context> tls_;
   std::shared_ptr<asio::ip::tcp::acceptor> acceptor_;  // and the accept loop's
   bool going_away_ = false;
   std::unordered_set<server_session*> sessions_;

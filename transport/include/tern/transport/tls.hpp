@@ -58,6 +58,10 @@ struct tls_options {
   /// ALPN protocols: a server picks the first of these the client offers
   /// (refusing a client that offers only others), a client offers them.
   std::vector<std::string> alpn;
+  /// A client's: the name the server's certificate must carry (and SNI)
+  /// when it is not the host it connects to (an address, or a name the
+  /// certificate was not made for). Empty: that host.
+  std::string server_name;
 };
 
 /// The verified peer of a connection: its certificate's subject (RFC 2253,
