@@ -21,7 +21,8 @@ std::string usage(const std::string& program, const std::string& summary,
   std::ostringstream out;
   out << "usage: " << program << " [options]\n" << summary << "\n\noptions:\n";
   for (const auto& f : flags) {
-    out << "  --" << f.name << " VALUE\n      " << f.help << " (env " << f.env;
+    out << "  --" << f.name << (f.is_switch ? "" : " VALUE") << "\n      " << f.help << " (env "
+        << f.env;
     // An empty default is one the program works out (its help says how).
     if (!f.fallback.empty()) out << ", default \"" << f.fallback << '"';
     out << ")\n";
@@ -51,6 +52,10 @@ std::map<std::string, std::string> parse(int argc, char** argv, const std::strin
     if (eq != std::string::npos) {
       value = name.substr(eq + 1);
       name = name.substr(0, eq);
+    } else if (auto f = std::find_if(flags.begin(), flags.end(),
+                                     [&](const flag& x) { return x.name == name; });
+               f != flags.end() && f->is_switch) {
+      value = "true";
     } else {
       if (i + 1 >= argc) fail("--" + name + " needs a value");
       value = argv[++i];
@@ -79,6 +84,12 @@ std::chrono::milliseconds millis(const std::string& text, const std::string& wha
   return std::chrono::milliseconds(v);
 }
 
+bool yes(const std::string& text, const std::string& what) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") return true;
+  if (text == "false" || text == "0" || text == "no" || text == "off" || text.empty()) return false;
+  throw exit_request(2, what + ": '" + text + "' is not true or false\n");
+}
+
 void set_log_level(const std::string& level) {
   auto l = spdlog::level::from_str(level);
   if (l == spdlog::level::off && level != "off") {
@@ -102,7 +113,39 @@ std::vector<flag> service_flags(const std::string& default_port,
           {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
            "then how long in-flight requests may take to finish"},
           {"wire", "TERN_WIRE", "tern",
-           "wire format of the port: tern (msgpack) or nestjs (NestJS's TCP transport, JSON)"}};
+           "wire format of the port: tern (msgpack) or nestjs (NestJS's TCP transport, JSON)"},
+          {"tls-cert", "TERN_TLS_CERT", "",
+           "serve TLS with this certificate chain (PEM, leaf first); empty: plaintext"},
+          {"tls-key", "TERN_TLS_KEY", "",
+           "the certificate's key (PEM; if encrypted, its passphrase in TERN_TLS_KEY_PASSPHRASE)"},
+          {"tls-ca", "TERN_TLS_CA", "",
+           "CA file (PEM) that callers' certificates must be signed by, when they send one"},
+          {"tls-require-client-cert", "TERN_TLS_REQUIRE_CLIENT_CERT", "",
+           "refuse callers without a certificate signed by --tls-ca (mutual TLS)", true}};
+}
+
+std::optional<tls_options> service_tls(std::map<std::string, std::string>& args) {
+  bool require = yes(args["tls-require-client-cert"], "--tls-require-client-cert");
+  const auto& cert = args["tls-cert"];
+  const auto& key = args["tls-key"];
+  const auto& ca = args["tls-ca"];
+  if (cert.empty()) {
+    if (!key.empty() || !ca.empty() || require) {
+      throw exit_request(2, "--tls-key, --tls-ca and --tls-require-client-cert need --tls-cert\n");
+    }
+    return std::nullopt;
+  }
+  if (key.empty()) throw exit_request(2, "--tls-cert needs its key: --tls-key\n");
+  if (require && ca.empty()) {
+    throw exit_request(2, "--tls-require-client-cert needs the CA that signs callers: --tls-ca\n");
+  }
+  tls_options o;
+  o.cert_file = cert;
+  o.key_file = key;
+  o.ca_file = ca;
+  if (const char* p = std::getenv("TERN_TLS_KEY_PASSPHRASE")) o.key_passphrase = p;
+  o.check = require ? peer_check::require : ca.empty() ? peer_check::none : peer_check::optional;
+  return o;
 }
 
 wire_format wire(const std::string& text) {
@@ -120,6 +163,7 @@ microservice_options service_options(std::map<std::string, std::string>& args) {
           .drain_grace = millis(args["drain-grace-ms"], "--drain-grace-ms"),
           .drain_timeout = millis(args["drain-timeout-ms"], "--drain-timeout-ms"),
           .wire = wire(args["wire"]),
+          .tls = service_tls(args),
           .admin_port = port(args["admin-port"], "--admin-port"),
           .admin_host = args["admin-host"]};
 }

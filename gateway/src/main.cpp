@@ -8,6 +8,8 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <cstdlib>
+#include <map>
 
 namespace {
 
@@ -20,6 +22,23 @@ std::size_t threads(const std::string& text) {
         2, "--threads: '" + text + "' is not a number of threads (1 to 1024)\n");
   }
   return v;
+}
+
+// The --upstream-tls-* flags as the TLS options of upstreams without their own.
+tern::tls_options upstream_tls(std::map<std::string, std::string>& args) {
+  tern::tls_options o;
+  o.ca_file = args["upstream-tls-ca"];
+  o.cert_file = args["upstream-tls-cert"];
+  o.key_file = args["upstream-tls-key"];
+  if (o.ca_file.empty() && !(o.cert_file.empty() && o.key_file.empty())) {
+    throw tern::cli::exit_request(
+        2, "--upstream-tls-cert and --upstream-tls-key need --upstream-tls-ca\n");
+  }
+  if (o.cert_file.empty() != o.key_file.empty()) {
+    throw tern::cli::exit_request(2, "--upstream-tls-cert and --upstream-tls-key go together\n");
+  }
+  if (const char* p = std::getenv("TERN_UPSTREAM_TLS_KEY_PASSPHRASE")) o.key_passphrase = p;
+  return o;
 }
 
 }  // namespace
@@ -44,7 +63,13 @@ int main(int argc, char** argv) try {
        {"admin-port", "ADMIN_PORT", "9100", "port of the admin listener (0 picks a free one)"},
        {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
         "on SIGTERM/SIGINT, how long requests in flight may take to finish"},
-       {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"}});
+       {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+       {"upstream-tls-ca", "TERN_UPSTREAM_TLS_CA", "",
+        "call every upstream without a \"tls\" of its own over TLS, trusting this CA file (PEM)"},
+       {"upstream-tls-cert", "TERN_UPSTREAM_TLS_CERT", "",
+        "with it, the gateway's client certificate (PEM) for services that require one"},
+       {"upstream-tls-key", "TERN_UPSTREAM_TLS_KEY", "",
+        "its key (PEM; if encrypted, its passphrase in TERN_UPSTREAM_TLS_KEY_PASSPHRASE)"}});
   tern::cli::set_log_level(args["log-level"]);
   namespace gw = tern::gateway;
   gw::app_options options{
@@ -54,10 +79,12 @@ int main(int argc, char** argv) try {
       .admin_port = tern::cli::port(args["admin-port"], "--admin-port"),
       .threads = threads(args["threads"]),
       .drain_timeout = tern::cli::millis(args["drain-timeout-ms"], "--drain-timeout-ms")};
+  auto upstream_defaults = upstream_tls(args);
   std::unique_ptr<gw::app> made;
   try {
     auto cfg = gw::load_config(args["config"]);
     gw::apply_env_overrides(cfg);
+    gw::apply_upstream_tls(cfg, upstream_defaults);
     made = std::make_unique<gw::app>(std::move(cfg), std::move(options));
   } catch (const std::exception& e) {
     spdlog::critical("config error: {}", e.what());

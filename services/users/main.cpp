@@ -14,8 +14,25 @@ int main(int argc, char** argv) try {
   // user_created goes back to this service's own event handler, on the
   // wire its port speaks.
   auto wildcard = args["host"] == "0.0.0.0" || args["host"] == "::";
-  tern::client_proxy self(
-      {.host = wildcard ? "127.0.0.1" : args["host"], .port = options.port, .wire = options.wire});
+  // Over TLS, it trusts --tls-ca and shows the service's own certificate
+  // (which then carries clientAuth too), as a caller must.
+  tern::client_options self_options{
+      .host = wildcard ? "127.0.0.1" : args["host"], .port = options.port, .wire = options.wire};
+  if (options.tls) {
+    if (options.tls->ca_file.empty()) {
+      throw tern::cli::exit_request(
+          2,
+          "users_service: with TLS, --tls-ca is needed: user_created goes to this service's "
+          "own port, whose certificate it must check\n");
+    }
+    tern::tls_options tls;
+    tls.cert_file = options.tls->cert_file;
+    tls.key_file = options.tls->key_file;
+    tls.key_passphrase = options.tls->key_passphrase;
+    tls.ca_file = options.tls->ca_file;
+    self_options.tls = tls;
+  }
+  tern::client_proxy self(self_options);
   tern::demo::register_users_handlers(app, repo, &self);
   return app.listen();
 } catch (const tern::cli::exit_request& e) {

@@ -52,3 +52,52 @@ TEST_CASE("flags are parsed, and --help and bad flags are reported to the caller
   CHECK(thrown([] { tern::cli::wire("grpc"); }).status() == 2);
   CHECK(thrown([] { tern::cli::set_log_level("loud"); }).status() == 2);
 }
+
+namespace {
+// service_flags() parsed over these arguments, then service_tls().
+std::optional<tern::tls_options> service_tls(std::vector<std::string> args) {
+  std::vector<char*> argv{const_cast<char*>("svc")};
+  for (auto& a : args) argv.push_back(a.data());
+  auto values = tern::cli::parse(static_cast<int>(argv.size()), argv.data(), "svc", "A service.",
+                                 tern::cli::service_flags("3100", "9200"));
+  return tern::cli::service_tls(values);
+}
+}  // namespace
+
+TEST_CASE("a service's --tls-* flags: plaintext without them, mutual TLS with the switch") {
+  CHECK_FALSE(service_tls({}).has_value());
+  auto one_way = service_tls({"--tls-cert", "s.pem", "--tls-key", "s.key"});
+  REQUIRE(one_way.has_value());
+  CHECK(one_way->cert_file == "s.pem");
+  CHECK(one_way->key_file == "s.key");
+  CHECK(one_way->check == tern::peer_check::none);
+  // A CA alone checks the certificates callers send; the switch requires one.
+  CHECK(service_tls({"--tls-cert=s.pem", "--tls-key=s.key", "--tls-ca=ca.pem"})->check ==
+        tern::peer_check::optional);
+  auto mutual = service_tls(
+      {"--tls-cert=s.pem", "--tls-key=s.key", "--tls-ca=ca.pem", "--tls-require-client-cert"});
+  CHECK(mutual->check == tern::peer_check::require);
+  CHECK(mutual->ca_file == "ca.pem");
+  CHECK(service_tls({"--tls-cert=s.pem", "--tls-key=s.key", "--tls-ca=ca.pem",
+                     "--tls-require-client-cert=false"})
+            ->check == tern::peer_check::optional);
+  // The switch shows without VALUE in --help.
+  auto help = thrown([] { service_tls({"--help"}); });
+  CHECK(std::string(help.what()).find("--tls-require-client-cert\n") != std::string::npos);
+  CHECK(std::string(help.what()).find("--tls-cert VALUE") != std::string::npos);
+  // What cannot work is refused with the flag named.
+  auto no_key = thrown([] { service_tls({"--tls-cert=s.pem"}); });
+  CHECK(no_key.status() == 2);
+  CHECK(std::string(no_key.what()).find("--tls-key") != std::string::npos);
+  auto no_ca = thrown([] {
+    service_tls({"--tls-cert=s.pem", "--tls-key=s.key", "--tls-require-client-cert"});
+  });
+  CHECK(std::string(no_ca.what()).find("--tls-ca") != std::string::npos);
+  auto no_cert = thrown([] { service_tls({"--tls-ca=ca.pem"}); });
+  CHECK(std::string(no_cert.what()).find("need --tls-cert") != std::string::npos);
+  auto not_bool = thrown([] {
+    service_tls({"--tls-cert=s.pem", "--tls-key=s.key", "--tls-ca=ca.pem",
+                 "--tls-require-client-cert=maybe"});
+  });
+  CHECK(std::string(not_bool.what()).find("'maybe' is not true or false") != std::string::npos);
+}

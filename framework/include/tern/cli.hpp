@@ -39,6 +39,9 @@ struct flag {
   std::string env;       ///< environment fallback, "PORT"
   std::string fallback;  ///< default value
   std::string help;
+  /// A switch: `--name` alone means "true" (`--name=false` turns it off);
+  /// read its value with yes().
+  bool is_switch = false;
 };
 
 /// Parses `--name value` / `--name=value` for the given flags; a flag not
@@ -56,6 +59,10 @@ unsigned short port(const std::string& text, const std::string& what);
 /// why) if it is not one.
 std::chrono::milliseconds millis(const std::string& text, const std::string& what);
 
+/// A switch's value: true for "true", "1", "yes" and "on", false for
+/// "false", "0", "no", "off" and ""; exit_request(2, why) otherwise.
+bool yes(const std::string& text, const std::string& what);
+
 /// A wire format from its name (tern, nestjs); exit_request(2, why) if it
 /// is not one.
 wire_format wire(const std::string& text);
@@ -68,7 +75,13 @@ void set_log_level(const std::string& level);
 /// --host (HOST), --port (PORT), --admin-host (ADMIN_HOST, default: --host),
 /// --admin-port (ADMIN_PORT), --log-level (LOG_LEVEL), --drain-grace-ms
 /// (DRAIN_GRACE_MS), --drain-timeout-ms (DRAIN_TIMEOUT_MS), --wire
-/// (TERN_WIRE: tern, or nestjs to answer NestJS clients). Append a
+/// (TERN_WIRE: tern, or nestjs to answer NestJS clients), and TLS
+/// (docs/security.md): --tls-cert (TERN_TLS_CERT) and --tls-key
+/// (TERN_TLS_KEY) serve TLS, --tls-ca (TERN_TLS_CA) checks callers'
+/// certificates against that CA when they send one, and
+/// --tls-require-client-cert (TERN_TLS_REQUIRE_CLIENT_CERT) refuses callers
+/// without one; an encrypted key's passphrase is read from
+/// TERN_TLS_KEY_PASSPHRASE only (a flag would show in `ps`). Append a
 /// service's own flags to them before parse().
 ///
 /// ```
@@ -82,5 +95,10 @@ std::vector<flag> service_flags(const std::string& default_port,
 /// A microservice's options from service_flags()' values; applies
 /// --log-level too. exit_request(2, why) for a value that is not valid.
 microservice_options service_options(std::map<std::string, std::string>& args);
+
+/// The TLS options the --tls-* values give, or none without --tls-cert.
+/// exit_request(2, why) for a combination that cannot work (a certificate
+/// without its key, a required client certificate without a CA).
+std::optional<tls_options> service_tls(std::map<std::string, std::string>& args);
 
 }  // namespace tern::cli

@@ -165,12 +165,54 @@ void read_retry(const json& v, tern::retry_options& r, const std::string& where)
   r.budget_window = read_ms(v, "budget_window_ms", r.budget_window, where);
 }
 
+// "tls": Node's names (ca, cert, key), files as given; an encrypted key's
+// passphrase comes from the environment variable that key_passphrase_env
+// names, never from the file.
+std::optional<tern::tls_options> read_upstream_tls(const json& v, const std::string& where) {
+  if (v == false) return std::nullopt;
+  if (!v.is_object()) bad(where, "must be an object (ca, cert, key, ...) or false");
+  known_keys(
+      v,
+      {"ca", "cert", "key", "key_passphrase_env", "server_name", "ciphers", "trust_system_store"},
+      where);
+  auto text = [&](const char* key) -> std::string {
+    if (!v.contains(key)) return {};
+    if (!v[key].is_string() || v[key].get<std::string>().empty()) {
+      bad(where + "." + key, "must be a non-empty string");
+    }
+    return v[key].get<std::string>();
+  };
+  tern::tls_options o;
+  o.ca_file = text("ca");
+  o.cert_file = text("cert");
+  o.key_file = text("key");
+  o.server_name = text("server_name");
+  o.ciphers = text("ciphers");
+  if (v.contains("trust_system_store")) {
+    if (!v["trust_system_store"].is_boolean())
+      bad(where + ".trust_system_store", "must be true or false");
+    o.trust_system_store = v["trust_system_store"].get<bool>();
+  }
+  if (o.ca_file.empty() && !o.trust_system_store) {
+    bad(where + ".ca",
+        "is required (the CA that signs the service's certificate), unless "
+        "trust_system_store is true");
+  }
+  if (o.cert_file.empty() != o.key_file.empty()) bad(where, "cert and key go together");
+  if (auto env = text("key_passphrase_env"); !env.empty()) {
+    const char* p = std::getenv(env.c_str());
+    if (!p || !*p) bad(where + ".key_passphrase_env", "names " + env + ", which is not set");
+    o.key_passphrase = p;
+  }
+  return o;
+}
+
 upstream read_upstream(const std::string& name, const json& u) {
   std::string where = "upstreams." + name;
   if (!u.is_object()) bad(where, "must be an object with host and port, or endpoints");
   known_keys(u,
              {"host", "port", "endpoints", "timeout_ms", "balance", "resolve_interval_ms",
-              "ejection", "breaker", "retry", "keepalive", "wire"},
+              "ejection", "breaker", "retry", "keepalive", "wire", "tls"},
              where);
   upstream up;
   up.name = name;
@@ -221,6 +263,10 @@ upstream read_upstream(const std::string& name, const json& u) {
   if (const auto* v = section("breaker")) read_breaker(*v, up.breaker, where + ".breaker");
   if (const auto* v = section("retry")) read_retry(*v, up.retry, where + ".retry");
   if (const auto* v = section("keepalive")) read_keepalive(*v, up, where + ".keepalive");
+  if (u.contains("tls")) {
+    up.tls = read_upstream_tls(u["tls"], where + ".tls");
+    up.tls_configured = true;
+  }
   return up;
 }
 
@@ -444,6 +490,13 @@ void apply_env_overrides(gateway_config& c) {
       rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
     }
     u.endpoints = std::move(list);
+  }
+}
+
+void apply_upstream_tls(gateway_config& c, const tern::tls_options& defaults) {
+  if (defaults.ca_file.empty()) return;
+  for (auto& u : c.upstreams) {
+    if (!u.tls_configured) u.tls = defaults;
   }
 }
 

@@ -5,6 +5,7 @@
 
 #include <tern/pattern.hpp>
 #include <tern/resilience.hpp>
+#include <tern/tls.hpp>
 #include <tern/wire.hpp>
 
 #include <chrono>
@@ -42,6 +43,10 @@ struct upstream {
   /// Keep-alive pings (tern::transport::connection_options); 0: none.
   std::chrono::milliseconds keepalive_interval{10000};
   std::chrono::milliseconds keepalive_timeout{5000};
+  /// TLS to its instances ("tls": ca, cert, key, server_name, ciphers,
+  /// trust_system_store, key_passphrase_env); none: plaintext.
+  std::optional<tern::tls_options> tls{};
+  bool tls_configured = false;  ///< "tls" given (false included): flags' defaults do not apply
 };
 
 /// Where a call's data comes from; several are merged (objects, in order).
@@ -94,6 +99,11 @@ struct gateway_config {
 /// The top-level sections parse_config reads itself (upstreams, dns, ...);
 /// any other is a policy's (gateway_config::sections).
 std::span<const std::string_view> core_sections();
+
+/// TLS for every upstream that has no "tls" of its own (the gateway's
+/// --upstream-tls-* flags): its CA, and its client certificate and key for
+/// services that require one. Nothing happens without a CA.
+void apply_upstream_tls(gateway_config& c, const tern::tls_options& defaults);
 
 /// Parses and validates a config; throws config_error naming the entry.
 gateway_config parse_config(const std::string& json_text);

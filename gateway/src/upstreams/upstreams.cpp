@@ -52,6 +52,7 @@ upstreams::upstreams(asio::io_context& io, const std::vector<upstream>& config,
                  .connection = {.keepalive_interval = u.keepalive_interval,
                                 .keepalive_timeout = u.keepalive_timeout},
                  .wire = u.wire,
+                 .tls = u.tls,
                  .ejection = u.ejection,
                  .breaker = u.breaker,
                  .retry = u.retry}));

@@ -139,3 +139,46 @@ TEST_CASE("UPSTREAM_<NAME> overrides an upstream's address") {
   CHECK_THROWS_AS(apply_env_overrides(cfg), config_error);
   unsetenv("UPSTREAM_USERS");
 }
+
+TEST_CASE("an upstream's tls: Node's names, the passphrase from the environment, flags' defaults") {
+  auto upstream = [](const std::string& name, const std::string& tls) {
+    return R"(")" + name + R"(": {"host": "h", "port": 1, "tls": )" + tls + "}";
+  };
+  setenv("TERN_TEST_UPSTREAM_PASS", "correct horse", 1);
+  auto cfg = parse_config(
+      R"({"upstreams": {)" + upstream("a", R"({"ca": "ca.pem", "cert": "gw.pem", "key": "gw.key",
+                        "key_passphrase_env": "TERN_TEST_UPSTREAM_PASS", "server_name": "users"})") +
+      ", " + upstream("b", R"({"trust_system_store": true})") + ", " + upstream("c", "false") +
+      R"(, "d": {"host": "h", "port": 1}}, "routes": []})");
+  unsetenv("TERN_TEST_UPSTREAM_PASS");
+  REQUIRE(cfg.upstreams.size() == 4);
+  const auto& a = *cfg.upstreams[0].tls;
+  CHECK(a.ca_file == "ca.pem");
+  CHECK(a.cert_file == "gw.pem");
+  CHECK(a.key_file == "gw.key");
+  CHECK(a.key_passphrase == "correct horse");
+  CHECK(a.server_name == "users");
+  CHECK(cfg.upstreams[1].tls->trust_system_store);
+  CHECK_FALSE(cfg.upstreams[2].tls.has_value());
+  CHECK_FALSE(cfg.upstreams[3].tls.has_value());
+  // --upstream-tls-*: upstreams without a "tls" take them; "false" stays plaintext.
+  tern::tls_options defaults;
+  defaults.ca_file = "flags-ca.pem";
+  apply_upstream_tls(cfg, defaults);
+  CHECK(cfg.upstreams[0].tls->ca_file == "ca.pem");
+  CHECK_FALSE(cfg.upstreams[2].tls.has_value());
+  REQUIRE(cfg.upstreams[3].tls.has_value());
+  CHECK(cfg.upstreams[3].tls->ca_file == "flags-ca.pem");
+
+  auto one = [&](const std::string& tls) {
+    return R"({"upstreams": {)" + upstream("u", tls) + R"(}, "routes": []})";
+  };
+  expect_config_error(one(R"({"cert": "gw.pem", "key": "gw.key"})"), "upstreams.u.tls.ca");
+  expect_config_error(one(R"({"ca": "ca.pem", "cert": "gw.pem"})"), "cert and key go together");
+  expect_config_error(one(R"({"ca": "ca.pem", "verify": false})"), "upstreams.u.tls");
+  expect_config_error(one(R"({"ca": ""})"), "upstreams.u.tls.ca");
+  expect_config_error(one("true"), "upstreams.u.tls");
+  expect_config_error(
+      one(R"({"ca": "ca.pem", "key_passphrase_env": "TERN_TEST_NOT_SET_ANYWHERE"})"),
+      "TERN_TEST_NOT_SET_ANYWHERE, which is not set");
+}
