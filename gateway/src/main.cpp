@@ -64,6 +64,11 @@ int main(int argc, char** argv) try {
        {"drain-timeout-ms", "DRAIN_TIMEOUT_MS", "10000",
         "on SIGTERM/SIGINT, how long requests in flight may take to finish"},
        {"log-level", "LOG_LEVEL", "info", "trace, debug, info, warn, error"},
+       {"tls-cert", "TERN_TLS_CERT", "",
+        "serve HTTPS with this certificate chain (PEM; in place of server.tls.cert)"},
+       {"tls-key", "TERN_TLS_KEY", "",
+        "its key (PEM; if encrypted, its passphrase in TERN_TLS_KEY_PASSPHRASE); SIGHUP or "
+        "POST /admin/tls/reload on the admin port re-reads both"},
        {"upstream-tls-ca", "TERN_UPSTREAM_TLS_CA", "",
         "call every upstream without a \"tls\" of its own over TLS, trusting this CA file (PEM)"},
        {"upstream-tls-cert", "TERN_UPSTREAM_TLS_CERT", "",
@@ -85,7 +90,18 @@ int main(int argc, char** argv) try {
     auto cfg = gw::load_config(args["config"]);
     gw::apply_env_overrides(cfg);
     gw::apply_upstream_tls(cfg, upstream_defaults);
+    if (!args["tls-cert"].empty() || !args["tls-key"].empty()) {
+      if (args["tls-cert"].empty() || args["tls-key"].empty()) {
+        throw tern::cli::exit_request(2, "--tls-cert and --tls-key go together\n");
+      }
+      if (!cfg.tls) cfg.tls.emplace();
+      cfg.tls->cert_file = args["tls-cert"];
+      cfg.tls->key_file = args["tls-key"];
+      if (const char* p = std::getenv("TERN_TLS_KEY_PASSPHRASE")) cfg.tls->key_passphrase = p;
+    }
     made = std::make_unique<gw::app>(std::move(cfg), std::move(options));
+  } catch (const tern::cli::exit_request&) {
+    throw;
   } catch (const std::exception& e) {
     spdlog::critical("config error: {}", e.what());
     return 1;

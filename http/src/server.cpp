@@ -3,6 +3,7 @@
 #include "tern/transport/log_limit.hpp"
 #include "tern/transport/server.hpp"
 #include "tern/transport/task_group.hpp"
+#include "tern/transport/tls_stream.hpp"
 #include "tern/transport/unique_function.hpp"
 
 #include <spdlog/spdlog.h>
@@ -101,6 +102,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   asio::awaitable<void> sweep_loop(std::shared_ptr<impl> keep);
   asio::awaitable<void> session(std::shared_ptr<impl> keep, asio::ip::tcp::socket socket,
                                 std::shared_ptr<client_watch> watch, connection_slot slot);
+  // An HTTPS session's handshake, counted; false (logged) if it failed.
+  asio::awaitable<bool> handshake(transport::tls_stream& tls, asio::ip::tcp::socket& socket,
+                                  session_info& info);
   // Starts the session's wait for bytes unless one is pending.
   static void wait_readable(const std::shared_ptr<client_watch>& w);
   // Files `s` under the idle list its state calls for (none while it is
@@ -114,6 +118,9 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
 
   asio::io_context& io_;
   limits limits_;
+  std::shared_ptr<const transport::tls_context> tls_;  // new connections' (none: plain)
+  std::uint64_t handshakes_ = 0;
+  std::uint64_t failed_handshakes_ = 0;
   handler handler_;
   error_renderer render_;
   asio::ip::tcp::acceptor acceptor_;
@@ -144,8 +151,9 @@ struct server::impl::session_info {
   bool busy = false;     // a handler is working on a response
   bool writing = false;  // responses are being written (the client must take them)
   clock_type::time_point write_since{};
-  bool in_message = false;  // a request has begun and is not complete
-  bool lingering = false;   // closing: discarding what the client still sends
+  bool in_message = false;   // a request has begun and is not complete
+  bool lingering = false;    // closing: discarding what the client still sends
+  bool handshaking = false;  // TLS: the handshake runs (timed as a request; reclaimable)
   // When the request began (in_message), the lingering began, or else the
   // last response was done: the start of the running deadline.
   clock_type::time_point since{};
@@ -343,6 +351,18 @@ std::uint64_t server::reclaimed() const noexcept {
   return impl_->reclaimed_;
 }
 
+void server::use_tls(std::shared_ptr<const transport::tls_context> context) {
+  impl_->tls_ = std::move(context);
+}
+
+std::uint64_t server::handshakes() const noexcept {
+  return impl_->handshakes_;
+}
+
+std::uint64_t server::failed_handshakes() const noexcept {
+  return impl_->failed_handshakes_;
+}
+
 void server::impl::untrack(session_info& s) noexcept {
   auto* list = s.listed;
   if (!list) return;
@@ -457,10 +477,10 @@ asio::awaitable<void> server::impl::sweep_loop(std::shared_ptr<impl> /*keep*/) {
       if (s->busy) continue;  // a handler is working: the client is not the one being slow
       // A client must take what is written to it as it must send a request:
       // within read_timeout.
-      auto deadline = s->writing      ? s->write_since + limits_.read_timeout
-                      : s->in_message ? s->since + limits_.read_timeout
-                      : s->lingering  ? s->since + linger
-                                      : s->since + limits_.idle_timeout;
+      auto deadline = s->writing                        ? s->write_since + limits_.read_timeout
+                      : s->in_message || s->handshaking ? s->since + limits_.read_timeout
+                      : s->lingering                    ? s->since + linger
+                                                        : s->since + limits_.idle_timeout;
       if (now >= deadline) {
         spdlog::debug("[{}] http connection timed out", transport::to_string(*s->peer));
         std::error_code ec;
@@ -515,6 +535,39 @@ asio::awaitable<void> server::impl::accept_loop(std::shared_ptr<impl> /*keep*/) 
   }
 }
 
+asio::awaitable<bool> server::impl::handshake(transport::tls_stream& tls,
+                                              asio::ip::tcp::socket& socket, session_info& info) {
+  info.handshaking = true;
+  track(info);
+  auto why = co_await tls.handshake();
+  info.handshaking = false;
+  info.since = clock_type::now();
+  if (why.empty()) {
+    ++handshakes_;
+    co_return true;
+  }
+  ++failed_handshakes_;
+  // Scanners and broken clients come in crowds: debug, and rate-limited.
+  thread_local transport::log_limiter limit;
+  if (std::size_t held = 0; limit.allow(held)) {
+    spdlog::debug("[{}] TLS handshake failed: {}{}", transport::to_string(*info.peer), why,
+                  transport::held_back(held));
+  }
+  // Plain HTTP at this port: say so in plain HTTP (nginx does too).
+  if (why.find("http request") != std::string::npos && socket.is_open()) {
+    static constexpr std::string_view refusal =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "Content-Length: 48\r\nConnection: close\r\n\r\n"
+        "This port speaks HTTPS: send the request again.\n";
+    info.writing = true;
+    info.write_since = clock_type::now();
+    track(info);
+    co_await asio::async_write(socket, asio::buffer(refusal), nothrow);
+    info.writing = false;
+  }
+  co_return false;
+}
+
 asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
                                             asio::ip::tcp::socket socket,
                                             std::shared_ptr<client_watch> watch,
@@ -549,6 +602,23 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
   // Idle reads are non-blocking ones after a wait (below).
   socket.non_blocking(true, ec);
   if (ec) co_return;  // a blocking read_some would stall every session
+  // HTTPS: the handshake first. Every read then goes through the TLS
+  // session, idle ones included: bytes it has taken from the socket and
+  // not yet returned are not the socket's to report (no wait-then-read).
+  std::unique_ptr<transport::tls_stream> tls;
+  tls_facts facts;
+  if (tls_) {
+    tls =
+        std::make_unique<transport::tls_stream>(socket, tls_, transport::tls_stream::side::server);
+    if (!co_await handshake(*tls, socket, info)) {
+      socket.close(ec);
+      co_return;
+    }
+    facts.negotiated = tls->negotiated();
+    facts.alpn = tls->alpn();
+    facts.peer = tls->peer();
+    req.tls = &facts;
+  }
   std::string out;
   bool close_after = false;  // the last response said Connection: close
   bool sent_continue = false;
@@ -557,7 +627,12 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
     info.writing = true;
     info.write_since = clock_type::now();
     track(info);
-    auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(out), nothrow);
+    std::error_code wec;
+    if (tls) {
+      wec = (co_await tls->write(out.data(), out.size())).first;
+    } else {
+      wec = std::get<0>(co_await asio::async_write(socket, asio::buffer(out), nothrow));
+    }
     info.writing = false;
     if (!info.in_message) info.since = clock_type::now();
     out.clear();
@@ -570,7 +645,12 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
     if (draining_ && !info.in_message && socket.available(ec) == 0) break;
     std::error_code rec;
     std::size_t n = 0;
-    if (info.in_message) {  // the rest of a request
+    if (tls) {  // the rest of a request, or the next one
+      track(info);
+      auto buf = read_into();
+      std::tie(rec, n) = co_await tls->read_some(static_cast<char*>(buf.data()), buf.size(), {});
+      if (!rec && !info.in_message) info.fresh = false;
+    } else if (info.in_message) {  // the rest of a request
       track(info);
       std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
       // The bytes a pending wait saw may be these: it must not leave the
@@ -658,6 +738,8 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
       bool failed = false;
       watch->info = &info;
       watch->req = &req;
+      // (Over TLS, no wait is parked between requests: an old end is stale.)
+      if (tls && !watch->waiting) watch->ended.reset();
       wait_readable(watch);
       try {
         r = co_await handler_(req);

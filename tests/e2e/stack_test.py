@@ -147,7 +147,7 @@ class Stack:
 
     def __init__(self, log_level="error", policies=None, capture_logs=False, edit=None,
                  rate_limits=False, users_replicas=1, extra_users_endpoints=(), database=None,
-                 gateway_threads=None):
+                 gateway_threads=None, extra_args=None):
         """policies replaces the config's top-level "policies"; edit(cfg)
         may change the rest of the config; the demo's rate limits (5 POSTs
         per 10 s) are off unless rate_limits; with capture_logs each process
@@ -156,7 +156,9 @@ class Stack:
         the gateway's users endpoints, with extra_users_endpoints
         ("host:port") after them. database: a PostgreSQL URL the services
         keep their data in (instead of SQLite files). gateway_threads: the
-        gateway's --threads (GATEWAY_THREADS by default)."""
+        gateway's --threads (GATEWAY_THREADS by default). extra_args(name):
+        more flags for process `name` (a list)."""
+        self.extra_args = extra_args or (lambda name: [])
         self.gateway_threads = str(gateway_threads or GATEWAY_THREADS)
         self.database = database
         self.extra_users_endpoints = list(extra_users_endpoints)
@@ -206,11 +208,12 @@ class Stack:
                   "--log-level", self.log_level]
         if name == "gateway":
             return [os.path.join(BUILD, "gateway", "gateway"), "--config", self.config,
-                    "--threads", self.gateway_threads] + common
+                    "--threads", self.gateway_threads] + common + self.extra_args(name)
         service = name.rstrip("0123456789")
         store = ["--database", self.database] if self.database else []
         return [os.path.join(BUILD, "services", service, f"{service}_service"),
-                "--data-dir", os.path.join(self.dir, "data" + name[len(service):])] + store + common
+                "--data-dir", os.path.join(self.dir, "data" + name[len(service):])] + store + common \
+            + self.extra_args(name)
 
     def log_path(self, name):
         return os.path.join(self.dir, f"{name}.log")

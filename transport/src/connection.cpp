@@ -2,7 +2,7 @@
 
 #include "tern/transport/log_limit.hpp"
 
-#include "tls_stream.hpp"
+#include "tern/transport/tls_stream.hpp"
 
 #include <spdlog/spdlog.h>
 #include <asio/bind_cancellation_slot.hpp>

@@ -1,4 +1,4 @@
-#include "tls_stream.hpp"
+#include "tern/transport/tls_stream.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -62,8 +62,14 @@ asio::awaitable<std::string> tls_stream::handshake() {
 
 asio::awaitable<std::pair<std::error_code, std::size_t>> tls_stream::read_some(
     char* data, std::size_t size, asio::cancellation_slot slot) {
-  auto [ec, n] = co_await impl_->stream.async_read_some(
-      asio::buffer(data, size), asio::bind_cancellation_slot(slot, nothrow));
+  std::tuple<std::error_code, std::size_t> r;
+  if (slot.is_connected()) {
+    r = co_await impl_->stream.async_read_some(asio::buffer(data, size),
+                                               asio::bind_cancellation_slot(slot, nothrow));
+  } else {
+    r = co_await impl_->stream.async_read_some(asio::buffer(data, size), nothrow);
+  }
+  auto [ec, n] = r;
   // A peer that closes without TLS's close_notify: for length-prefixed
   // frames nothing is lost that the framing would not notice.
   if (ec == asio::ssl::error::stream_truncated) ec = asio::error::eof;
@@ -82,6 +88,10 @@ tls_peer tls_stream::peer() const {
 
 std::string tls_stream::negotiated() const {
   return transport::negotiated(impl_->stream.native_handle());
+}
+
+std::string tls_stream::alpn() const {
+  return alpn_of(impl_->stream.native_handle());
 }
 
 }  // namespace tern::transport

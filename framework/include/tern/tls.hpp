@@ -15,5 +15,8 @@ using peer_check = transport::peer_check;
 using tls_peer = transport::tls_peer;
 /// A certificate, key or CA file that cannot be used.
 using tls_error = transport::tls_error;
+/// One side's loaded certificate, key and checks (an SSL_CTX), shared by
+/// its connections and threads; a reload makes a new one.
+using tls_context = transport::tls_context;
 
 }  // namespace tern

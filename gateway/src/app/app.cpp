@@ -14,6 +14,7 @@
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
 
+#include <functional>
 #include <optional>
 #include <thread>
 
@@ -72,8 +73,32 @@ app::app(gateway_config cfg, app_options options)
                      "Idle connections each worker closed to admit new ones at max_connections.",
                      prometheus::MetricType::Counter,
                      {std::move(reclaimed)}});
+      if (server.handshakes() + server.failed_handshakes() == 0) return;
+      prometheus::ClientMetric ok, failed;
+      ok.label = {{"result", "ok"}};
+      ok.counter.value = static_cast<double>(server.handshakes());
+      failed.label = {{"result", "failed"}};
+      failed.counter.value = static_cast<double>(server.failed_handshakes());
+      out.push_back({"tls_handshakes_total",
+                     "TLS handshakes on the public port, by result (failed: refused or "
+                     "abandoned; the reason is logged at debug level).",
+                     prometheus::MetricType::Counter,
+                     {std::move(ok), std::move(failed)}});
     });
     workers_.push_back(std::move(w));
+  }
+  if (cfg_->tls) {
+    auto o = *cfg_->tls;
+    o.alpn = {"http/1.1"};
+    tls_ = tls_context::server(o);  // throws tls_error: a config error
+    for (auto& w : workers_) w->server->use_tls(tls_);
+    workers_.front()->gw->metrics().add_gauge(
+        "tls_certificate_expiry_seconds",
+        "When the public port's certificate expires (Unix time): alert well before it.", [this] {
+          return static_cast<double>(
+              std::chrono::duration_cast<std::chrono::seconds>(tls_->not_after().time_since_epoch())
+                  .count());
+        });
   }
   // One limit on the public port's connections, whichever worker holds them.
   auto open = std::make_shared<std::atomic<std::size_t>>(0);
@@ -114,9 +139,19 @@ int app::run() {
     spdlog::info("upstream {} at {}", u.name, at);
   }
   for (auto& w : workers_) w->gw->start();
-  spdlog::info("gateway listening on {}:{} ({} routes, {} thread{}); metrics and health on {}:{}",
-               options_.host, port, cfg_->routes.size(), workers_.size(),
-               workers_.size() == 1 ? "" : "s", options_.admin_host, admin_port);
+  spdlog::info(
+      "gateway listening on {}://{}:{} ({} routes, {} thread{}); metrics and health on {}:{}",
+      tls_ ? "https" : "http", options_.host, port, cfg_->routes.size(), workers_.size(),
+      workers_.size() == 1 ? "" : "s", options_.admin_host, admin_port);
+  // SIGHUP re-reads the certificate and key (reload_tls()).
+  asio::signal_set hangups(workers_.front()->io, SIGHUP);
+  std::function<void(std::error_code, int)> on_hangup = [&](std::error_code ec, int) {
+    if (ec) return;
+    spdlog::info("received SIGHUP: reloading the TLS certificate and key");
+    reload_tls();
+    hangups.async_wait(on_hangup);
+  };
+  if (tls_) hangups.async_wait(on_hangup);
   // The first signal drains, a second one stops at once.
   asio::signal_set signals(workers_.front()->io, SIGINT, SIGTERM);
   signals.async_wait([&](std::error_code ec, int sig) {
@@ -160,12 +195,14 @@ int app::run() {
     stop_all();
     for (std::size_t i = 1; i < started; ++i) workers_[i]->thread.join();
     signals.cancel();
+    hangups.cancel();
     finish();
     throw;
   }
   serve(*workers_.front());
   for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
   signals.cancel();
+  hangups.cancel();
   if (!finish()) failed_ = true;
   return failed_ ? 1 : 0;
 }
@@ -279,6 +316,30 @@ asio::awaitable<std::string> app::scrape() {
   std::vector<prometheus::MetricFamily> all;
   for (auto& p : parts) merge_families(all, std::move(p));
   co_return process_->metrics.scrape(std::move(all));
+}
+
+std::string app::reload_tls() {
+  if (!cfg_->tls) return admin_view::reload_tls();
+  std::shared_ptr<const tls_context> next;
+  try {
+    auto o = *cfg_->tls;
+    o.alpn = {"http/1.1"};
+    next = tls_context::server(o);
+  } catch (const tls_error& e) {
+    spdlog::error("TLS reload refused, the certificate in use goes on: {}", e.what());
+    return e.what();
+  }
+  tls_ = next;
+  for (auto& w : workers_) {
+    asio::post(w->io, [server = w->server.get(), next] { server->use_tls(next); });
+  }
+  auto days = std::chrono::duration_cast<std::chrono::hours>(next->not_after() -
+                                                             std::chrono::system_clock::now())
+                  .count() /
+              24;
+  spdlog::info("TLS reloaded: {} (expires in {} days); new connections use it",
+               clip(next->subject()), days);
+  return {};
 }
 
 asio::awaitable<readiness> app::ready() {

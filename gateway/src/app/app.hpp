@@ -5,6 +5,8 @@
 
 #include "app/gateway.hpp"
 
+#include <tern/tls.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -57,6 +59,11 @@ class app final : public admin_view {
 
   asio::awaitable<std::string> scrape() override;
   asio::awaitable<readiness> ready() override;
+  /// Re-reads server.tls's files (SIGHUP, POST /admin/tls/reload): new
+  /// handshakes on every worker use the new pair, open connections keep
+  /// theirs; a file that cannot be used is refused and logged, and the old
+  /// pair goes on. Call on the first worker's thread.
+  std::string reload_tls() override;
 
   [[nodiscard]] const gateway_config& config() const noexcept { return *cfg_; }
 
@@ -76,9 +83,10 @@ class app final : public admin_view {
   std::shared_ptr<process_state> process_;  // outlives the workers
   app_options options_;
   std::vector<std::unique_ptr<worker>> workers_;
-  std::unique_ptr<http::server> admin_;  // on workers_[0]'s loop
-  std::atomic<bool> failed_ = false;     // a worker's loop threw
-  std::atomic<bool> finishing_ = false;  // finish() has begun: stop_all() does nothing
+  std::unique_ptr<http::server> admin_;     // on workers_[0]'s loop
+  std::shared_ptr<const tls_context> tls_;  // the public port's, if HTTPS (workers_[0]'s thread)
+  std::atomic<bool> failed_ = false;        // a worker's loop threw
+  std::atomic<bool> finishing_ = false;     // finish() has begun: stop_all() does nothing
 };
 
 }  // namespace tern::gateway

@@ -49,6 +49,15 @@ void gateway::build() {
   }
   add_admin_routes(admin_, env, "admin ");
   if (cfg_->admin_on_public) add_admin_routes(public_, env, "public ");
+  // Never on the public port, whatever admin.on_public_port says.
+  route_entry reload{.method = "POST",
+                     .segments = {"admin", "tls", "reload"},
+                     .label = "/admin/tls/reload",
+                     .config = nullptr,
+                     .serve = {}};
+  reload.serve = build_chain(env, nullptr, "(admin)", "admin /admin/tls/reload", admin_policies(),
+                             "admin", make_tls_reload_handler(*this));
+  admin_.add(std::move(reload));
   unmatched_ = build_chain(env, nullptr, "(unmatched)", "(unmatched)", "{}", "policies",
                            make_no_route_handler(public_));
   rejected_ = build_chain(env, nullptr, "(rejected)", "(rejected)", "{}", "policies",
@@ -90,6 +99,10 @@ readiness gateway::local_readiness() const {
 asio::awaitable<std::string> gateway::scrape() {
   if (view_) co_return co_await view_->scrape();
   co_return process_->metrics.scrape(collect_metrics());
+}
+
+std::string gateway::reload_tls() {
+  return view_ ? view_->reload_tls() : admin_view::reload_tls();
 }
 
 asio::awaitable<readiness> gateway::ready() {

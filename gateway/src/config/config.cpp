@@ -165,6 +165,25 @@ void read_retry(const json& v, tern::retry_options& r, const std::string& where)
   r.budget_window = read_ms(v, "budget_window_ms", r.budget_window, where);
 }
 
+// A "tls" entry's file name or setting: absent (empty), or a non-empty string.
+std::string tls_text(const json& v, const char* key, const std::string& where) {
+  if (!v.contains(key)) return {};
+  if (!v[key].is_string() || v[key].get<std::string>().empty()) {
+    bad(where + "." + key, "must be a non-empty string");
+  }
+  return v[key].get<std::string>();
+}
+
+// An encrypted key's passphrase: from the environment variable that
+// key_passphrase_env names, never from the file; empty without one.
+std::string tls_passphrase(const json& v, const std::string& where) {
+  auto env = tls_text(v, "key_passphrase_env", where);
+  if (env.empty()) return {};
+  const char* p = std::getenv(env.c_str());
+  if (!p || !*p) bad(where + ".key_passphrase_env", "names " + env + ", which is not set");
+  return p;
+}
+
 // "tls": Node's names (ca, cert, key), files as given; an encrypted key's
 // passphrase comes from the environment variable that key_passphrase_env
 // names, never from the file.
@@ -175,13 +194,7 @@ std::optional<tern::tls_options> read_upstream_tls(const json& v, const std::str
       v,
       {"ca", "cert", "key", "key_passphrase_env", "server_name", "ciphers", "trust_system_store"},
       where);
-  auto text = [&](const char* key) -> std::string {
-    if (!v.contains(key)) return {};
-    if (!v[key].is_string() || v[key].get<std::string>().empty()) {
-      bad(where + "." + key, "must be a non-empty string");
-    }
-    return v[key].get<std::string>();
-  };
+  auto text = [&](const char* key) { return tls_text(v, key, where); };
   tern::tls_options o;
   o.ca_file = text("ca");
   o.cert_file = text("cert");
@@ -199,11 +212,34 @@ std::optional<tern::tls_options> read_upstream_tls(const json& v, const std::str
         "trust_system_store is true");
   }
   if (o.cert_file.empty() != o.key_file.empty()) bad(where, "cert and key go together");
-  if (auto env = text("key_passphrase_env"); !env.empty()) {
-    const char* p = std::getenv(env.c_str());
-    if (!p || !*p) bad(where + ".key_passphrase_env", "names " + env + ", which is not set");
-    o.key_passphrase = p;
+  o.key_passphrase = tls_passphrase(v, where);
+  return o;
+}
+
+// server.tls: the public port's certificate and key, and the CA and mode
+// for client certificates (an identity auth can map to roles).
+tern::tls_options read_server_tls(const json& v, const std::string& where) {
+  if (!v.is_object()) bad(where, "must be an object (cert, key, ...)");
+  known_keys(v, {"cert", "key", "key_passphrase_env", "ca", "client_cert", "ciphers"}, where);
+  auto text = [&](const char* key) { return tls_text(v, key, where); };
+  tern::tls_options o;
+  o.cert_file = text("cert");
+  o.key_file = text("key");
+  o.ca_file = text("ca");
+  o.ciphers = text("ciphers");
+  if (o.cert_file.empty()) bad(where + ".cert", "is required (the certificate chain, PEM)");
+  if (o.key_file.empty()) bad(where + ".key", "is required (the certificate's key, PEM)");
+  if (auto mode = text("client_cert"); mode == "require") {
+    o.check = tern::peer_check::require;
+  } else if (mode == "optional") {
+    o.check = tern::peer_check::optional;
+  } else if (!mode.empty() && mode != "off") {
+    bad(where + ".client_cert", "must be \"off\", \"optional\" or \"require\"");
   }
+  if (o.check != tern::peer_check::none && o.ca_file.empty()) {
+    bad(where + ".ca", "is required to check client certificates (client_cert)");
+  }
+  o.key_passphrase = tls_passphrase(v, where);
   return o;
 }
 
@@ -333,7 +369,7 @@ void read_server(const json& s, gateway_config& cfg) {
   if (!s.is_object()) bad("server", "must be an object");
   known_keys(s,
              {"max_header_bytes", "max_body_bytes", "read_timeout_ms", "idle_timeout_ms",
-              "max_connections", "trusted_proxies"},
+              "max_connections", "trusted_proxies", "tls"},
              "server");
   auto& l = cfg.limits;
   l.max_header_bytes = read_size(s, "max_header_bytes", l.max_header_bytes, "server");
@@ -341,6 +377,7 @@ void read_server(const json& s, gateway_config& cfg) {
   l.read_timeout = read_ms(s, "read_timeout_ms", l.read_timeout, "server");
   l.idle_timeout = read_ms(s, "idle_timeout_ms", l.idle_timeout, "server");
   l.max_connections = read_size(s, "max_connections", l.max_connections, "server");
+  if (s.contains("tls")) cfg.tls = read_server_tls(s["tls"], "server.tls");
   // Whose X-Forwarded-For to believe: the client address's (policies/client_address).
   if (s.contains("trusted_proxies"))
     cfg.sections["server.trusted_proxies"] = s["trusted_proxies"].dump();

@@ -80,6 +80,9 @@ struct gateway_config {
   std::vector<std::string> dns_servers;
   std::vector<route> routes;
   http::limits limits;
+  /// server.tls: HTTPS on the public port (cert, key, key_passphrase_env,
+  /// ca, client_cert "off"/"optional"/"require", ciphers); none: HTTP.
+  std::optional<tern::tls_options> tls{};
   /// The top-level "policies" object as JSON text: every route's defaults.
   std::string policies = "{}";
   /// admin.on_public_port: the admin paths (/metrics, /health/*) are also

@@ -63,6 +63,26 @@ class metrics_endpoint final : public handler {
   admin_view& view_;
 };
 
+class tls_reload final : public handler {
+ public:
+  explicit tls_reload(admin_view& view) : view_(view) {}
+  asio::awaitable<void> handle(request_context& ctx) override {
+    auto why = view_.reload_tls();
+    auto& body = ctx.response.body;
+    if (why.empty()) {
+      body = R"({"status":"reloaded"})";
+      co_return;
+    }
+    ctx.response.status = 500;
+    body = R"({"status":"refused","reason":)";
+    append_json_string(why, body);
+    body += '}';
+  }
+
+ private:
+  admin_view& view_;
+};
+
 }  // namespace
 
 std::unique_ptr<handler> make_live_handler() {
@@ -73,6 +93,9 @@ std::unique_ptr<handler> make_ready_handler(admin_view& view) {
 }
 std::unique_ptr<handler> make_metrics_handler(admin_view& view) {
   return std::make_unique<metrics_endpoint>(view);
+}
+std::unique_ptr<handler> make_tls_reload_handler(admin_view& view) {
+  return std::make_unique<tls_reload>(view);
 }
 
 }  // namespace tern::gateway

@@ -30,6 +30,9 @@ class admin_view {
   /// The /metrics text.
   virtual asio::awaitable<std::string> scrape() = 0;
   virtual asio::awaitable<readiness> ready() = 0;
+  /// Re-reads the public port's certificate and key: empty when new
+  /// handshakes use them, else why not (the old pair goes on serving).
+  virtual std::string reload_tls() { return "this gateway does not serve TLS"; }
 };
 
 /// GET /health/live: 200 while the process serves.
@@ -40,5 +43,8 @@ std::unique_ptr<handler> make_live_handler();
 std::unique_ptr<handler> make_ready_handler(admin_view& view);
 /// GET /metrics: the Prometheus text (admin_view::scrape()).
 std::unique_ptr<handler> make_metrics_handler(admin_view& view);
+/// POST /admin/tls/reload: 200 {"status":"reloaded"}, or 500 with why the
+/// files were refused (admin_view::reload_tls()).
+std::unique_ptr<handler> make_tls_reload_handler(admin_view& view);
 
 }  // namespace tern::gateway

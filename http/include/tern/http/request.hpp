@@ -3,6 +3,7 @@
 #pragma once
 
 #include "tern/transport/endpoint.hpp"
+#include "tern/transport/tls.hpp"
 
 #include <chrono>
 #include <cstddef>
@@ -29,6 +30,15 @@ struct limits {
   std::size_t max_connections = 10000;
 };
 
+/// What a TLS connection's handshake settled, for policies and the log.
+struct tls_facts {
+  std::string negotiated;  ///< "TLSv1.3 TLS_AES_128_GCM_SHA256"
+  std::string alpn;        ///< "http/1.1", or empty
+  /// The client's certificate, verified against the server's CA; empty
+  /// when it sent none (or the server asks for none).
+  transport::tls_peer peer;
+};
+
 struct request {
   std::string method;  ///< "GET", as sent (methods are case-sensitive)
   std::string target;  ///< as sent: "/api-gateway/users?limit=2" or "http://host/users"
@@ -45,10 +55,12 @@ struct request {
   /// connection) while the handler was working on this request; the
   /// handler's awaited operations are then cancelled (docs/gateway.md).
   bool client_gone = false;
+  /// Over TLS (set by the server): the connection's; null on plaintext.
+  const tls_facts* tls = nullptr;
 
   /// The first header named `name` (lower-case), or empty.
   [[nodiscard]] std::string_view header(std::string_view name) const;
-  /// Empties every field but `peer`, keeping the storage for the next request
+  /// Empties every field but `peer` and `tls`, keeping the storage for the next request
   /// (but not a body's over 64 KiB).
   void reset();
 };

@@ -17,6 +17,9 @@
 namespace asio {
 class io_context;
 }
+namespace tern::transport {
+class tls_context;
+}
 
 namespace tern::http {
 
@@ -87,6 +90,16 @@ class server {
   /// same count (one per thread, on one port) share one max_connections.
   /// Call before listen().
   void share_connection_count(std::shared_ptr<std::atomic<std::size_t>> open);
+  /// Serves HTTPS with `context` on connections accepted from now on
+  /// (null: plain HTTP); open ones keep what they began with, so a reload
+  /// hands a new context here. The handshake is timed as a request is
+  /// (read_timeout), and a connection in it is reclaimable as an idle one.
+  /// A plain HTTP request at a TLS port gets a plain 400 saying so.
+  void use_tls(std::shared_ptr<const transport::tls_context> context);
+  /// TLS handshakes completed and failed since listen().
+  [[nodiscard]] std::uint64_t handshakes() const noexcept;
+  [[nodiscard]] std::uint64_t failed_handshakes() const noexcept;
+
   /// Stops accepting, closes every connection at once and cancels the
   /// handlers still running (their responses are not sent).
   void stop();

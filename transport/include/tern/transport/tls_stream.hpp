@@ -1,6 +1,6 @@
 // TLS over a connection's socket: the handshake, then reads and writes,
-// for connection.cpp. Private to transport/; the only other unit besides
-// tls.cpp that sees Asio's SSL headers is its own .cpp.
+// for transport's connections and http's sessions. Light: its .cpp is,
+// with tls.cpp, the only unit that sees Asio's SSL headers.
 #pragma once
 
 #include "tern/transport/tls.hpp"
@@ -35,7 +35,8 @@ class tls_stream {
   /// Empty once the handshake is done; why it failed otherwise (OpenSSL's
   /// reason, with the certificate check's when that is what refused).
   asio::awaitable<std::string> handshake();
-  /// As the socket's async_read_some and async_write (all of it).
+  /// As the socket's async_read_some (stopped by `slot` if connected,
+  /// else by the awaiting coroutine's cancellation) and async_write (all).
   asio::awaitable<std::pair<std::error_code, std::size_t>> read_some(char* data, std::size_t size,
                                                                      asio::cancellation_slot slot);
   asio::awaitable<std::pair<std::error_code, std::size_t>> write(const char* data,
@@ -44,6 +45,8 @@ class tls_stream {
   /// Once the handshake is done: the verified peer, the protocol and suite.
   [[nodiscard]] tls_peer peer() const;
   [[nodiscard]] std::string negotiated() const;
+  /// The ALPN protocol agreed, or empty.
+  [[nodiscard]] std::string alpn() const;
 
  private:
   struct impl;
