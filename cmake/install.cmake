@@ -14,7 +14,7 @@ install(DIRECTORY framework/include/tern DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
 install(FILES transport/include/tern/rpc_error.hpp
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tern COMPONENT dev)
 foreach(h byte_buffer codec connection connection_options control endpoint frame_decoder function_ref
-          json log_limit msgpack_codec msgpack_reader nestjs_codec packet server task_group
+          json log_limit msgpack_codec msgpack_reader nestjs_codec packet server task_group tls
           unique_function utf8)
   install(FILES transport/include/tern/transport/${h}.hpp
           DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tern/transport COMPONENT dev)

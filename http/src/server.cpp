@@ -39,6 +39,13 @@ constexpr std::size_t max_queued_response_bytes = 64 * 1024;
 // A session's read buffer, taken when its first bytes arrive.
 constexpr std::size_t read_buffer_bytes = 16 * 1024;
 
+// The socket has neither bytes nor an end of stream to report now.
+bool nothing_to_read(asio::ip::tcp::socket& s) {
+  char byte;
+  auto n = ::recv(s.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
 void append_response(std::string& out, const response& r, bool keep_alive, bool head) {
   char num[16];
   out += "HTTP/1.1 ";
@@ -154,10 +161,19 @@ struct server::impl::session_info {
   bool in_message = false;   // a request has begun and is not complete
   bool lingering = false;    // closing: discarding what the client still sends
   bool handshaking = false;  // TLS: the handshake runs (timed as a request; reclaimable)
+  bool reading = false;      // TLS: bytes came; the session decrypts them (timed as a request)
+  transport::tls_stream* tls = nullptr;  // the session's, over TLS
   // When the request began (in_message), the lingering began, or else the
   // last response was done: the start of the running deadline.
   clock_type::time_point since{};
-  [[nodiscard]] bool idle() const { return !busy && !writing && !in_message && !lingering; }
+  [[nodiscard]] bool idle() const {
+    return !busy && !writing && !in_message && !lingering && !reading;
+  }
+  // Bytes have come that no read has taken: in the socket, or (TLS) in the session.
+  [[nodiscard]] bool has_bytes() const {
+    std::error_code ec;
+    return (socket->available(ec) > 0 && !ec) || (tls && tls->buffered());
+  }
 };
 
 // The session's one wait for bytes, which serves two ends. While a handler
@@ -387,10 +403,7 @@ bool server::impl::reclaim() {
   // A listed session waits for bytes; one whose bytes have come (its wait
   // done, its turn to run not yet) is about to be busy, and one already
   // closed (timed out) frees its slot by itself: neither is taken.
-  auto usable = [](session_info* s) {
-    std::error_code ec;
-    return s->socket->is_open() && s->socket->available(ec) == 0 && !ec;
-  };
+  auto usable = [](session_info* s) { return s->socket->is_open() && !s->has_bytes(); };
   session_info* victim = nullptr;
   for (auto* list : {&fresh_, &between_}) {
     for (auto* s = list->head; s && !victim; s = s->next) {
@@ -446,7 +459,8 @@ asio::awaitable<void> server::impl::drain(std::chrono::milliseconds bound) {
   co_await asio::post(io_, asio::use_awaitable);
   // Idle sessions wake, find nothing to read, and close; see session().
   for (auto* s : sessions_) {
-    if (s->idle()) s->socket->cancel(ec);
+    // (A TLS handshake is left to finish: its request is served.)
+    if (s->idle() && !s->handshaking) s->socket->cancel(ec);
   }
   while ((!sessions_.empty() || starting_ > 0) && clock_type::now() < deadline) {
     drained_.expires_at(deadline);
@@ -477,10 +491,11 @@ asio::awaitable<void> server::impl::sweep_loop(std::shared_ptr<impl> /*keep*/) {
       if (s->busy) continue;  // a handler is working: the client is not the one being slow
       // A client must take what is written to it as it must send a request:
       // within read_timeout.
-      auto deadline = s->writing                        ? s->write_since + limits_.read_timeout
-                      : s->in_message || s->handshaking ? s->since + limits_.read_timeout
-                      : s->lingering                    ? s->since + linger
-                                                        : s->since + limits_.idle_timeout;
+      auto deadline = s->writing ? s->write_since + limits_.read_timeout
+                      : s->in_message || s->handshaking || s->reading
+                          ? s->since + limits_.read_timeout
+                      : s->lingering ? s->since + linger
+                                     : s->since + limits_.idle_timeout;
       if (now >= deadline) {
         spdlog::debug("[{}] http connection timed out", transport::to_string(*s->peer));
         std::error_code ec;
@@ -618,6 +633,7 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
     facts.alpn = tls->alpn();
     facts.peer = tls->peer();
     req.tls = &facts;
+    info.tls = tls.get();
   }
   std::string out;
   bool close_after = false;  // the last response said Connection: close
@@ -641,25 +657,33 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
   bool gone = false;
   while (!close_after) {
     // Draining: a connection between requests closes, unless the next
-    // request is already waiting in the socket.
-    if (draining_ && !info.in_message && socket.available(ec) == 0) break;
+    // request is already waiting (in the socket, or in the TLS session).
+    // A TLS connection's first request comes a round trip after its
+    // handshake: it is waited for, within read_timeout.
+    const bool first_tls = tls && info.fresh;
+    if (draining_ && !info.in_message && !first_tls && !info.has_bytes()) break;
     std::error_code rec;
     std::size_t n = 0;
-    if (tls) {  // the rest of a request, or the next one
+    if (info.in_message || (tls && (tls->buffered() || (draining_ && first_tls)))) {
+      // The rest of a request, or (TLS) bytes the session already holds.
+      info.reading = tls && !info.in_message;
+      if (info.reading) info.since = clock_type::now();
       track(info);
-      auto buf = read_into();
-      std::tie(rec, n) = co_await tls->read_some(static_cast<char*>(buf.data()), buf.size(), {});
-      if (!rec && !info.in_message) info.fresh = false;
-    } else if (info.in_message) {  // the rest of a request
-      track(info);
-      std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
+      if (tls) {
+        auto buf = read_into();
+        std::tie(rec, n) = co_await tls->read_some(static_cast<char*>(buf.data()), buf.size(), {});
+      } else {
+        std::tie(rec, n) = co_await socket.async_read_some(read_into(), nothrow);
+      }
+      info.reading = false;
       // The bytes a pending wait saw may be these: it must not leave the
       // next handler unwatched, thinking the client has more.
       if (!rec && watch->ended && !*watch->ended) watch->ended.reset();
+      if (!rec) info.fresh = false;
     } else {
       // Idle (connected, or between requests): wait for bytes with no read
       // pending and no buffer held, listed for reclaim() meanwhile, which
-      // leaves a session alone once bytes have come for it (available()).
+      // leaves a session alone once bytes have come for it (has_bytes()).
       // The wait may be the one the last handler started (client_watch).
       track(info);
       if (watch->ended) {
@@ -691,8 +715,21 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
                 },
                 nothrow);
       }
-      if (!rec) n = socket.read_some(read_into(), rec);
-      if (rec == asio::error::would_block) continue;  // woken with nothing to read
+      if (!rec && tls) {
+        // Bytes came: a TLS record, maybe in part. The session reads it,
+        // timed as a request is and no longer idle (not reclaimed).
+        if (!info.has_bytes() && nothing_to_read(socket)) continue;  // a stale end: wait again
+        info.reading = true;
+        info.since = clock_type::now();
+        track(info);
+        auto buf = read_into();
+        std::tie(rec, n) = co_await tls->read_some(static_cast<char*>(buf.data()), buf.size(), {});
+        info.reading = false;
+        if (!rec && watch->ended && !*watch->ended) watch->ended.reset();
+      } else if (!rec) {
+        n = socket.read_some(read_into(), rec);
+        if (rec == asio::error::would_block) continue;  // woken with nothing to read
+      }
       info.fresh = false;
     }
     if (rec) {
@@ -738,8 +775,6 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
       bool failed = false;
       watch->info = &info;
       watch->req = &req;
-      // (Over TLS, no wait is parked between requests: an old end is stale.)
-      if (tls && !watch->waiting) watch->ended.reset();
       wait_readable(watch);
       try {
         r = co_await handler_(req);

@@ -15,6 +15,7 @@
 using namespace std::chrono_literals;
 using tern::errc;
 using tern::rpc_error;
+using tern::test::error_of;
 using tern::test::run;
 using tern::test::sleep_for;
 using tern::test::until;
@@ -38,18 +39,6 @@ struct fixture {
   std::uint16_t port = 0;
   std::unique_ptr<tern::client_proxy> client;
 };
-
-// Awaits `call` and returns the rpc_error it throws (fails the test if none).
-template <class Awaitable>
-asio::awaitable<rpc_error> error_of(Awaitable call) {
-  try {
-    co_await std::move(call);
-  } catch (const rpc_error& e) {
-    co_return e;
-  }
-  FAIL("the call succeeded but was expected to fail");
-  co_return rpc_error(errc::remote, "unreachable");
-}
 
 std::uint16_t unused_port(asio::io_context& io) {
   asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});

@@ -2,6 +2,7 @@
 // fails the test instead of blocking the suite.
 #pragma once
 
+#include "tern/rpc_error.hpp"
 #include "tern/transport/task_group.hpp"
 
 #include <doctest/doctest.h>
@@ -65,6 +66,18 @@ inline asio::awaitable<void> until(std::function<bool()> done,
     t.expires_after(std::chrono::milliseconds(1));
     co_await t.async_wait(asio::use_awaitable);
   }
+}
+
+/// Awaits `call` and returns the rpc_error it throws (fails the test if none).
+template <class Awaitable>
+asio::awaitable<rpc_error> error_of(Awaitable call) {
+  try {
+    co_await std::move(call);
+  } catch (const rpc_error& e) {
+    co_return e;
+  }
+  FAIL("the call succeeded but was expected to fail");
+  co_return rpc_error(errc::remote, "unreachable");
 }
 
 /// Suspends the calling coroutine for `d`.

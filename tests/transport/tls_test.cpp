@@ -3,6 +3,7 @@
 // The certificates are made once per test run (tests/support/make_certs.py,
 // the tls_certs fixture) into TERN_TEST_CERTS.
 #include "tern/transport/tls.hpp"
+#include "../support/test_certs.hpp"
 
 #include <doctest/doctest.h>
 #include <openssl/ssl.h>
@@ -29,9 +30,7 @@ using tern::transport::tls_peer;
 namespace {
 
 std::string certs(const std::string& file) {
-  const char* dir = std::getenv("TERN_TEST_CERTS");
-  REQUIRE_MESSAGE(dir, "TERN_TEST_CERTS names the certificates' directory (the tls_certs fixture)");
-  return std::string(dir) + "/" + file;
+  return tern::test::cert_file(file);
 }
 
 tls_options server_opts(const std::string& name = "server") {

@@ -118,9 +118,9 @@ asio::awaitable<std::shared_ptr<client_connection>> client_connection::started(
     state->over = true;
     limit.cancel();
     if (state->late) {
-      throw rpc_error(errc::connection_refused, "cannot connect to " + where +
-                                                    ": the TLS handshake timed out after " +
-                                                    std::to_string(timeout.count()) + " ms");
+      throw rpc_error(errc::connection_refused,
+                      "cannot connect to " + where + ": the TLS handshake did not finish within " +
+                          "the connect's " + std::to_string(timeout.count()) + " ms");
     }
     if (!why.empty()) {
       conn->close("TLS handshake failed");

@@ -23,8 +23,11 @@ constexpr std::size_t initial_read_buffer = 64 * 1024;
 constexpr auto forever = std::chrono::steady_clock::time_point::max();
 
 // A TLS record header that opens a handshake (0x16, then version 3.x): a
-// TLS client at a plaintext port. tern's frame would announce over 350
-// MiB, NestJS's a length that is not a number.
+// TLS client at a plaintext port, most likely. tern's frame would announce
+// over 350 MiB, NestJS's a length that is not a number; a codec of one's
+// own may take it, so it only changes what a failed first frame is called.
+constexpr const char* tls_hello_refusal =
+    "the peer began a TLS handshake; this port speaks plaintext";
 bool looks_like_tls(const char* data, std::size_t size) noexcept {
   return size >= 3 && data[0] == 0x16 && data[1] == 0x03 &&
          static_cast<unsigned char>(data[2]) <= 0x04;
@@ -101,6 +104,12 @@ void connection::close(std::string_view reason, bool protocol_error) {
 }
 
 void connection::stop_reading() {
+  // A TLS handshake not yet done has no request to finish: a drain would
+  // only wait on it (nothing, not even a goaway, is written before it).
+  if (handshaking_) {
+    close("shutting down during the TLS handshake");
+    return;
+  }
   if (!reading_) return;
   reading_ = false;
   stop_read_.emit(asio::cancellation_type::terminal);
@@ -179,6 +188,7 @@ std::size_t connection::deliver(const char* data, std::size_t size) {
       on_bad_packet_(e);
       continue;
     }
+    tls_hello_ = false;  // a frame the codec took: whatever it began with
     on_packet_(pkt);
     zone_.clear();
   }
@@ -281,16 +291,16 @@ asio::awaitable<void> connection::reader() {
       if (have == 0) frame_started_ = read_at;
       have += n;
       if (first_read_) {
+        // Said instead of the codec's complaint, if the first frame fails.
         first_read_ = false;
-        if (!tls_ && wire_.max_frame() < 0x16000000u && looks_like_tls(buf.data(), have)) {
-          throw protocol_violation("the peer began a TLS handshake; this port speaks plaintext");
-        }
+        tls_hello_ = !tls_ && looks_like_tls(buf.data(), have);
       }
     }
   } catch (const protocol_violation& e) {
-    close(e.what(), true);
+    close(tls_hello_ ? tls_hello_refusal : e.what(), true);
   } catch (const std::exception& e) {
-    close(std::string("receive failed: ") + e.what(), true);
+    close(tls_hello_ ? std::string(tls_hello_refusal) : std::string("receive failed: ") + e.what(),
+          true);
   }
 }
 
@@ -334,7 +344,9 @@ asio::awaitable<void> connection::watchdog() {
     auto next = clock::time_point::max();
     if (read_limit.count() > 0) {
       if (partial_ && now - frame_started_ >= read_limit) {
-        close("a frame did not arrive whole within " + std::to_string(read_limit.count()) + " ms",
+        close((handshaking_ ? "the TLS handshake did not finish within "
+                            : "a frame did not arrive whole within ") +
+                  std::to_string(read_limit.count()) + " ms",
               true);
         co_return;
       }

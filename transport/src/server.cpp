@@ -210,7 +210,10 @@ void server::stop_accepting() {
 }
 
 void server::stop_reading() {
-  for (auto* s : sessions_) s->stop_reading();
+  // (One still in its TLS handshake closes, leaving sessions_.)
+  std::vector<std::shared_ptr<connection>> all;
+  for (auto* s : sessions_) all.push_back(s->shared_from_this());
+  for (auto& s : all) s->stop_reading();
 }
 
 asio::awaitable<void> server::flush(std::chrono::steady_clock::time_point deadline) {

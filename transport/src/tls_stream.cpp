@@ -82,6 +82,13 @@ asio::awaitable<std::pair<std::error_code, std::size_t>> tls_stream::write(const
   co_return std::pair{ec, n};
 }
 
+bool tls_stream::buffered() const noexcept {
+  // Asio's stream reads the socket into its own buffer, then feeds
+  // OpenSSL's through a BIO pair: bytes may wait in either.
+  auto* ssl = const_cast<asio::ssl::stream<asio::ip::tcp::socket&>&>(impl_->stream).native_handle();
+  return SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0;
+}
+
 tls_peer tls_stream::peer() const {
   return peer_of(impl_->stream.native_handle());
 }

@@ -144,14 +144,18 @@ int app::run() {
       tls_ ? "https" : "http", options_.host, port, cfg_->routes.size(), workers_.size(),
       workers_.size() == 1 ? "" : "s", options_.admin_host, admin_port);
   // SIGHUP re-reads the certificate and key (reload_tls()).
-  asio::signal_set hangups(workers_.front()->io, SIGHUP);
+  // Only with TLS: without, SIGHUP keeps its default (it ends the process).
+  std::optional<asio::signal_set> hangups;
   std::function<void(std::error_code, int)> on_hangup = [&](std::error_code ec, int) {
     if (ec) return;
     spdlog::info("received SIGHUP: reloading the TLS certificate and key");
     reload_tls();
-    hangups.async_wait(on_hangup);
+    hangups->async_wait(on_hangup);
   };
-  if (tls_) hangups.async_wait(on_hangup);
+  if (tls_) {
+    hangups.emplace(workers_.front()->io, SIGHUP);
+    hangups->async_wait(on_hangup);
+  }
   // The first signal drains, a second one stops at once.
   asio::signal_set signals(workers_.front()->io, SIGINT, SIGTERM);
   signals.async_wait([&](std::error_code ec, int sig) {
@@ -195,14 +199,14 @@ int app::run() {
     stop_all();
     for (std::size_t i = 1; i < started; ++i) workers_[i]->thread.join();
     signals.cancel();
-    hangups.cancel();
+    if (hangups) hangups->cancel();
     finish();
     throw;
   }
   serve(*workers_.front());
   for (std::size_t i = 1; i < workers_.size(); ++i) workers_[i]->thread.join();
   signals.cancel();
-  hangups.cancel();
+  if (hangups) hangups->cancel();
   if (!finish()) failed_ = true;
   return failed_ ? 1 : 0;
 }
@@ -318,7 +322,7 @@ asio::awaitable<std::string> app::scrape() {
   co_return process_->metrics.scrape(std::move(all));
 }
 
-std::string app::reload_tls() {
+std::optional<std::string> app::reload_tls() {
   if (!cfg_->tls) return admin_view::reload_tls();
   std::shared_ptr<const tls_context> next;
   try {
@@ -327,7 +331,7 @@ std::string app::reload_tls() {
     next = tls_context::server(o);
   } catch (const tls_error& e) {
     spdlog::error("TLS reload refused, the certificate in use goes on: {}", e.what());
-    return e.what();
+    return std::string(e.what());
   }
   tls_ = next;
   for (auto& w : workers_) {
@@ -339,7 +343,7 @@ std::string app::reload_tls() {
               24;
   spdlog::info("TLS reloaded: {} (expires in {} days); new connections use it",
                clip(next->subject()), days);
-  return {};
+  return std::string();
 }
 
 asio::awaitable<readiness> app::ready() {

@@ -63,7 +63,7 @@ class app final : public admin_view {
   /// handshakes on every worker use the new pair, open connections keep
   /// theirs; a file that cannot be used is refused and logged, and the old
   /// pair goes on. Call on the first worker's thread.
-  std::string reload_tls() override;
+  std::optional<std::string> reload_tls() override;
 
   [[nodiscard]] const gateway_config& config() const noexcept { return *cfg_; }
 

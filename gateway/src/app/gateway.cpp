@@ -101,7 +101,7 @@ asio::awaitable<std::string> gateway::scrape() {
   co_return process_->metrics.scrape(collect_metrics());
 }
 
-std::string gateway::reload_tls() {
+std::optional<std::string> gateway::reload_tls() {
   return view_ ? view_->reload_tls() : admin_view::reload_tls();
 }
 

@@ -84,7 +84,7 @@ class gateway : public admin_view {
   /// What /metrics and /health/ready answer.
   asio::awaitable<std::string> scrape() override;
   asio::awaitable<readiness> ready() override;
-  std::string reload_tls() override;
+  std::optional<std::string> reload_tls() override;
 
   [[nodiscard]] const gateway_config& config() const noexcept { return *cfg_; }
   /// This gateway's metrics (a worker's own; see process_state).

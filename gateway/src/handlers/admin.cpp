@@ -69,13 +69,18 @@ class tls_reload final : public handler {
   asio::awaitable<void> handle(request_context& ctx) override {
     auto why = view_.reload_tls();
     auto& body = ctx.response.body;
-    if (why.empty()) {
+    if (!why) {
+      ctx.response.status = 404;
+      body = R"({"status":"refused","reason":"the public port does not serve TLS"})";
+      co_return;
+    }
+    if (why->empty()) {
       body = R"({"status":"reloaded"})";
       co_return;
     }
     ctx.response.status = 500;
     body = R"({"status":"refused","reason":)";
-    append_json_string(why, body);
+    append_json_string(*why, body);
     body += '}';
   }
 

@@ -7,6 +7,7 @@
 #include <asio/awaitable.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,8 +32,9 @@ class admin_view {
   virtual asio::awaitable<std::string> scrape() = 0;
   virtual asio::awaitable<readiness> ready() = 0;
   /// Re-reads the public port's certificate and key: empty when new
-  /// handshakes use them, else why not (the old pair goes on serving).
-  virtual std::string reload_tls() { return "this gateway does not serve TLS"; }
+  /// handshakes use them, else why not (the old pair goes on serving);
+  /// nullopt when the public port has no TLS.
+  virtual std::optional<std::string> reload_tls() { return std::nullopt; }
 };
 
 /// GET /health/live: 200 while the process serves.
@@ -43,8 +45,8 @@ std::unique_ptr<handler> make_live_handler();
 std::unique_ptr<handler> make_ready_handler(admin_view& view);
 /// GET /metrics: the Prometheus text (admin_view::scrape()).
 std::unique_ptr<handler> make_metrics_handler(admin_view& view);
-/// POST /admin/tls/reload: 200 {"status":"reloaded"}, or 500 with why the
-/// files were refused (admin_view::reload_tls()).
+/// POST /admin/tls/reload: 200 {"status":"reloaded"}, 500 with why the
+/// files were refused (admin_view::reload_tls()), or 404 without TLS.
 std::unique_ptr<handler> make_tls_reload_handler(admin_view& view);
 
 }  // namespace tern::gateway

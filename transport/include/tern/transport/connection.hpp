@@ -128,6 +128,7 @@ class connection : public std::enable_shared_from_this<connection> {
   tls_peer identity_;
   bool handshaking_ = false;  // an accepted TLS connection's reader has yet to do the handshake
   bool first_read_ = true;
+  bool tls_hello_ = false;  // plaintext, and the first bytes looked like a TLS hello
   asio::any_io_executor executor_;
   const codec& wire_;
   connection_options options_;

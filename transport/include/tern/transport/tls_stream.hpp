@@ -42,6 +42,11 @@ class tls_stream {
   asio::awaitable<std::pair<std::error_code, std::size_t>> write(const char* data,
                                                                  std::size_t size);
 
+  /// Whether the session holds received bytes not yet returned (decrypted
+  /// data, or records taken from the socket): a read may complete without
+  /// the socket becoming readable.
+  [[nodiscard]] bool buffered() const noexcept;
+
   /// Once the handshake is done: the verified peer, the protocol and suite.
   [[nodiscard]] tls_peer peer() const;
   [[nodiscard]] std::string negotiated() const;
