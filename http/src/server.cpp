@@ -109,6 +109,11 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   asio::awaitable<void> sweep_loop(std::shared_ptr<impl> keep);
   asio::awaitable<void> session(std::shared_ptr<impl> keep, asio::ip::tcp::socket socket,
                                 std::shared_ptr<client_watch> watch, connection_slot slot);
+  // At drain, how long a TLS connection without a request yet may take to
+  // finish its handshake or send its first request.
+  [[nodiscard]] std::chrono::milliseconds drain_grace() const {
+    return std::min(limits_.read_timeout, std::chrono::milliseconds(2000));
+  }
   // An HTTPS session's handshake, counted; false (logged) if it failed.
   asio::awaitable<bool> handshake(transport::tls_stream& tls, asio::ip::tcp::socket& socket,
                                   session_info& info);
@@ -135,6 +140,7 @@ struct server::impl : std::enable_shared_from_this<server::impl> {
   asio::steady_timer drained_;  // drain() waits on it; the last session to end cancels it
   bool running_ = false;
   bool draining_ = false;
+  clock_type::time_point drain_began_{};
   std::size_t starting_ = 0;  // sessions spawned that have not registered yet
   std::uint64_t accepted_ = 0;
   std::uint64_t reclaimed_ = 0;
@@ -162,6 +168,7 @@ struct server::impl::session_info {
   bool lingering = false;    // closing: discarding what the client still sends
   bool handshaking = false;  // TLS: the handshake runs (timed as a request; reclaimable)
   bool reading = false;      // TLS: bytes came; the session decrypts them (timed as a request)
+  clock_type::time_point read_since{};   // when that read began (`since` stays the idle clock's)
   transport::tls_stream* tls = nullptr;  // the session's, over TLS
   // When the request began (in_message), the lingering began, or else the
   // last response was done: the start of the running deadline.
@@ -441,6 +448,7 @@ void server::impl::stop() {
 asio::awaitable<void> server::impl::drain(std::chrono::milliseconds bound) {
   auto deadline = clock_type::now() + bound;
   draining_ = true;
+  drain_began_ = clock_type::now();
   std::error_code ec;
   if (acceptor_.is_open()) {
     // Connections the kernel has already accepted may carry a request:
@@ -491,11 +499,16 @@ asio::awaitable<void> server::impl::sweep_loop(std::shared_ptr<impl> /*keep*/) {
       if (s->busy) continue;  // a handler is working: the client is not the one being slow
       // A client must take what is written to it as it must send a request:
       // within read_timeout.
-      auto deadline = s->writing ? s->write_since + limits_.read_timeout
-                      : s->in_message || s->handshaking || s->reading
-                          ? s->since + limits_.read_timeout
-                      : s->lingering ? s->since + linger
-                                     : s->since + limits_.idle_timeout;
+      auto deadline = s->writing                        ? s->write_since + limits_.read_timeout
+                      : s->in_message || s->handshaking ? s->since + limits_.read_timeout
+                      : s->reading                      ? s->read_since + limits_.read_timeout
+                      : s->lingering                    ? s->since + linger
+                                                        : s->since + limits_.idle_timeout;
+      // Draining, a TLS connection with no request yet (in its handshake,
+      // or waiting for its first) has a short grace, not a full read_timeout.
+      if (draining_ && (s->handshaking || (s->reading && s->fresh))) {
+        deadline = std::min(deadline, drain_began_ + drain_grace());
+      }
       if (now >= deadline) {
         spdlog::debug("[{}] http connection timed out", transport::to_string(*s->peer));
         std::error_code ec;
@@ -660,14 +673,15 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
     // request is already waiting (in the socket, or in the TLS session).
     // A TLS connection's first request comes a round trip after its
     // handshake: it is waited for, within read_timeout.
-    const bool first_tls = tls && info.fresh;
+    const bool first_tls =
+        tls && info.fresh && (!draining_ || clock_type::now() - info.since < drain_grace());
     if (draining_ && !info.in_message && !first_tls && !info.has_bytes()) break;
     std::error_code rec;
     std::size_t n = 0;
     if (info.in_message || (tls && (tls->buffered() || (draining_ && first_tls)))) {
       // The rest of a request, or (TLS) bytes the session already holds.
       info.reading = tls && !info.in_message;
-      if (info.reading) info.since = clock_type::now();
+      if (info.reading) info.read_since = clock_type::now();
       track(info);
       if (tls) {
         auto buf = read_into();
@@ -720,7 +734,7 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
         // timed as a request is and no longer idle (not reclaimed).
         if (!info.has_bytes() && nothing_to_read(socket)) continue;  // a stale end: wait again
         info.reading = true;
-        info.since = clock_type::now();
+        info.read_since = clock_type::now();
         track(info);
         auto buf = read_into();
         std::tie(rec, n) = co_await tls->read_some(static_cast<char*>(buf.data()), buf.size(), {});
@@ -730,7 +744,9 @@ asio::awaitable<void> server::impl::session(std::shared_ptr<impl> /*keep*/,
         n = socket.read_some(read_into(), rec);
         if (rec == asio::error::would_block) continue;  // woken with nothing to read
       }
-      info.fresh = false;
+      // (A TLS connection's wait that drain cancelled leaves it fresh: its
+      // first request, a round trip behind its handshake, is waited for.)
+      if (!rec || !tls) info.fresh = false;
     }
     if (rec) {
       // drain() cancels the waits of idle connections so they look again.

@@ -202,31 +202,53 @@ TEST_CASE("https: handshakes that stall are reclaimed at max_connections and cou
   });
 }
 
-TEST_CASE(
-    "https: at drain, a request already in the TLS session and a new connection's first are "
-    "served") {
+TEST_CASE("https: requests sent as separate records before any response are all answered") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     app a;
     tern::http::server server(io, {}, a.handler());
     server.use_tls(server_tls());
     auto port = server.listen("127.0.0.1", 0);
-    // Two pipelined requests behind a slow one: when the drain begins they
-    // are in the server's TLS session, not in its socket.
+    auto c = co_await client::open(io, port);
+    // Each a record of its own, all before the server reads: one socket
+    // read takes them all, one TLS read returns one record, and the rest
+    // wait in the session, where a wait on the socket would never see them.
+    for (int i = 0; i < 20; ++i) {
+      co_await c->send("GET /r" + std::to_string(i) + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    }
+    for (int i = 0; i < 20; ++i) {
+      CHECK(co_await c->response() == "GET /r" + std::to_string(i) + " tls http/1.1");
+    }
+  });
+}
+
+TEST_CASE("https: at drain, a connection whose handshake is done gets its first request served") {
+  tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
+    app a;
+    tern::http::server server(io, {}, a.handler());
+    server.use_tls(server_tls());
+    auto port = server.listen("127.0.0.1", 0);
+    // One between requests (drain closes it), one with a request in
+    // flight, and one past its handshake that has sent nothing yet.
+    auto idle = co_await client::open(io, port);
+    co_await idle->send("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await idle->response();
     auto busy = co_await client::open(io, port);
     co_await busy->send(
         "GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n");
     co_await tern::test::until([&] { return a.started; });
-    // A connection whose handshake is done but whose request has not come.
     auto fresh = co_await client::open(io, port);
+    co_await tern::test::until([&] { return server.handshakes() == 3; });
     bool drained = false;
     asio::co_spawn(io, server.drain(10s), [&](std::exception_ptr) { drained = true; });
+    // The idle one closing shows drain has woken every idle session.
+    CHECK((co_await idle->rest()).empty());
     co_await fresh->send("GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(co_await fresh->response() == "GET /first tls http/1.1");
     a.release = true;
     CHECK(co_await busy->response() == "GET /slow tls http/1.1");
-    // (/next was read with /slow: served or not, the connection then closes.)
-    auto after = co_await busy->rest();
-    CHECK((after.empty() || after.find("GET /next") != std::string::npos));
+    // A request queued behind one in flight is not begun at drain (as on plain HTTP).
+    CHECK((co_await busy->rest()).empty());
+    CHECK((co_await fresh->rest()).empty());
     busy->socket.close();
     fresh->socket.close();
     co_await tern::test::until([&] { return drained; });
@@ -234,7 +256,8 @@ TEST_CASE(
   });
 }
 
-TEST_CASE("https: a keep-alive connection waits idle between requests without a read buffer held") {
+TEST_CASE(
+    "https: a keep-alive HTTPS connection between requests is reclaimable at max_connections") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
     app a;
     tern::http::limits l;

@@ -188,7 +188,8 @@ TEST_CASE("tls: plaintext at a TLS port and TLS at a plaintext port are refused 
     service plain(io, std::nullopt);
     // A TLS caller at a plaintext port: closed before its handshake ends,
     // and the service's log says what it was (first: the log's rate limit
-    // lets one protocol error a second through).
+    // lets one protocol error a second through, per thread: ctest runs
+    // each case in a process of its own).
     auto seen = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(16);
     auto level = spdlog::get_level();
     spdlog::default_logger()->sinks().push_back(seen);

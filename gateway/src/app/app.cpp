@@ -144,18 +144,20 @@ int app::run() {
       tls_ ? "https" : "http", options_.host, port, cfg_->routes.size(), workers_.size(),
       workers_.size() == 1 ? "" : "s", options_.admin_host, admin_port);
   // SIGHUP re-reads the certificate and key (reload_tls()).
-  // Only with TLS: without, SIGHUP keeps its default (it ends the process).
+  // (Without TLS there is nothing to reload: said, and the process goes on.)
   std::optional<asio::signal_set> hangups;
   std::function<void(std::error_code, int)> on_hangup = [&](std::error_code ec, int) {
     if (ec) return;
-    spdlog::info("received SIGHUP: reloading the TLS certificate and key");
-    reload_tls();
+    if (tls_) {
+      spdlog::info("received SIGHUP: reloading the TLS certificate and key");
+      reload_tls();
+    } else {
+      spdlog::info("received SIGHUP: nothing to reload (the public port has no TLS)");
+    }
     hangups->async_wait(on_hangup);
   };
-  if (tls_) {
-    hangups.emplace(workers_.front()->io, SIGHUP);
-    hangups->async_wait(on_hangup);
-  }
+  hangups.emplace(workers_.front()->io, SIGHUP);
+  hangups->async_wait(on_hangup);
   // The first signal drains, a second one stops at once.
   asio::signal_set signals(workers_.front()->io, SIGINT, SIGTERM);
   signals.async_wait([&](std::error_code ec, int sig) {
