@@ -120,14 +120,25 @@ struct app {
   }
 };
 
+// A TLS server with the app's handler on an ephemeral loopback port.
+struct https_server {
+  explicit https_server(asio::io_context& io, const tern::http::limits& l = {})
+      : server(io, l, a.handler()) {
+    server.use_tls(server_tls());
+    port = server.listen("127.0.0.1", 0);
+  }
+  app a;
+  tern::http::server server;
+  std::uint16_t port = 0;
+};
+
 }  // namespace
 
 TEST_CASE("https: pipelined requests in one TLS write are answered in order, then more") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
-    tern::http::server server(io, {}, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io);
+    auto& server = s.server;
+    auto port = s.port;
     auto c = co_await client::open(io, port);
     // 100 requests in one write: the server's TLS session holds what its
     // first read does not return, and the session must not wait on the
@@ -150,10 +161,10 @@ TEST_CASE("https: pipelined requests in one TLS write are answered in order, the
 
 TEST_CASE("https: drain finishes a request in flight and closes idle TLS connections") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
-    tern::http::server server(io, {}, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io);
+    auto& a = s.a;
+    auto& server = s.server;
+    auto port = s.port;
     auto idle = co_await client::open(io, port);
     co_await idle->send("GET /warm HTTP/1.1\r\nHost: x\r\n\r\n");
     co_await idle->response();
@@ -176,12 +187,11 @@ TEST_CASE("https: drain finishes a request in flight and closes idle TLS connect
 
 TEST_CASE("https: handshakes that stall are reclaimed at max_connections and counted as failed") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
     tern::http::limits l;
     l.max_connections = 2;
-    tern::http::server server(io, l, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io, l);
+    auto& server = s.server;
+    auto port = s.port;
     std::vector<tcp::socket> stalled;
     for (int i = 0; i < 2; ++i) {
       stalled.emplace_back(io);
@@ -204,10 +214,8 @@ TEST_CASE("https: handshakes that stall are reclaimed at max_connections and cou
 
 TEST_CASE("https: requests sent as separate records before any response are all answered") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
-    tern::http::server server(io, {}, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io);
+    auto port = s.port;
     auto c = co_await client::open(io, port);
     // Each a record of its own, all before the server reads: one socket
     // read takes them all, one TLS read returns one record, and the rest
@@ -223,10 +231,10 @@ TEST_CASE("https: requests sent as separate records before any response are all 
 
 TEST_CASE("https: at drain, a connection whose handshake is done gets its first request served") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
-    tern::http::server server(io, {}, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io);
+    auto& a = s.a;
+    auto& server = s.server;
+    auto port = s.port;
     // One between requests (drain closes it), one with a request in
     // flight, and one past its handshake that has sent nothing yet.
     auto idle = co_await client::open(io, port);
@@ -259,12 +267,11 @@ TEST_CASE("https: at drain, a connection whose handshake is done gets its first 
 TEST_CASE(
     "https: a keep-alive HTTPS connection between requests is reclaimable at max_connections") {
   tern::test::run([](asio::io_context& io) -> asio::awaitable<void> {
-    app a;
     tern::http::limits l;
     l.max_connections = 1;
-    tern::http::server server(io, l, a.handler());
-    server.use_tls(server_tls());
-    auto port = server.listen("127.0.0.1", 0);
+    https_server s(io, l);
+    auto& server = s.server;
+    auto port = s.port;
     auto first = co_await client::open(io, port);
     co_await first->send("GET /a HTTP/1.1\r\nHost: x\r\n\r\n");
     CHECK(co_await first->response() == "GET /a tls http/1.1");
